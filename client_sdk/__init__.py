@@ -1,0 +1,44 @@
+"""Python SDK of the edge relay: connect, join rooms, publish, presence, RTT.
+
+The wire contract lives in :mod:`client_sdk.protocol` (sans-I/O).  This
+package never imports the edge, the origin or the benchmarks.
+"""
+
+from __future__ import annotations
+
+from .backoff import Backoff, full_jitter
+from .client import Client, Position, ReceivedMessage, connect
+from .errors import (
+    AuthError,
+    ClientClosedError,
+    ConnectError,
+    ConnectionLostError,
+    EdgeRelayError,
+    ForbiddenError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ServerError,
+)
+from .protocol import Member
+from .subscription import PresenceEvent, Subscription
+
+__all__ = [
+    "AuthError",
+    "Backoff",
+    "Client",
+    "ClientClosedError",
+    "ConnectError",
+    "ConnectionLostError",
+    "EdgeRelayError",
+    "ForbiddenError",
+    "Member",
+    "Position",
+    "PresenceEvent",
+    "RateLimitedError",
+    "ReceivedMessage",
+    "RequestTimeoutError",
+    "ServerError",
+    "Subscription",
+    "connect",
+    "full_jitter",
+]

@@ -1,0 +1,490 @@
+"""The asyncio client.
+
+>>> client = await connect(["ws://127.0.0.1:8701", "ws://127.0.0.1:8702"], token)
+>>> sub = await client.join("lobby")
+>>> await client.publish("lobby", b"hello")
+>>> async for msg in sub:
+...     print(msg.sender, msg.payload)
+
+Contract: a :class:`Client` keeps one connection to one edge.  When it drops
+with a retryable code (see :mod:`client_sdk.protocol.codes`) the client
+reconnects with full-jitter backoff, walking its URL list, and re-joins its
+rooms; requests in flight fail with :class:`ConnectionLostError`.  A
+non-retryable close (bad token, ...) ends the client: iterators stop and calls
+raise :class:`ClientClosedError`.  Message delivery across a reconnect is
+at-most-once in this version (resume with replay comes with recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.connection import broadcast
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from .backoff import Backoff
+from .errors import (
+    ClientClosedError,
+    ConnectError,
+    ConnectionLostError,
+    EdgeRelayError,
+    RequestTimeoutError,
+    error_for_code,
+)
+from .protocol import (
+    JOIN_NO_ECHO,
+    JOIN_PRESENCE,
+    PROTOCOL_VERSION,
+    Ack,
+    Decoder,
+    Error,
+    Frame,
+    Hello,
+    Join,
+    Joined,
+    Leave,
+    Limits,
+    Member,
+    Message,
+    Ping,
+    Pong,
+    PresenceJoin,
+    PresenceLeave,
+    PresenceList,
+    PresenceMembers,
+    ProtocolError,
+    Publish,
+    Retry,
+    Welcome,
+    encode,
+    retry_for_close,
+)
+from .subscription import PresenceEvent, Subscription
+
+__all__ = ["Client", "Position", "ReceivedMessage", "connect"]
+
+log = logging.getLogger("client_sdk")
+
+#: A message delivered to the application (the protocol's MESSAGE frame).
+ReceivedMessage = Message
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Position of a reliable message in its room: ``(epoch, seq)``."""
+
+    epoch: int
+    seq: int
+
+
+_INBOUND_LIMITS = Limits(max_frame_bytes=16 * 1024 * 1024, max_presence_list=100_000)
+
+
+class Client:
+    """A connection to the edge network.  Create with :func:`connect`."""
+
+    def __init__(self, urls: Sequence[str], token: str, *, name: str = "",
+                 reconnect: bool = True, request_timeout: float = 10.0,
+                 connect_timeout: float = 5.0, backoff_base: float = 0.5,
+                 backoff_cap: float = 20.0, max_send_buffer: int = 4 * 1024 * 1024) -> None:
+        if not urls:
+            raise ValueError("at least one URL is required")
+        self.urls = list(urls)
+        self.token = token
+        self.name = name
+        self.reconnect = reconnect
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.max_send_buffer = max_send_buffer
+        self.session_id = ""
+        self.edge_id = ""
+        self.url = ""
+        self.server_info: dict[str, object] = {}
+        self.reconnects = 0
+        self.rtt: float | None = None
+        self.errors: list[tuple[int, str]] = []
+        self.on_error: Callable[[int, str], None] | None = None
+        self.on_reconnect: Callable[[Client], None] | None = None
+        self._backoff = Backoff(backoff_base, backoff_cap)
+        self._url_index = 0
+        self._ws: ClientConnection | None = None
+        self._req_ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Frame]] = {}
+        self._pings: dict[int, asyncio.Future[float]] = {}
+        self._subs: dict[str, Subscription] = {}
+        self._decoder = Decoder(_INBOUND_LIMITS)
+        self._runner: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closed: ClientClosedError | None = None
+
+    # -- connection management ----------------------------------------------
+
+    async def _open(self, url: str) -> tuple[ClientConnection, Welcome]:
+        ws = await asyncio.wait_for(
+            ws_connect(url, compression=None, max_size=None, ping_interval=None,
+                       open_timeout=self.connect_timeout, max_queue=None),
+            self.connect_timeout,
+        )
+        try:
+            await ws.send(encode(Hello(PROTOCOL_VERSION, self.token, self.name)))
+            raw = await asyncio.wait_for(ws.recv(), self.connect_timeout)
+            frame = self._decoder.decode(raw if isinstance(raw, bytes) else raw.encode())
+            if not isinstance(frame, Welcome):
+                raise ConnectError(f"{url}: expected WELCOME, got {type(frame).__name__}")
+            return ws, frame
+        except ConnectionClosed as exc:
+            rcvd = exc.rcvd
+            code, reason = (rcvd.code, rcvd.reason) if rcvd else (None, "")
+            if code is not None and retry_for_close(code) is Retry.NEVER:
+                raise error_for_code(code, reason or "rejected") from exc
+            raise ConnectError(f"{url}: closed during handshake ({code} {reason})") from exc
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await ws.close()
+            raise
+
+    async def _connect_any(self) -> None:
+        """Try URLs in order starting at the current index, once each."""
+        errors = []
+        for i in range(len(self.urls)):
+            idx = (self._url_index + i) % len(self.urls)
+            url = self.urls[idx]
+            try:
+                ws, welcome = await self._open(url)
+            except EdgeRelayError as exc:
+                if getattr(exc, "code", None) is not None and retry_for_close(
+                        getattr(exc, "code", 0)) is Retry.NEVER:
+                    raise
+                errors.append(f"{url}: {exc}")
+                continue
+            except (OSError, TimeoutError, InvalidHandshake, ProtocolError) as exc:
+                errors.append(f"{url}: {exc or type(exc).__name__}")
+                continue
+            except InvalidURI as exc:
+                raise ConnectError(f"invalid URL {url!r}") from exc
+            self._url_index = idx
+            self._ws = ws
+            self.url = url
+            self.session_id = welcome.session_id
+            self.edge_id = welcome.edge_id
+            self.server_info = dict(welcome.info)
+            return
+        raise ConnectError("could not connect to any edge: " + "; ".join(errors))
+
+    async def _start(self) -> None:
+        await self._connect_any()
+        self._connected.set()
+        self._runner = asyncio.get_running_loop().create_task(self._run(), name="client-run")
+
+    async def _run(self) -> None:
+        while True:
+            ws = self._ws
+            assert ws is not None
+            code: int | None = None
+            reason = ""
+            try:
+                async for raw in ws:
+                    if isinstance(raw, bytes):
+                        self._on_frame(raw)
+            except ConnectionClosed:
+                pass
+            finally:
+                rcvd = ws.protocol.close_rcvd
+                if rcvd is not None:
+                    code, reason = rcvd.code, rcvd.reason
+            self._connected.clear()
+            self._fail_pending(ConnectionLostError(f"connection lost ({code} {reason})"))
+            if self._closed is not None:
+                return
+            retry = retry_for_close(code)
+            if retry is Retry.NEVER or not self.reconnect:
+                self._shutdown(ClientClosedError(f"closed by edge: {code} {reason}", code))
+                return
+            if retry is Retry.RECONNECT_ELSEWHERE:
+                self._url_index = (self._url_index + 1) % len(self.urls)
+            if not await self._reconnect_loop():
+                return
+
+    async def _reconnect_loop(self) -> bool:
+        while self._closed is None:
+            await asyncio.sleep(self._backoff.next_delay())
+            try:
+                await self._connect_any()
+            except (ConnectError, OSError, TimeoutError):
+                self._url_index = (self._url_index + 1) % len(self.urls)
+                continue
+            except EdgeRelayError as exc:  # auth rejected on reconnect
+                self._shutdown(ClientClosedError(f"reconnect refused: {exc}"))
+                return False
+            self._backoff.reset()
+            self.reconnects += 1
+            self._connected.set()
+            await self._rejoin()
+            if self.on_reconnect is not None:
+                self.on_reconnect(self)
+            return True
+        return False
+
+    async def _rejoin(self) -> None:
+        for sub in list(self._subs.values()):
+            with contextlib.suppress(EdgeRelayError):
+                await self._request(Join(0, sub.room, sub.flags))
+
+    def _shutdown(self, exc: ClientClosedError) -> None:
+        self._closed = exc
+        self._connected.set()  # wake waiters so they see the closed state
+        self._fail_pending(exc)
+        for sub in self._subs.values():
+            sub._end(exc)
+
+    def _fail_pending(self, exc: EdgeRelayError) -> None:
+        for fut in list(self._pending.values()) + list(self._pings.values()):
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+        self._pings.clear()
+
+    async def close(self) -> None:
+        """Close the connection; subscriptions end.  Safe to call twice."""
+        if self._closed is None:
+            self._shutdown(ClientClosedError("client closed"))
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection to an edge is open."""
+        return self._connected.is_set() and self._closed is None
+
+    # -- inbound --------------------------------------------------------------
+
+    def _on_frame(self, raw: bytes) -> None:
+        try:
+            f = self._decoder.decode(raw)
+        except ProtocolError as exc:
+            log.warning("undecodable frame from edge: %s", exc)
+            return
+        t = type(f)
+        if t is Message:
+            assert isinstance(f, Message)
+            sub = self._subs.get(f.room)
+            if sub is not None:
+                sub._deliver(f)
+        elif t in (Ack, Joined, PresenceMembers):
+            fut = self._pending.pop(f.req_id, None)  # type: ignore[union-attr]
+            if fut is not None and not fut.done():
+                fut.set_result(f)
+        elif t is Error:
+            assert isinstance(f, Error)
+            if f.req_id:
+                fut = self._pending.pop(f.req_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(error_for_code(f.code, f.message))
+                    return
+            self.errors.append((f.code, f.message))
+            del self.errors[:-100]
+            if self.on_error is not None:
+                self.on_error(f.code, f.message)
+        elif t is Pong:
+            assert isinstance(f, Pong)
+            pfut = self._pings.pop(f.stamp, None)
+            if pfut is not None and not pfut.done():
+                pfut.set_result(time.perf_counter())
+        elif t is Ping:
+            assert isinstance(f, Ping)
+            self._send(encode(Pong(f.stamp)))
+        elif t in (PresenceJoin, PresenceLeave):
+            assert isinstance(f, (PresenceJoin, PresenceLeave))
+            sub = self._subs.get(f.room)
+            if sub is not None:
+                sub._presence(PresenceEvent(f.room, isinstance(f, PresenceJoin), f.member))
+
+    # -- outbound -------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        ws = self._ws
+        if self._closed is not None:
+            raise self._closed
+        if ws is None or not self._connected.is_set():
+            raise ConnectionLostError("not connected")
+        broadcast([ws], data)  # synchronous write; see max_send_buffer for the bound
+
+    async def _wait_writable(self) -> None:
+        ws = self._ws
+        while (ws is not None  # noqa: ASYNC110 (websockets exposes no drain event) and ws.transport is not None
+               and ws.transport.get_write_buffer_size() > self.max_send_buffer):
+            await asyncio.sleep(0.001)
+
+    async def _request(self, frame: Join | Leave | PresenceList | Publish) -> Frame:
+        if self._closed is not None:
+            raise self._closed
+        if not self._connected.is_set():
+            await asyncio.wait_for(self._connected.wait(), self.request_timeout)
+        req_id = next(self._req_ids)
+        out = _with_req_id(frame, req_id)
+        fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        try:
+            self._send(encode(out))
+            return await asyncio.wait_for(fut, self.request_timeout)
+        except TimeoutError as exc:
+            raise RequestTimeoutError(f"no answer to {type(frame).__name__} in "
+                                      f"{self.request_timeout:g} s") from exc
+        finally:
+            self._pending.pop(req_id, None)
+
+    # -- public API ------------------------------------------------------------
+
+    async def join(self, room: str, *, presence: bool = False, echo: bool = True,
+                   on_message: Callable[[Message], None] | None = None,
+                   queue_size: int = 10_000) -> Subscription:
+        """Join ``room`` and return its :class:`Subscription`.
+
+        With ``on_message`` the callback runs synchronously for each message
+        (fastest; the subscription's iterator then yields nothing).  Otherwise
+        iterate the subscription with ``async for``.  ``presence=True`` also
+        delivers presence join/leave events (``sub.presence_events()``);
+        ``echo=False`` skips this client's own publishes.
+        """
+        flags = (JOIN_PRESENCE if presence else 0) | (0 if echo else JOIN_NO_ECHO)
+        sub = self._subs.get(room)
+        if sub is None:
+            sub = Subscription(self, room, flags, on_message, queue_size)
+            self._subs[room] = sub
+        try:
+            joined = await self._request(Join(0, room, flags))
+        except BaseException:
+            self._subs.pop(room, None)
+            raise
+        assert isinstance(joined, Joined)
+        sub.position = (joined.epoch, joined.seq)
+        return sub
+
+    async def leave(self, room: str) -> None:
+        """Leave ``room``; its subscription's iterator ends."""
+        sub = self._subs.pop(room, None)
+        if sub is not None:
+            sub._end(None)
+        await self._request(Leave(0, room))
+
+    async def publish(self, room: str, payload: bytes, *, reliable: bool = True) -> Position | None:
+        """Publish ``payload`` to ``room`` (joined first).
+
+        Reliable: wait for the edge's ACK and return the message's position.
+        Unreliable (latest-value updates): send and return ``None`` at once.
+        """
+        await self._wait_writable()
+        if not reliable:
+            self._send(encode(Publish(0, room, payload, False, 0)))
+            return None
+        ack = await self._request(Publish(0, room, payload, True, 0))
+        assert isinstance(ack, Ack)
+        return Position(ack.epoch, ack.seq)
+
+    def publish_nowait(self, room: str, payload: bytes, *,
+                       reliable: bool = True) -> asyncio.Future[Position] | None:
+        """Send now without awaiting (load generators, game loops).
+
+        Returns a future resolved with the position when the ACK arrives
+        (``None`` for unreliable publishes).  Raises :class:`ConnectionLostError`
+        when not connected.
+        """
+        if not reliable:
+            self._send(encode(Publish(0, room, payload, False, 0)))
+            return None
+        req_id = next(self._req_ids)
+        loop = asyncio.get_running_loop()
+        raw: asyncio.Future[Frame] = loop.create_future()
+        self._pending[req_id] = raw
+        try:
+            self._send(encode(Publish(req_id, room, payload, True, 0)))
+        except BaseException:
+            self._pending.pop(req_id, None)
+            raise
+        out: asyncio.Future[Position] = loop.create_future()
+
+        def done(f: asyncio.Future[Frame]) -> None:
+            if out.done():
+                return
+            if f.cancelled():
+                out.cancel()
+            elif (exc := f.exception()) is not None:
+                out.set_exception(exc)
+            else:
+                ack = f.result()
+                assert isinstance(ack, Ack)
+                out.set_result(Position(ack.epoch, ack.seq))
+
+        raw.add_done_callback(done)
+        return out
+
+    async def presence(self, room: str) -> list[Member]:
+        """Members of ``room`` across all edges."""
+        reply = await self._request(PresenceList(0, room))
+        assert isinstance(reply, PresenceMembers)
+        return list(reply.members)
+
+    async def ping(self) -> float:
+        """Measure the round-trip time to the edge, in seconds (also kept in ``rtt``)."""
+        stamp = time.perf_counter_ns() & 0xFFFFFFFFFFFF
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pings[stamp] = fut
+        t0 = time.perf_counter()
+        self._send(encode(Ping(stamp)))
+        try:
+            t1 = await asyncio.wait_for(fut, self.request_timeout)
+        except TimeoutError as exc:
+            self._pings.pop(stamp, None)
+            raise RequestTimeoutError("no PONG in time") from exc
+        self.rtt = t1 - t0
+        return self.rtt
+
+    def subscription(self, room: str) -> Subscription | None:
+        """The subscription for ``room``, if joined."""
+        return self._subs.get(room)
+
+
+def _with_req_id(f: Join | Leave | PresenceList | Publish, req_id: int) -> Frame:
+    if isinstance(f, Join):
+        return Join(req_id, f.room, f.flags)
+    if isinstance(f, Leave):
+        return Leave(req_id, f.room)
+    if isinstance(f, PresenceList):
+        return PresenceList(req_id, f.room)
+    return Publish(req_id, f.room, f.payload, f.reliable, f.idem)
+
+
+async def connect(urls: str | Sequence[str], token: str, *, name: str = "",
+                  reconnect: bool = True, request_timeout: float = 10.0,
+                  connect_timeout: float = 5.0, backoff_base: float = 0.5,
+                  backoff_cap: float = 20.0) -> Client:
+    """Connect to the first edge in ``urls`` that accepts ``token``.
+
+    Raises :class:`AuthError` if the token is refused and :class:`ConnectError`
+    if no edge could be reached.
+    """
+    client = Client([urls] if isinstance(urls, str) else urls, token, name=name,
+                    reconnect=reconnect, request_timeout=request_timeout,
+                    connect_timeout=connect_timeout, backoff_base=backoff_base,
+                    backoff_cap=backoff_cap)
+    await client._start()
+    return client

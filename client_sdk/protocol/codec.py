@@ -1,0 +1,348 @@
+"""msgpack codec for :mod:`client_sdk.protocol.messages`.
+
+:func:`decode` turns untrusted bytes into a frame object and raises only
+:class:`~client_sdk.protocol.errors.ProtocolError` subclasses: it checks the
+frame size before decoding, bounds every string, bytes, array and map length
+inside msgpack, and validates the shape and types of each field.
+
+:func:`encode` is the inverse.  :func:`encode_message` is the hot-path encoder
+the edge uses to build a MESSAGE frame once for all members of a room.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .errors import FrameTooLarge, MalformedFrame, ProtocolError, UnknownMessageType
+from .limits import DEFAULT_LIMITS, Limits
+from .messages import (
+    Ack,
+    Error,
+    Frame,
+    Handoff,
+    Hello,
+    Join,
+    Joined,
+    Leave,
+    Member,
+    Message,
+    MessageType,
+    Ping,
+    Pong,
+    PresenceJoin,
+    PresenceLeave,
+    PresenceList,
+    PresenceMembers,
+    Publish,
+    Resume,
+    Resumed,
+    Welcome,
+)
+
+__all__ = ["encode", "decode", "encode_message", "Decoder"]
+
+_UINT64_MAX = 2**64 - 1
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def _packb(obj: Any) -> bytes:
+    return _packer.pack(obj)  # type: ignore[no-any-return]
+
+
+def encode_message(room: str, epoch: int, seq: int, sender: str, payload: bytes) -> bytes:
+    """Encode a MESSAGE frame (hot path: no object is built)."""
+    return _packb([7, room, epoch, seq, sender, payload])
+
+
+def _member(m: Member) -> list[str]:
+    return [m.session_id, m.subject, m.kind]
+
+
+def encode(frame: Frame) -> bytes:
+    """Encode one frame to bytes.  Raises ``TypeError`` for a non-frame."""
+    t = type(frame)
+    body: list[Any]
+    if t is Message:
+        assert isinstance(frame, Message)
+        return encode_message(frame.room, frame.epoch, frame.seq, frame.sender, frame.payload)
+    if t is Publish:
+        assert isinstance(frame, Publish)
+        body = [6, frame.req_id, frame.room, frame.payload, frame.reliable, frame.idem]
+    elif t is Ack:
+        assert isinstance(frame, Ack)
+        body = [8, frame.req_id, frame.epoch, frame.seq]
+    elif t is Hello:
+        assert isinstance(frame, Hello)
+        body = [1, frame.version, frame.token, frame.client_name, frame.resume]
+    elif t is Welcome:
+        assert isinstance(frame, Welcome)
+        body = [2, frame.session_id, frame.edge_id, frame.info]
+    elif t is Join:
+        assert isinstance(frame, Join)
+        body = [3, frame.req_id, frame.room, frame.flags]
+    elif t is Joined:
+        assert isinstance(frame, Joined)
+        body = [4, frame.req_id, frame.room, frame.epoch, frame.seq]
+    elif t is Leave:
+        assert isinstance(frame, Leave)
+        body = [5, frame.req_id, frame.room]
+    elif t is PresenceJoin:
+        assert isinstance(frame, PresenceJoin)
+        body = [9, frame.room, _member(frame.member)]
+    elif t is PresenceLeave:
+        assert isinstance(frame, PresenceLeave)
+        body = [10, frame.room, _member(frame.member)]
+    elif t is PresenceList:
+        assert isinstance(frame, PresenceList)
+        body = [11, frame.req_id, frame.room]
+    elif t is PresenceMembers:
+        assert isinstance(frame, PresenceMembers)
+        body = [12, frame.req_id, frame.room, [_member(m) for m in frame.members]]
+    elif t is Ping:
+        assert isinstance(frame, Ping)
+        body = [13, frame.stamp]
+    elif t is Pong:
+        assert isinstance(frame, Pong)
+        body = [14, frame.stamp]
+    elif t is Error:
+        assert isinstance(frame, Error)
+        body = [15, frame.req_id, frame.code, frame.message]
+    elif t is Resume:
+        assert isinstance(frame, Resume)
+        body = [16, *frame.body]
+    elif t is Resumed:
+        assert isinstance(frame, Resumed)
+        body = [17, *frame.body]
+    elif t is Handoff:
+        assert isinstance(frame, Handoff)
+        body = [18, *frame.body]
+    else:
+        raise TypeError(f"not a protocol frame: {t.__name__}")
+    return _packb(body)
+
+
+class Decoder:
+    """Decodes frames under a set of :class:`Limits` (reusable, stateless)."""
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self._max_str = max(limits.max_token_bytes, limits.max_text, limits.max_room_name, 256)
+
+    def decode(self, data: bytes | bytearray | memoryview) -> Frame:
+        """Decode one frame; raise a :class:`ProtocolError` subclass on bad input."""
+        if len(data) > self.limits.max_frame_bytes:
+            raise FrameTooLarge(
+                f"frame of {len(data)} bytes exceeds the limit of {self.limits.max_frame_bytes}"
+            )
+        try:
+            obj = msgpack.unpackb(
+                data,
+                raw=False,
+                use_list=True,
+                strict_map_key=True,
+                max_str_len=self._max_str,
+                max_bin_len=self.limits.max_frame_bytes,
+                max_array_len=self.limits.max_presence_list + 16,
+                max_map_len=64,
+                max_ext_len=0,
+            )
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+                msgpack.StackError, UnicodeDecodeError, OverflowError) as exc:
+            raise MalformedFrame("frame is not valid msgpack") from exc
+        except Exception as exc:  # msgpack may raise others on hostile input
+            raise MalformedFrame("frame is not valid msgpack") from exc
+        if not isinstance(obj, list) or not obj:
+            raise MalformedFrame("frame must be a non-empty msgpack array")
+        t = obj[0]
+        if type(t) is not int:
+            raise MalformedFrame("frame type must be an integer")
+        parser = _PARSERS.get(t)
+        if parser is None:
+            req = obj[1] if len(obj) > 1 and type(obj[1]) is int else 0
+            req = req if 0 <= req <= _UINT64_MAX else 0
+            raise UnknownMessageType(f"unknown frame type {t}", type_id=t, req_id=req)
+        try:
+            frame: Frame = parser(self, obj)
+            return frame
+        except ProtocolError:
+            raise
+        except (IndexError, TypeError, ValueError) as exc:
+            raise MalformedFrame(f"malformed {MessageType(t).name} frame") from exc
+
+    # -- field checks -------------------------------------------------------
+
+    def _room(self, v: object) -> str:
+        if type(v) is not str or not v:
+            raise MalformedFrame("room must be a non-empty string")
+        if len(v.encode()) > self.limits.max_room_name:
+            raise MalformedFrame(f"room name longer than {self.limits.max_room_name} bytes")
+        return v
+
+
+def _uint(v: object, what: str) -> int:
+    if type(v) is not int or v < 0 or v > _UINT64_MAX:
+        raise MalformedFrame(f"{what} must be an unsigned integer")
+    return v
+
+
+def _str(v: object, what: str) -> str:
+    if type(v) is not str:
+        raise MalformedFrame(f"{what} must be a string")
+    return v
+
+
+def _arity(obj: list[Any], n: int, name: str, optional: int = 0) -> None:
+    if not (n - optional <= len(obj) <= n):
+        raise MalformedFrame(f"{name} frame must have {n - 1} fields")
+
+
+def _parse_member(v: object) -> Member:
+    if not isinstance(v, list) or len(v) != 3:
+        raise MalformedFrame("member must be [session_id, subject, kind]")
+    return Member(_str(v[0], "session_id"), _str(v[1], "subject"), _str(v[2], "kind"))
+
+
+def _p_hello(d: Decoder, o: list[Any]) -> Hello:
+    _arity(o, 5, "HELLO", optional=2)
+    token = _str(o[2], "token")
+    if len(token) > d.limits.max_token_bytes:
+        raise MalformedFrame("token too long")
+    name = _str(o[3], "client_name") if len(o) > 3 else ""
+    resume = o[4] if len(o) > 4 else None
+    if resume is not None and not isinstance(resume, dict):
+        raise MalformedFrame("resume must be a map or nil")
+    return Hello(_uint(o[1], "version"), token, name, resume)
+
+
+def _p_welcome(d: Decoder, o: list[Any]) -> Welcome:
+    _arity(o, 4, "WELCOME")
+    if not isinstance(o[3], dict):
+        raise MalformedFrame("info must be a map")
+    return Welcome(_str(o[1], "session_id"), _str(o[2], "edge_id"), o[3])
+
+
+def _p_join(d: Decoder, o: list[Any]) -> Join:
+    _arity(o, 4, "JOIN", optional=1)
+    flags = _uint(o[3], "flags") if len(o) > 3 else 0
+    return Join(_uint(o[1], "req_id"), d._room(o[2]), flags)
+
+
+def _p_joined(d: Decoder, o: list[Any]) -> Joined:
+    _arity(o, 5, "JOINED")
+    return Joined(_uint(o[1], "req_id"), d._room(o[2]), _uint(o[3], "epoch"), _uint(o[4], "seq"))
+
+
+def _p_leave(d: Decoder, o: list[Any]) -> Leave:
+    _arity(o, 3, "LEAVE")
+    return Leave(_uint(o[1], "req_id"), d._room(o[2]))
+
+
+def _p_publish(d: Decoder, o: list[Any]) -> Publish:
+    _arity(o, 6, "PUBLISH", optional=2)
+    payload = o[3]
+    if type(payload) is not bytes:
+        raise MalformedFrame("payload must be binary")
+    reliable = o[4] if len(o) > 4 else True
+    if type(reliable) is not bool:
+        raise MalformedFrame("reliable must be a boolean")
+    idem = _uint(o[5], "idem") if len(o) > 5 else 0
+    return Publish(_uint(o[1], "req_id"), d._room(o[2]), payload, reliable, idem)
+
+
+def _p_message(d: Decoder, o: list[Any]) -> Message:
+    _arity(o, 6, "MESSAGE")
+    payload = o[5]
+    if type(payload) is not bytes:
+        raise MalformedFrame("payload must be binary")
+    return Message(
+        d._room(o[1]), _uint(o[2], "epoch"), _uint(o[3], "seq"), _str(o[4], "sender"), payload
+    )
+
+
+def _p_ack(d: Decoder, o: list[Any]) -> Ack:
+    _arity(o, 4, "ACK")
+    return Ack(_uint(o[1], "req_id"), _uint(o[2], "epoch"), _uint(o[3], "seq"))
+
+
+def _p_pjoin(d: Decoder, o: list[Any]) -> PresenceJoin:
+    _arity(o, 3, "PRESENCE_JOIN")
+    return PresenceJoin(d._room(o[1]), _parse_member(o[2]))
+
+
+def _p_pleave(d: Decoder, o: list[Any]) -> PresenceLeave:
+    _arity(o, 3, "PRESENCE_LEAVE")
+    return PresenceLeave(d._room(o[1]), _parse_member(o[2]))
+
+
+def _p_plist(d: Decoder, o: list[Any]) -> PresenceList:
+    _arity(o, 3, "PRESENCE_LIST")
+    return PresenceList(_uint(o[1], "req_id"), d._room(o[2]))
+
+
+def _p_pmembers(d: Decoder, o: list[Any]) -> PresenceMembers:
+    _arity(o, 4, "PRESENCE_MEMBERS")
+    if not isinstance(o[3], list):
+        raise MalformedFrame("members must be an array")
+    return PresenceMembers(
+        _uint(o[1], "req_id"), d._room(o[2]), tuple(_parse_member(m) for m in o[3])
+    )
+
+
+def _p_ping(d: Decoder, o: list[Any]) -> Ping:
+    _arity(o, 2, "PING")
+    return Ping(_uint(o[1], "stamp"))
+
+
+def _p_pong(d: Decoder, o: list[Any]) -> Pong:
+    _arity(o, 2, "PONG")
+    return Pong(_uint(o[1], "stamp"))
+
+
+def _p_error(d: Decoder, o: list[Any]) -> Error:
+    _arity(o, 4, "ERROR")
+    return Error(_uint(o[1], "req_id"), _uint(o[2], "code"), _str(o[3], "message"))
+
+
+def _p_resume(d: Decoder, o: list[Any]) -> Resume:
+    return Resume(tuple(o[1:]))
+
+
+def _p_resumed(d: Decoder, o: list[Any]) -> Resumed:
+    return Resumed(tuple(o[1:]))
+
+
+def _p_handoff(d: Decoder, o: list[Any]) -> Handoff:
+    return Handoff(tuple(o[1:]))
+
+
+_PARSERS: dict[int, Any] = {
+    1: _p_hello,
+    2: _p_welcome,
+    3: _p_join,
+    4: _p_joined,
+    5: _p_leave,
+    6: _p_publish,
+    7: _p_message,
+    8: _p_ack,
+    9: _p_pjoin,
+    10: _p_pleave,
+    11: _p_plist,
+    12: _p_pmembers,
+    13: _p_ping,
+    14: _p_pong,
+    15: _p_error,
+    16: _p_resume,
+    17: _p_resumed,
+    18: _p_handoff,
+}
+
+_DEFAULT_DECODER = Decoder()
+
+
+def decode(data: bytes | bytearray | memoryview, limits: Limits | None = None) -> Frame:
+    """Decode one frame with ``limits`` (default limits when omitted)."""
+    if limits is None:
+        return _DEFAULT_DECODER.decode(data)
+    return Decoder(limits).decode(data)

@@ -1,0 +1,275 @@
+"""Frame types of the wire protocol (version 1).
+
+Each frame is a msgpack array whose first element is the type number; the
+order of the remaining elements is given in each class's docstring and in
+``docs/protocol.md``.  ``req_id`` is a client-chosen unsigned integer, unique
+among the client's in-flight requests; replies (JOINED, ACK, PRESENCE_MEMBERS,
+ERROR) echo it.
+
+Positions: every reliable message in a room has a position ``(epoch, seq)``
+assigned by the room's owner edge.  ``seq`` grows by one per message within an
+epoch; a new owner starts a new, larger epoch.  Unreliable messages carry
+``(0, 0)``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "MessageType",
+    "Member",
+    "Hello",
+    "Welcome",
+    "Join",
+    "Joined",
+    "Leave",
+    "Publish",
+    "Message",
+    "Ack",
+    "PresenceJoin",
+    "PresenceLeave",
+    "PresenceList",
+    "PresenceMembers",
+    "Ping",
+    "Pong",
+    "Error",
+    "Resume",
+    "Resumed",
+    "Handoff",
+    "Frame",
+    "JOIN_PRESENCE",
+    "JOIN_NO_ECHO",
+]
+
+
+class MessageType(enum.IntEnum):
+    """Type numbers; 16-18 are reserved for resume and handoff."""
+
+    HELLO = 1
+    WELCOME = 2
+    JOIN = 3
+    JOINED = 4
+    LEAVE = 5
+    PUBLISH = 6
+    MESSAGE = 7
+    ACK = 8
+    PRESENCE_JOIN = 9
+    PRESENCE_LEAVE = 10
+    PRESENCE_LIST = 11
+    PRESENCE_MEMBERS = 12
+    PING = 13
+    PONG = 14
+    ERROR = 15
+    RESUME = 16
+    RESUMED = 17
+    HANDOFF = 18
+
+
+#: JOIN flag: deliver presence join/leave events for this room.
+JOIN_PRESENCE = 1
+#: JOIN flag: do not deliver this client's own publishes back to it.
+JOIN_NO_ECHO = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A room member as seen by presence: ``[session_id, subject, kind]``."""
+
+    session_id: str
+    subject: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Client → edge, first frame: ``[1, version, token, client_name, resume]``.
+
+    ``resume`` is reserved (``None`` in version 1 clients that do not resume).
+    """
+
+    version: int
+    token: str
+    client_name: str = ""
+    resume: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Edge → client, answer to HELLO: ``[2, session_id, edge_id, info]``.
+
+    ``info`` is a map with at least ``ping_interval`` (seconds),
+    ``max_frame_bytes``, ``max_rooms`` and ``neighbours`` (list of URLs).
+    """
+
+    session_id: str
+    edge_id: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Client → edge: ``[3, req_id, room, flags]``; answered by JOINED or ERROR."""
+
+    req_id: int
+    room: str
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """Edge → client: ``[4, req_id, room, epoch, seq]``: the room's current position."""
+
+    req_id: int
+    room: str
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Client → edge: ``[5, req_id, room]``; answered by ACK ``(0, 0)`` or ERROR."""
+
+    req_id: int
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Client → edge: ``[6, req_id, room, payload, reliable, idem]``.
+
+    A reliable publish is answered by ACK with its position (or ERROR).  An
+    unreliable publish is answered only if it fails and ``req_id`` is not 0.
+    ``idem`` is the publisher's idempotency key (0 = none); the edge drops a
+    reliable publish whose key it has already seen from the same subject.
+    """
+
+    req_id: int
+    room: str
+    payload: bytes
+    reliable: bool = True
+    idem: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Edge → client: ``[7, room, epoch, seq, sender, payload]``.
+
+    ``sender`` is the publisher's session id.  Unreliable: ``epoch == seq == 0``.
+    """
+
+    room: str
+    epoch: int
+    seq: int
+    sender: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Edge → client: ``[8, req_id, epoch, seq]``."""
+
+    req_id: int
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceJoin:
+    """Edge → client: ``[9, room, member]`` (member as ``[session_id, subject, kind]``)."""
+
+    room: str
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceLeave:
+    """Edge → client: ``[10, room, member]``."""
+
+    room: str
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceList:
+    """Client → edge: ``[11, req_id, room]``; answered by PRESENCE_MEMBERS."""
+
+    req_id: int
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceMembers:
+    """Edge → client: ``[12, req_id, room, [member, ...]]``."""
+
+    req_id: int
+    room: str
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Either direction: ``[13, stamp]``; the peer answers PONG with the same stamp."""
+
+    stamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Either direction: ``[14, stamp]``."""
+
+    stamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Edge → client: ``[15, req_id, code, message]`` (``req_id`` 0: not tied to a request)."""
+
+    req_id: int
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Reserved: ``[16, ...]`` (session resume, filled in by the recovery work)."""
+
+    body: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Reserved: ``[17, ...]``."""
+
+    body: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """Reserved: ``[18, ...]`` (drain with handover)."""
+
+    body: tuple[Any, ...] = ()
+
+
+Frame = (
+    Hello
+    | Welcome
+    | Join
+    | Joined
+    | Leave
+    | Publish
+    | Message
+    | Ack
+    | PresenceJoin
+    | PresenceLeave
+    | PresenceList
+    | PresenceMembers
+    | Ping
+    | Pong
+    | Error
+    | Resume
+    | Resumed
+    | Handoff
+)

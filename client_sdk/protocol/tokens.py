@@ -1,0 +1,152 @@
+"""Signed access tokens: JWT with HS256 (HMAC-SHA256), standard library only.
+
+Claims:
+
+``sub``   subject (player name, device id, service name), required
+``kind``  ``player`` | ``device`` | ``service``, required
+``rooms`` room-name patterns the holder may join (``fnmatch`` style, ``*``/``?``)
+``pub``   patterns the holder may publish to (defaults to ``rooms``)
+``exp``   expiry, Unix seconds, required
+``iat``   issue time, Unix seconds (informational)
+
+Any JWT HS256 library can mint these tokens; :func:`mint_token` is the
+reference.  :func:`verify_token` takes ``now`` from the caller (sans-I/O).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .errors import TokenError, TokenExpired
+
+__all__ = ["Claims", "KINDS", "mint_token", "verify_token", "room_allowed"]
+
+KINDS = ("player", "device", "service")
+_HEADER = {"alg": "HS256", "typ": "JWT"}
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """Verified token claims."""
+
+    subject: str
+    kind: str
+    rooms: tuple[str, ...]
+    publish: tuple[str, ...]
+    expires_at: float
+
+    def may_join(self, room: str) -> bool:
+        """True when ``room`` matches one of the ``rooms`` patterns."""
+        return room_allowed(self.rooms, room)
+
+    def may_publish(self, room: str) -> bool:
+        """True when ``room`` matches one of the ``pub`` patterns."""
+        return room_allowed(self.publish, room)
+
+
+def _b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64d(text: str) -> bytes:
+    pad = "=" * (-len(text) % 4)
+    return base64.urlsafe_b64decode(text + pad)
+
+
+def mint_token(
+    secret: bytes,
+    subject: str,
+    kind: str = "player",
+    rooms: tuple[str, ...] | list[str] = ("*",),
+    *,
+    publish: tuple[str, ...] | list[str] | None = None,
+    now: float,
+    ttl: float = 3600.0,
+) -> str:
+    """Return a signed token for ``subject`` valid for ``ttl`` seconds after ``now``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+    if not subject:
+        raise ValueError("subject must not be empty")
+    claims: dict[str, object] = {
+        "sub": subject,
+        "kind": kind,
+        "rooms": list(rooms),
+        "exp": int(now + ttl),
+        "iat": int(now),
+    }
+    if publish is not None:
+        claims["pub"] = list(publish)
+    head = _b64e(json.dumps(_HEADER, separators=(",", ":")).encode())
+    body = _b64e(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = f"{head}.{body}".encode("ascii")
+    sig = hmac.new(secret, signing_input, hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64e(sig)}"
+
+
+def _str_list(v: object, what: str) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise TokenError(f"claim '{what}' must be a list of strings")
+    return tuple(v)
+
+
+def verify_token(token: str, secrets: list[bytes] | tuple[bytes, ...], *, now: float) -> Claims:
+    """Verify ``token`` against any of ``secrets`` (key rotation) and return its claims.
+
+    Raises :class:`TokenExpired` when ``exp <= now`` and :class:`TokenError`
+    for anything else wrong (shape, encoding, signature, algorithm, claims).
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenError("token is not a JWT (expected three dot-separated parts)")
+    head_b, body_b, sig_b = parts
+    try:
+        header = json.loads(_b64d(head_b))
+        sig = _b64d(sig_b)
+    except (ValueError, binascii.Error, RecursionError) as exc:
+        raise TokenError("token is not valid base64url JSON") from exc
+    if not isinstance(header, dict) or header.get("alg") != "HS256":
+        raise TokenError("token algorithm must be HS256")
+    signing_input = f"{head_b}.{body_b}".encode("ascii", "replace")
+    if not any(
+        hmac.compare_digest(hmac.new(s, signing_input, hashlib.sha256).digest(), sig)
+        for s in secrets
+    ):
+        raise TokenError("token signature does not verify")
+    try:
+        claims = json.loads(_b64d(body_b))
+    except (ValueError, binascii.Error, RecursionError) as exc:
+        raise TokenError("token claims are not valid JSON") from exc
+    if not isinstance(claims, dict):
+        raise TokenError("token claims must be a JSON object")
+    sub, kind, exp = claims.get("sub"), claims.get("kind"), claims.get("exp")
+    if not isinstance(sub, str) or not sub:
+        raise TokenError("claim 'sub' is missing")
+    if kind not in KINDS:
+        raise TokenError(f"claim 'kind' must be one of {', '.join(KINDS)}")
+    if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+        raise TokenError("claim 'exp' is missing")
+    if exp <= now:
+        raise TokenExpired("token has expired")
+    rooms = _str_list(claims.get("rooms", []), "rooms")
+    pub = _str_list(claims["pub"], "pub") if "pub" in claims else rooms
+    assert isinstance(kind, str)
+    return Claims(sub, kind, rooms, pub, float(exp))
+
+
+@lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(pattern))
+
+
+def room_allowed(patterns: tuple[str, ...], room: str) -> bool:
+    """True when ``room`` matches any pattern (case-sensitive ``fnmatch``)."""
+    return any(_compiled(p).match(room) is not None for p in patterns)

@@ -1,0 +1,213 @@
+"""``edge-relay``: run an edge, a local cluster, the demo, benchmarks; mint tokens.
+
+Every command has ``--help``.  User mistakes (bad flags, no Redis found, a
+port in use) print one clear line and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+
+from client_sdk.protocol import KINDS, Limits, mint_token
+
+from .config import DEV_SECRET, EdgeSettings, secrets_from_env
+
+__all__ = ["main", "build_parser"]
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed without a traceback."""
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"EDGE_RELAY_{name}", default)
+
+
+def _add_edge_args(p: argparse.ArgumentParser) -> None:
+    d = EdgeSettings()
+    p.add_argument("--edge-id", default=_env("EDGE_ID", d.edge_id), help="unique edge name")
+    p.add_argument("--host", default=_env("HOST", d.host), help="listen address")
+    p.add_argument("--port", type=int, default=int(_env("PORT", str(d.port))),
+                   help="WebSocket/HTTP port (0 = any free port)")
+    p.add_argument("--public-url", default=_env("PUBLIC_URL", ""),
+                   help="URL clients use to reach this edge (default ws://HOST:PORT)")
+    p.add_argument("--region", default=_env("REGION", d.region), help="region label")
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""),
+                   help="Redis URL (env REDIS_URL); empty = run without Redis")
+    p.add_argument("--ping-interval", type=float,
+                   default=float(_env("PING_INTERVAL", str(d.ping_interval))),
+                   help="seconds between server pings (default %(default)s)")
+    p.add_argument("--ping-timeout", type=float,
+                   default=float(_env("PING_TIMEOUT", str(d.ping_timeout))),
+                   help="seconds to wait for a pong before closing (default %(default)s)")
+    p.add_argument("--max-frame-bytes", type=int,
+                   default=int(_env("MAX_FRAME_BYTES", str(Limits().max_frame_bytes))))
+    p.add_argument("--max-rooms", type=int,
+                   default=int(_env("MAX_ROOMS", str(Limits().max_rooms_per_connection))),
+                   help="rooms per connection")
+    p.add_argument("--send-queue-bytes", type=int,
+                   default=int(_env("SEND_QUEUE_BYTES", str(d.send_queue_bytes))))
+    p.add_argument("--rate", type=float, default=float(_env("RATE_PER_SEC", str(d.rate_per_sec))),
+                   help="inbound frames/s per connection (kind=service exempt)")
+    p.add_argument("--burst", type=float, default=float(_env("RATE_BURST", str(d.rate_burst))))
+    p.add_argument("--stream-maxlen", type=int,
+                   default=int(_env("STREAM_MAXLEN", str(d.stream_maxlen))),
+                   help="approximate cap of each room stream (entries)")
+    p.add_argument("--backlog", type=int, default=int(_env("BACKLOG", str(d.backlog))))
+    p.add_argument("--log-format", choices=["json", "text"], default=_env("LOG_FORMAT", "json"))
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+
+
+def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
+    """Build :class:`EdgeSettings` from parsed ``edge`` arguments."""
+    if a.port < 0 or a.port > 65535:
+        raise UserError(f"--port must be 0..65535, not {a.port}")
+    if a.max_frame_bytes < 256:
+        raise UserError("--max-frame-bytes must be at least 256")
+    return EdgeSettings(
+        edge_id=a.edge_id, host=a.host, port=a.port, public_url=a.public_url, region=a.region,
+        redis_url=a.redis_url, secrets=secrets_from_env(os.environ.get("EDGE_RELAY_SECRET")),
+        limits=Limits(max_frame_bytes=a.max_frame_bytes, max_rooms_per_connection=a.max_rooms),
+        ping_interval=a.ping_interval, ping_timeout=a.ping_timeout,
+        send_queue_bytes=a.send_queue_bytes, rate_per_sec=a.rate, rate_burst=a.burst,
+        stream_maxlen=a.stream_maxlen, backlog=a.backlog, log_format=a.log_format,
+        log_level=a.log_level,
+    )
+
+
+def install_uvloop() -> None:
+    """Use uvloop when it is installed (it is a dependency on Linux/macOS)."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def cmd_edge(a: argparse.Namespace) -> int:
+    """Run one edge until SIGINT/SIGTERM."""
+    from .logs import setup_logging
+    from .server import EdgeServer
+
+    settings = settings_from_args(a)
+    setup_logging(settings.log_format, settings.log_level, edge_id=settings.edge_id)
+    if settings.secrets == (DEV_SECRET,):
+        print("edge-relay: warning: using the development token secret; set EDGE_RELAY_SECRET",
+              file=sys.stderr)
+
+    async def run() -> None:
+        server = EdgeServer(settings)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise UserError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+                            ) from exc
+        except RuntimeError as exc:
+            raise UserError(str(exc)) from exc
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop()
+
+    install_uvloop()
+    asyncio.run(run())
+    return 0
+
+
+def cmd_token(a: argparse.Namespace) -> int:
+    """Print a signed development token."""
+    secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]
+    rooms = a.rooms.split(",") if a.rooms else ["*"]
+    pub = a.publish.split(",") if a.publish else None
+    print(mint_token(secret, a.subject, a.kind, rooms, publish=pub, now=time.time(), ttl=a.ttl))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``edge-relay`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="edge-relay",
+        description="Edge relay for real-time games and IoT.  Commands: edge, up, demo, "
+        "token, bench.  Configuration: flags, or EDGE_RELAY_* and REDIS_URL environment "
+        "variables (see docs/configuration.md).",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    pe = sub.add_parser("edge", help="run one edge node", description="Run one edge node "
+                        "(WebSocket + /metrics + /healthz on one port) until Ctrl-C/SIGTERM.")
+    _add_edge_args(pe)
+    pe.set_defaults(func=cmd_edge)
+
+    pu = sub.add_parser("up", help="run a local cluster (embedded Redis + N edges)",
+                        description="Start Redis (REDIS_URL, else the embedded server) and N "
+                        "edges on loopback; Ctrl-C stops all.")
+    pu.add_argument("--edges", type=int, default=3, help="number of edges (default 3)")
+    pu.add_argument("--base-port", type=int, default=8701, help="first edge port (default 8701)")
+    pu.set_defaults(func=lambda a: _lazy("cluster", "cmd_up")(a))
+
+    pd = sub.add_parser("demo", help="run the demo: a cluster plus simulated players",
+                        description="Start a local cluster of edges with embedded Redis, run "
+                        "simulated players in rooms, print a summary (and JSON with --json).")
+    pd.add_argument("--edges", type=int, default=3, help="edges (default 3)")
+    pd.add_argument("--players", type=int, default=50, help="simulated players (default 50)")
+    pd.add_argument("--rooms", type=int, default=10, help="rooms (default 10)")
+    pd.add_argument("--rate", type=float, default=20.0, help="publishes/s per player (default 20)")
+    pd.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
+    pd.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
+    pd.set_defaults(func=lambda a: _lazy("demo", "cmd_demo")(a))
+
+    pt = sub.add_parser("token", help="mint a development token",
+                        description="Print a signed token (HS256) using EDGE_RELAY_SECRET "
+                        "(or the development secret).")
+    pt.add_argument("subject", help="who the token is for (player name, device id)")
+    pt.add_argument("--kind", choices=KINDS, default="player")
+    pt.add_argument("--rooms", default="*", help="comma-separated room patterns (default *)")
+    pt.add_argument("--publish", default="", help="publish patterns (default: same as --rooms)")
+    pt.add_argument("--ttl", type=float, default=3600.0, help="seconds until expiry")
+    pt.set_defaults(func=cmd_token)
+
+    pb = sub.add_parser("bench", help="run a benchmark scenario (see `edge-relay bench --help`)",
+                        add_help=False)
+    pb.add_argument("rest", nargs=argparse.REMAINDER)
+    pb.set_defaults(func=cmd_bench)
+    return p
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    """Delegate to the benchmark CLI."""
+    from bench.cli import main as bench_main
+
+    return bench_main(list(a.rest))
+
+
+def _lazy(module: str, name: str):  # type: ignore[no-untyped-def]
+    import importlib
+
+    return getattr(importlib.import_module(f"edge_node.{module}"), name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edge-relay`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"edge-relay: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

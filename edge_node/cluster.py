@@ -1,0 +1,129 @@
+"""A local cluster on loopback: Redis (``REDIS_URL`` or embedded) plus N edge processes.
+
+Used by ``edge-relay up`` and the demo.  :meth:`LocalCluster.stop` (also on
+context exit) stops every process it started, whatever happened before.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from types import TracebackType
+from typing import Any
+
+from .launch import EdgeProcess, free_port, spawn_edge
+from .redis_server import RedisServer, RedisUnavailable, start_redis
+
+__all__ = ["LocalCluster", "cmd_up"]
+
+
+class LocalCluster:
+    """Redis and edges as child processes; ``start()`` then ``stop()``."""
+
+    def __init__(self, n_edges: int = 3, *, base_port: int = 0, secret: bytes | None = None,
+                 redis_url: str | None = None, edge_args: list[str] | None = None,
+                 log_dir: str | None = None) -> None:
+        self.n_edges = n_edges
+        self.base_port = base_port
+        self.secret = secret or secrets.token_urlsafe(24).encode()
+        self.redis_url = redis_url if redis_url is not None else os.environ.get("REDIS_URL", "")
+        self.edge_args = edge_args or []
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="edge-relay-logs-")
+        self.redis: RedisServer | None = None
+        self.edges: list[EdgeProcess] = []
+
+    def start(self) -> LocalCluster:
+        """Start Redis (unless a URL was given) and the edges; wait until healthy."""
+        try:
+            if not self.redis_url:
+                self.redis = start_redis()
+                self.redis_url = self.redis.url
+            for i in range(self.n_edges):
+                port = self.base_port + i if self.base_port else free_port()
+                self.edges.append(spawn_edge(
+                    port=port, redis_url=self.redis_url, secret=self.secret,
+                    edge_id=f"edge-{i + 1}", extra_args=self.edge_args,
+                    log_path=os.path.join(self.log_dir, f"edge-{i + 1}.log"),
+                ))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        """WebSocket URLs of the edges, in order."""
+        return [e.url for e in self.edges]
+
+    def describe(self) -> dict[str, Any]:
+        """Addresses and pids, for printing."""
+        return {
+            "redis": self.redis_url,
+            "embedded_redis": self.redis is not None,
+            "edges": [{"id": e.edge_id, "url": e.url, "pid": e.pid} for e in self.edges],
+            "logs": self.log_dir,
+        }
+
+    def stop(self) -> None:
+        """Stop edges (SIGTERM, then SIGKILL) and the embedded Redis."""
+        for e in self.edges:
+            e.stop(timeout=5.0)
+        if self.redis is not None:
+            self.redis.stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def cmd_up(a: Any) -> int:
+    """``edge-relay up``: run a cluster until Ctrl-C."""
+    from client_sdk.protocol import mint_token
+
+    from .cli import UserError
+    from .config import secrets_from_env
+
+    if a.edges < 1 or a.edges > 64:
+        raise UserError("--edges must be between 1 and 64")
+    secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]
+    cluster = LocalCluster(a.edges, base_port=a.base_port, secret=secret)
+    try:
+        cluster.start()
+    except (RedisUnavailable, RuntimeError) as exc:
+        raise UserError(str(exc)) from exc
+    d = cluster.describe()
+    print(f"redis  {d['redis']}{'  (embedded)' if d['embedded_redis'] else ''}")
+    for e in d["edges"]:
+        print(f"edge   {e['id']:8} {e['url']}  pid {e['pid']}  "
+              f"(metrics: {e['url'].replace('ws://', 'http://')}/metrics)")
+    print(f"logs   {d['logs']}")
+    tok = mint_token(secret, "dev", "player", ["*"], now=time.time(), ttl=86400)
+    print(f"token  {tok}")
+    print("Ctrl-C to stop.", flush=True)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop:
+            time.sleep(0.5)
+            for e in cluster.edges:
+                if not e.alive():
+                    print(f"edge {e.edge_id} exited (code {e.proc.returncode}); "
+                          f"see {e.log_path}", file=sys.stderr)
+                    stop = True
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+    return 0

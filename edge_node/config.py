@@ -1,0 +1,86 @@
+"""Edge settings: one frozen dataclass, filled from flags and ``EDGE_RELAY_*`` variables.
+
+Every field is documented in ``docs/configuration.md``.  Defaults are safe for
+a single development edge on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+from client_sdk.protocol import Limits
+
+__all__ = ["EdgeSettings", "DEV_SECRET", "secrets_from_env"]
+
+#: Development signing key, used only when none is configured (the CLI warns).
+DEV_SECRET = b"edge-relay-dev-secret-change-me"
+
+
+def secrets_from_env(value: str | None) -> tuple[bytes, ...]:
+    """Parse ``EDGE_RELAY_SECRET`` (comma-separated keys; first one signs)."""
+    if not value:
+        return (DEV_SECRET,)
+    return tuple(s.strip().encode() for s in value.split(",") if s.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    """Everything an edge process needs to run."""
+
+    edge_id: str = "edge-1"
+    host: str = "127.0.0.1"
+    port: int = 8700
+    #: URL clients use to reach this edge (advertised in the registry).
+    public_url: str = ""
+    region: str = "local"
+    redis_url: str = ""
+    secrets: tuple[bytes, ...] = (DEV_SECRET,)
+    limits: Limits = field(default_factory=Limits)
+    #: WebSocket ping interval and timeout, seconds (games: a few seconds).
+    ping_interval: float = 5.0
+    ping_timeout: float = 5.0
+    #: Seconds a client has to send HELLO after the upgrade.
+    handshake_timeout: float = 5.0
+    #: TCP listen backlog (reconnect storms need >= 1024).
+    backlog: int = 2048
+    #: Per-client send queue bound, bytes (Centrifugo: 1 MiB).
+    send_queue_bytes: int = 1024 * 1024
+    #: Above this many queued bytes unreliable messages are dropped for that client.
+    unreliable_drop_bytes: int = 64 * 1024
+    #: Per-connection inbound rate limit (frames/s and burst); kind=service is exempt.
+    rate_per_sec: float = 500.0
+    rate_burst: float = 1000.0
+    #: Consecutive rate-limit violations after which the connection is closed (4003).
+    rate_close_after: int = 200
+    #: Room stream cap (entries, approximate trimming) and owner lease.
+    stream_maxlen: int = 10_000
+    lease_ms: int = 5_000
+    #: Batching of stream appends: at most this many entries per round trip.
+    append_batch: int = 500
+    #: Registry heartbeat period and TTL, seconds.
+    heartbeat_interval: float = 1.0
+    heartbeat_ttl: float = 5.0
+    #: Structured log format: "json" or "text".
+    log_format: str = "json"
+    log_level: str = "INFO"
+
+    @property
+    def advertised_url(self) -> str:
+        """The URL clients should use for this edge."""
+        return self.public_url or f"ws://{self.host}:{self.port}"
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of all settings (used by the CLI and docs)."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def env_overrides(cls) -> dict[str, str]:
+        """``EDGE_RELAY_<NAME>`` variables that are set, keyed by field name."""
+        out: dict[str, str] = {}
+        for name in cls.field_names():
+            val = os.environ.get(f"EDGE_RELAY_{name.upper()}")
+            if val is not None:
+                out[name] = val
+        return out

@@ -1,0 +1,127 @@
+"""Start edge processes (for ``up``, the demo, tests and benchmarks).
+
+:func:`spawn_edge` runs ``python -m edge_node edge ...`` as a child process in
+its own process group and returns once the edge answers ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from types import TracebackType
+
+from .redis_server import free_port
+
+__all__ = ["EdgeProcess", "spawn_edge", "free_port"]
+
+
+class EdgeProcess:
+    """A running edge child process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], edge_id: str, host: str, port: int,
+                 log_path: str | None) -> None:
+        self.proc = proc
+        self.edge_id = edge_id
+        self.host = host
+        self.port = port
+        self.url = f"ws://{host}:{port}"
+        self.http_url = f"http://{host}:{port}"
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        """Process id."""
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the edge process."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM and wait; SIGKILL after ``timeout``."""
+        if not self.alive():
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def __enter__(self) -> EdgeProcess:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def wait_healthy(http_url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Poll ``/healthz`` until it answers 200; raise ``RuntimeError`` on timeout or exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"edge exited with code {proc.returncode} before becoming healthy")
+        try:
+            with urllib.request.urlopen(http_url + "/healthz", timeout=0.5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"edge at {http_url} not healthy after {timeout:.0f} s")
+
+
+def spawn_edge(
+    *,
+    port: int = 0,
+    redis_url: str = "",
+    secret: bytes | None = None,
+    edge_id: str = "edge-1",
+    host: str = "127.0.0.1",
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    log_path: str | None = None,
+    timeout: float = 15.0,
+) -> EdgeProcess:
+    """Start one edge process and wait until it is healthy."""
+    port = port or free_port(host)
+    cmd = [sys.executable, "-m", "edge_node", "edge", "--host", host, "--port", str(port),
+           "--edge-id", edge_id, *extra_args]
+    if redis_url:
+        cmd += ["--redis-url", redis_url]
+    child_env = dict(os.environ if env is None else env)
+    if secret is not None:
+        child_env["EDGE_RELAY_SECRET"] = secret.decode()
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                env=child_env, start_new_session=True)
+    finally:
+        if log_path and not isinstance(out, int):
+            out.close()
+    edge = EdgeProcess(proc, edge_id, host, port, log_path)
+    try:
+        wait_healthy(edge.http_url, proc, timeout)
+    except BaseException:
+        edge.kill()
+        raise
+    return edge

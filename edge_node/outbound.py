@@ -1,0 +1,148 @@
+"""Per-client send path: pre-framed WebSocket bytes, batched per loop tick, bounded.
+
+Fan-out encodes a frame once (msgpack *and* the WebSocket header: server
+frames are unmasked, so the bytes are the same for every member) and hands it
+to each member's :class:`Outbound`.  Frames queued during one event-loop tick
+are joined and written with one ``transport.write`` per client, which is where
+most of the per-delivery CPU goes otherwise.
+
+The queue bound is the sum of our pending bytes and the transport's write
+buffer.  Above ``unreliable_drop_bytes`` unreliable frames are dropped (the
+client only wants the newest anyway); above ``send_queue_bytes`` the client is
+a slow consumer and is closed with 4001 (reliable messages are never silently
+dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["ws_binary_frame", "Outbound", "Flusher", "TransportLike"]
+
+
+def ws_binary_frame(payload: bytes) -> bytes:
+    """Return an unmasked, final, binary WebSocket frame carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x82, n)) + payload
+    if n < 65536:
+        return bytes((0x82, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x82, 127)) + n.to_bytes(8, "big") + payload
+
+
+class TransportLike(Protocol):
+    """The subset of :class:`asyncio.WriteTransport` the send path uses."""
+
+    def write(self, data: bytes) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+
+
+class Flusher:
+    """Collects dirty outbounds and flushes them once per event-loop tick."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[Outbound] = []
+        self._scheduled = False
+
+    def mark(self, out: Outbound) -> None:
+        """Schedule ``out`` for the next flush."""
+        self._dirty.append(out)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every dirty outbound's pending frames (one write each)."""
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for out in dirty:
+            out.flush()
+
+
+class Outbound:
+    """Bounded, batched writer for one client connection."""
+
+    __slots__ = (
+        "_flusher",
+        "_on_slow",
+        "_pending",
+        "_pending_bytes",
+        "_transport",
+        "bytes_out",
+        "closed",
+        "dropped",
+        "frames_out",
+        "limit",
+        "soft_limit",
+    )
+
+    def __init__(
+        self,
+        transport: TransportLike,
+        flusher: Flusher,
+        *,
+        limit: int,
+        soft_limit: int,
+        on_slow: Callable[[], None],
+    ) -> None:
+        self._transport = transport
+        self._flusher = flusher
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._on_slow = on_slow
+        self.limit = limit
+        self.soft_limit = soft_limit
+        self.closed = False
+        self.frames_out = 0
+        self.bytes_out = 0
+        self.dropped = 0
+
+    def push(self, frame: bytes, reliable: bool = True) -> bool:
+        """Queue one pre-framed message; return False if it was not queued.
+
+        A reliable frame that would exceed the queue bound marks the client slow
+        (``on_slow`` is called once, later pushes are refused).
+        """
+        if self.closed:
+            return False
+        queued = self._pending_bytes + self._transport.get_write_buffer_size()
+        if queued > self.soft_limit:
+            if not reliable:
+                self.dropped += 1
+                return False
+            if queued + len(frame) > self.limit:
+                self.closed = True
+                self._pending.clear()
+                self._pending_bytes = 0
+                self._on_slow()
+                return False
+        if not self._pending:
+            self._flusher.mark(self)
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        return True
+
+    def flush(self) -> None:
+        """Write pending frames now (called by the :class:`Flusher`)."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        n = self._pending_bytes
+        self._pending_bytes = 0
+        if self.closed or self._transport.is_closing():
+            return
+        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        self.frames_out += len(pending)
+        self.bytes_out += n
+
+    def close(self) -> None:
+        """Stop accepting frames; pending frames are flushed first."""
+        self.flush()
+        self.closed = True

@@ -1,0 +1,57 @@
+"""Redis key names.  Every room or edge key carries a hash tag (``{...}``) so all
+keys of one room (or one edge) land in the same Redis Cluster slot and Lua
+scripts touch a single slot.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "room_log",
+    "room_owner",
+    "room_epoch",
+    "room_members",
+    "room_live",
+    "edge_inbox",
+    "edge_info",
+    "EDGES",
+    "PREFIX",
+]
+
+PREFIX = "er:"
+#: Sorted set of known edge ids, score = last heartbeat (Unix seconds).
+EDGES = PREFIX + "edges"
+
+
+def room_log(room: str) -> str:
+    """Stream of the room's reliable messages; entry id = ``epoch-seq``."""
+    return f"{PREFIX}{{room:{room}}}:log"
+
+
+def room_owner(room: str) -> str:
+    """Lease key: value ``edge_id:epoch``, with a PX expiry."""
+    return f"{PREFIX}{{room:{room}}}:owner"
+
+
+def room_epoch(room: str) -> str:
+    """Counter of the room's epochs (INCR on every new lease)."""
+    return f"{PREFIX}{{room:{room}}}:epoch"
+
+
+def room_members(room: str) -> str:
+    """Hash session_id -> packed member (presence across edges)."""
+    return f"{PREFIX}{{room:{room}}}:members"
+
+
+def room_live(room: str) -> str:
+    """Pub/sub channel for ephemeral traffic: presence events, unreliable messages."""
+    return f"{PREFIX}{{room:{room}}}:live"
+
+
+def edge_inbox(edge_id: str) -> str:
+    """Stream of publishes forwarded to this edge as room owner."""
+    return f"{PREFIX}{{edge:{edge_id}}}:inbox"
+
+
+def edge_info(edge_id: str) -> str:
+    """Hash describing a live edge (url, region, load); expires without heartbeat."""
+    return f"{PREFIX}{{edge:{edge_id}}}:info"

