@@ -1,0 +1,432 @@
+"""Property tests for the codec: hostile bytes never escape as anything but a
+:class:`ProtocolError`, and every valid frame survives a round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from client_sdk.protocol import (
+    DEFAULT_LIMITS,
+    Ack,
+    Decoder,
+    Error,
+    ErrorCode,
+    Frame,
+    FrameTooLarge,
+    Handoff,
+    Hello,
+    Join,
+    Joined,
+    Leave,
+    Limits,
+    MalformedFrame,
+    Member,
+    Message,
+    MessageType,
+    Ping,
+    Pong,
+    PresenceJoin,
+    PresenceLeave,
+    PresenceList,
+    PresenceMembers,
+    ProtocolError,
+    Publish,
+    Resume,
+    Resumed,
+    UnknownMessageType,
+    Welcome,
+    decode,
+    encode,
+)
+
+FUZZ = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+PER_TYPE = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+UINT64_MAX = 2**64 - 1
+_pack = msgpack.Packer(use_bin_type=True).pack
+_GOLDEN = json.loads(
+    (Path(__file__).resolve().parents[1] / "golden" / "frames.json").read_text("utf-8")
+)
+GOLDEN_BYTES = [bytes.fromhex(v["hex"]) for v in _GOLDEN["frames"]]
+
+# -- strategies for valid frames ---------------------------------------------
+
+uint64 = st.integers(0, UINT64_MAX)
+msgint = st.integers(-(2**63), UINT64_MAX)
+_chars = st.characters(codec="utf-8")
+text = st.text(_chars, max_size=40)
+# 32 code points are at most 128 UTF-8 bytes: always within max_room_name.
+room = st.text(_chars, min_size=1, max_size=32)
+payload = st.binary(max_size=300)
+member = st.builds(Member, text, text, text)
+
+_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), UINT64_MAX)
+    | st.floats(allow_nan=False)
+    | text
+    | st.binary(max_size=32)
+)
+#: Values msgpack round-trips exactly under the decoder's options
+#: (lists, not tuples; string map keys; no NaN since NaN != NaN).
+value = st.recursive(
+    _scalar,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(text, inner, max_size=5),
+    max_leaves=20,
+)
+info_map = st.dictionaries(text, value, max_size=8)
+
+FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
+    MessageType.HELLO: st.builds(Hello, uint64, st.text(_chars, max_size=200), text,
+                                 st.none() | info_map),
+    MessageType.WELCOME: st.builds(Welcome, text, text, info_map),
+    MessageType.JOIN: st.builds(Join, uint64, room, uint64),
+    MessageType.JOINED: st.builds(Joined, uint64, room, uint64, uint64),
+    MessageType.LEAVE: st.builds(Leave, uint64, room),
+    MessageType.PUBLISH: st.builds(Publish, uint64, room, payload, st.booleans(), uint64),
+    MessageType.MESSAGE: st.builds(Message, room, uint64, uint64, text, payload),
+    MessageType.ACK: st.builds(Ack, uint64, uint64, uint64),
+    MessageType.PRESENCE_JOIN: st.builds(PresenceJoin, room, member),
+    MessageType.PRESENCE_LEAVE: st.builds(PresenceLeave, room, member),
+    MessageType.PRESENCE_LIST: st.builds(PresenceList, uint64, room),
+    MessageType.PRESENCE_MEMBERS: st.builds(
+        PresenceMembers, uint64, room, st.lists(member, max_size=20).map(tuple)
+    ),
+    MessageType.PING: st.builds(Ping, uint64),
+    MessageType.PONG: st.builds(Pong, uint64),
+    MessageType.ERROR: st.builds(Error, uint64, uint64, text),
+    MessageType.RESUME: st.builds(Resume, st.lists(value, max_size=6).map(tuple)),
+    MessageType.RESUMED: st.builds(Resumed, st.lists(value, max_size=6).map(tuple)),
+    MessageType.HANDOFF: st.builds(Handoff, st.lists(value, max_size=6).map(tuple)),
+}
+any_frame = st.one_of(*FRAME_STRATEGIES.values())
+
+_FRAME_CLASSES = (
+    Hello, Welcome, Join, Joined, Leave, Publish, Message, Ack, PresenceJoin, PresenceLeave,
+    PresenceList, PresenceMembers, Ping, Pong, Error, Resume, Resumed, Handoff,
+)
+
+
+def test_strategies_cover_every_frame_type() -> None:
+    assert set(FRAME_STRATEGIES) == set(MessageType)
+
+
+def _decode_or_protocol_error(data: bytes, limits: Limits | None = None) -> Frame | None:
+    """Decode ``data``; any exception other than a ProtocolError fails the test."""
+    try:
+        frame = decode(data, limits)
+    except ProtocolError as exc:
+        assert isinstance(exc.code, ErrorCode)
+        assert str(exc)
+        return None
+    assert isinstance(frame, _FRAME_CLASSES)
+    # Whatever the decoder accepts, the encoder can write back, and the result
+    # is stable (bytes are compared so that NaN floats do not matter).
+    again = encode(frame)
+    assert encode(decode(again, limits)) == again
+    return frame
+
+
+# -- (a) hostile input ---------------------------------------------------------
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes(data: bytes) -> None:
+    _decode_or_protocol_error(data)
+
+
+_hostile_scalar = (
+    _scalar
+    | st.floats()  # NaN and infinities included
+    | st.integers(-(2**63), UINT64_MAX)
+    | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=8))
+)
+_hostile_key = st.none() | st.booleans() | st.integers(-5, 5) | text | st.binary(max_size=4)
+hostile = st.recursive(
+    _hostile_scalar,
+    lambda inner: st.lists(inner, max_size=6)
+    | st.dictionaries(_hostile_key, inner, max_size=4),
+    max_leaves=30,
+)
+# Arrays whose first element is (mostly) a known type number: these get past
+# the envelope checks and into the per-type parsers with random fields.
+typed_array = st.builds(
+    lambda t, rest: [t, *rest],
+    st.integers(-2, 20) | _hostile_scalar,
+    st.lists(hostile, max_size=7),
+)
+
+
+@FUZZ
+@given(hostile)
+def test_arbitrary_msgpack_structures(obj: Any) -> None:
+    _decode_or_protocol_error(_pack(obj))
+
+
+@FUZZ
+@given(typed_array)
+def test_arrays_with_type_numbers(obj: list[Any]) -> None:
+    _decode_or_protocol_error(_pack(obj))
+
+
+@st.composite
+def mutated_frame(draw: st.DrawFn) -> bytes:
+    base = bytearray(
+        draw(st.sampled_from(GOLDEN_BYTES) | any_frame.map(encode))
+    )
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]))
+        if not base:
+            base.extend(draw(st.binary(min_size=1, max_size=4)))
+            continue
+        i = draw(st.integers(0, len(base) - 1))
+        if op == "flip":
+            base[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set":
+            base[i] = draw(st.integers(0, 255))
+        elif op == "truncate":
+            del base[i:]
+        elif op == "insert":
+            base[i:i] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del base[i : i + draw(st.integers(1, 8))]
+    return bytes(base)
+
+
+@FUZZ
+@given(mutated_frame())
+def test_mutated_valid_frames(data: bytes) -> None:
+    _decode_or_protocol_error(data)
+
+
+@FUZZ
+@given(st.binary(max_size=200), st.integers(16, 256))
+def test_small_limits_still_only_protocol_errors(data: bytes, max_frame: int) -> None:
+    limits = Limits(max_frame_bytes=max_frame, max_room_name=8, max_token_bytes=16,
+                    max_text=16, max_presence_list=2)
+    _decode_or_protocol_error(data, limits)
+
+
+# -- (b) round trip ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mtype", list(MessageType), ids=lambda t: t.name)
+@PER_TYPE
+@given(data=st.data())
+def test_round_trip_every_type(mtype: MessageType, data: st.DataObject) -> None:
+    frame = data.draw(FRAME_STRATEGIES[mtype])
+    raw = encode(frame)
+    assert msgpack.unpackb(raw)[0] == mtype.value
+    assert decode(raw) == frame
+    assert decode(bytearray(raw)) == frame
+    assert decode(memoryview(raw)) == frame
+
+
+@FUZZ
+@given(any_frame)
+def test_round_trip_any_frame(frame: Frame) -> None:
+    assert decode(encode(frame)) == frame
+
+
+# -- (c) specific errors -------------------------------------------------------------
+
+
+@FUZZ
+@given(st.integers(1, 512), st.data())
+def test_over_limit_is_frame_too_large_before_decoding(limit: int, data: st.DataObject) -> None:
+    blob = data.draw(st.binary(min_size=limit + 1, max_size=limit + 64))
+    with pytest.raises(FrameTooLarge) as info:
+        decode(blob, Limits(max_frame_bytes=limit))
+    assert info.value.code is ErrorCode.FRAME_TOO_LARGE
+    assert int(info.value.code) == 4413
+
+
+def _publish_of_size(total: int) -> bytes:
+    """A PUBLISH frame exactly ``total`` bytes long."""
+    for n in range(total - 32, total):
+        raw = encode(Publish(1, "room", b"x" * n, True, 0))
+        if len(raw) == total:
+            return raw
+    raise AssertionError(f"no PUBLISH of exactly {total} bytes")
+
+
+def test_default_limit_boundary() -> None:
+    limit = DEFAULT_LIMITS.max_frame_bytes
+    assert limit == 64 * 1024
+    at_limit = _publish_of_size(limit)
+    assert len(at_limit) == limit
+    assert isinstance(decode(at_limit), Publish)
+    with pytest.raises(FrameTooLarge):
+        decode(_publish_of_size(limit + 1))
+    # Checked on the length alone: invalid msgpack over the limit is still "too large".
+    with pytest.raises(FrameTooLarge):
+        decode(b"\xc1" * (limit + 1))
+    with pytest.raises(FrameTooLarge):
+        decode(memoryview(b"\x00" * (limit + 1)))
+    with pytest.raises(FrameTooLarge):
+        Decoder(Limits(max_frame_bytes=10)).decode(encode(Ping(UINT64_MAX)))
+
+
+_known = {t.value for t in MessageType}
+unknown_type = st.integers(-(2**63), UINT64_MAX).filter(lambda t: t not in _known)
+
+
+@FUZZ
+@given(unknown_type, uint64, st.lists(_scalar, max_size=4))
+def test_unknown_type_carries_type_and_req_id(type_id: int, req_id: int, rest: list[Any]) -> None:
+    with pytest.raises(UnknownMessageType) as info:
+        decode(_pack([type_id, req_id, *rest]))
+    assert info.value.type_id == type_id
+    assert info.value.req_id == req_id
+    assert info.value.code is ErrorCode.UNKNOWN_TYPE
+    assert int(info.value.code) == 4406
+
+
+_not_uint = (
+    st.none() | st.booleans() | st.floats() | text | st.binary(max_size=4)
+    | st.integers(-(2**63), -1) | st.lists(msgint, max_size=2)
+)
+
+
+@FUZZ
+@given(unknown_type, _not_uint)
+def test_unknown_type_without_valid_req_id_reports_zero(type_id: int, second: Any) -> None:
+    with pytest.raises(UnknownMessageType) as info:
+        decode(_pack([type_id, second]))
+    assert (info.value.type_id, info.value.req_id) == (type_id, 0)
+    with pytest.raises(UnknownMessageType) as info:
+        decode(_pack([type_id]))
+    assert (info.value.type_id, info.value.req_id) == (type_id, 0)
+
+
+# What each field of each frame type holds (after the type number).
+_FIELDS: dict[MessageType, list[str]] = {
+    MessageType.HELLO: ["uint", "str", "str", "map_or_nil"],
+    MessageType.WELCOME: ["str", "str", "map"],
+    MessageType.JOIN: ["uint", "room", "uint"],
+    MessageType.JOINED: ["uint", "room", "uint", "uint"],
+    MessageType.LEAVE: ["uint", "room"],
+    MessageType.PUBLISH: ["uint", "room", "bin", "bool", "uint"],
+    MessageType.MESSAGE: ["room", "uint", "uint", "str", "bin"],
+    MessageType.ACK: ["uint", "uint", "uint"],
+    MessageType.PRESENCE_JOIN: ["room", "member"],
+    MessageType.PRESENCE_LEAVE: ["room", "member"],
+    MessageType.PRESENCE_LIST: ["uint", "room"],
+    MessageType.PRESENCE_MEMBERS: ["uint", "room", "members"],
+    MessageType.PING: ["uint"],
+    MessageType.PONG: ["uint"],
+    MessageType.ERROR: ["uint", "uint", "str"],
+}
+_not_str = st.none() | st.booleans() | msgint | st.floats() | st.binary(max_size=4) \
+    | st.lists(text, max_size=2) | st.dictionaries(text, text, max_size=2)
+_WRONG: dict[str, st.SearchStrategy[Any]] = {
+    "uint": _not_uint | st.dictionaries(text, text, max_size=2),
+    "str": _not_str,
+    "room": _not_str | st.just("") | st.just("r" * (DEFAULT_LIMITS.max_room_name + 1)),
+    "bin": _not_str.filter(lambda v: type(v) is not bytes) | text,
+    "bool": st.none() | msgint | st.floats() | text | st.binary(max_size=4),
+    "map": st.none() | st.booleans() | msgint | text | st.lists(msgint, max_size=2),
+    "map_or_nil": st.booleans() | msgint | text | st.lists(msgint, max_size=2),
+    "member": st.none() | text | msgint | st.dictionaries(text, text, max_size=3)
+    | st.lists(text, max_size=2) | st.lists(text, min_size=4, max_size=5)
+    | st.tuples(text, msgint, text).map(list),
+    "members": st.none() | text | msgint | st.dictionaries(text, text, max_size=2)
+    | st.tuples(st.just(["s", "u", "player"]), msgint).map(list)
+    | st.tuples(st.lists(text, min_size=2, max_size=2)).map(list),
+}
+
+
+@pytest.mark.parametrize("mtype", list(_FIELDS), ids=lambda t: t.name)
+@PER_TYPE
+@given(data=st.data())
+def test_wrong_field_type_is_malformed(mtype: MessageType, data: st.DataObject) -> None:
+    arr = msgpack.unpackb(encode(data.draw(FRAME_STRATEGIES[mtype])), raw=False)
+    kinds = _FIELDS[mtype]
+    assert len(arr) == len(kinds) + 1
+    i = data.draw(st.integers(0, len(kinds) - 1))
+    arr[i + 1] = data.draw(_WRONG[kinds[i]])
+    with pytest.raises(MalformedFrame) as info:
+        decode(_pack(arr))
+    assert type(info.value) is MalformedFrame
+    assert info.value.code == ErrorCode.BAD_REQUEST
+
+
+# Fields that may be left out at the end of the array.
+_OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 1, MessageType.PUBLISH: 2}
+
+
+@pytest.mark.parametrize("mtype", list(_FIELDS), ids=lambda t: t.name)
+@PER_TYPE
+@given(data=st.data())
+def test_wrong_arity_is_malformed(mtype: MessageType, data: st.DataObject) -> None:
+    arr = msgpack.unpackb(encode(data.draw(FRAME_STRATEGIES[mtype])), raw=False)
+    if data.draw(st.booleans()):
+        arr.extend(data.draw(st.lists(_scalar, min_size=1, max_size=3)))
+    else:
+        keep = data.draw(st.integers(1, len(arr) - 1 - _OPTIONAL.get(mtype, 0)))
+        del arr[keep:]
+    with pytest.raises(MalformedFrame):
+        decode(_pack(arr))
+
+
+def test_optional_trailing_fields_take_their_defaults() -> None:
+    assert decode(_pack([1, 1, "t"])) == Hello(1, "t", "", None)
+    assert decode(_pack([1, 1, "t", "n"])) == Hello(1, "t", "n", None)
+    assert decode(_pack([3, 1, "r"])) == Join(1, "r", 0)
+    assert decode(_pack([6, 1, "r", b"p"])) == Publish(1, "r", b"p", True, 0)
+    assert decode(_pack([6, 1, "r", b"p", False])) == Publish(1, "r", b"p", False, 0)
+
+
+def test_envelope_errors_are_malformed() -> None:
+    for obj in ({}, [], 1, "x", None, [None], ["1"], [1.0], [True, 1], {"t": 1}):
+        with pytest.raises(MalformedFrame):
+            decode(_pack(obj))
+    for raw in (b"", b"\xc1", _pack([13, 1]) + b"\x00", _pack([13, 1])[:-1]):
+        with pytest.raises(MalformedFrame):
+            decode(raw)
+
+
+def test_string_and_collection_limits() -> None:
+    limits = Limits(max_room_name=8, max_token_bytes=300, max_text=300, max_presence_list=4)
+    assert decode(_pack([3, 1, "r" * 8]), limits) == Join(1, "r" * 8, 0)
+    with pytest.raises(MalformedFrame):
+        decode(_pack([3, 1, "r" * 9]), limits)
+    # The room limit counts UTF-8 bytes, not code points.
+    with pytest.raises(MalformedFrame):
+        decode(_pack([3, 1, "é" * 5]), limits)
+    assert decode(_pack([1, 1, "t" * 300]), limits) == Hello(1, "t" * 300)
+    with pytest.raises(MalformedFrame):
+        decode(_pack([1, 1, "t" * 301]), limits)
+    # Strings beyond the decoder's string bound are refused inside msgpack.
+    with pytest.raises(MalformedFrame):
+        decode(_pack([15, 0, 4000, "m" * 5000]))
+    # Arrays beyond max_presence_list + 16 elements are refused inside msgpack.
+    members = [["s", "u", "player"]] * 21
+    with pytest.raises(MalformedFrame):
+        decode(_pack([12, 1, "r", members]), limits)
+    # Maps beyond 64 entries are refused inside msgpack.
+    with pytest.raises(MalformedFrame):
+        decode(_pack([2, "s", "e", {str(i): i for i in range(65)}]))
+    # Deep nesting is refused, not a RecursionError.
+    with pytest.raises(MalformedFrame):
+        decode(b"\x92\x10" + b"\x91" * 5000 + b"\x90")
+
+
+def test_encode_rejects_non_frames() -> None:
+    with pytest.raises(TypeError):
+        encode(Member("s", "u", "player"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        encode([13, 1])  # type: ignore[arg-type]

@@ -1,0 +1,215 @@
+"""Golden byte vectors: the wire format of every frame type, pinned.
+
+``tests/golden/frames.json`` holds, for each vector, the frame's fields, the
+msgpack array as JSON and the exact bytes in hex.  The tests compare the codec
+against those stored bytes; they never regenerate them.  If a test here fails,
+the wire format changed: that needs a protocol version bump, not a new file.
+See ``tests/golden/README.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from client_sdk.protocol import (
+    JOIN_NO_ECHO,
+    JOIN_PRESENCE,
+    PROTOCOL_VERSION,
+    Ack,
+    Error,
+    Frame,
+    Handoff,
+    Hello,
+    Join,
+    Joined,
+    Leave,
+    Member,
+    Message,
+    MessageType,
+    Ping,
+    Pong,
+    PresenceJoin,
+    PresenceLeave,
+    PresenceList,
+    PresenceMembers,
+    ProtocolError,
+    Publish,
+    Resume,
+    Resumed,
+    Welcome,
+    decode,
+    encode,
+    encode_message,
+)
+from client_sdk.protocol import errors as protocol_errors
+
+GOLDEN_FILE = Path(__file__).resolve().parents[1] / "golden" / "frames.json"
+
+_ALICE = Member("s-1f2e", "alice", "player")
+_SENSOR = Member("s-77", "sensor-12", "device")
+_TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.c2ln"
+
+#: The frame each golden vector must decode to (and, unless the vector is
+#: marked ``decode_only``, encode from).  Keys are the vector names.
+FRAMES: dict[str, Frame] = {
+    "hello": Hello(PROTOCOL_VERSION, _TOKEN, "bot-7", None),
+    "hello-short": Hello(PROTOCOL_VERSION, _TOKEN, "", None),
+    "welcome": Welcome(
+        "s-1f2e",
+        "edge-a",
+        {
+            "version": PROTOCOL_VERSION,
+            "ping_interval": 5.0,
+            "max_frame_bytes": 65536,
+            "max_rooms": 64,
+            "neighbours": ["wss://edge-b.example:8443/ws", "wss://edge-c.example:8443/ws"],
+            "region": "eu-west",
+        },
+    ),
+    "join": Join(1, "lobby", JOIN_PRESENCE),
+    "join-short": Join(2, "lobby", 0),
+    "join-no-echo": Join(3, "match-17", JOIN_PRESENCE | JOIN_NO_ECHO),
+    "joined": Joined(1, "lobby", 3, 41),
+    "leave": Leave(4, "lobby"),
+    "publish": Publish(2, "lobby", b"hello", True, 9001),
+    "publish-unreliable": Publish(0, "match-17", b"\x01\x02\x03", False, 0),
+    "publish-short": Publish(5, "lobby", b"hi", True, 0),
+    "message": Message("lobby", 3, 42, "s-1f2e", b"hello"),
+    "message-unreliable": Message("match-17", 0, 0, "s-9a", b"\x01\x02\x03"),
+    "ack": Ack(2, 3, 42),
+    "ack-leave": Ack(4, 0, 0),
+    "presence-join": PresenceJoin("lobby", _ALICE),
+    "presence-leave": PresenceLeave("lobby", _ALICE),
+    "presence-list": PresenceList(6, "lobby"),
+    "presence-members": PresenceMembers(6, "lobby", (_ALICE, _SENSOR)),
+    "presence-members-empty": PresenceMembers(8, "empty-room", ()),
+    "ping": Ping(1_700_000_000_123),
+    "pong": Pong(1_700_000_000_123),
+    "error": Error(7, 4403, "not allowed to publish to this room"),
+    "error-unknown-type": Error(9, 4406, "unknown frame type 99"),
+    "resume": Resume(()),
+    "resumed": Resumed(()),
+    "handoff": Handoff(()),
+    "resume-opaque-body": Resume(("opaque", 1)),
+}
+
+
+def _jsonable(v: Any) -> Any:
+    """The JSON view used in the golden file: bytes become ``{"$bin": hex}``."""
+    if isinstance(v, bytes):
+        return {"$bin": v.hex()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _jsonable(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    return v
+
+
+def _load() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(GOLDEN_FILE.read_text(encoding="utf-8"))
+    return data
+
+
+GOLDEN = _load()
+VECTORS: list[dict[str, Any]] = GOLDEN["frames"]
+REJECTS: list[dict[str, Any]] = GOLDEN["rejects"]
+_ids = [v["name"] for v in VECTORS]
+
+
+def test_golden_file_header() -> None:
+    assert GOLDEN["protocol_version"] == PROTOCOL_VERSION
+
+
+def test_every_frame_type_has_a_vector() -> None:
+    covered = {v["type"] for v in VECTORS if not v.get("decode_only")}
+    assert covered == {t.name for t in MessageType}
+
+
+def test_vector_names_match_the_frames_here() -> None:
+    assert len(_ids) == len(set(_ids)), "duplicate vector names"
+    assert set(_ids) == set(FRAMES)
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=_ids)
+def test_decode_matches_golden(vec: dict[str, Any]) -> None:
+    frame = decode(bytes.fromhex(vec["hex"]))
+    assert frame == FRAMES[vec["name"]]
+    assert type(frame).__name__ == vec["class"]
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=_ids)
+def test_encode_matches_golden(vec: dict[str, Any]) -> None:
+    frame = FRAMES[vec["name"]]
+    if vec.get("decode_only"):
+        # Short forms omit trailing optional fields; the encoder always writes
+        # the full form, which must decode to the same frame.
+        full = encode(frame)
+        assert full != bytes.fromhex(vec["hex"])
+        assert decode(full) == frame
+    else:
+        assert encode(frame).hex() == vec["hex"]
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=_ids)
+def test_golden_metadata_is_consistent(vec: dict[str, Any]) -> None:
+    raw = bytes.fromhex(vec["hex"])
+    frame = FRAMES[vec["name"]]
+    assert vec["type_id"] == MessageType[vec["type"]].value
+    assert vec["fields"] == _jsonable(frame)
+    assert vec["msgpack"] == _jsonable(msgpack.unpackb(raw, raw=False))
+    # Every frame here is a fixarray (< 16 elements) starting with a positive
+    # fixint type number: the first two bytes identify the frame type.
+    assert raw[0] & 0xF0 == 0x90
+    assert raw[0] & 0x0F == len(vec["msgpack"])
+    assert raw[1] == vec["type_id"]
+
+
+@pytest.mark.parametrize("vec", [v for v in VECTORS if v["type"] == "MESSAGE"], ids=str)
+def test_hot_path_encoder_matches_golden(vec: dict[str, Any]) -> None:
+    f = FRAMES[vec["name"]]
+    assert isinstance(f, Message)
+    assert encode_message(f.room, f.epoch, f.seq, f.sender, f.payload).hex() == vec["hex"]
+
+
+@pytest.mark.parametrize("vec", REJECTS, ids=[r["name"] for r in REJECTS])
+def test_rejected_vectors(vec: dict[str, Any]) -> None:
+    cls = getattr(protocol_errors, vec["error"])
+    assert issubclass(cls, ProtocolError)
+    with pytest.raises(cls) as info:
+        decode(bytes.fromhex(vec["hex"]))
+    assert type(info.value) is cls
+    assert int(info.value.code) == vec["code"]
+    for attr in ("type_id", "req_id"):
+        if attr in vec:
+            assert getattr(info.value, attr) == vec[attr]
+
+
+DOC_FILE = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+_FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_FRAME_HEX = re.compile(r"^9[0-9a-f]{5,}$")
+
+
+@pytest.mark.skipif(not DOC_FILE.exists(), reason="docs/protocol.md not present")
+def test_protocol_doc_quotes_the_golden_bytes() -> None:
+    """docs/protocol.md shows every vector, and every frame hex it shows is a vector."""
+    doc = DOC_FILE.read_text(encoding="utf-8")
+    missing = [v["name"] for v in VECTORS if v["hex"] not in doc]
+    assert missing == []
+    known = {v["hex"] for v in VECTORS}
+    quoted = {
+        tok
+        for block in _FENCE.findall(doc)
+        for tok in block.split()
+        if _FRAME_HEX.match(tok)
+    }
+    assert quoted, "no frame hex found in the doc's code blocks"
+    assert quoted <= known, f"hex in the doc that is not a golden vector: {quoted - known}"
