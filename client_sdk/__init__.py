@@ -20,7 +20,7 @@ from .errors import (
     ServerError,
 )
 from .protocol import Member
-from .subscription import PresenceEvent, Subscription
+from .subscription import PresenceEvent, RecoveryEvent, Subscription
 
 __all__ = [
     "AuthError",
@@ -35,6 +35,7 @@ __all__ = [
     "Position",
     "PresenceEvent",
     "RateLimitedError",
+    "RecoveryEvent",
     "ReceivedMessage",
     "RequestTimeoutError",
     "ServerError",

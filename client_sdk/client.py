@@ -9,10 +9,15 @@
 Contract: a :class:`Client` keeps one connection to one edge.  When it drops
 with a retryable code (see :mod:`client_sdk.protocol.codes`) the client
 reconnects with full-jitter backoff, walking its URL list, and re-joins its
-rooms; requests in flight fail with :class:`ConnectionLostError`.  A
+rooms by *resuming* its session: the edge (the same or another one) replays
+what each room missed from the room's history and reports per room whether
+the recovery is complete (:class:`RecoveryEvent`).  Reliable publishes wait
+in the outbox until the edge says they are durable and are re-sent after a
+reconnect with the same idempotency key, so the application sees each
+reliable message exactly once, or is told (``recovered=False``) what it
+missed.  Other requests in flight fail with :class:`ConnectionLostError`.  A
 non-retryable close (bad token, ...) ends the client: iterators stop and calls
-raise :class:`ClientClosedError`.  Message delivery across a reconnect is
-at-most-once in this version (resume with replay comes with recovery).
+raise :class:`ClientClosedError`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .errors import (
     RequestTimeoutError,
     error_for_code,
 )
+from .outbox import Outbox, OutboxItem
 from .protocol import (
     JOIN_NO_ECHO,
     JOIN_PRESENCE,
@@ -62,12 +68,14 @@ from .protocol import (
     PresenceMembers,
     ProtocolError,
     Publish,
+    Resumed,
     Retry,
     Welcome,
     encode,
     retry_for_close,
 )
-from .subscription import PresenceEvent, Subscription
+from .retry import publish_retryable
+from .subscription import PresenceEvent, RecoveryEvent, Subscription
 
 __all__ = ["Client", "Position", "ReceivedMessage", "connect"]
 
@@ -113,6 +121,11 @@ class Client:
         self.errors: list[tuple[int, str]] = []
         self.on_error: Callable[[int, str], None] | None = None
         self.on_reconnect: Callable[[Client], None] | None = None
+        self.on_recovery: Callable[[RecoveryEvent], None] | None = None
+        self.recoveries: list[RecoveryEvent] = []
+        self._outbox = Outbox()
+        self._raw_futures: dict[int, asyncio.Future[tuple[int, int]]] = {}
+        self._resume_token = ""
         self._backoff = Backoff(backoff_base, backoff_cap)
         self._url_index = 0
         self._ws: ClientConnection | None = None
@@ -127,6 +140,12 @@ class Client:
 
     # -- connection management ----------------------------------------------
 
+    def _resume_map(self) -> dict[str, object] | None:
+        if not self.session_id or not self._resume_token:
+            return None
+        return {"sid": self.session_id, "rt": self._resume_token,
+                "rooms": {r: [s.flags, *s.position] for r, s in self._subs.items()}}
+
     async def _open(self, url: str) -> tuple[ClientConnection, Welcome]:
         ws = await asyncio.wait_for(
             ws_connect(url, compression=None, max_size=None, ping_interval=None,
@@ -134,7 +153,8 @@ class Client:
             self.connect_timeout,
         )
         try:
-            await ws.send(encode(Hello(PROTOCOL_VERSION, self.token, self.name)))
+            await ws.send(encode(Hello(PROTOCOL_VERSION, self.token, self.name,
+                                       self._resume_map())))
             raw = await asyncio.wait_for(ws.recv(), self.connect_timeout)
             frame = self._decoder.decode(raw if isinstance(raw, bytes) else raw.encode())
             if not isinstance(frame, Welcome):
@@ -176,6 +196,8 @@ class Client:
             self.session_id = welcome.session_id
             self.edge_id = welcome.edge_id
             self.server_info = dict(welcome.info)
+            rt = welcome.info.get("resume_token")
+            self._resume_token = rt if isinstance(rt, str) else ""
             return
         raise ConnectError("could not connect to any edge: " + "; ".join(errors))
 
@@ -201,6 +223,7 @@ class Client:
                 if rcvd is not None:
                     code, reason = rcvd.code, rcvd.reason
             self._connected.clear()
+            self._outbox.unbind_all()
             self._fail_pending(ConnectionLostError(f"connection lost ({code} {reason})"))
             if self._closed is not None:
                 return
@@ -227,21 +250,32 @@ class Client:
             self._backoff.reset()
             self.reconnects += 1
             self._connected.set()
-            await self._rejoin()
+            # The edge re-joins our rooms from the resume map (RESUMED frames
+            # follow); publishes not yet durable go out again, in order.
+            self._resend_outbox()
             if self.on_reconnect is not None:
                 self.on_reconnect(self)
             return True
         return False
 
-    async def _rejoin(self) -> None:
-        for sub in list(self._subs.values()):
-            with contextlib.suppress(EdgeRelayError):
-                await self._request(Join(0, sub.room, sub.flags))
+    def _resend_outbox(self) -> None:
+        for item in self._outbox.pending():
+            if not item.req_id:
+                try:
+                    self._send_item(item)
+                except EdgeRelayError:
+                    return
+
+    def _send_item(self, item: OutboxItem) -> None:
+        req_id = next(self._req_ids)
+        self._send(encode(Publish(req_id, item.room, item.payload, True, item.idem)))
+        self._outbox.bind(item, req_id)
 
     def _shutdown(self, exc: ClientClosedError) -> None:
         self._closed = exc
         self._connected.set()  # wake waiters so they see the closed state
         self._fail_pending(exc)
+        self._outbox.fail_all(exc)
         for sub in self._subs.values():
             sub._end(exc)
 
@@ -289,12 +323,27 @@ class Client:
             sub = self._subs.get(f.room)
             if sub is not None:
                 sub._deliver(f)
-        elif t in (Ack, Joined, PresenceMembers):
+        elif t is Ack:
+            assert isinstance(f, Ack)
+            if not self._outbox.ack(f.req_id, f.epoch, f.seq):
+                fut = self._pending.pop(f.req_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(f)
+        elif t in (Joined, PresenceMembers):
             fut = self._pending.pop(f.req_id, None)  # type: ignore[union-attr]
             if fut is not None and not fut.done():
                 fut.set_result(f)
         elif t is Error:
             assert isinstance(f, Error)
+            if f.req_id and self._outbox.owns(f.req_id):
+                if publish_retryable(f.code):
+                    item = self._outbox.retry_later(f.req_id)
+                    if item is not None:
+                        asyncio.get_running_loop().call_later(
+                            self._backoff.base, self._retry_item, item.idem)
+                else:
+                    self._outbox.fail(f.req_id, error_for_code(f.code, f.message))
+                return
             if f.req_id:
                 fut = self._pending.pop(f.req_id, None)
                 if fut is not None and not fut.done():
@@ -312,6 +361,17 @@ class Client:
         elif t is Ping:
             assert isinstance(f, Ping)
             self._send(encode(Pong(f.stamp)))
+        elif t is Resumed:
+            assert isinstance(f, Resumed)
+            ev = RecoveryEvent(f.room, f.recovered, (f.epoch, f.seq), f.replayed, f.reason,
+                               dict(f.info))
+            self.recoveries.append(ev)
+            del self.recoveries[:-1000]
+            sub = self._subs.get(f.room)
+            if sub is not None:
+                sub._recovered(ev)
+            if self.on_recovery is not None:
+                self.on_recovery(ev)
         elif t in (PresenceJoin, PresenceLeave):
             assert isinstance(f, (PresenceJoin, PresenceLeave))
             sub = self._subs.get(f.room)
@@ -386,43 +446,66 @@ class Client:
             sub._end(None)
         await self._request(Leave(0, room))
 
-    async def publish(self, room: str, payload: bytes, *, reliable: bool = True) -> Position | None:
+    def _retry_item(self, idem: int) -> None:
+        for item in self._outbox.pending():
+            if item.idem == idem and not item.req_id and self._connected.is_set():
+                with contextlib.suppress(EdgeRelayError):
+                    self._send_item(item)
+                return
+
+    async def publish(self, room: str, payload: bytes, *, reliable: bool = True,
+                      timeout: float | None = None) -> Position | None:
         """Publish ``payload`` to ``room`` (joined first).
 
-        Reliable: wait for the edge's ACK and return the message's position.
-        Unreliable (latest-value updates): send and return ``None`` at once.
+        Reliable: the message goes through the outbox; this returns its
+        :class:`Position` once the edge confirms it is durable, re-sending it
+        across reconnects as needed.  ``timeout`` (seconds, default: wait as
+        long as the client lives) gives up: the publish is then dropped from
+        the outbox and :class:`RequestTimeoutError` raised (it may still have
+        been delivered).  Unreliable (latest-value updates): sent at once,
+        returns ``None``; dropped if not connected.
         """
         await self._wait_writable()
         if not reliable:
-            self._send(encode(Publish(0, room, payload, False, 0)))
+            with contextlib.suppress(ConnectionLostError):
+                self._send(encode(Publish(0, room, payload, False, 0)))
             return None
-        ack = await self._request(Publish(0, room, payload, True, 0))
-        assert isinstance(ack, Ack)
-        return Position(ack.epoch, ack.seq)
+        fut = self.publish_nowait(room, payload)
+        assert fut is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError as exc:
+            for item in self._outbox.pending():
+                if item.future is self._raw_futures.get(id(fut)):
+                    self._outbox.discard(item.idem)
+            raise RequestTimeoutError(f"publish not confirmed within {timeout:g} s") from exc
 
     def publish_nowait(self, room: str, payload: bytes, *,
                        reliable: bool = True) -> asyncio.Future[Position] | None:
-        """Send now without awaiting (load generators, game loops).
+        """Queue a publish without awaiting (game loops, load generators).
 
-        Returns a future resolved with the position when the ACK arrives
-        (``None`` for unreliable publishes).  Raises :class:`ConnectionLostError`
-        when not connected.
+        Reliable: returns a future resolved with the position once durable;
+        the message is kept in the outbox and sent (again) whenever connected.
+        Unreliable: sent now if connected, returns ``None``.
         """
+        if self._closed is not None:
+            raise self._closed
         if not reliable:
             self._send(encode(Publish(0, room, payload, False, 0)))
             return None
-        req_id = next(self._req_ids)
+        if self._outbox.full():
+            raise EdgeRelayError("outbox full: too many unconfirmed publishes")
         loop = asyncio.get_running_loop()
-        raw: asyncio.Future[Frame] = loop.create_future()
-        self._pending[req_id] = raw
-        try:
-            self._send(encode(Publish(req_id, room, payload, True, 0)))
-        except BaseException:
-            self._pending.pop(req_id, None)
-            raise
+        raw: asyncio.Future[tuple[int, int]] = loop.create_future()
+        item = self._outbox.add(room, payload, raw)
+        if self._connected.is_set():
+            with contextlib.suppress(ConnectionLostError):
+                self._send_item(item)
         out: asyncio.Future[Position] = loop.create_future()
+        self._raw_futures[id(out)] = raw
 
-        def done(f: asyncio.Future[Frame]) -> None:
+        def done(f: asyncio.Future[tuple[int, int]]) -> None:
+            self._raw_futures.pop(id(out), None)
             if out.done():
                 return
             if f.cancelled():
@@ -430,12 +513,15 @@ class Client:
             elif (exc := f.exception()) is not None:
                 out.set_exception(exc)
             else:
-                ack = f.result()
-                assert isinstance(ack, Ack)
-                out.set_result(Position(ack.epoch, ack.seq))
+                out.set_result(Position(*f.result()))
 
         raw.add_done_callback(done)
         return out
+
+    @property
+    def outbox_size(self) -> int:
+        """Reliable publishes not yet confirmed durable."""
+        return len(self._outbox)
 
     async def presence(self, room: str) -> list[Member]:
         """Members of ``room`` across all edges."""

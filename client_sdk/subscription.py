@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .dedupe import RecentKeys
 from .protocol import Member, Message
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["Subscription", "PresenceEvent"]
+__all__ = ["Subscription", "PresenceEvent", "RecoveryEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +25,37 @@ class PresenceEvent:
     member: Member
 
 
+@dataclass(frozen=True, slots=True)
+class RecoveryEvent:
+    """Outcome of resuming one room after a reconnect.
+
+    ``recovered=True``: every reliable message published while the client was
+    away has been (or is being) delivered, in order, ``replayed`` of them from
+    history.  ``recovered=False``: some may be missing; ``reason`` says why
+    (``history_trimmed``, ``session_expired``, ``too_many``, ...) and ``info``
+    what is known (e.g. ``first_available`` position).  ``position`` is where
+    the client resumed from.
+    """
+
+    room: str
+    recovered: bool
+    position: tuple[int, int]
+    replayed: int
+    reason: str
+    info: dict[str, object]
+
+
 class Subscription:
     """Messages of one room.  ``async for msg in sub`` until :meth:`leave`.
 
     The queue holds at most ``queue_size`` messages; when the application
     falls behind, the oldest queued message is dropped and ``dropped`` counts
     it (a slow reader never stalls the connection).
+
+    Reliable messages are delivered once: a copy at or before ``position``
+    (replay overlap) or with a sender's idempotency key already seen (a
+    publish re-sent after a failover) is dropped and counted in
+    ``duplicates``.
     """
 
     def __init__(self, client: Client, room: str, flags: int,
@@ -40,6 +66,9 @@ class Subscription:
         self.position: tuple[int, int] = (0, 0)
         self.received = 0
         self.dropped = 0
+        self.duplicates = 0
+        self._idems: dict[str, RecentKeys[bool]] = {}
+        self._recovery_q: asyncio.Queue[RecoveryEvent] = asyncio.Queue(1000)
         self._on_message = on_message
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(queue_size)
         self._presence_q: asyncio.Queue[PresenceEvent | None] = asyncio.Queue(10_000)
@@ -47,9 +76,21 @@ class Subscription:
         self._ended = False
 
     def _deliver(self, m: Message) -> None:
-        self.received += 1
         if m.epoch:
-            self.position = (m.epoch, m.seq)
+            pos = (m.epoch, m.seq)
+            if pos <= self.position:
+                self.duplicates += 1
+                return
+            self.position = pos
+            if m.idem:
+                seen = self._idems.get(m.sender)
+                if seen is None:
+                    seen = self._idems[m.sender] = RecentKeys(1024)
+                elif m.idem in seen:
+                    self.duplicates += 1
+                    return
+                seen.add(m.idem, True)
+        self.received += 1
         cb = self._on_message
         if cb is not None:
             cb(m)
@@ -59,6 +100,15 @@ class Subscription:
             q.get_nowait()
             self.dropped += 1
         q.put_nowait(m)
+
+    def _recovered(self, ev: RecoveryEvent) -> None:
+        if self._recovery_q.full():
+            self._recovery_q.get_nowait()
+        self._recovery_q.put_nowait(ev)
+
+    async def next_recovery(self, timeout: float | None = None) -> RecoveryEvent:
+        """The next :class:`RecoveryEvent` of this room (``TimeoutError`` after ``timeout``)."""
+        return await asyncio.wait_for(self._recovery_q.get(), timeout)
 
     def _presence(self, ev: PresenceEvent) -> None:
         if self._presence_q.full():

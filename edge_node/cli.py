@@ -60,6 +60,14 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    default=int(_env("STREAM_MAXLEN", str(d.stream_maxlen))),
                    help="approximate cap of each room stream (entries)")
     p.add_argument("--backlog", type=int, default=int(_env("BACKLOG", str(d.backlog))))
+    p.add_argument("--resume-window", type=float,
+                   default=float(_env("RESUME_WINDOW", str(d.resume_window))),
+                   help="seconds a dropped session can resume (default %(default)s)")
+    p.add_argument("--lease-ms", type=int, default=int(_env("LEASE_MS", str(d.lease_ms))),
+                   help="room owner lease in ms; a dead owner's rooms move after it lapses")
+    p.add_argument("--max-replay", type=int,
+                   default=int(_env("MAX_REPLAY", str(d.max_replay))),
+                   help="most messages replayed per room on resume")
     p.add_argument("--log-format", choices=["json", "text"], default=_env("LOG_FORMAT", "json"))
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
 
@@ -77,6 +85,7 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         ping_interval=a.ping_interval, ping_timeout=a.ping_timeout,
         send_queue_bytes=a.send_queue_bytes, rate_per_sec=a.rate, rate_burst=a.burst,
         stream_maxlen=a.stream_maxlen, backlog=a.backlog, log_format=a.log_format,
+        resume_window=a.resume_window, lease_ms=a.lease_ms, max_replay=a.max_replay,
         log_level=a.log_level,
     )
 
@@ -161,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--rate", type=float, default=20.0, help="publishes/s per player (default 20)")
     pd.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
     pd.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
+    pd.add_argument("--no-kill", action="store_true",
+                    help="do not SIGKILL an edge half-way (steady state only)")
     pd.set_defaults(func=lambda a: _lazy("demo", "cmd_demo")(a))
 
     pt = sub.add_parser("token", help="mint a development token",

@@ -55,7 +55,15 @@ class EdgeSettings:
     rate_close_after: int = 200
     #: Room stream cap (entries, approximate trimming) and owner lease.
     stream_maxlen: int = 10_000
-    lease_ms: int = 5_000
+    lease_ms: int = 2_000
+    #: Seconds a disconnected session can be resumed (Ably, Socket.IO: 2 min).
+    resume_window: float = 120.0
+    #: Seconds between session checkpoints while connected.
+    checkpoint_interval: float = 1.0
+    #: Most messages replayed for one room on resume (more: recovered=false).
+    max_replay: int = 10_000
+    #: Recent messages kept in memory per room (resume without a Redis read).
+    ring_size: int = 4096
     #: Batching of stream appends: at most this many entries per round trip.
     append_batch: int = 500
     #: Registry heartbeat period and TTL, seconds.

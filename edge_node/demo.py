@@ -1,9 +1,13 @@
-"""``edge-relay demo``: a local cluster, simulated players, a summary of what they saw.
+"""``edge-relay demo``: a local cluster, simulated players, an edge killed half-way,
+and a summary of what the players saw.
 
 Players are spread over the edges so every room spans several edges; each
 publishes reliable messages on an open-loop schedule (latency is measured
-from the *intended* send time, so a stall is not hidden).  At the end every
-receiver's set of messages is compared with what was acknowledged to the
+from the *intended* send time, so a stall is not hidden).  Half-way, one edge
+is SIGKILLed: its players resume on the others (replay from the room
+streams), its rooms move to a new owner when its leases lapse, and the
+publishers' outboxes re-send what was never confirmed durable.  At the end
+every receiver's messages are compared with what was acknowledged to the
 publishers in its room: ``lost`` and ``duplicates`` must both be 0.
 """
 
@@ -41,6 +45,7 @@ class DemoConfig:
     """Demo parameters (see ``edge-relay demo --help``)."""
 
     edges: int = 3
+    kill: bool = True
     players: int = 50
     rooms: int = 10
     rate: float = 20.0
@@ -54,6 +59,8 @@ class _Player:
     room: str
     client: Client
     received: dict[tuple[int, int], int] = field(default_factory=dict)
+    arrivals: list[float] = field(default_factory=list)
+    edge_at_kill: str = ""
     acked: set[int] = field(default_factory=set)
     failed: int = 0
     sent: int = 0
@@ -100,6 +107,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     now = time.time()
     urls = cluster.urls
     hist = HdrHistogram(1, 60_000_000, 3)  # microseconds
+    steady = HdrHistogram(1, 60_000_000, 3)  # intended before the kill
+    kill_ns = [2**62]
     players: list[_Player] = []
 
     def on_message(p: _Player) -> Any:
@@ -108,8 +117,13 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             key = (pidx, seq)
             n = p.received.get(key, 0)
             p.received[key] = n + 1
+            now_ns = time.perf_counter_ns()
+            p.arrivals.append(now_ns / 1e9)
             if n == 0:
-                hist.record_value(max(1, (time.perf_counter_ns() - intended) // 1000))
+                us = max(1, (now_ns - intended) // 1000)
+                hist.record_value(us)
+                if intended < kill_ns[0]:
+                    steady.record_value(us)
         return cb
 
     for i in range(cfg.players):
@@ -117,7 +131,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         url = urls[i % len(urls)]
         order = [url] + [u for u in urls if u != url]
         tok = mint_token(cluster.secret, f"player-{i}", "player", ["room-*"], now=now)
-        client = await connect(order, tok, name=f"demo-player-{i}")
+        client = await connect(order, tok, name=f"demo-player-{i}", backoff_base=0.2,
+                               backoff_cap=2.0)
         players.append(_Player(i, f"room-{i % cfg.rooms}", client))
     for p in players:
         await p.client.join(p.room, echo=False, on_message=on_message(p))
@@ -165,10 +180,28 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             progress.show(min(el, cfg.duration), f"acked {sent:6d}  delivered {deliv:7d}  "
                           f"p99 {p99:6.2f} ms")
 
+    killed: dict[str, Any] = {}
+
+    async def killer() -> None:
+        await asyncio.sleep(cfg.duration / 2)
+        victim = cluster.edges[1 % len(cluster.edges)]
+        for p in players:
+            p.edge_at_kill = p.client.edge_id
+        killed["t"] = time.perf_counter()
+        kill_ns[0] = int(killed["t"] * 1e9)
+        killed["edge"] = victim.edge_id
+        victim.kill()
+        print(f"\n[{time.perf_counter() - start:5.1f}s] SIGKILL {victim.edge_id} "
+              f"(pid {victim.pid})", file=sys.stderr, flush=True)
+
     tick = asyncio.get_running_loop().create_task(ticker())
+    kill_task = asyncio.get_running_loop().create_task(killer()) if (
+        cfg.kill and len(cluster.edges) > 1) else None
     await asyncio.gather(*(publisher(p) for p in players))
+    if kill_task is not None:
+        await kill_task
     # Drain: wait until every ack is in and deliveries stop changing (bounded).
-    deadline = time.perf_counter() + 5.0
+    deadline = time.perf_counter() + 15.0
     last = -1
     while time.perf_counter() < deadline:
         deliv = sum(len(p.received) for p in players)
@@ -181,7 +214,9 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     progress.done()
     elapsed = time.perf_counter() - start
 
-    rtts = sorted([await p.client.ping() for p in players[: min(10, len(players))]])
+    rtts = sorted([await p.client.ping() for p in players[: min(10, len(players))]
+                   if p.client.connected])
+    failover = _failover_summary(players, killed)
     members: dict[str, list[_Player]] = defaultdict(list)
     for p in players:
         members[p.room].append(p)
@@ -203,6 +238,9 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     history["matches_sent"] = history["stream_entries"] == sum(len(p.acked) for p in players)
     edges = []
     for e in cluster.edges:
+        if not e.alive():
+            edges.append({"id": e.edge_id, "url": e.url, "pid": e.pid, "killed": True})
+            continue
         m = _scrape(e.http_url)
         edges.append({
             "id": e.edge_id, "url": e.url, "pid": e.pid,
@@ -210,6 +248,9 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             "messages_out": int(m.get("edge_messages_out_total", 0)),
             "remote_deliveries": int(m.get("edge_remote_deliveries_total", 0)),
             "stream_appended": int(m.get("edge_stream_appended_total", 0)),
+            "replayed": int(m.get("edge_replayed_messages_total", 0)),
+            "duplicates_dropped": int(m.get("edge_duplicates_dropped_total", 0)),
+            "lease_takeovers": int(m.get("edge_lease_takeovers_total", 0)),
         })
     for p in players:
         await p.client.close()
@@ -226,11 +267,47 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         "latency_ms": {**{k: round(v, 3) for k, v in pct.items()},
                        "max": round(hist.get_max_value() / 1000, 3),
                        "mean": round(hist.get_mean_value() / 1000, 3)},
+        "latency_before_kill_ms": {
+            k: round(steady.get_value_at_percentile(v) / 1000, 3)
+            for k, v in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))},
         "rtt_ms": {"median": round(rtts[len(rtts) // 2] * 1000, 3) if rtts else None},
         "throughput": {"deliveries_per_s": round(delivered / max(elapsed, 1e-9), 1)},
         "history": history,
+        "failover": failover,
         "edges": edges,
         "ok": lost == 0 and dups == 0,
+    }
+
+
+def _failover_summary(players: list[_Player], killed: dict[str, Any]) -> dict[str, Any]:
+    if not killed:
+        return {"killed_edge": None}
+    t_kill = killed["t"]
+    victims = [p for p in players if p.edge_at_kill == killed["edge"]]
+    resumed = [p for p in victims if p.client.reconnects >= 1 and p.client.connected
+               and p.client.edge_id != killed["edge"]]
+    gaps = []
+    for p in players:
+        after = [t for t in p.arrivals if t >= t_kill - 1.0]
+        prev = None
+        worst = 0.0
+        for t in after:
+            if prev is not None:
+                worst = max(worst, t - prev)
+            prev = t
+        if after and after[0] > t_kill:
+            worst = max(worst, after[0] - t_kill)
+        gaps.append(worst)
+    not_recovered = sum(1 for p in players for ev in p.client.recoveries if not ev.recovered)
+    replayed = sum(ev.replayed for p in players for ev in p.client.recoveries)
+    return {
+        "killed_edge": killed["edge"],
+        "clients_on_killed_edge": len(victims),
+        "clients_resumed": len(resumed),
+        "recovered_false": not_recovered,
+        "replayed": replayed,
+        "max_gap_ms": round(max(gaps) * 1000, 1) if gaps else None,
+        "median_gap_ms": round(sorted(gaps)[len(gaps) // 2] * 1000, 1) if gaps else None,
     }
 
 
@@ -266,6 +343,9 @@ def render_summary(s: dict[str, Any]) -> str:
         f"  reliable.duplicates  {rel['duplicates']:>10}",
         f"  latency_ms           p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  "
         f"p99 {lat['p99']:.3f}  p99.9 {lat['p999']:.3f}  max {lat['max']:.3f}",
+        f"  (before the kill)    p50 {s['latency_before_kill_ms']['p50']:.3f}  p90 "
+        f"{s['latency_before_kill_ms']['p90']:.3f}  p99 {s['latency_before_kill_ms']['p99']:.3f}"
+        f"  (latency counts from the intended send time, so outages show)",
         f"  rtt_ms (median)      {s['rtt_ms']['median']}",
         f"  deliveries/s         {s['throughput']['deliveries_per_s']:>10}",
         f"  history              {s['history']['stream_entries']} entries in "
@@ -274,8 +354,23 @@ def render_summary(s: dict[str, Any]) -> str:
         "  edge       connections  delivered  via-redis  appended",
     ]
     for e in s["edges"]:
+        if e.get("killed"):
+            lines.append(f"  {e['id']:10} {'killed':>11}")
+            continue
         lines.append(f"  {e['id']:10} {e['connections']:>11}  {e['messages_out']:>9}  "
                      f"{e['remote_deliveries']:>9}  {e['stream_appended']:>8}")
+    f = s.get("failover") or {}
+    if f.get("killed_edge"):
+        lines += [
+            "",
+            f"  failover.killed_edge       {f['killed_edge']} (SIGKILL at half time)",
+            f"  failover.clients_resumed   {f['clients_resumed']} of "
+            f"{f['clients_on_killed_edge']} on the killed edge",
+            f"  failover.recovered_false   {f['recovered_false']}",
+            f"  failover.replayed          {f['replayed']} messages",
+            f"  failover.max_gap_ms        {f['max_gap_ms']}  (median client "
+            f"{f['median_gap_ms']})",
+        ]
     lines += ["", f"  {verdict}", ""]
     return "\n".join(lines)
 
@@ -285,7 +380,7 @@ def cmd_demo(a: Any) -> int:
     from .cli import UserError, install_uvloop
 
     cfg = DemoConfig(edges=a.edges, players=a.players, rooms=a.rooms, rate=a.rate,
-                     duration=a.duration)
+                     duration=a.duration, kill=not a.no_kill)
     if not (1 <= cfg.edges <= 16 and 2 <= cfg.players <= 5000 and 1 <= cfg.rooms
             <= cfg.players and 0 < cfg.rate <= 1000 and 0 < cfg.duration <= 3600):
         raise UserError("need 1-16 edges, 2-5000 players, 1..players rooms, "
@@ -313,5 +408,6 @@ def cmd_demo(a: Any) -> int:
         with open(a.json, "w") as fh:
             json.dump(summary, fh, indent=2)
         print(f"wrote {a.json}", file=sys.stderr)
-    return 0 if summary["reliable"]["lost"] == 0 and summary["reliable"]["duplicates"] == 0 \
-        else 1
+    f = summary["failover"]
+    resumed_all = not f.get("killed_edge") or f["clients_resumed"] == f["clients_on_killed_edge"]
+    return 0 if summary["ok"] and resumed_all else 1

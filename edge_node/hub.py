@@ -1,4 +1,4 @@
-"""Rooms on one edge: membership, positions, local fan-out, presence.
+"""Rooms on one edge: membership, positions, local fan-out, durability, resume.
 
 A room is *owned* here (this edge holds its lease: it assigns positions,
 fans out at once and queues the stream append) or *mirrored* (another edge
@@ -6,7 +6,13 @@ owns it: publishes are forwarded to the owner, messages arrive from the room
 stream and are fanned out locally in the owner's order).
 
 Fan-out encodes once: one msgpack body, one WebSocket frame, the same bytes
-pushed to every member's :class:`~edge_node.outbound.Outbound`.
+pushed to every member's :class:`~edge_node.outbound.Outbound`.  Every room
+keeps a ring of its recent messages so a resuming client is served from
+memory when it can be, and from the room stream otherwise.
+
+A reliable publish is acknowledged when it is durable (in the room stream);
+a re-sent publish (same sender and idempotency key) is not fanned out again
+but acknowledged with the position of the original.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgpack
 
+from client_sdk.dedupe import RecentKeys
 from client_sdk.protocol import (
     JOIN_NO_ECHO,
     JOIN_PRESENCE,
@@ -28,10 +36,12 @@ from client_sdk.protocol import (
     Member,
     PresenceJoin,
     PresenceLeave,
+    Resumed,
     encode,
     encode_message,
 )
 
+from .history import Entry
 from .metrics import EdgeMetrics
 from .outbound import Outbound, ws_binary_frame
 from .room_sync import (
@@ -44,13 +54,24 @@ from .room_sync import (
 )
 from .tasks import spawn
 
-__all__ = ["Hub", "Room", "Member", "SessionLike"]
+__all__ = ["Hub", "Room", "SessionLike", "HubSettings"]
 
 log = logging.getLogger("edge_node.hub")
 _pack = msgpack.Packer(use_bin_type=True).pack
 
-#: Seconds a publish forwarded to another edge may wait for its position.
-FORWARD_TIMEOUT = 5.0
+Pos = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """Tunables of the hub (see :class:`edge_node.config.EdgeSettings`)."""
+
+    ring_size: int = 4096
+    max_replay: int = 10_000
+    forward_timeout: float = 5.0
+    room_linger: float = 5.0
+    dedupe_window: int = 1024
+    dedupe_load: int = 2000
 
 
 class SessionLike(Protocol):
@@ -59,66 +80,90 @@ class SessionLike(Protocol):
     session_id: str
     member: Member
     out: Outbound
+    closed: bool
 
     def send(self, data: bytes) -> None: ...
 
 
+@dataclass(slots=True)
+class _Forwarded:
+    session: SessionLike
+    room: str
+    payload: bytes
+    idem: int
+    deadline: float
+
+
+@dataclass(slots=True)
 class Room:
     """One room's state on this edge."""
 
-    __slots__ = (
-        "epoch", "members", "mine", "name", "no_echo", "owner", "seq", "targets", "watchers",
-    )
+    name: str
+    members: dict[str, SessionLike] = field(default_factory=dict)
+    flags: dict[str, int] = field(default_factory=dict)
+    no_echo: set[str] = field(default_factory=set)
+    watchers: list[SessionLike] = field(default_factory=list)
+    targets: list[tuple[str, Outbound]] = field(default_factory=list)
+    epoch: int = 0
+    seq: int = 0
+    mine: bool = True
+    owner: str = ""
+    synced: Pos = (0, 0)
+    ring: deque[tuple[int, int, bytes]] = field(default_factory=deque)
+    ack_waiters: deque[tuple[int, int, SessionLike, int]] = field(default_factory=deque)
+    idems: dict[str, RecentKeys[Pos]] = field(default_factory=dict)
+    catchup: dict[str, Pos] = field(default_factory=dict)
+    linger: asyncio.TimerHandle | None = None
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.members: dict[str, SessionLike] = {}
-        self.no_echo: set[str] = set()
-        self.watchers: list[SessionLike] = []
-        self.targets: list[tuple[str, Outbound]] = []
-        self.epoch = 0
-        self.seq = 0
-        self.mine = True
-        self.owner = ""
-
-    def rebuild(self, watchers_of: dict[str, int]) -> None:
+    def rebuild(self) -> None:
         """Recompute the fan-out target list after a membership change."""
         self.targets = [(sid, s.out) for sid, s in self.members.items()]
         self.watchers = [s for sid, s in self.members.items()
-                         if watchers_of.get(sid, 0) & JOIN_PRESENCE]
-        self.no_echo = {sid for sid in self.members if watchers_of.get(sid, 0) & JOIN_NO_ECHO}
+                         if self.flags.get(sid, 0) & JOIN_PRESENCE]
+        self.no_echo = {sid for sid in self.members if self.flags.get(sid, 0) & JOIN_NO_ECHO}
 
 
 class Hub:
     """All rooms of one edge.  ``sync`` is ``None`` for a Redis-less edge."""
 
-    def __init__(self, edge_id: str, metrics: EdgeMetrics) -> None:
+    def __init__(self, edge_id: str, metrics: EdgeMetrics,
+                 settings: HubSettings | None = None) -> None:
         self.edge_id = edge_id
         self.metrics = metrics
         self.stats = metrics.stats
+        self.cfg = settings or HubSettings()
         self.rooms: dict[str, Room] = {}
         self.sync: RoomSync | None = None
-        self._flags: dict[str, dict[str, int]] = {}  # room -> session -> join flags
         self._activating: dict[str, asyncio.Future[None]] = {}
-        self._forwarded: dict[tuple[str, int], tuple[SessionLike, float]] = {}
+        self._forwarded: dict[tuple[str, int], _Forwarded] = {}
         self._observe = metrics.fanout_seconds.observe
 
     # -- membership ---------------------------------------------------------
 
-    async def join(self, s: SessionLike, name: str, flags: int) -> tuple[int, int]:
-        """Add ``s`` to room ``name``; return the room's current position."""
+    async def _room(self, name: str) -> Room:
         room = self.rooms.get(name)
-        if room is None:
+        while room is None:
             pending = self._activating.get(name)
             if pending is not None:
                 await asyncio.shield(pending)
                 room = self.rooms.get(name)
-            if room is None:
+            else:
                 room = await self._activate(name)
+        if room.linger is not None:
+            room.linger.cancel()
+            room.linger = None
+        return room
+
+    def _add(self, s: SessionLike, room: Room, flags: int) -> None:
         room.members[s.session_id] = s
-        self._flags.setdefault(name, {})[s.session_id] = flags
-        room.rebuild(self._flags[name])
+        room.flags[s.session_id] = flags
+        room.rebuild()
         self._presence(room, s.member, joined=True)
+
+    async def join(self, s: SessionLike, name: str, flags: int) -> Pos:
+        """Add ``s`` to room ``name``; return the room's current position."""
+        room = await self._room(name)
+        self._add(s, room, flags)
         return room.epoch, room.seq
 
     async def _activate(self, name: str) -> Room:
@@ -129,11 +174,11 @@ class Hub:
             if self.sync is not None:
                 try:
                     lease = await self.sync.activate(name)
-                    self._apply_lease(room, lease)
+                    await self._apply_lease(room, lease)
                 except SyncUnavailable as exc:
                     # Local first: keep serving with an unsynced epoch 0.
-                    log.warning("room activated without Redis", extra={"room": name,
-                                                                       "error": str(exc)})
+                    log.warning("room activated without Redis",
+                                extra={"room": name, "error": str(exc)})
                     room.mine, room.epoch, room.owner = True, 0, self.edge_id
             else:
                 room.mine, room.epoch, room.owner = True, 1, self.edge_id
@@ -144,36 +189,51 @@ class Hub:
             del self._activating[name]
             fut.set_result(None)
 
-    @staticmethod
-    def _apply_lease(room: Room, lease: Lease) -> None:
+    async def _apply_lease(self, room: Room, lease: Lease) -> None:
         room.owner = lease.owner_edge
         room.mine = lease.mine
-        if lease.mine:
-            room.epoch, room.seq = lease.epoch, 0
-        else:
+        if not lease.mine:
             room.epoch, room.seq = lease.last_epoch, lease.last_seq
+            return
+        assert self.sync is not None
+        seq = lease.last_seq if lease.last_epoch == lease.epoch else 0
+        queued = self.sync.last_queued(room.name)
+        if queued is not None and queued[0] == lease.epoch:
+            seq = max(seq, queued[1])
+        room.epoch, room.seq = lease.epoch, seq
+        room.synced = (lease.last_epoch, lease.last_seq)
+        # Rebuild dedupe state so re-sent publishes are recognised after a takeover.
+        try:
+            for e in await self.sync.recent(room.name, self.cfg.dedupe_load):
+                if e.idem:
+                    self._remember(room, e.sender, e.idem, (e.epoch, e.seq))
+        except SyncUnavailable:
+            pass
 
     def leave(self, s: SessionLike, name: str) -> bool:
         """Remove ``s`` from room ``name``; False if it was not a member."""
         room = self.rooms.get(name)
         if room is None or room.members.pop(s.session_id, None) is None:
             return False
-        flags = self._flags.get(name, {})
-        flags.pop(s.session_id, None)
-        room.rebuild(flags)
+        room.flags.pop(s.session_id, None)
+        room.catchup.pop(s.session_id, None)
+        room.rebuild()
         self._presence(room, s.member, joined=False)
-        if not room.members:
-            del self.rooms[name]
-            self._flags.pop(name, None)
-            self.stats.rooms = len(self.rooms)
-            if self.sync is not None:
-                spawn(self.sync.deactivate(name))
+        if not room.members and room.linger is None:
+            # Keep an empty room (and its lease) briefly: members often come back
+            # (reconnect, resume) and re-activation would cost an epoch.
+            room.linger = asyncio.get_running_loop().call_later(
+                self.cfg.room_linger, self._expire_room, name)
         return True
 
-    def is_member(self, s: SessionLike, name: str) -> bool:
-        """True when ``s`` has joined ``name``."""
+    def _expire_room(self, name: str) -> None:
         room = self.rooms.get(name)
-        return room is not None and s.session_id in room.members
+        if room is None or room.members:
+            return
+        del self.rooms[name]
+        self.stats.rooms = len(self.rooms)
+        if self.sync is not None:
+            spawn(self.sync.deactivate(name))
 
     # -- publishing ---------------------------------------------------------
 
@@ -181,38 +241,75 @@ class Hub:
                 req_id: int, idem: int) -> None:
         """Publish from a local member (membership already checked)."""
         room = self.rooms[name]
+        sid = s.session_id
         if not reliable:
             self.stats.publishes["unreliable"] += 1
-            self._fanout(room, encode_message(name, 0, 0, s.session_id, payload),
-                         s.session_id, reliable=False)
+            self._fanout(room, encode_message(name, 0, 0, sid, payload), sid, False)
             if self.sync is not None:
-                self.sync.publish_live(name, LIVE_UNRELIABLE, [s.session_id, payload])
+                self.sync.publish_live(name, LIVE_UNRELIABLE, [sid, payload])
             return
         self.stats.publishes["reliable"] += 1
         if room.mine:
-            epoch, seq = self._assign(room, s.session_id, payload, self.edge_id, req_id)
-            s.send(encode(Ack(req_id, epoch, seq)))
+            dup = self._duplicate(room, sid, idem)
+            if dup is not None:
+                self._ack_when_durable(room, dup, s, req_id)
+                return
+            pos = self._assign(room, sid, payload, self.edge_id, req_id, idem)
+            self._ack_when_durable(room, pos, s, req_id)
             return
         assert self.sync is not None
-        self._forwarded[(s.session_id, req_id)] = (s, time.monotonic() + FORWARD_TIMEOUT)
-        self.sync.forward(room.owner, [name, s.session_id, payload, self.edge_id, req_id, idem])
+        self._forwarded[(sid, req_id)] = _Forwarded(
+            s, name, payload, idem, time.monotonic() + self.cfg.forward_timeout)
+        self.sync.forward(room.owner, [name, sid, payload, self.edge_id, req_id, idem])
+
+    def _duplicate(self, room: Room, sender: str, idem: int) -> Pos | None:
+        if not idem:
+            return None
+        seen = room.idems.get(sender)
+        pos = seen.get(idem) if seen is not None else None
+        if pos is not None:
+            self.stats.duplicates_dropped += 1
+        return pos
+
+    def _remember(self, room: Room, sender: str, idem: int, pos: Pos) -> None:
+        seen = room.idems.get(sender)
+        if seen is None:
+            seen = room.idems[sender] = RecentKeys(self.cfg.dedupe_window)
+        seen.add(idem, pos)
+
+    def _ack_when_durable(self, room: Room, pos: Pos, s: SessionLike, req_id: int) -> None:
+        if self.sync is None or room.epoch == 0 or pos <= room.synced:
+            s.send(encode(Ack(req_id, pos[0], pos[1])))
+        else:
+            room.ack_waiters.append((pos[0], pos[1], s, req_id))
 
     def _assign(self, room: Room, sender: str, payload: bytes, origin: str,
-                req_id: int) -> tuple[int, int]:
+                req_id: int, idem: int) -> Pos:
         room.seq += 1
         epoch, seq = room.epoch, room.seq
-        self._fanout(room, encode_message(room.name, epoch, seq, sender, payload), sender, True)
+        body = encode_message(room.name, epoch, seq, sender, payload, idem)
+        self._fanout(room, body, sender, True)
+        self._ring(room, epoch, seq, body)
+        if idem:
+            self._remember(room, sender, idem, (epoch, seq))
         if self.sync is not None and epoch:
-            self.sync.append(room.name, epoch, seq, _pack([sender, payload, origin, req_id]))
+            self.sync.append(room.name, epoch, seq, _pack([sender, payload, origin, req_id, idem]))
         return epoch, seq
 
-    def _fanout(self, room: Room, body: bytes, sender: str, reliable: bool) -> None:
+    def _ring(self, room: Room, epoch: int, seq: int, body: bytes) -> None:
+        ring = room.ring
+        ring.append((epoch, seq, body))
+        if len(ring) > self.cfg.ring_size:
+            ring.popleft()
+
+    def _fanout(self, room: Room, body: bytes, sender: str, reliable: bool,
+                skip: set[str] | None = None) -> None:
         t0 = time.perf_counter()
         frame = ws_binary_frame(body)
-        skip = sender if sender in room.no_echo else None
+        own = sender if sender in room.no_echo else None
         n = 0
         for sid, out in room.targets:
-            if sid == skip:
+            if sid == own or (skip is not None and sid in skip):
                 continue
             if out.push(frame, reliable):
                 n += 1
@@ -224,31 +321,66 @@ class Hub:
 
     # -- upcalls from RoomSync ----------------------------------------------
 
-    def on_remote_message(self, room_name: str, epoch: int, seq: int, sender: str,
-                          payload: bytes, origin_edge: str, req_id: int) -> None:
+    def on_durable(self, room_name: str, epoch: int, seq: int) -> None:
+        """A batch up to ``(epoch, seq)`` is in Redis: acknowledge its publishers."""
+        room = self.rooms.get(room_name)
+        if room is None:
+            return
+        pos = (epoch, seq)
+        if pos > room.synced:
+            room.synced = pos
+        waiters = room.ack_waiters
+        while waiters and (waiters[0][0], waiters[0][1]) <= pos:
+            e, sq, s, req_id = waiters.popleft()
+            if not s.closed:
+                s.send(encode(Ack(req_id, e, sq)))
+
+    def on_remote_message(self, room_name: str, e: Entry) -> None:
         """A message from the room stream (room owned elsewhere)."""
         room = self.rooms.get(room_name)
         if room is None or room.mine:
             return
-        if (epoch, seq) <= (room.epoch, room.seq):
+        pos = (e.epoch, e.seq)
+        if pos <= (room.epoch, room.seq):
             return  # already delivered (catch-up overlaps the tail)
-        room.epoch, room.seq = epoch, seq
-        self._fanout(room, encode_message(room_name, epoch, seq, sender, payload), sender, True)
-        if origin_edge == self.edge_id:
-            waiter = self._forwarded.pop((sender, req_id), None)
-            if waiter is not None:
-                waiter[0].send(encode(Ack(req_id, epoch, seq)))
+        room.epoch, room.seq = pos
+        room.synced = pos
+        if e.idem:
+            self._remember(room, e.sender, e.idem, pos)
+        body = encode_message(room_name, e.epoch, e.seq, e.sender, e.payload, e.idem)
+        skip = None
+        if room.catchup:
+            skip = {sid for sid, p in room.catchup.items() if p >= pos}
+            for sid in [sid for sid, p in room.catchup.items() if p <= pos]:
+                del room.catchup[sid]
+        self._fanout(room, body, e.sender, True, skip)
+        self._ring(room, e.epoch, e.seq, body)
+        if e.origin == self.edge_id:
+            fw = self._forwarded.pop((e.sender, e.req_id), None)
+            if fw is not None and not fw.session.closed:
+                fw.session.send(encode(Ack(e.req_id, e.epoch, e.seq)))
 
     def on_forwarded_publish(self, room_name: str, sender: str, payload: bytes,
                              origin_edge: str, req_id: int, idem: int) -> None:
         """A publish another edge forwarded to us as the room's owner."""
         room = self.rooms.get(room_name)
         if room is None or not room.mine:
-            log.warning("forwarded publish for a room we do not own",
-                        extra={"room": room_name, "origin": origin_edge})
+            log.info("forwarded publish for a room we do not own; the origin will retry",
+                     extra={"room": room_name, "origin": origin_edge})
             return
         self.stats.publishes["forwarded"] += 1
-        self._assign(room, sender, payload, origin_edge, req_id)
+        dup = self._duplicate(room, sender, idem)
+        if dup is not None:
+            if self.sync is not None:
+                self.sync.forward_ack(origin_edge, sender, req_id, dup[0], dup[1])
+            return
+        self._assign(room, sender, payload, origin_edge, req_id, idem)
+
+    def on_remote_ack(self, sender: str, req_id: int, epoch: int, seq: int) -> None:
+        """The owner recognised our forwarded publish as a duplicate."""
+        fw = self._forwarded.pop((sender, req_id), None)
+        if fw is not None and not fw.session.closed:
+            fw.session.send(encode(Ack(req_id, epoch, seq)))
 
     def on_live(self, room_name: str, kind: int, body: list[Any]) -> None:
         """Ephemeral cross-edge traffic: presence events, unreliable messages."""
@@ -281,25 +413,120 @@ class Hub:
             except SyncUnavailable:
                 return
             if self.rooms.get(room_name) is room:
-                self._apply_lease(room, lease)
+                await self._apply_lease(room, lease)
+                self._reforward(room)
 
         spawn(remirror())
 
     def on_lease_acquired(self, room_name: str, lease: Lease) -> None:
         """We took over a room whose owner went away."""
         room = self.rooms.get(room_name)
-        if room is not None:
-            log.info("took over room", extra={"room": room_name, "epoch": lease.epoch})
-            self._apply_lease(room, lease)
+        if room is None:
+            return
+        log.info("took over room", extra={"room": room_name, "epoch": lease.epoch})
+
+        async def settle() -> None:
+            await self._apply_lease(room, lease)
+            self._reforward(room)
+
+        spawn(settle())
+
+    def on_owner_changed(self, room_name: str, owner_edge: str) -> None:
+        """Another edge took the room over: re-send publishes still waiting."""
+        room = self.rooms.get(room_name)
+        if room is not None and not room.mine:
+            room.owner = owner_edge
+            self._reforward(room)
+
+    def _reforward(self, room: Room) -> None:
+        """Re-submit forwarded publishes of ``room`` to its current owner (idempotent)."""
+        for key, fw in list(self._forwarded.items()):
+            if fw.room != room.name:
+                continue
+            if room.mine:
+                del self._forwarded[key]
+                if not fw.session.closed:
+                    self.publish(fw.session, room.name, fw.payload, True, key[1], fw.idem)
+            elif self.sync is not None:
+                fw.deadline = time.monotonic() + self.cfg.forward_timeout
+                self.sync.forward(room.owner, [room.name, key[0], fw.payload, self.edge_id,
+                                               key[1], fw.idem])
 
     def expire_forwarded(self, now: float) -> None:
-        """Answer forwarded publishes that got no position in time (4005)."""
-        for key, (s, deadline) in list(self._forwarded.items()):
-            if deadline <= now:
+        """Answer forwarded publishes that got no position in time (4005, retryable)."""
+        for key, fw in list(self._forwarded.items()):
+            if fw.deadline <= now:
                 del self._forwarded[key]
-                s.send(encode(Error(key[1], ErrorCode.PUBLISH_TIMEOUT,
-                                    "the room owner did not confirm the publish in time")))
+                if not fw.session.closed:
+                    fw.session.send(encode(Error(
+                        key[1], ErrorCode.PUBLISH_TIMEOUT,
+                        "the room owner did not confirm the publish in time; retry")))
                 self.stats.errors[ErrorCode.PUBLISH_TIMEOUT] += 1
+
+    # -- resume ---------------------------------------------------------------
+
+    async def resume_join(self, s: SessionLike, name: str, flags: int, pos: Pos,
+                          invalid: str = "") -> Resumed:
+        """Re-join ``name`` for a resuming session and replay what it missed.
+
+        Sends RESUMED, then the replayed MESSAGE frames, then adds the member so
+        live traffic follows without a gap or an overlap.  A non-empty
+        ``invalid`` (e.g. ``"session_expired"``: the resume window passed) joins
+        at the current position with ``recovered=False`` and that reason.
+        """
+        room = await self._room(name)
+        if invalid:
+            return self._finish_resume(s, room, flags, Resumed(
+                name, False, pos[0], pos[1], 0, invalid,
+                {"current": [room.epoch, room.seq]}), [])
+        bodies: list[bytes] = []
+        last = pos
+        ring = room.ring
+        if pos < (room.epoch, room.seq) and not (ring and (ring[0][0], ring[0][1]) <= pos):
+            if self.sync is None:
+                return self._finish_resume(s, room, flags, Resumed(
+                    name, False, pos[0], pos[1], 0, "no_history", {}), [])
+            try:
+                entries, gap, first = await self.sync.history_after(
+                    name, pos[0], pos[1], self.cfg.max_replay + 1)
+            except SyncUnavailable:
+                return self._finish_resume(s, room, flags, Resumed(
+                    name, False, pos[0], pos[1], 0, "history_unavailable", {}), [])
+            if gap:
+                info: dict[str, Any] = {"first_available": list(first) if first else None}
+                return self._finish_resume(s, room, flags, Resumed(
+                    name, False, pos[0], pos[1], 0, "history_trimmed", info), [])
+            if len(entries) > self.cfg.max_replay:
+                return self._finish_resume(s, room, flags, Resumed(
+                    name, False, pos[0], pos[1], 0, "too_many",
+                    {"max_replay": self.cfg.max_replay}), [])
+            for e in entries:
+                bodies.append(encode_message(name, e.epoch, e.seq, e.sender, e.payload, e.idem))
+                last = (e.epoch, e.seq)
+        # From here on no await: the ring tail and the live stream join seamlessly.
+        tail = [(e, sq, b) for e, sq, b in room.ring if (e, sq) > last]
+        if tail and last != pos and tail[0][0] == last[0] and tail[0][1] != last[1] + 1:
+            return self._finish_resume(s, room, flags, Resumed(
+                name, False, pos[0], pos[1], 0, "overflow", {}), [])
+        for _e, _sq, b in tail:
+            bodies.append(b)
+        if tail:
+            last = (tail[-1][0], tail[-1][1])
+        if not room.mine and last > (room.epoch, room.seq):
+            room.catchup[s.session_id] = last  # the tail reader has not got there yet
+        info = {"to": [last[0], last[1]]}
+        return self._finish_resume(s, room, flags, Resumed(
+            name, True, pos[0], pos[1], len(bodies), "", info), bodies)
+
+    def _finish_resume(self, s: SessionLike, room: Room, flags: int, r: Resumed,
+                       bodies: list[bytes]) -> Resumed:
+        s.send(encode(r))
+        for b in bodies:
+            s.out.push(ws_binary_frame(b))
+        self.stats.replayed += len(bodies)
+        self.stats.recoveries["recovered" if r.recovered else "not_recovered"] += 1
+        self._add(s, room, flags)
+        return r
 
     # -- presence -----------------------------------------------------------
 
@@ -330,7 +557,7 @@ class Hub:
                 pass
         return sorted(local.values(), key=lambda m: m.session_id)
 
-    def drop_all(self, s: SessionLike, rooms: Callable[[], list[str]]) -> None:
-        """Leave every room ``s`` is in (on disconnect)."""
-        for name in rooms():
-            self.leave(s, name)
+    def position(self, name: str) -> Pos:
+        """Current position of a room on this edge (``(0, 0)`` if unknown)."""
+        room = self.rooms.get(name)
+        return (room.epoch, room.seq) if room else (0, 0)

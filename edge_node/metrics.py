@@ -46,6 +46,12 @@ class EdgeStats:
         self.stream_errors = 0
         self.remote_deliveries = 0
         self.forwarded_publishes = 0
+        self.stream_dropped = 0
+        self.lease_takeovers = 0
+        self.recoveries: _Tally[str] = _Tally()
+        self.replayed = 0
+        self.duplicates_dropped = 0
+        self.checkpoints = 0
 
 
 class _StatsCollector(Collector):
@@ -108,6 +114,27 @@ class _StatsCollector(Collector):
         c = CounterMetricFamily("edge_forwarded_publishes", "Publishes forwarded to owners")
         c.add_metric([], s.forwarded_publishes)
         yield c
+        c = CounterMetricFamily("edge_stream_dropped", "Queued appends dropped after fencing")
+        c.add_metric([], s.stream_dropped)
+        yield c
+        c = CounterMetricFamily("edge_lease_takeovers", "Rooms taken over after an owner's "
+                                "lease lapsed")
+        c.add_metric([], s.lease_takeovers)
+        yield c
+        c = CounterMetricFamily("edge_recoveries", "Room recoveries on resume", labels=["outcome"])
+        for outcome in ("recovered", "not_recovered"):
+            c.add_metric([outcome], s.recoveries.get(outcome, 0))
+        yield c
+        c = CounterMetricFamily("edge_replayed_messages", "Messages replayed on resume")
+        c.add_metric([], s.replayed)
+        yield c
+        c = CounterMetricFamily("edge_duplicates_dropped", "Re-sent publishes dropped as "
+                                "duplicates")
+        c.add_metric([], s.duplicates_dropped)
+        yield c
+        c = CounterMetricFamily("edge_session_checkpoints", "Session checkpoints written")
+        c.add_metric([], s.checkpoints)
+        yield c
         g = GaugeMetricFamily("edge_info", "Edge identity", labels=["edge_id"])
         g.add_metric([self.edge_id], 1)
         yield g
@@ -124,6 +151,13 @@ class EdgeMetrics:
             "edge_fanout_seconds",
             "Time to fan one message out to the local members of a room",
             buckets=FANOUT_BUCKETS,
+            registry=self.registry,
+        )
+
+        self.sync_lag_seconds = Histogram(
+            "edge_sync_lag_seconds",
+            "Time from assigning a position to the message being durable in Redis",
+            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.5, 2.5, 10.0),
             registry=self.registry,
         )
 

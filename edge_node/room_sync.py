@@ -1,10 +1,13 @@
-"""Room state in Redis: owner leases with fencing, batched stream appends,
+"""Room state in Redis: owner leases with fencing, batched durable appends,
 tailing rooms owned elsewhere, forwarding publishes to owners, cross-edge
 presence and unreliable traffic.
 
 Nothing here sits on the local fan-out path: :meth:`RoomSync.append` and
-:meth:`RoomSync.forward` only queue; background tasks do the round trips.
-Upcalls go to a :class:`SyncListener` (the hub).
+:meth:`RoomSync.forward` only queue; background tasks do the round trips and
+report back through a :class:`SyncListener` (the hub):
+``on_durable`` once a batch is in Redis (that is when publishers get their
+ACK), ``on_remote_message`` for entries of rooms owned elsewhere, and the
+lease events.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,42 +24,16 @@ import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from . import history
+from . import lua_scripts as lua
 from . import redis_keys as K
+from .history import Entry, split_id
 from .tasks import spawn
 
-__all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable"]
+__all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
+           "LIVE_PRESENCE_JOIN", "LIVE_PRESENCE_LEAVE", "LIVE_UNRELIABLE"]
 
 log = logging.getLogger("edge_node.sync")
-
-# KEYS: owner, epoch; ARGV: edge_id, lease_ms.  Returns {1, token} or {0, token}.
-_ACQUIRE = """
-local cur = redis.call('GET', KEYS[1])
-if cur then return {0, cur} end
-local e = redis.call('INCR', KEYS[2])
-local tok = ARGV[1] .. ':' .. e
-redis.call('SET', KEYS[1], tok, 'PX', ARGV[2])
-return {1, tok}
-"""
-# KEYS: owner; ARGV: token, lease_ms.  1 when renewed, 0 when the lease is not ours.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# KEYS: owner, log; ARGV: token, maxlen, id1, data1, id2, data2, ...
-# Fencing: a writer whose lease token is not the current one is refused.
-_APPEND = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
-for i = 3, #ARGV, 2 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], ARGV[i], 'd', ARGV[i + 1])
-end
-return (#ARGV - 2) / 2
-"""
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 
@@ -70,7 +48,7 @@ class SyncUnavailable(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Result of activating a room: who owns it and from which position to read."""
+    """Result of activating a room: who owns it and where its history ends."""
 
     owner_edge: str
     epoch: int
@@ -83,15 +61,14 @@ class Lease:
 class SyncListener(Protocol):
     """Upcalls from :class:`RoomSync` into the hub."""
 
-    def on_remote_message(
-        self, room: str, epoch: int, seq: int, sender: str, payload: bytes,
-        origin_edge: str, req_id: int,
-    ) -> None: ...
+    def on_remote_message(self, room: str, e: Entry) -> None: ...
 
-    def on_forwarded_publish(
-        self, room: str, sender: str, payload: bytes, origin_edge: str, req_id: int,
-        idem: int,
-    ) -> None: ...
+    def on_forwarded_publish(self, room: str, sender: str, payload: bytes, origin_edge: str,
+                             req_id: int, idem: int) -> None: ...
+
+    def on_remote_ack(self, sender: str, req_id: int, epoch: int, seq: int) -> None: ...
+
+    def on_durable(self, room: str, epoch: int, seq: int) -> None: ...
 
     def on_live(self, room: str, kind: int, body: list[Any]) -> None: ...
 
@@ -99,10 +76,7 @@ class SyncListener(Protocol):
 
     def on_lease_acquired(self, room: str, lease: Lease) -> None: ...
 
-
-def _split_id(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq)
+    def on_owner_changed(self, room: str, owner_edge: str) -> None: ...
 
 
 class RoomSync:
@@ -111,8 +85,8 @@ class RoomSync:
     def __init__(
         self, url: str, edge_id: str, listener: SyncListener, *, lease_ms: int,
         stream_maxlen: int, append_batch: int, stats: Any, edge_ttl: float = 5.0,
+        max_backlog: int = 1_000_000,
     ) -> None:
-        self.edge_ttl = edge_ttl
         self.url = url
         self.edge_id = edge_id
         self.listener = listener
@@ -120,6 +94,8 @@ class RoomSync:
         self.maxlen = stream_maxlen
         self.append_batch = append_batch
         self.stats = stats
+        self.edge_ttl = edge_ttl
+        self.max_backlog = max_backlog
         self.r: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=0
         )
@@ -129,22 +105,26 @@ class RoomSync:
         )
         self.pubsub = self.r.pubsub(ignore_subscribe_messages=True)
         self._inbox = K.edge_inbox(edge_id)
-        self._inbox_last = b"0-0"
+        self._inbox_last: bytes = b"0-0"
         self._tails: dict[str, bytes] = {}  # room -> last stream id read (mirror rooms)
+        self._owners: dict[str, str] = {}  # mirror room -> owner edge last seen
         self._owned: dict[str, str] = {}  # room -> lease token
-        self._appends: dict[str, list[bytes | str]] = {}
+        # room -> queued (epoch, seq, data, assigned at); kept until Redis has them.
+        self._appends: dict[str, deque[tuple[int, int, bytes, float]]] = {}
+        self._flush_lock = asyncio.Lock()
         self._forwards: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sha: dict[str, str] = {}
         self._subscribed: set[str] = set()
+        self.lag_observer: Any = None  # callable(seconds) for the sync-lag histogram
 
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
         """Load scripts, create the inbox, start background tasks."""
-        for name, src in (("acquire", _ACQUIRE), ("renew", _RENEW),
-                          ("release", _RELEASE), ("append", _APPEND)):
+        for name, src in (("acquire", lua.ACQUIRE), ("renew", lua.RENEW),
+                          ("release", lua.RELEASE), ("append", lua.APPEND)):
             self._sha[name] = await self.r.script_load(src)
         first: Any = await self.r.xadd(self._inbox, {"w": b"1"}, maxlen=10_000,
                                        approximate=True)
@@ -191,35 +171,47 @@ class RoomSync:
             raise SyncUnavailable(str(exc)) from exc
         token = tok.decode()
         owner, _, epoch_s = token.rpartition(":")
-        last_id = last[0][0] if last else b"0-0"
-        le, ls = _split_id(last_id)
+        last_id: bytes = last[0][0] if last else b"0-0"
+        le, ls = split_id(last_id)
         lease = Lease(owner, int(epoch_s), bool(ok) or owner == self.edge_id, token, le, ls)
         if lease.mine:
             self._owned[room] = token
         else:
             self._tails[room] = last_id
+            self._owners[room] = owner
             self._wake_reader()
         return lease
 
     async def deactivate(self, room: str) -> None:
-        """The last local member left: stop tailing, release a lease we hold."""
+        """No local member is left: stop tailing, release a lease we hold."""
         self._tails.pop(room, None)
-        tok = self._owned.pop(room, None)
+        self._owners.pop(room, None)
+        tok = self._owned.get(room)
         try:
             await self._unsubscribe(room)
             if tok is not None:
                 await self.flush()
-                await self.r.evalsha(self._sha["release"], 1, K.room_owner(room), tok)
+                if not self._appends.get(room) and self._owned.get(room) == tok:
+                    del self._owned[room]
+                    await self.r.evalsha(self._sha["release"], 1, K.room_owner(room), tok)
         except RedisError as exc:
             log.warning("deactivate failed", extra={"room": room, "error": str(exc)})
+
+    def last_queued(self, room: str) -> tuple[int, int] | None:
+        """Position of the newest append still waiting for Redis, if any."""
+        q = self._appends.get(room)
+        return (q[-1][0], q[-1][1]) if q else None
+
+    def owns(self, room: str) -> bool:
+        """True while this edge holds the room's lease."""
+        return room in self._owned
 
     def append(self, room: str, epoch: int, seq: int, data: bytes) -> None:
         """Queue one message for the room stream (owner only; never blocks)."""
         buf = self._appends.get(room)
         if buf is None:
-            buf = self._appends[room] = []
-        buf.append(f"{epoch}-{seq}")
-        buf.append(data)
+            buf = self._appends[room] = deque()
+        buf.append((epoch, seq, data, time.monotonic()))
         self.stats.stream_backlog += 1
         self._wake.set()
 
@@ -227,6 +219,12 @@ class RoomSync:
         """Queue a publish for the owner edge's inbox."""
         self._forwards.append((owner_edge, _pack(body)))
         self._wake.set()
+
+    def forward_ack(self, origin_edge: str, sender: str, req_id: int, epoch: int,
+                    seq: int) -> None:
+        """Tell ``origin_edge`` that a forwarded publish was a duplicate of ``(epoch, seq)``."""
+        spawn(self._xadd_quiet(K.edge_inbox(origin_edge),
+                               {"a": _pack([sender, req_id, epoch, seq])}))
 
     def publish_live(self, room: str, kind: int, body: list[Any]) -> None:
         """Send an ephemeral event to the other edges that have this room."""
@@ -238,6 +236,10 @@ class RoomSync:
             await self.r.publish(K.room_live(room), data)
         except RedisError as exc:
             log.debug("live publish failed: %s", exc)
+
+    async def _xadd_quiet(self, key: str, fields: dict[str, bytes]) -> None:
+        with contextlib.suppress(RedisError):
+            await self.r.xadd(key, fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
 
     async def add_member(self, room: str, session_id: str, member: list[str]) -> None:
         """Record a presence member in Redis (best effort)."""
@@ -265,64 +267,116 @@ class RoomSync:
                 out.append(m)
         return out
 
+    # -- history ------------------------------------------------------------
+
+    async def history_after(self, room: str, epoch: int, seq: int,
+                            limit: int) -> tuple[list[Entry], bool, tuple[int, int] | None]:
+        """Entries after a position, whether trimming left a gap, first available."""
+        try:
+            gap, first = await history.gap_after(self.r, room, epoch, seq)
+            entries = [] if gap else await history.range_after(self.r, room, epoch, seq, limit)
+        except RedisError as exc:
+            raise SyncUnavailable(str(exc)) from exc
+        return entries, gap, first
+
+    async def recent(self, room: str, count: int) -> list[Entry]:
+        """Newest entries of a room (dedupe state for a new owner)."""
+        try:
+            return await history.recent(self.r, room, count)
+        except RedisError as exc:
+            raise SyncUnavailable(str(exc)) from exc
+
     # -- background tasks ----------------------------------------------------
 
     def _wake_reader(self) -> None:
-        spawn(self._poke_inbox())
-
-    async def _poke_inbox(self) -> None:
-        with contextlib.suppress(RedisError):
-            await self.r.xadd(self._inbox, {"w": b"1"}, maxlen=10_000, approximate=True)
+        spawn(self._xadd_quiet(self._inbox, {"w": b"1"}))
 
     async def flush(self) -> None:
-        """Send every queued append and forward now (one pipeline)."""
-        appends, self._appends = self._appends, {}
+        """Send queued appends and forwards (one pipeline).  Failed appends stay queued."""
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         forwards, self._forwards = self._forwards, []
-        if not appends and not forwards:
-            return
+        batches: list[tuple[str, int, int, int]] = []  # room, last epoch, last seq, count
         pipe = self.r.pipeline(transaction=False)
-        rooms: list[tuple[str, int]] = []
-        for room, items in appends.items():
+        for room, q in list(self._appends.items()):
             tok = self._owned.get(room)
-            n = len(items) // 2
-            if tok is None:  # lost the lease meanwhile: the listener was told
-                self.stats.stream_backlog -= n
+            if tok is None:  # fenced meanwhile: these will never be durable here
+                self.stats.stream_backlog -= len(q)
+                self.stats.stream_dropped += len(q)
+                del self._appends[room]
                 continue
-            for i in range(0, len(items), 2 * self.append_batch):
-                chunk = items[i : i + 2 * self.append_batch]
+            items = list(q)
+            for i in range(0, len(items), self.append_batch):
+                chunk = items[i : i + self.append_batch]
+                args: list[int | bytes] = []
+                for epoch, seq, data, _t in chunk:
+                    args += (epoch, seq, data)
                 pipe.evalsha(self._sha["append"], 2, K.room_owner(room), K.room_log(room),
-                             tok, self.maxlen, *chunk)
-                rooms.append((room, len(chunk) // 2))
+                             tok, self.maxlen, *args)
+                batches.append((room, chunk[-1][0], chunk[-1][1], len(chunk)))
         for owner, data in forwards:
             pipe.xadd(K.edge_inbox(owner), {"p": data}, maxlen=10_000, approximate=True)
+        if not batches and not forwards:
+            return
         try:
             results = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             self.stats.stream_errors += 1
-            self.stats.stream_backlog -= sum(n for _, n in rooms)
-            log.warning("append round trip failed", extra={"error": str(exc)})
-            return
+            self._forwards[:0] = forwards
+            raise SyncUnavailable(str(exc)) from exc
         self.stats.stream_batches += 1
-        for (room, n), res in zip(rooms, results, strict=False):
-            self.stats.stream_backlog -= n
+        now = time.monotonic()
+        for (room, epoch, seq, n), res in zip(batches, results, strict=False):
+            rq = self._appends.get(room)
             if isinstance(res, ResponseError):
                 self.stats.stream_errors += 1
                 if "FENCED" in str(res) and room in self._owned:
                     del self._owned[room]
+                    if rq is not None:
+                        self.stats.stream_backlog -= len(rq)
+                        self.stats.stream_dropped += len(rq)
+                        del self._appends[room]
                     self.listener.on_lease_lost(room)
-            else:
-                self.stats.stream_appended += n
+                else:
+                    log.error("append refused", extra={"room": room, "error": str(res)})
+                continue
+            if rq is None:
+                continue
+            for _ in range(n):
+                if not rq:
+                    break
+                t = rq.popleft()[3]
+                if self.lag_observer is not None:
+                    self.lag_observer(now - t)
+            if not rq:
+                del self._appends[room]
+            self.stats.stream_backlog -= n
+            self.stats.stream_appended += n
+            self.listener.on_durable(room, epoch, seq)
         self.stats.forwarded_publishes += len(forwards)
 
     async def _append_loop(self) -> None:
+        backoff = 0.05
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()
+                backoff = 0.05
+            except SyncUnavailable as exc:
+                log.warning("append round trip failed", extra={"error": str(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                self._wake.set()
             except Exception:
                 log.exception("append loop error")
                 await asyncio.sleep(0.1)
+                self._wake.set()
+            else:
+                if any(self._appends.values()) or self._forwards:
+                    self._wake.set()
 
     async def _read_loop(self) -> None:
         backoff = 0.1
@@ -343,31 +397,30 @@ class RoomSync:
                 if skey == self._inbox:
                     for eid, fields in entries:
                         self._inbox_last = eid
-                        data = fields.get(b"p")
-                        if data is not None:
-                            self._on_inbox(data)
+                        self._on_inbox(fields)
                     continue
                 room = skey[len(K.PREFIX) + 6 : -5]  # "er:{room:" ... "}:log"
-                if room not in self._tails:
-                    continue
                 for eid, fields in entries:
+                    if room not in self._tails:
+                        break
                     self._tails[room] = eid
-                    epoch, seq = _split_id(eid)
-                    sender, payload, origin, req_id = msgpack.unpackb(fields[b"d"], raw=False)
                     self.stats.remote_deliveries += 1
-                    self.listener.on_remote_message(room, epoch, seq, sender, payload,
-                                                    origin, req_id)
+                    self.listener.on_remote_message(room, history.parse_entry(eid, fields))
 
-    def _on_inbox(self, data: bytes) -> None:
+    def _on_inbox(self, fields: dict[bytes, bytes]) -> None:
         try:
-            room, sender, payload, origin, req_id, idem = msgpack.unpackb(data, raw=False)
-        except Exception:
+            if b"p" in fields:
+                room, sender, payload, origin, req_id, idem = msgpack.unpackb(
+                    fields[b"p"], raw=False)
+                self.listener.on_forwarded_publish(room, sender, payload, origin, req_id, idem)
+            elif b"a" in fields:
+                sender, req_id, epoch, seq = msgpack.unpackb(fields[b"a"], raw=False)
+                self.listener.on_remote_ack(sender, req_id, epoch, seq)
+        except (ValueError, TypeError, msgpack.UnpackException):
             log.warning("bad inbox entry dropped")
-            return
-        self.listener.on_forwarded_publish(room, sender, payload, origin, req_id, idem)
 
     async def _lease_loop(self) -> None:
-        period = self.lease_ms / 3000.0
+        period = self.lease_ms / 4000.0
         while True:
             await asyncio.sleep(period)
             try:
@@ -379,46 +432,62 @@ class RoomSync:
 
     async def _renew_and_takeover(self) -> None:
         owned = list(self._owned.items())
-        if owned:
-            pipe = self.r.pipeline(transaction=False)
-            for room, tok in owned:
-                pipe.evalsha(self._sha["renew"], 1, K.room_owner(room), tok, self.lease_ms)
-            for (room, tok), ok in zip(owned, await pipe.execute(), strict=True):
-                if not ok and self._owned.get(room) == tok:
-                    del self._owned[room]
-                    self.listener.on_lease_lost(room)
-        # Mirror rooms whose owner is gone: catch up on the stream, then take over.
-        for room in list(self._tails):
-            if await self.r.exists(K.room_owner(room)):
+        mirrors = list(self._tails)
+        pipe = self.r.pipeline(transaction=False)
+        for room, tok in owned:
+            pipe.evalsha(self._sha["renew"], 1, K.room_owner(room), tok, self.lease_ms)
+        for room in mirrors:
+            pipe.get(K.room_owner(room))
+        if not owned and not mirrors:
+            return
+        res = await pipe.execute()
+        for (room, tok), ok in zip(owned, res[: len(owned)], strict=True):
+            if not ok and self._owned.get(room) == tok:
+                del self._owned[room]
+                self.listener.on_lease_lost(room)
+        for room, cur in zip(mirrors, res[len(owned):], strict=True):
+            if room not in self._tails:
                 continue
-            await self._catch_up(room)
-            acq: Any = await self.r.evalsha(
-                self._sha["acquire"], 2, K.room_owner(room), K.room_epoch(room),
-                self.edge_id, self.lease_ms,
-            )
-            ok, tok = acq
-            if ok and room in self._tails:
-                await self._catch_up(room)
-                last = self._tails.pop(room)
-                token = tok.decode()
-                self._owned[room] = token
-                le, ls = _split_id(last)
-                epoch = int(token.rpartition(":")[2])
-                self.listener.on_lease_acquired(
-                    room, Lease(self.edge_id, epoch, True, token, le, ls))
+            if cur is not None:
+                owner = cur.decode().rpartition(":")[0]
+                if owner != self._owners.get(room):
+                    self._owners[room] = owner
+                    if owner == self.edge_id:
+                        continue  # our own lease (activation race); settled by the hub
+                    self.listener.on_owner_changed(room, owner)
+                continue
+            await self._takeover(room)
+
+    async def _takeover(self, room: str) -> None:
+        """The owner's lease lapsed: read the stream to its end, then take the lease."""
+        await self._catch_up(room)
+        acq: Any = await self.r.evalsha(
+            self._sha["acquire"], 2, K.room_owner(room), K.room_epoch(room),
+            self.edge_id, self.lease_ms,
+        )
+        ok, tok = acq
+        if not ok or room not in self._tails:
+            return
+        await self._catch_up(room)
+        last = self._tails.pop(room)
+        self._owners.pop(room, None)
+        token = tok.decode()
+        self._owned[room] = token
+        le, ls = split_id(last)
+        self.stats.lease_takeovers += 1
+        self.listener.on_lease_acquired(
+            room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
 
     async def _catch_up(self, room: str) -> None:
         last = self._tails.get(room)
         if last is None:
             return
-        entries: Any = await self.r.xrange(K.room_log(room), min=b"(" + last, count=10_000)
+        entries: Any = await self.r.xrange(K.room_log(room), min=b"(" + last, count=100_000)
         for eid, fields in entries:
             if self._tails.get(room) is None:
                 return
             self._tails[room] = eid
-            epoch, seq = _split_id(eid)
-            sender, payload, origin, req_id = msgpack.unpackb(fields[b"d"], raw=False)
-            self.listener.on_remote_message(room, epoch, seq, sender, payload, origin, req_id)
+            self.listener.on_remote_message(room, history.parse_entry(eid, fields))
 
     async def _subscribe(self, room: str) -> None:
         ch = K.room_live(room)
@@ -440,13 +509,11 @@ class RoomSync:
                 log.warning("live channel failed", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)
                 continue
-            except asyncio.CancelledError:
-                raise
             if msg is None or msg.get("type") != "message":
                 continue
             try:
                 kind, edge, room, *body = msgpack.unpackb(msg["data"], raw=False)
-            except Exception:
+            except (ValueError, TypeError, msgpack.UnpackException):
                 continue
             if edge != self.edge_id:
                 self.listener.on_live(room, kind, body)

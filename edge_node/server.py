@@ -24,18 +24,20 @@ from client_sdk.protocol import (
     ErrorCode,
     Hello,
     ProtocolError,
+    Resumed,
     Welcome,
     encode,
     verify_token,
 )
 
 from .config import EdgeSettings
-from .hub import Hub
+from .hub import Hub, HubSettings
 from .metrics import EdgeMetrics
 from .outbound import Flusher
 from .registry import Registry
 from .room_sync import RoomSync
 from .session import ClientSession, SessionClose, new_session_id
+from .session_store import SessionStore, resume_token, verify_resume_token
 from .tasks import spawn
 
 __all__ = ["EdgeServer"]
@@ -52,7 +54,9 @@ class EdgeServer:
         self.settings = settings
         self.metrics = EdgeMetrics(settings.edge_id)
         self.stats = self.metrics.stats
-        self.hub = Hub(settings.edge_id, self.metrics)
+        self.hub = Hub(settings.edge_id, self.metrics, HubSettings(
+            ring_size=settings.ring_size, max_replay=settings.max_replay))
+        self.store: SessionStore | None = None
         self.decoder = Decoder(settings.limits)
         self.sessions: dict[str, tuple[ClientSession, ServerConnection]] = {}
         self.server: Server | None = None
@@ -82,6 +86,7 @@ class EdgeServer:
             except (RedisError, OSError) as exc:
                 raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
             self.hub.sync = self.sync
+            self.sync.lag_observer = self.metrics.sync_lag_seconds.observe
         self.server = await serve(
             self._handle,
             s.host,
@@ -100,6 +105,7 @@ class EdgeServer:
         self.port = sock.getsockname()[1]
         if s.redis_url:
             self._redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=5.0)
+            self.store = SessionStore(self._redis, s.resume_window)
             url = s.public_url or f"ws://{s.host}:{self.port}"
             self.registry = Registry(
                 self._redis, s.edge_id, url=url, region=s.region,
@@ -135,9 +141,17 @@ class EdgeServer:
         return {"connections": self.stats.connections, "rooms": self.stats.rooms}
 
     async def _housekeep(self) -> None:
+        last_cp = time.monotonic()
         while True:
-            await asyncio.sleep(0.5)
-            self.hub.expire_forwarded(time.monotonic())
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            self.hub.expire_forwarded(now)
+            if now - last_cp >= self.settings.checkpoint_interval:
+                last_cp = now
+                try:
+                    await self._checkpoint_all()
+                except Exception:
+                    log.exception("checkpointing failed")
 
     # -- HTTP on the WebSocket port -----------------------------------------
 
@@ -191,18 +205,74 @@ class EdgeServer:
             raise SessionClose(exc.code, str(exc)) from exc
         return frame, claims
 
+    def _parse_resume(self, resume: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+        sid, rt, rooms = resume.get("sid"), resume.get("rt"), resume.get("rooms", {})
+        if not isinstance(sid, str) or not isinstance(rt, str) or not isinstance(rooms, dict):
+            raise SessionClose(ErrorCode.BAD_REQUEST, "resume must be {sid, rt, rooms}")
+        out: dict[str, Any] = {}
+        for room, v in rooms.items():
+            if (not isinstance(room, str) or not room or not isinstance(v, list) or len(v) != 3
+                    or not all(type(x) is int and x >= 0 for x in v)):
+                raise SessionClose(ErrorCode.BAD_REQUEST,
+                                   "resume rooms must map room -> [flags, epoch, seq]")
+            out[room] = v
+        if len(out) > self.settings.limits.max_rooms_per_connection:
+            raise SessionClose(ErrorCode.TOO_MANY_ROOMS, "too many rooms to resume")
+        return sid, rt, out
+
+    async def _resume(self, session: ClientSession, rooms: dict[str, Any], invalid: str) -> None:
+        """Re-join the rooms of a resumed session; one RESUMED frame per room."""
+        for room, (flags, epoch, seq) in rooms.items():
+            if not session.claims.may_join(room):
+                session.send(encode(Resumed(room, False, epoch, seq, 0, "forbidden", {})))
+                self.stats.recoveries["not_recovered"] += 1
+                continue
+            session.rooms.add(room)
+            session.room_flags[room] = flags
+            await self.hub.resume_join(session, room, flags, (epoch, seq), invalid)
+            if session.closed:
+                return
+
+    def _checkpoint_data(self, s: ClientSession) -> dict[str, Any]:
+        return {
+            "sub": s.claims.subject, "kind": s.claims.kind, "edge": self.settings.edge_id,
+            "rooms": {r: [s.room_flags.get(r, 0), *self.hub.position(r)] for r in s.rooms},
+        }
+
+    async def _checkpoint_all(self) -> None:
+        if self.store is None:
+            return
+        items = [(sid, self._checkpoint_data(s)) for sid, (s, _ws) in self.sessions.items()
+                 if not s.closed]
+        self.stats.checkpoints += await self.store.save_many(items)
+
     async def _handle(self, ws: ServerConnection) -> None:
         stats = self.stats
         session: ClientSession | None = None
+        clean = False
         try:
             try:
-                _hello, claims = await self._handshake(ws)
+                hello, claims = await self._handshake(ws)
+                sid, resumed, invalid = new_session_id(), False, ""
+                rooms: dict[str, Any] = {}
+                if hello.resume is not None:
+                    rsid, rt, rooms = self._parse_resume(hello.resume)
+                    if verify_resume_token(self.settings.secrets, rsid, claims.subject, rt):
+                        sid, resumed = rsid, True
+                        cp = await self.store.load(sid) if self.store is not None else None
+                        if cp is None or cp.get("sub") != claims.subject:
+                            invalid = "session_expired"
+                    else:
+                        invalid = "resume_rejected"
             except SessionClose as exc:
                 stats.errors[exc.code] += 1
                 await ws.close(exc.code, exc.reason)
                 return
             assert self._flusher is not None and ws.transport is not None
-            sid = new_session_id()
+            old = self.sessions.get(sid)
+            if old is not None:  # the same session on a connection that is now stale
+                old[0].closed = True
+                spawn(old[1].close(ErrorCode.SESSION_TAKEN_OVER, "session resumed elsewhere"))
 
             def slow() -> None:
                 spawn(ws.close(ErrorCode.SLOW_CONSUMER, "send queue full: slow consumer"))
@@ -212,6 +282,8 @@ class EdgeServer:
                 hub=self.hub, settings=self.settings, decoder=self.decoder, stats=stats,
                 on_slow=slow,
             )
+            if old is not None:
+                old[0].cleanup()
             self.sessions[sid] = (session, ws)
             stats.connections += 1
             stats.connections_total += 1
@@ -223,10 +295,18 @@ class EdgeServer:
                 "max_rooms": lim.max_rooms_per_connection,
                 "neighbours": [],
                 "region": self.settings.region,
+                "resume_token": resume_token(self.settings.secrets[0], sid, claims.subject),
+                "resume_window": self.settings.resume_window,
+                "resumed": resumed and not invalid,
             })))
+            if hello.resume is not None:
+                await self._resume(session, rooms, invalid)
+            if self.store is not None:
+                await self.store.save_many([(sid, self._checkpoint_data(session))])
             try:
                 async for raw in ws:
                     await session.handle(raw)
+                clean = ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1000
             except SessionClose as exc:
                 stats.errors[exc.code] += 1
                 session.out.flush()
@@ -240,6 +320,11 @@ class EdgeServer:
                 await ws.close(ErrorCode.INTERNAL, "internal error")
         finally:
             if session is not None:
-                session.cleanup()
-                self.sessions.pop(session.session_id, None)
+                current = self.sessions.get(session.session_id)
+                if current is not None and current[0] is session:
+                    del self.sessions[session.session_id]
+                    if clean and self.store is not None:
+                        spawn(self.store.delete(session.session_id))
+                if not session.closed:
+                    session.cleanup()
                 stats.connections -= 1

@@ -89,6 +89,7 @@ class ClientSession:
         self.decoder = decoder
         self.stats = stats
         self.rooms: set[str] = set()
+        self.room_flags: dict[str, int] = {}
         self.slow = False
         self.closed = False
         self.out = Outbound(
@@ -163,6 +164,7 @@ class ClientSession:
             assert isinstance(frame, Leave)
             if self.hub.leave(self, frame.room):
                 self.rooms.discard(frame.room)
+                self.room_flags.pop(frame.room, None)
                 self.send(encode(Ack(frame.req_id, 0, 0)))
             else:
                 self._error(frame.req_id, ErrorCode.NOT_JOINED, f"not joined to {frame.room!r}")
@@ -200,8 +202,8 @@ class ClientSession:
             self._error(f.req_id, ErrorCode.FORBIDDEN, f"token does not allow joining {f.room!r}")
             return
         if f.room in self.rooms:
-            room = self.hub.rooms[f.room]
-            self.send(encode(Joined(f.req_id, f.room, room.epoch, room.seq)))
+            epoch, seq = self.hub.position(f.room)
+            self.send(encode(Joined(f.req_id, f.room, epoch, seq)))
             return
         if len(self.rooms) >= self.settings.limits.max_rooms_per_connection:
             self._error(f.req_id, ErrorCode.TOO_MANY_ROOMS,
@@ -209,6 +211,7 @@ class ClientSession:
                         "per connection")
             return
         self.rooms.add(f.room)
+        self.room_flags[f.room] = f.flags
         epoch, seq = await self.hub.join(self, f.room, f.flags)
         if self.closed:  # the connection went away while Redis answered
             self.hub.leave(self, f.room)

@@ -51,8 +51,11 @@ def _packb(obj: Any) -> bytes:
     return _packer.pack(obj)  # type: ignore[no-any-return]
 
 
-def encode_message(room: str, epoch: int, seq: int, sender: str, payload: bytes) -> bytes:
-    """Encode a MESSAGE frame (hot path: no object is built)."""
+def encode_message(room: str, epoch: int, seq: int, sender: str, payload: bytes,
+                   idem: int = 0) -> bytes:
+    """Encode a MESSAGE frame (hot path: no object is built).  ``idem`` 0 is omitted."""
+    if idem:
+        return _packb([7, room, epoch, seq, sender, payload, idem])
     return _packb([7, room, epoch, seq, sender, payload])
 
 
@@ -66,7 +69,8 @@ def encode(frame: Frame) -> bytes:
     body: list[Any]
     if t is Message:
         assert isinstance(frame, Message)
-        return encode_message(frame.room, frame.epoch, frame.seq, frame.sender, frame.payload)
+        return encode_message(frame.room, frame.epoch, frame.seq, frame.sender, frame.payload,
+                              frame.idem)
     if t is Publish:
         assert isinstance(frame, Publish)
         body = [6, frame.req_id, frame.room, frame.payload, frame.reliable, frame.idem]
@@ -114,7 +118,8 @@ def encode(frame: Frame) -> bytes:
         body = [16, *frame.body]
     elif t is Resumed:
         assert isinstance(frame, Resumed)
-        body = [17, *frame.body]
+        body = [17, frame.room, frame.recovered, frame.epoch, frame.seq, frame.replayed,
+                frame.reason, frame.info]
     elif t is Handoff:
         assert isinstance(frame, Handoff)
         body = [18, *frame.body]
@@ -194,8 +199,10 @@ def _str(v: object, what: str) -> str:
 
 
 def _arity(obj: list[Any], n: int, name: str, optional: int = 0) -> None:
-    if not (n - optional <= len(obj) <= n):
-        raise MalformedFrame(f"{name} frame must have {n - 1} fields")
+    # Extra trailing elements are ignored: a newer peer may append optional
+    # fields without breaking this decoder (forward compatibility).
+    if len(obj) < n - optional:
+        raise MalformedFrame(f"{name} frame must have at least {n - 1 - optional} fields")
 
 
 def _parse_member(v: object) -> Member:
@@ -252,12 +259,14 @@ def _p_publish(d: Decoder, o: list[Any]) -> Publish:
 
 
 def _p_message(d: Decoder, o: list[Any]) -> Message:
-    _arity(o, 6, "MESSAGE")
+    _arity(o, 7, "MESSAGE", optional=1)
     payload = o[5]
     if type(payload) is not bytes:
         raise MalformedFrame("payload must be binary")
+    idem = _uint(o[6], "idem") if len(o) > 6 else 0
     return Message(
-        d._room(o[1]), _uint(o[2], "epoch"), _uint(o[3], "seq"), _str(o[4], "sender"), payload
+        d._room(o[1]), _uint(o[2], "epoch"), _uint(o[3], "seq"), _str(o[4], "sender"), payload,
+        idem,
     )
 
 
@@ -310,7 +319,13 @@ def _p_resume(d: Decoder, o: list[Any]) -> Resume:
 
 
 def _p_resumed(d: Decoder, o: list[Any]) -> Resumed:
-    return Resumed(tuple(o[1:]))
+    _arity(o, 8, "RESUMED")
+    if type(o[2]) is not bool:
+        raise MalformedFrame("recovered must be a boolean")
+    if not isinstance(o[7], dict):
+        raise MalformedFrame("info must be a map")
+    return Resumed(d._room(o[1]), o[2], _uint(o[3], "epoch"), _uint(o[4], "seq"),
+                   _uint(o[5], "replayed"), _str(o[6], "reason"), o[7])
 
 
 def _p_handoff(d: Decoder, o: list[Any]) -> Handoff:

@@ -46,7 +46,7 @@ __all__ = [
 
 
 class MessageType(enum.IntEnum):
-    """Type numbers; 16-18 are reserved for resume and handoff."""
+    """Type numbers.  16 (RESUME) and 18 (HANDOFF) are reserved."""
 
     HELLO = 1
     WELCOME = 2
@@ -87,7 +87,9 @@ class Member:
 class Hello:
     """Client → edge, first frame: ``[1, version, token, client_name, resume]``.
 
-    ``resume`` is reserved (``None`` in version 1 clients that do not resume).
+    ``resume`` is ``None`` for a new session, or a map to continue one:
+    ``{"sid": session_id, "rt": resume_token, "rooms": {room: [flags, epoch, seq]}}``
+    with the last position the client received in each room.
     """
 
     version: int
@@ -155,9 +157,12 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """Edge → client: ``[7, room, epoch, seq, sender, payload]``.
+    """Edge → client: ``[7, room, epoch, seq, sender, payload, idem?]``.
 
-    ``sender`` is the publisher's session id.  Unreliable: ``epoch == seq == 0``.
+    ``sender`` is the publisher's session id (stable across resume) and
+    ``idem`` its idempotency key (omitted on the wire when 0): the pair names
+    the message, so a client can drop a copy re-published after a failover.
+    Unreliable: ``epoch == seq == 0``.
     """
 
     room: str
@@ -165,11 +170,16 @@ class Message:
     seq: int
     sender: str
     payload: bytes
+    idem: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Edge → client: ``[8, req_id, epoch, seq]``."""
+    """Edge → client: ``[8, req_id, epoch, seq]``.
+
+    For a reliable PUBLISH the ACK means *durable*: the message is in the
+    room's history in Redis (or, on an edge without Redis, accepted).
+    """
 
     req_id: int
     epoch: int
@@ -241,9 +251,23 @@ class Resume:
 
 @dataclass(frozen=True, slots=True)
 class Resumed:
-    """Reserved: ``[17, ...]``."""
+    """Edge → client, once per room after a resume:
+    ``[17, room, recovered, epoch, seq, replayed, reason, info]``.
 
-    body: tuple[Any, ...] = ()
+    ``(epoch, seq)`` is the position the client resumed from and ``replayed``
+    the number of MESSAGE frames that follow (in order, before live traffic).
+    ``recovered`` is true when nothing is missing; false when the gap is not
+    (or no longer) in history: ``reason`` says why and ``info`` what is known
+    (e.g. ``first_available``: the oldest position still in history).
+    """
+
+    room: str
+    recovered: bool
+    epoch: int
+    seq: int
+    replayed: int
+    reason: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import fnmatch
 import hashlib
 import hmac
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -58,7 +59,8 @@ def _b64e(raw: bytes) -> str:
 
 def _b64d(text: str) -> bytes:
     pad = "=" * (-len(text) % 4)
-    return base64.urlsafe_b64decode(text + pad)
+    # Strict: only the URL-safe alphabet, so one token has one spelling.
+    return base64.b64decode(text + pad, altchars=b"-_", validate=True)
 
 
 def mint_token(
@@ -132,7 +134,7 @@ def verify_token(token: str, secrets: list[bytes] | tuple[bytes, ...], *, now: f
         raise TokenError("claim 'sub' is missing")
     if kind not in KINDS:
         raise TokenError(f"claim 'kind' must be one of {', '.join(KINDS)}")
-    if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+    if not isinstance(exp, (int, float)) or isinstance(exp, bool) or not math.isfinite(exp):
         raise TokenError("claim 'exp' is missing")
     if exp <= now:
         raise TokenExpired("token has expired")

@@ -1,0 +1,61 @@
+"""Lua scripts run inside Redis.  Each touches the keys of one room only (one
+Cluster slot), so they stay valid on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACQUIRE", "RENEW", "RELEASE", "APPEND"]
+
+#: KEYS: owner, epoch; ARGV: edge_id, lease_ms.  Returns ``{1, token}`` when the
+#: lease was free and is now ours (new epoch), else ``{0, current_token}``.
+ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then return {0, cur} end
+local e = redis.call('INCR', KEYS[2])
+local tok = ARGV[1] .. ':' .. e
+redis.call('SET', KEYS[1], tok, 'PX', ARGV[2])
+return {1, tok}
+"""
+
+#: KEYS: owner; ARGV: token, lease_ms.  1 when renewed, 0 when the lease is not ours.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+#: KEYS: owner; ARGV: token.  Deletes the lease only if it is still ours.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+#: KEYS: owner, log; ARGV: token, maxlen, epoch1, seq1, data1, epoch2, ...
+#: Fencing: a writer whose lease token is not the current one is refused, so
+#: a stale owner that wakes up (SIGSTOP, GC pause, partition) cannot write
+#: under its old epoch.  Idempotent: entries at or below the stream's last id
+#: (a retry after a lost reply) are skipped.  Returns the number appended.
+APPEND = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
+local le, ls = -1, -1
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local id = last[1][1]
+  local dash = string.find(id, '-', 1, true)
+  le = tonumber(string.sub(id, 1, dash - 1))
+  ls = tonumber(string.sub(id, dash + 1))
+end
+local n = 0
+for i = 3, #ARGV, 3 do
+  local e = tonumber(ARGV[i])
+  local s = tonumber(ARGV[i + 1])
+  if e > le or (e == le and s > ls) then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], ARGV[i] .. '-' .. ARGV[i + 1],
+               'd', ARGV[i + 2])
+    le, ls = e, s
+    n = n + 1
+  end
+end
+return n
+"""
