@@ -1,0 +1,228 @@
+"""Command line: ``python -m bench SCENARIO [options]`` (also ``edge-relay bench``).
+
+Exit status: 0 success, 1 the benchmark failed to run (a server did not start, a load
+process died), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError, BenchFailure
+from bench.runner import RunOptions
+from bench.targets import TARGETS
+
+DEFAULT_OUT = "bench-results"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _common(sub: argparse.ArgumentParser, default_procs: int | None) -> None:
+    g = sub.add_argument_group("run options")
+    g.add_argument(
+        "--target",
+        choices=[*TARGETS, "both"],
+        default="both",
+        help="server(s) to measure; 'both' runs the baseline and the edge alternately with "
+        "the same parameters and reports ratios (default: both)",
+    )
+    g.add_argument("--runs", type=_positive_int, default=1,
+                   help="runs per target; the report shows the median of each figure (default: 1)")
+    procs_help = "load-generator processes" + (
+        f" (default: {default_procs})" if default_procs else " (default: 1 per 1,000 connections)"
+    )
+    g.add_argument("--procs", type=_positive_int, default=default_procs, help=procs_help)
+    g.add_argument("--pin", action="store_true",
+                   help="pin the server to CPU 0 and the load generator (and Redis) to CPU 1")
+    g.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
+                   help="directory for the JSON, Markdown and PNG reports "
+                   f"(default: {DEFAULT_OUT})")
+    g.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
+    g.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+
+
+def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Benchmark the edge relay (and a plain websockets baseline) with "
+        "open-loop load, HDR latency histograms, server CPU and memory.",
+        epilog="Reports: OUT/<scenario>-<timestamp>.json|.md|.png; schema in docs/bench.md.",
+    )
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fan = subs.add_parser(
+        "fanout",
+        help="one room: S subscribers, P publishers, total rate R",
+        description="One room, S subscribers, P publishers sending R messages/s in total "
+        "on an open-loop schedule. Reports latency from the intended send time, loss, "
+        "duplicates, and server CPU per delivered message.",
+    )
+    fan.add_argument("--subscribers", type=_positive_int, default=50, help="(default: 50)")
+    fan.add_argument("--publishers", type=_positive_int, default=5, help="(default: 5)")
+    fan.add_argument("--rate", type=_positive_float, default=200.0,
+                     help="total publishes/s over all publishers (default: 200)")
+    fan.add_argument("--payload-size", type=_positive_int, default=88,
+                     help="payload bytes, at least 24 (default: 88)")
+    fan.add_argument("--duration", type=_positive_float, default=10.0,
+                     help="seconds of publishing, warm-up included (default: 10)")
+    fan.add_argument("--warmup", type=_non_negative_float, default=1.0,
+                     help="seconds excluded from the figures at the start (default: 1)")
+    fan.add_argument("--drain", type=_non_negative_float, default=2.0,
+                     help="seconds to wait for late messages after the last publish (default: 2)")
+    _common(fan, 1)
+    fan.set_defaults(func=_cmd_fanout)
+
+    con = subs.add_parser(
+        "connections",
+        help="memory per idle connection and connect rate",
+        description="Open N idle connections in batches at a bounded connect rate; report "
+        "the server's RSS before and after (bytes per connection) and the connect rate.",
+    )
+    con.add_argument("--count", type=_positive_int, default=2000,
+                     help="idle connections to open (default: 2000)")
+    con.add_argument("--batch", type=_positive_int, default=100,
+                     help="connections opened concurrently per batch (default: 100)")
+    con.add_argument("--connect-rate", type=_positive_float, default=1000.0,
+                     help="upper bound on new connections/s over all processes (default: 1000)")
+    con.add_argument("--settle", type=_non_negative_float, default=1.0,
+                     help="seconds to wait after the last connect before sampling RSS (default: 1)")
+    _common(con, None)
+    con.set_defaults(func=_cmd_connections)
+
+    cmp = subs.add_parser(
+        "compare",
+        help="show the change of every figure between two reports",
+        description="Print the change (absolute and %%) of every numeric figure, per target, "
+        "between two JSON reports of the same scenario.",
+    )
+    cmp.add_argument("old", type=Path, help="the older report (JSON)")
+    cmp.add_argument("new", type=Path, help="the newer report (JSON)")
+    cmp.add_argument("--changed-only", action="store_true",
+                     help="list only the figures that changed")
+    cmp.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def _options(args: argparse.Namespace, procs: int) -> RunOptions:
+    targets = ("baseline", "edge") if args.target == "both" else (args.target,)
+    return RunOptions(
+        targets=targets,
+        runs=args.runs,
+        procs=procs,
+        pin=args.pin,
+        out=args.out,
+        quiet=args.quiet,
+        plot=not args.no_plot,
+    )
+
+
+def _finish(doc: dict[str, Any], options: RunOptions, rows: list[tuple[str, str]]) -> int:
+    from bench import report
+
+    md = report.markdown(doc, rows)
+    json_path, md_path = report.write(doc, options.out, md)
+    print(md)
+    print(f"report: {json_path}", file=sys.stderr)
+    print(f"summary: {md_path}", file=sys.stderr)
+    if options.plot:
+        from bench.plots import plot_latency
+
+        png = plot_latency(doc, json_path.with_suffix(".png"))
+        if png is not None:
+            print(f"plot: {png}", file=sys.stderr)
+    return 0
+
+
+def _cmd_fanout(args: argparse.Namespace) -> int:
+    from bench.scenarios.fanout import ROWS, run_fanout
+    from bench.scenarios.fanout_load import FanoutParams
+
+    params = FanoutParams(
+        subscribers=args.subscribers,
+        publishers=args.publishers,
+        rate=args.rate,
+        payload_size=args.payload_size,
+        duration=args.duration,
+        warmup=args.warmup,
+        drain=args.drain,
+    )
+    options = _options(args, args.procs)
+    return _finish(run_fanout(params, options), options, ROWS)
+
+
+def _cmd_connections(args: argparse.Namespace) -> int:
+    from bench.scenarios.connections import ROWS, run_connections
+    from bench.scenarios.connections_load import ConnectionsParams
+
+    params = ConnectionsParams(
+        count=args.count,
+        batch=args.batch,
+        connect_rate=args.connect_rate,
+        settle=args.settle,
+    )
+    procs = args.procs or max(1, -(-args.count // 1000))
+    options = _options(args, procs)
+    return _finish(run_connections(params, options), options, ROWS)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare
+
+    print(compare(args.old, args.new, show_all=not args.changed_only), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None, *, prog: str = "python -m bench") -> int:
+    """Run the bench CLI with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except BenchError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except BenchFailure as exc:
+        print(f"{prog}: benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,220 @@
+"""Start and stop the servers under test: the baseline and our edge.
+
+A :class:`TargetSpec` is what the load processes need to reach a server (it is
+pickled to them); a :class:`RunningTarget` is what the parent holds to sample and
+stop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, cast
+
+from bench.errors import BenchError, BenchFailure
+
+TARGETS = ("baseline", "edge")
+#: HMAC secret of the throw-away edge the benchmark starts.
+BENCH_SECRET = b"edge-relay-bench-secret-not-for-production"
+ROOM = "bench-room"
+START_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """How a load process reaches a server under test."""
+
+    kind: str  # "baseline" or "edge"
+    url: str
+    secret: bytes = BENCH_SECRET
+    room: str = ROOM
+
+
+@dataclass
+class RunningTarget:
+    """A started server: its pid (sampled for CPU and RSS) and helper processes."""
+
+    spec: TargetSpec
+    pid: int
+    #: Other processes the target needs (the edge's Redis), by role.
+    helper_pids: dict[str, int] = field(default_factory=dict)
+    _stoppers: list[_Stopper] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop the server and its helpers; safe to call twice."""
+        while self._stoppers:
+            stopper = self._stoppers.pop()
+            with contextlib.suppress(Exception):
+                stopper.stop()
+
+
+class _Stopper(Protocol):
+    def stop(self) -> None: ...
+
+
+class _EdgeHandle(Protocol):
+    pid: int
+    url: str
+
+    def stop(self) -> None: ...
+
+
+class _RedisHandle(Protocol):
+    pid: int
+    url: str
+
+    def stop(self) -> None: ...
+
+
+def start_target(kind: str) -> RunningTarget:
+    """Start a fresh server of ``kind`` on a free loopback port and wait until it serves."""
+    if kind == "baseline":
+        return _start_baseline()
+    if kind == "edge":
+        return _start_edge()
+    raise BenchError(f"unknown target {kind!r} (choose from {', '.join(TARGETS)})")
+
+
+def check_available(kind: str) -> None:
+    """Raise :class:`BenchError` if ``kind`` cannot be started in this installation."""
+    if kind != "edge":
+        return
+    for module in ("client_sdk", "edge_node.launch", "edge_node.redis_server"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise BenchError(
+                f"the edge target needs {module}, which cannot be imported ({exc}); "
+                "use --target baseline"
+            ) from exc
+    sdk = importlib.import_module("client_sdk")
+    if not hasattr(sdk, "connect"):
+        raise BenchError("client_sdk.connect is missing; use --target baseline")
+
+
+class _BaselineProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: str) -> None:
+        self.proc = proc
+        self.log_path = log_path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
+
+
+class _RemoveFile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def _repo_root() -> str:
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def _child_env() -> dict[str, str]:
+    """Our environment, with this checkout first on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_repo_root(), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def _start_baseline() -> RunningTarget:
+    env = _child_env()
+    log_fd, log_path = tempfile.mkstemp(prefix="bench-baseline-", suffix=".log")
+    with os.fdopen(log_fd, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.baseline_server", "--host", "127.0.0.1", "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+        )
+    handle = _BaselineProcess(proc, log_path)
+    try:
+        port = _wait_ready(proc, log_path)
+    except BaseException:
+        handle.stop()
+        raise
+    spec = TargetSpec("baseline", f"ws://127.0.0.1:{port}")
+    return RunningTarget(spec, proc.pid, {}, [handle])
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log_path: str) -> int:
+    """Read the server's stdout until ``READY port=P``; return P."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=0.1):
+                if proc.poll() is not None:
+                    break
+                continue
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            for line in buf.decode(errors="replace").splitlines():
+                if line.startswith("READY port="):
+                    return int(line.split("=", 1)[1])
+    tail = Path(log_path).read_text(errors="replace")[-800:]
+    raise BenchFailure(f"baseline server did not become ready: {tail.strip() or 'no output'}")
+
+
+def _start_edge() -> RunningTarget:
+    check_available("edge")
+    redis_mod = importlib.import_module("edge_node.redis_server")
+    launch = importlib.import_module("edge_node.launch")
+    try:
+        redis = cast(_RedisHandle, redis_mod.start_redis())
+    except Exception as exc:
+        raise BenchFailure(f"could not start the embedded Redis: {exc}") from exc
+    target = RunningTarget(TargetSpec("edge", ""), 0, {"redis": redis.pid}, [redis])
+    log_fd, log_path = tempfile.mkstemp(prefix="bench-edge-", suffix=".log")
+    os.close(log_fd)
+    target._stoppers.append(_RemoveFile(log_path))
+    env = _child_env()
+    try:
+        edge = cast(
+            _EdgeHandle,
+            launch.spawn_edge(
+                port=launch.free_port(),
+                redis_url=redis.url,
+                secret=BENCH_SECRET,
+                edge_id="bench-edge",
+                env=env,
+                log_path=log_path,
+            ),
+        )
+    except Exception as exc:
+        tail = Path(log_path).read_text(errors="replace")[-800:].strip()
+        target.stop()
+        raise BenchFailure(f"could not start the edge: {exc}\n{tail}") from exc
+    target._stoppers.append(edge)
+    target.spec = TargetSpec("edge", edge.url)
+    target.pid = edge.pid
+    return target
