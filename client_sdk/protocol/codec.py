@@ -150,7 +150,7 @@ class Decoder:
                 max_str_len=self._max_str,
                 max_bin_len=self.limits.max_frame_bytes,
                 max_array_len=self.limits.max_presence_list + 16,
-                max_map_len=64,
+                max_map_len=max(64, self.limits.max_rooms_per_connection),
                 max_ext_len=0,
             )
         except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,

@@ -59,8 +59,12 @@ def _b64e(raw: bytes) -> str:
 
 def _b64d(text: str) -> bytes:
     pad = "=" * (-len(text) % 4)
-    # Strict: only the URL-safe alphabet, so one token has one spelling.
-    return base64.b64decode(text + pad, altchars=b"-_", validate=True)
+    # Strict: only the unpadded URL-safe alphabet, and the canonical spelling
+    # (re-encoding gives the same text), so one token has exactly one spelling.
+    raw = base64.b64decode(text + pad, altchars=b"-_", validate=True)
+    if _b64e(raw) != text:
+        raise ValueError("non-canonical base64url")
+    return raw
 
 
 def mint_token(

@@ -44,6 +44,7 @@ from client_sdk.protocol import (
     Welcome,
     decode,
     encode,
+    encode_message,
 )
 
 FUZZ = settings(
@@ -87,16 +88,54 @@ value = st.recursive(
     max_leaves=20,
 )
 info_map = st.dictionaries(text, value, max_size=8)
+position = st.tuples(uint64, uint64).map(list)
+#: HELLO ``resume``: ``{"sid", "rt", "rooms": {room: [flags, epoch, seq]}}``.
+resume_map = st.fixed_dictionaries(
+    {"sid": text, "rt": text,
+     "rooms": st.dictionaries(room, st.tuples(uint64, uint64, uint64).map(list), max_size=8)}
+)
+#: WELCOME ``info``: the documented keys (each may be present or not) plus unknown ones.
+welcome_info = st.builds(
+    lambda known, extra: {**extra, **known},
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "version": uint64,
+            "ping_interval": st.floats(0, 3600),
+            "max_frame_bytes": uint64,
+            "max_rooms": uint64,
+            "neighbours": st.lists(text, max_size=4),
+            "region": text,
+            "resume_token": text,
+            "resume_window": st.floats(0, 86400),
+            "resumed": st.booleans(),
+        },
+    ),
+    info_map,
+)
+#: RESUMED ``info``: the keys the edge sends for each reason, or anything else.
+resumed_info = (
+    st.fixed_dictionaries({"to": position})
+    | st.fixed_dictionaries({"first_available": st.none() | position})
+    | st.fixed_dictionaries({"current": position})
+    | st.fixed_dictionaries({"max_replay": uint64})
+    | info_map
+)
+resumed_reason = st.sampled_from(
+    ["", "history_trimmed", "session_expired", "resume_rejected", "too_many",
+     "history_unavailable", "no_history", "overflow", "forbidden"]
+) | text
+idem = st.just(0) | uint64
 
 FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
     MessageType.HELLO: st.builds(Hello, uint64, st.text(_chars, max_size=200), text,
-                                 st.none() | info_map),
-    MessageType.WELCOME: st.builds(Welcome, text, text, info_map),
+                                 st.none() | resume_map | info_map),
+    MessageType.WELCOME: st.builds(Welcome, text, text, welcome_info),
     MessageType.JOIN: st.builds(Join, uint64, room, uint64),
     MessageType.JOINED: st.builds(Joined, uint64, room, uint64, uint64),
     MessageType.LEAVE: st.builds(Leave, uint64, room),
-    MessageType.PUBLISH: st.builds(Publish, uint64, room, payload, st.booleans(), uint64),
-    MessageType.MESSAGE: st.builds(Message, room, uint64, uint64, text, payload),
+    MessageType.PUBLISH: st.builds(Publish, uint64, room, payload, st.booleans(), idem),
+    MessageType.MESSAGE: st.builds(Message, room, uint64, uint64, text, payload, idem),
     MessageType.ACK: st.builds(Ack, uint64, uint64, uint64),
     MessageType.PRESENCE_JOIN: st.builds(PresenceJoin, room, member),
     MessageType.PRESENCE_LEAVE: st.builds(PresenceLeave, room, member),
@@ -108,7 +147,8 @@ FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
     MessageType.PONG: st.builds(Pong, uint64),
     MessageType.ERROR: st.builds(Error, uint64, uint64, text),
     MessageType.RESUME: st.builds(Resume, st.lists(value, max_size=6).map(tuple)),
-    MessageType.RESUMED: st.builds(Resumed, st.lists(value, max_size=6).map(tuple)),
+    MessageType.RESUMED: st.builds(Resumed, room, st.booleans(), uint64, uint64, uint64,
+                                   resumed_reason, resumed_info),
     MessageType.HANDOFF: st.builds(Handoff, st.lists(value, max_size=6).map(tuple)),
 }
 any_frame = st.one_of(*FRAME_STRATEGIES.values())
@@ -320,7 +360,7 @@ _FIELDS: dict[MessageType, list[str]] = {
     MessageType.JOINED: ["uint", "room", "uint", "uint"],
     MessageType.LEAVE: ["uint", "room"],
     MessageType.PUBLISH: ["uint", "room", "bin", "bool", "uint"],
-    MessageType.MESSAGE: ["room", "uint", "uint", "str", "bin"],
+    MessageType.MESSAGE: ["room", "uint", "uint", "str", "bin", "uint"],
     MessageType.ACK: ["uint", "uint", "uint"],
     MessageType.PRESENCE_JOIN: ["room", "member"],
     MessageType.PRESENCE_LEAVE: ["room", "member"],
@@ -329,7 +369,25 @@ _FIELDS: dict[MessageType, list[str]] = {
     MessageType.PING: ["uint"],
     MessageType.PONG: ["uint"],
     MessageType.ERROR: ["uint", "uint", "str"],
+    MessageType.RESUMED: ["room", "bool", "uint", "uint", "uint", "str", "map"],
 }
+# Fields that may be left out at the end of the array.
+_OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 1, MessageType.PUBLISH: 2,
+             MessageType.MESSAGE: 1}
+
+
+def test_field_table_covers_every_concrete_type() -> None:
+    # RESUME and HANDOFF are reserved: their body is opaque (any elements).
+    assert set(_FIELDS) == set(MessageType) - {MessageType.RESUME, MessageType.HANDOFF}
+
+
+def _full_array(frame: Frame) -> list[Any]:
+    """The frame as a msgpack array with every field written out, optional
+    ones included (the encoder leaves MESSAGE ``idem`` 0 out)."""
+    arr: list[Any] = msgpack.unpackb(encode(frame), raw=False)
+    if isinstance(frame, Message) and len(arr) == 6:
+        arr.append(frame.idem)
+    return arr
 _not_str = st.none() | st.booleans() | msgint | st.floats() | st.binary(max_size=4) \
     | st.lists(text, max_size=2) | st.dictionaries(text, text, max_size=2)
 _WRONG: dict[str, st.SearchStrategy[Any]] = {
@@ -353,7 +411,7 @@ _WRONG: dict[str, st.SearchStrategy[Any]] = {
 @PER_TYPE
 @given(data=st.data())
 def test_wrong_field_type_is_malformed(mtype: MessageType, data: st.DataObject) -> None:
-    arr = msgpack.unpackb(encode(data.draw(FRAME_STRATEGIES[mtype])), raw=False)
+    arr = _full_array(data.draw(FRAME_STRATEGIES[mtype]))
     kinds = _FIELDS[mtype]
     assert len(arr) == len(kinds) + 1
     i = data.draw(st.integers(0, len(kinds) - 1))
@@ -364,22 +422,65 @@ def test_wrong_field_type_is_malformed(mtype: MessageType, data: st.DataObject) 
     assert info.value.code == ErrorCode.BAD_REQUEST
 
 
-# Fields that may be left out at the end of the array.
-_OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 1, MessageType.PUBLISH: 2}
+@pytest.mark.parametrize("mtype", list(_FIELDS), ids=lambda t: t.name)
+@PER_TYPE
+@given(data=st.data())
+def test_wrong_arity_is_malformed(mtype: MessageType, data: st.DataObject) -> None:
+    """Too few elements: fewer than the type number plus the required fields."""
+    arr = _full_array(data.draw(FRAME_STRATEGIES[mtype]))
+    required = len(_FIELDS[mtype]) - _OPTIONAL.get(mtype, 0)
+    keep = data.draw(st.integers(1, required))  # at most required - 1 fields survive
+    del arr[keep:]
+    with pytest.raises(MalformedFrame) as info:
+        decode(_pack(arr))
+    assert type(info.value) is MalformedFrame
 
 
 @pytest.mark.parametrize("mtype", list(_FIELDS), ids=lambda t: t.name)
 @PER_TYPE
 @given(data=st.data())
-def test_wrong_arity_is_malformed(mtype: MessageType, data: st.DataObject) -> None:
-    arr = msgpack.unpackb(encode(data.draw(FRAME_STRATEGIES[mtype])), raw=False)
-    if data.draw(st.booleans()):
-        arr.extend(data.draw(st.lists(_scalar, min_size=1, max_size=3)))
-    else:
-        keep = data.draw(st.integers(1, len(arr) - 1 - _OPTIONAL.get(mtype, 0)))
-        del arr[keep:]
+def test_required_fields_alone_decode(mtype: MessageType, data: st.DataObject) -> None:
+    """The shortest accepted array: the type number and the required fields."""
+    arr = _full_array(data.draw(FRAME_STRATEGIES[mtype]))
+    required = len(_FIELDS[mtype]) - _OPTIONAL.get(mtype, 0)
+    frame = decode(_pack(arr[: 1 + required]))
+    assert type(frame) is type(decode(_pack(arr)))
+
+
+@pytest.mark.parametrize("mtype", list(_FIELDS), ids=lambda t: t.name)
+@PER_TYPE
+@given(data=st.data())
+def test_extra_trailing_elements_are_ignored(mtype: MessageType, data: st.DataObject) -> None:
+    """Forward compatibility: a newer peer may append fields; they are ignored,
+    whatever their type, and the frame decodes exactly as without them."""
+    frame = data.draw(FRAME_STRATEGIES[mtype])
+    arr = _full_array(frame)
+    extra = data.draw(st.lists(value, min_size=1, max_size=4))
+    assert decode(_pack(arr + extra)) == frame
+    assert decode(_pack(arr)) == frame
+
+
+def test_extra_trailing_elements_examples() -> None:
+    assert decode(_pack([13, 5, "x", None, {"k": [1, 2]}])) == Ping(5)
+    assert decode(_pack([8, 2, 3, 42, b"\x00"])) == Ack(2, 3, 42)
+    assert decode(_pack([6, 1, "r", b"p", False, 7, {"ttl": 3}])) == Publish(
+        1, "r", b"p", False, 7
+    )
+    assert decode(_pack([7, "r", 1, 2, "s", b"p", 9, "future"])) == Message(
+        "r", 1, 2, "s", b"p", 9
+    )
+    assert decode(_pack([17, "r", True, 1, 2, 0, "", {}, "future"])) == Resumed(
+        "r", True, 1, 2, 0, "", {}
+    )
+    # An element in the position of a known optional field is that field, not
+    # an extra: it must be valid.
     with pytest.raises(MalformedFrame):
-        decode(_pack(arr))
+        decode(_pack([7, "r", 1, 2, "s", b"p", "not-an-idem"]))
+    with pytest.raises(MalformedFrame):
+        decode(_pack([6, 1, "r", b"p", "not-a-bool", 7, "extra"]))
+    # Reserved frames keep an opaque body: extra elements are part of it.
+    assert decode(_pack([16, 1, "x"])) == Resume((1, "x"))
+    assert decode(_pack([18])) == Handoff(())
 
 
 def test_optional_trailing_fields_take_their_defaults() -> None:
@@ -388,6 +489,58 @@ def test_optional_trailing_fields_take_their_defaults() -> None:
     assert decode(_pack([3, 1, "r"])) == Join(1, "r", 0)
     assert decode(_pack([6, 1, "r", b"p"])) == Publish(1, "r", b"p", True, 0)
     assert decode(_pack([6, 1, "r", b"p", False])) == Publish(1, "r", b"p", False, 0)
+    assert decode(_pack([7, "r", 1, 2, "s", b"p"])) == Message("r", 1, 2, "s", b"p", 0)
+    assert decode(_pack([7, "r", 1, 2, "s", b"p", 0])) == Message("r", 1, 2, "s", b"p", 0)
+
+
+def test_message_idem_is_omitted_when_zero() -> None:
+    plain = Message("r", 1, 2, "s", b"p")
+    assert plain.idem == 0
+    assert msgpack.unpackb(encode(plain), raw=False) == [7, "r", 1, 2, "s", b"p"]
+    keyed = Message("r", 1, 2, "s", b"p", 9001)
+    assert msgpack.unpackb(encode(keyed), raw=False) == [7, "r", 1, 2, "s", b"p", 9001]
+    assert encode_message("r", 1, 2, "s", b"p", 9001) == encode(keyed)
+    assert encode_message("r", 1, 2, "s", b"p", 0) == encode_message("r", 1, 2, "s", b"p")
+    assert encode_message("r", 1, 2, "s", b"p") == encode(plain)
+    assert decode(encode(keyed)) == keyed
+    big = decode(encode_message("r", 0, 0, "s", b"p", UINT64_MAX))
+    assert isinstance(big, Message) and big.idem == UINT64_MAX
+
+
+def test_resumed_fields() -> None:
+    r = Resumed("lobby", False, 3, 42, 0, "history_trimmed", {"first_available": None})
+    arr = msgpack.unpackb(encode(r), raw=False)
+    assert arr == [17, "lobby", False, 3, 42, 0, "history_trimmed", {"first_available": None}]
+    assert decode(encode(r)) == r
+    # reason and info default to "" and {} but are always on the wire.
+    assert msgpack.unpackb(encode(Resumed("r", True, 1, 2, 3)), raw=False) == [
+        17, "r", True, 1, 2, 3, "", {}
+    ]
+    for bad in (
+        [17, "", True, 1, 2, 0, "", {}],  # empty room
+        [17, "r", 1, 1, 2, 0, "", {}],  # recovered not a bool
+        [17, "r", None, 1, 2, 0, "", {}],
+        [17, "r", True, -1, 2, 0, "", {}],  # negative epoch
+        [17, "r", True, 1, 2, True, "", {}],  # replayed is a bool
+        [17, "r", True, 1, 2, 0, None, {}],  # reason not a str
+        [17, "r", True, 1, 2, 0, "", []],  # info not a map
+        [17, "r", True, 1, 2, 0, "", None],
+        [17, "r", True, 1, 2, 0, ""],  # info missing: no optional fields
+        [17],
+    ):
+        with pytest.raises(MalformedFrame):
+            decode(_pack(bad))
+
+
+def test_hello_resume_map_round_trips() -> None:
+    resume = {"sid": "s-1", "rt": "ab" * 32, "rooms": {"lobby": [1, 3, 42], "é": [0, 0, 0]}}
+    h = Hello(1, "t", "bot", resume)
+    assert decode(encode(h)) == h
+    assert decode(_pack([1, 1, "t", "bot", None])) == Hello(1, "t", "bot", None)
+    bad: Any
+    for bad in ([], "sid", 1, True):
+        with pytest.raises(MalformedFrame):
+            decode(_pack([1, 1, "t", "bot", bad]))
 
 
 def test_envelope_errors_are_malformed() -> None:

@@ -25,6 +25,8 @@ EXPECTED: dict[ErrorCode, Retry] = {
     ErrorCode.TOKEN_EXPIRED: Retry.NEVER,
     ErrorCode.FORBIDDEN: Retry.NEVER,
     ErrorCode.NOT_JOINED: Retry.NEVER,
+    # Another connection resumed this session: reconnecting would take it back.
+    ErrorCode.SESSION_TAKEN_OVER: Retry.NEVER,
     ErrorCode.UNSUPPORTED_VERSION: Retry.NEVER,
     ErrorCode.UNKNOWN_TYPE: Retry.NEVER,
     ErrorCode.TOO_MANY_ROOMS: Retry.NEVER,
@@ -95,6 +97,7 @@ def test_range_boundaries(code: int, want: Retry) -> None:
         (4001, Retry.RECONNECT),  # SLOW_CONSUMER
         (4101, Retry.RECONNECT_ELSEWHERE),  # HANDOFF
         (4401, Retry.NEVER),  # UNAUTHORIZED
+        (4409, Retry.NEVER),  # SESSION_TAKEN_OVER: resumed on another connection
     ],
 )
 def test_retry_for_close(code: int | None, want: Retry) -> None:
@@ -132,3 +135,9 @@ def test_code_override_is_per_instance() -> None:
     err = protocol_errors.ProtocolError("not joined", ErrorCode.NOT_JOINED)
     assert err.code is ErrorCode.NOT_JOINED
     assert protocol_errors.ProtocolError("x").code is ErrorCode.BAD_REQUEST
+
+
+def test_session_taken_over() -> None:
+    assert int(ErrorCode.SESSION_TAKEN_OVER) == 4409
+    assert ErrorCode(4409) is ErrorCode.SESSION_TAKEN_OVER
+    assert retry_for_close(4409) is Retry.NEVER

@@ -55,12 +55,27 @@ GOLDEN_FILE = Path(__file__).resolve().parents[1] / "golden" / "frames.json"
 _ALICE = Member("s-1f2e", "alice", "player")
 _SENSOR = Member("s-77", "sensor-12", "device")
 _TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.c2ln"
+#: A resume token (opaque to clients; the reference edge sends 64 hex digits).
+_RESUME_TOKEN = "5c1d9e0f7a3b"
 
 #: The frame each golden vector must decode to (and, unless the vector is
-#: marked ``decode_only``, encode from).  Keys are the vector names.
+#: marked ``decode_only``, encode from).  Keys are the vector names.  The
+#: ``decode_only`` vectors are short forms (optional trailing fields left out),
+#: an explicit default the encoder omits (``message-idem-zero``) and forms with
+#: extra trailing elements a newer peer may append (``*-extra-fields``).
 FRAMES: dict[str, Frame] = {
     "hello": Hello(PROTOCOL_VERSION, _TOKEN, "bot-7", None),
     "hello-short": Hello(PROTOCOL_VERSION, _TOKEN, "", None),
+    "hello-resume": Hello(
+        PROTOCOL_VERSION,
+        _TOKEN,
+        "bot-7",
+        {
+            "sid": "s-1f2e",
+            "rt": _RESUME_TOKEN,
+            "rooms": {"lobby": [1, 3, 42], "match-17": [3, 5, 1200]},
+        },
+    ),
     "welcome": Welcome(
         "s-1f2e",
         "edge-a",
@@ -73,6 +88,21 @@ FRAMES: dict[str, Frame] = {
             "region": "eu-west",
         },
     ),
+    "welcome-resumed": Welcome(
+        "s-1f2e",
+        "edge-b",
+        {
+            "version": PROTOCOL_VERSION,
+            "ping_interval": 5.0,
+            "max_frame_bytes": 65536,
+            "max_rooms": 64,
+            "neighbours": [],
+            "region": "eu-west",
+            "resume_token": _RESUME_TOKEN,
+            "resume_window": 120.0,
+            "resumed": True,
+        },
+    ),
     "join": Join(1, "lobby", JOIN_PRESENCE),
     "join-short": Join(2, "lobby", 0),
     "join-no-echo": Join(3, "match-17", JOIN_PRESENCE | JOIN_NO_ECHO),
@@ -81,8 +111,11 @@ FRAMES: dict[str, Frame] = {
     "publish": Publish(2, "lobby", b"hello", True, 9001),
     "publish-unreliable": Publish(0, "match-17", b"\x01\x02\x03", False, 0),
     "publish-short": Publish(5, "lobby", b"hi", True, 0),
+    "publish-extra-fields": Publish(2, "lobby", b"hello", True, 9001),
     "message": Message("lobby", 3, 42, "s-1f2e", b"hello"),
     "message-unreliable": Message("match-17", 0, 0, "s-9a", b"\x01\x02\x03"),
+    "message-idem": Message("lobby", 3, 42, "s-1f2e", b"hello", 9001),
+    "message-idem-zero": Message("lobby", 3, 42, "s-1f2e", b"hello", 0),
     "ack": Ack(2, 3, 42),
     "ack-leave": Ack(4, 0, 0),
     "presence-join": PresenceJoin("lobby", _ALICE),
@@ -91,11 +124,18 @@ FRAMES: dict[str, Frame] = {
     "presence-members": PresenceMembers(6, "lobby", (_ALICE, _SENSOR)),
     "presence-members-empty": PresenceMembers(8, "empty-room", ()),
     "ping": Ping(1_700_000_000_123),
+    "ping-extra-fields": Ping(1_700_000_000_123),
     "pong": Pong(1_700_000_000_123),
     "error": Error(7, 4403, "not allowed to publish to this room"),
     "error-unknown-type": Error(9, 4406, "unknown frame type 99"),
     "resume": Resume(()),
-    "resumed": Resumed(()),
+    "resumed-recovered": Resumed("lobby", True, 3, 42, 2, "", {"to": [3, 44]}),
+    "resumed-history-trimmed": Resumed(
+        "lobby", False, 3, 42, 0, "history_trimmed", {"first_available": [3, 900]}
+    ),
+    "resumed-session-expired": Resumed(
+        "match-17", False, 5, 1200, 0, "session_expired", {"current": [6, 17]}
+    ),
     "handoff": Handoff(()),
     "resume-opaque-body": Resume(("opaque", 1)),
 }
@@ -173,11 +213,34 @@ def test_golden_metadata_is_consistent(vec: dict[str, Any]) -> None:
     assert raw[1] == vec["type_id"]
 
 
-@pytest.mark.parametrize("vec", [v for v in VECTORS if v["type"] == "MESSAGE"], ids=str)
+_MESSAGE_VECTORS = [v for v in VECTORS if v["type"] == "MESSAGE" and not v.get("decode_only")]
+
+
+@pytest.mark.parametrize("vec", _MESSAGE_VECTORS, ids=[v["name"] for v in _MESSAGE_VECTORS])
 def test_hot_path_encoder_matches_golden(vec: dict[str, Any]) -> None:
     f = FRAMES[vec["name"]]
     assert isinstance(f, Message)
-    assert encode_message(f.room, f.epoch, f.seq, f.sender, f.payload).hex() == vec["hex"]
+    raw = encode_message(f.room, f.epoch, f.seq, f.sender, f.payload, f.idem)
+    assert raw.hex() == vec["hex"]
+    if not f.idem:  # the default leaves idem out, as the encoder does for 0
+        assert encode_message(f.room, f.epoch, f.seq, f.sender, f.payload).hex() == vec["hex"]
+
+
+@pytest.mark.parametrize(
+    "vec", [v for v in VECTORS if v.get("decode_only")],
+    ids=[v["name"] for v in VECTORS if v.get("decode_only")],
+)
+def test_decode_only_vectors_differ_from_the_full_form_only_at_the_end(
+    vec: dict[str, Any]
+) -> None:
+    """A decode-only vector is the encoder's array with trailing optional fields
+    left out, with an explicit default written, or with extra elements appended
+    (ignored by the decoder).  Everything before that is identical."""
+    short = msgpack.unpackb(bytes.fromhex(vec["hex"]), raw=False)
+    full = msgpack.unpackb(encode(FRAMES[vec["name"]]), raw=False)
+    n = min(len(short), len(full))
+    assert short[:n] == full[:n]
+    assert len(short) != len(full)
 
 
 @pytest.mark.parametrize("vec", REJECTS, ids=[r["name"] for r in REJECTS])

@@ -277,6 +277,9 @@ def test_signed_but_non_object_claims(raw_claims: bytes) -> None:
         _claims(exp="1700000060"),
         _claims(exp=True),
         _claims(exp=None),
+        _claims(exp=float("nan")),
+        _claims(exp=float("inf")),
+        _claims(exp=float("-inf")),
         _claims(rooms="lobby"),
         _claims(rooms=["lobby", 3]),
         _claims(rooms={"lobby": 1}),
@@ -285,13 +288,31 @@ def test_signed_but_non_object_claims(raw_claims: bytes) -> None:
         _claims(pub=None),
     ],
     ids=["no-sub", "empty-sub", "int-sub", "no-kind", "bad-kind", "kind-case", "list-kind",
-         "no-exp", "str-exp", "bool-exp", "null-exp", "rooms-str", "rooms-int-item",
+         "no-exp", "str-exp", "bool-exp", "null-exp", "nan-exp", "inf-exp", "neg-inf-exp",
+         "rooms-str", "rooms-int-item",
          "rooms-map", "pub-str", "pub-null-item", "pub-null"],
 )
 def test_bad_claims(claims: dict[str, Any]) -> None:
     with pytest.raises(TokenError) as info:
         verify_token(_sign(_HS256, claims), [SECRET], now=NOW)
     assert type(info.value) is TokenError
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_exp_must_be_finite(literal: str) -> None:
+    """Python's json accepts NaN and the infinities.  A NaN ``exp`` would make
+    ``exp <= now`` always false (a token that never expires), ``Infinity`` too;
+    both are refused as a bad claim (4401), and so is ``-Infinity`` (not 4402)."""
+    raw = b'{"sub": "alice", "kind": "player", "rooms": ["*"], "exp": ' + literal.encode() + b"}"
+    with pytest.raises(TokenError) as info:
+        verify_token(_sign(_HS256, None, raw_claims=raw), [SECRET], now=NOW)
+    assert type(info.value) is TokenError
+    assert info.value.code is ErrorCode.UNAUTHORIZED
+
+
+def test_large_finite_exp_is_accepted() -> None:
+    claims = verify_token(_sign(_HS256, _claims(exp=1e300)), [SECRET], now=NOW)
+    assert claims.expires_at == 1e300
 
 
 def test_missing_rooms_means_no_rooms() -> None:
@@ -304,6 +325,125 @@ def test_missing_rooms_means_no_rooms() -> None:
 def test_unknown_claims_are_ignored() -> None:
     token = _sign(_HS256, _claims(aud="game", nbf=0, extra={"x": 1}))
     assert verify_token(token, [SECRET], now=NOW).subject == "alice"
+
+
+# -- strict base64url -----------------------------------------------------------------
+
+
+def _sign_text(head: str, body: str, secret: bytes = SECRET) -> str:
+    """A token whose header and claims segments are exactly ``head`` and ``body``
+    (whatever their spelling), with a valid signature over that text: only the
+    strictness of the base64url decoder can refuse it."""
+    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64(sig)}"
+
+
+def _insert(segment: str, junk: str) -> str:
+    return segment[:4] + junk + segment[4:]
+
+
+_JUNK = [" ", "\n", "\t", "!", "*", "~", "\x00", "=", "=="]
+_JUNK_IDS = ["space", "newline", "tab", "bang", "star", "tilde", "nul", "inner-pad", "inner-pad2"]
+
+
+@pytest.mark.parametrize("junk", _JUNK, ids=_JUNK_IDS)
+def test_characters_outside_base64url_are_rejected(junk: str) -> None:
+    """The decoder does not skip characters outside the alphabet (a lenient
+    decoder drops them, so the same token would have many spellings)."""
+    assert verify_token(_sign_text(_GOOD_HEAD, _GOOD_BODY), [SECRET], now=NOW).subject == "alice"
+    with pytest.raises(TokenError):
+        verify_token(f"{_GOOD_HEAD}.{_GOOD_BODY}.{_insert(_GOOD_SIG, junk)}", [SECRET], now=NOW)
+    for head, body in ((_insert(_GOOD_HEAD, junk), _GOOD_BODY),
+                       (_GOOD_HEAD, _insert(_GOOD_BODY, junk))):
+        with pytest.raises(TokenError) as info:
+            verify_token(_sign_text(head, body), [SECRET], now=NOW)
+        assert type(info.value) is TokenError
+
+
+def test_base64url_segments_without_padding_decode() -> None:
+    # Every length a base64url segment can have without padding (len % 4 != 1).
+    for n in range(1, 40):
+        sub = "x" * n
+        token = _sign(_HS256, _claims(sub=sub))
+        assert verify_token(token, [SECRET], now=NOW).subject == sub
+
+
+def _std_alphabet_token() -> tuple[str, str]:
+    """A valid token whose claims segment contains ``-`` or ``_``, and the same
+    token spelled with the standard alphabet (``+``, ``/``) and re-signed."""
+    for i in range(1000):
+        body = _b64(json.dumps(_claims(sub=f"alice-{i}?>")).encode())
+        if "-" in body or "_" in body:
+            std = body.replace("-", "+").replace("_", "/")
+            return _sign_text(_GOOD_HEAD, body), _sign_text(_GOOD_HEAD, std)
+    raise AssertionError("no claims segment with - or _")
+
+
+def test_url_safe_alphabet_spelling_verifies() -> None:
+    url_safe, _ = _std_alphabet_token()
+    assert verify_token(url_safe, [SECRET], now=NOW).subject.startswith("alice-")
+
+
+def _std_sig(token: str) -> str:
+    head, body, sig = token.split(".")
+    assert "-" in sig or "_" in sig
+    return f"{head}.{body}.{sig.replace('-', '+').replace('_', '/')}"
+
+
+def _token_with_url_safe_sig() -> str:
+    for i in range(1000):
+        token = mint_token(SECRET, f"alice-{i}", now=NOW)
+        if "-" in token.split(".")[2] or "_" in token.split(".")[2]:
+            return token
+    raise AssertionError("no signature with - or _")
+
+
+def _padded_claims_token() -> str:
+    """Claims segment of a length divisible by 4 followed by ``==``, signed as spelled."""
+    for i in range(100):
+        body = _b64(json.dumps(_claims(sub="a" * i)).encode())
+        if len(body) % 4 == 0:
+            return _sign_text(_GOOD_HEAD, body + "==")
+    raise AssertionError("no claims segment of length 4k")
+
+
+def _non_canonical_last_char(token: str) -> str:
+    """Flip the unused low bits of the signature's last character: a 32-byte
+    signature is 43 characters, the last one carries 4 bits and 2 unused ones."""
+    head, body, sig = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet[alphabet.index(sig[-1]) ^ 0b01]
+    return f"{head}.{body}.{sig[:-1]}{last}"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "std-alphabet-claims",
+        "std-alphabet-signature",
+        "padded-signature",
+        "padded-claims",
+        "non-canonical-signature",
+    ],
+)
+def test_token_has_one_spelling(spelling: str) -> None:
+    """Strict base64url: only ``A-Z a-z 0-9 - _``, no padding, canonical.
+
+    The signature segment is not covered by the HMAC, so every other spelling
+    of it is a different token string that would verify."""
+    if spelling == "std-alphabet-claims":
+        token = _std_alphabet_token()[1]
+    elif spelling == "std-alphabet-signature":
+        token = _std_sig(_token_with_url_safe_sig())
+    elif spelling == "padded-signature":
+        token = _GOOD + "="
+    elif spelling == "padded-claims":
+        token = _padded_claims_token()
+    else:
+        token = _non_canonical_last_char(_GOOD)
+    assert token != _GOOD
+    with pytest.raises(TokenError):
+        verify_token(token, [SECRET], now=NOW)
 
 
 # -- room patterns -------------------------------------------------------------------------
