@@ -7,6 +7,11 @@ metrics and no backpressure (``broadcast`` writes straight to the transports). T
 fair to it, permessage-deflate is off (``compression=None``, which halves its CPU per
 small message) and the listen backlog is 1024. It runs under uvloop.
 
+``--defaults`` runs it exactly as the afternoon version would be written: websockets'
+default settings (permessage-deflate negotiated when the client offers it) on the
+standard asyncio loop. The ``baseline-default`` target uses it with clients that offer
+compression, as default ``websockets`` clients do.
+
 Run: ``python -m bench.baseline_server --host 127.0.0.1 --port 0``; it prints
 ``READY port=P`` on stdout once listening and answers ``GET /healthz`` with 200 "ok".
 """
@@ -44,14 +49,13 @@ def health(connection: ServerConnection, request: Request) -> Response | None:
     return None
 
 
-async def run(host: str, port: int) -> None:
+async def run(host: str, port: int, defaults: bool = False) -> None:
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     server: Server
-    async with serve(
-        relay, host, port, compression=None, backlog=1024, process_request=health
-    ) as server:
+    opts: dict[str, object] = {} if defaults else {"compression": None, "backlog": 1024}
+    async with serve(relay, host, port, process_request=health, **opts) as server:  # type: ignore[arg-type]
         bound = next(iter(server.sockets)).getsockname()[1]
         print(f"READY port={bound}", flush=True)
         await stop
@@ -64,8 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="port (0: any free port)")
+    parser.add_argument("--defaults", action="store_true",
+                        help="websockets defaults (compression on) on the asyncio loop")
     args = parser.parse_args(argv)
     raise_nofile_limit()
+    if args.defaults:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(args.host, args.port, defaults=True))
+        return 0
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows

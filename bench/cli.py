@@ -53,10 +53,12 @@ def _common(sub: argparse.ArgumentParser, default_procs: int | None) -> None:
     g = sub.add_argument_group("run options")
     g.add_argument(
         "--target",
-        choices=[*TARGETS, "both"],
+        choices=[*TARGETS, "both", "all"],
         default="both",
         help="server(s) to measure; 'both' runs the baseline and the edge alternately with "
-        "the same parameters and reports ratios (default: both)",
+        "the same parameters and reports ratios; 'all' adds edge-local (the edge without "
+        "Redis, to show what durability costs) and baseline-default (the baseline with "
+        "websockets' defaults: compression on, asyncio loop) (default: both)",
     )
     g.add_argument("--runs", type=_positive_int, default=1,
                    help="runs per target; the report shows the median of each figure (default: 1)")
@@ -136,7 +138,7 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace, procs: int) -> RunOptions:
-    targets = ("baseline", "edge") if args.target == "both" else (args.target,)
+    targets = {"both": ("baseline", "edge"), "all": TARGETS}.get(args.target, (args.target,))
     return RunOptions(
         targets=targets,
         runs=args.runs,

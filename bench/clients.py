@@ -93,8 +93,9 @@ class _WsConnection:
 
 
 async def _ws_open(spec: TargetSpec, on_payload: OnPayload | None) -> _WsConnection:
+    compression = "deflate" if spec.kind == "baseline-default" else None
     ws = await ws_connect(
-        spec.url, compression=None, open_timeout=OPEN_TIMEOUT_S, max_size=None
+        spec.url, compression=compression, open_timeout=OPEN_TIMEOUT_S, max_size=None
     )
     return _WsConnection(ws, on_payload)
 
@@ -182,7 +183,7 @@ def _sdk_callback(on_payload: OnPayload) -> Callable[[Any], None]:
 
 async def open_subscriber(spec: TargetSpec, name: str, on_payload: OnPayload) -> Connection:
     """Connect a client that receives the room's messages."""
-    if spec.kind == "baseline":
+    if spec.kind.startswith("baseline"):
         return await _ws_open(spec, on_payload)
     sdk_client = await _sdk_open(spec, name)
     await sdk_client.client.join(spec.room, on_message=_sdk_callback(on_payload))
@@ -196,7 +197,7 @@ async def open_publisher(spec: TargetSpec, name: str, on_receipt: OnPayload) -> 
     own: the baseline sends everything to everyone else, and the edge requires a
     publisher to join the room (it joins with ``echo=False``). ``on_receipt`` sees them.
     """
-    if spec.kind == "baseline":
+    if spec.kind.startswith("baseline"):
         return await _ws_open(spec, on_receipt)
     sdk_client = await _sdk_open(spec, name)
     await sdk_client.client.join(spec.room, echo=False, on_message=_sdk_callback(on_receipt))
@@ -205,6 +206,6 @@ async def open_publisher(spec: TargetSpec, name: str, on_receipt: OnPayload) -> 
 
 async def open_idle(spec: TargetSpec, name: str) -> Connection:
     """Connect a client that only stays connected."""
-    if spec.kind == "baseline":
+    if spec.kind.startswith("baseline"):
         return await _ws_open(spec, None)
     return await _sdk_open(spec, name)

@@ -147,8 +147,7 @@ def markdown(report: Mapping[str, Any], rows: list[tuple[str, str]]) -> str:
     meta = report["meta"]
     targets: dict[str, Any] = report["targets"]
     kinds = list(targets)
-    ratio_key = "edge/baseline"
-    ratios: dict[str, float | None] = report.get("ratios", {}).get(ratio_key, {})
+    all_ratios: dict[str, dict[str, float | None]] = report.get("ratios", {})
     params = ", ".join(f"{k}={v}" for k, v in meta["params"].items())
     lines = [
         f"# bench {meta['scenario']} — {meta['timestamp']}",
@@ -160,15 +159,12 @@ def markdown(report: Mapping[str, Any], rows: list[tuple[str, str]]) -> str:
         f"Medians of {max(len(t['runs']) for t in targets.values())} run(s).",
         "",
     ]
-    header = ["figure", *kinds]
-    if ratios:
-        header.append(ratio_key)
+    header = ["figure", *kinds, *all_ratios]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
     for label, path in rows:
         cells = [label] + [_fmt(targets[k]["median"].get(path)) for k in kinds]
-        if ratios:
-            cells.append(_fmt(ratios.get(path)))
+        cells += [_fmt(r.get(path)) for r in all_ratios.values()]
         lines.append("| " + " | ".join(cells) + " |")
     warnings = report.get("warnings", [])
     if warnings:

@@ -21,7 +21,11 @@ from typing import Protocol, cast
 
 from bench.errors import BenchError, BenchFailure
 
-TARGETS = ("baseline", "edge")
+#: ``edge-local`` is our edge without Redis (no history, no durability): it shows
+#: what the durability path costs next to ``edge`` in the same run.
+#: ``baseline-default`` is the baseline with websockets' default settings
+#: (compression on) on the standard asyncio loop.
+TARGETS = ("baseline", "edge", "edge-local", "baseline-default")
 #: HMAC secret of the throw-away edge the benchmark starts.
 BENCH_SECRET = b"edge-relay-bench-secret-not-for-production"
 ROOM = "bench-room"
@@ -78,14 +82,18 @@ def start_target(kind: str) -> RunningTarget:
     """Start a fresh server of ``kind`` on a free loopback port and wait until it serves."""
     if kind == "baseline":
         return _start_baseline()
+    if kind == "baseline-default":
+        return _start_baseline(defaults=True)
     if kind == "edge":
         return _start_edge()
+    if kind == "edge-local":
+        return _start_edge(with_redis=False)
     raise BenchError(f"unknown target {kind!r} (choose from {', '.join(TARGETS)})")
 
 
 def check_available(kind: str) -> None:
     """Raise :class:`BenchError` if ``kind`` cannot be started in this installation."""
-    if kind != "edge":
+    if kind not in ("edge", "edge-local"):
         return
     for module in ("client_sdk", "edge_node.launch", "edge_node.redis_server"):
         try:
@@ -141,12 +149,14 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _start_baseline() -> RunningTarget:
+def _start_baseline(defaults: bool = False) -> RunningTarget:
     env = _child_env()
+    extra = ["--defaults"] if defaults else []
     log_fd, log_path = tempfile.mkstemp(prefix="bench-baseline-", suffix=".log")
     with os.fdopen(log_fd, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.baseline_server", "--host", "127.0.0.1", "--port", "0"],
+            [sys.executable, "-m", "bench.baseline_server", "--host", "127.0.0.1", "--port", "0",
+             *extra],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -158,7 +168,7 @@ def _start_baseline() -> RunningTarget:
     except BaseException:
         handle.stop()
         raise
-    spec = TargetSpec("baseline", f"ws://127.0.0.1:{port}")
+    spec = TargetSpec("baseline-default" if defaults else "baseline", f"ws://127.0.0.1:{port}")
     return RunningTarget(spec, proc.pid, {}, [handle])
 
 
@@ -185,15 +195,19 @@ def _wait_ready(proc: subprocess.Popen[bytes], log_path: str) -> int:
     raise BenchFailure(f"baseline server did not become ready: {tail.strip() or 'no output'}")
 
 
-def _start_edge() -> RunningTarget:
-    check_available("edge")
+def _start_edge(with_redis: bool = True) -> RunningTarget:
+    kind = "edge" if with_redis else "edge-local"
+    check_available(kind)
     redis_mod = importlib.import_module("edge_node.redis_server")
     launch = importlib.import_module("edge_node.launch")
-    try:
-        redis = cast(_RedisHandle, redis_mod.start_redis())
-    except Exception as exc:
-        raise BenchFailure(f"could not start the embedded Redis: {exc}") from exc
-    target = RunningTarget(TargetSpec("edge", ""), 0, {"redis": redis.pid}, [redis])
+    redis: _RedisHandle | None = None
+    if with_redis:
+        try:
+            redis = cast(_RedisHandle, redis_mod.start_redis())
+        except Exception as exc:
+            raise BenchFailure(f"could not start the embedded Redis: {exc}") from exc
+    target = RunningTarget(TargetSpec(kind, ""), 0, {"redis": redis.pid} if redis else {},
+                           [redis] if redis else [])
     log_fd, log_path = tempfile.mkstemp(prefix="bench-edge-", suffix=".log")
     os.close(log_fd)
     target._stoppers.append(_RemoveFile(log_path))
@@ -203,7 +217,7 @@ def _start_edge() -> RunningTarget:
             _EdgeHandle,
             launch.spawn_edge(
                 port=launch.free_port(),
-                redis_url=redis.url,
+                redis_url=redis.url if redis else "",
                 secret=BENCH_SECRET,
                 edge_id="bench-edge",
                 env=env,
@@ -215,6 +229,6 @@ def _start_edge() -> RunningTarget:
         target.stop()
         raise BenchFailure(f"could not start the edge: {exc}\n{tail}") from exc
     target._stoppers.append(edge)
-    target.spec = TargetSpec("edge", edge.url)
+    target.spec = TargetSpec(kind, edge.url)
     target.pid = edge.pid
     return target

@@ -64,8 +64,10 @@ class EdgeSettings:
     max_replay: int = 10_000
     #: Recent messages kept in memory per room (resume without a Redis read).
     ring_size: int = 4096
-    #: Batching of stream appends: at most this many entries per round trip.
+    #: Batching of stream appends: at most this many entries per round trip,
+    #: and how long (seconds) to wait for more before a round trip.
     append_batch: int = 500
+    append_linger: float = 0.002
     #: Registry heartbeat period and TTL, seconds.
     heartbeat_interval: float = 1.0
     heartbeat_ttl: float = 5.0

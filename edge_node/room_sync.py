@@ -85,8 +85,9 @@ class RoomSync:
     def __init__(
         self, url: str, edge_id: str, listener: SyncListener, *, lease_ms: int,
         stream_maxlen: int, append_batch: int, stats: Any, edge_ttl: float = 5.0,
-        max_backlog: int = 1_000_000,
+        max_backlog: int = 1_000_000, append_linger: float = 0.0,
     ) -> None:
+        self.append_linger = append_linger
         self.url = url
         self.edge_id = edge_id
         self.listener = listener
@@ -299,7 +300,7 @@ class RoomSync:
     async def _flush(self) -> None:
         forwards, self._forwards = self._forwards, []
         batches: list[tuple[str, int, int, int]] = []  # room, last epoch, last seq, count
-        pipe = self.r.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for room, q in list(self._appends.items()):
             tok = self._owned.get(room)
             if tok is None:  # fenced meanwhile: these will never be durable here
@@ -313,15 +314,15 @@ class RoomSync:
                 args: list[int | bytes] = []
                 for epoch, seq, data, _t in chunk:
                     args += (epoch, seq, data)
-                pipe.evalsha(self._sha["append"], 2, K.room_owner(room), K.room_log(room),
-                             tok, self.maxlen, *args)
+                commands.append(("EVALSHA", self._sha["append"], 2, K.room_owner(room),
+                                 K.room_log(room), tok, self.maxlen, *args))
                 batches.append((room, chunk[-1][0], chunk[-1][1], len(chunk)))
         for owner, data in forwards:
-            pipe.xadd(K.edge_inbox(owner), {"p": data}, maxlen=10_000, approximate=True)
-        if not batches and not forwards:
+            commands.append(("XADD", K.edge_inbox(owner), "MAXLEN", "~", 10_000, "*", "p", data))
+        if not commands:
             return
         try:
-            results = await pipe.execute(raise_on_error=False)
+            results = await self._execute(commands)
         except (RedisError, OSError) as exc:
             self.stats.stream_errors += 1
             self._forwards[:0] = forwards
@@ -357,10 +358,31 @@ class RoomSync:
             self.listener.on_durable(room, epoch, seq)
         self.stats.forwarded_publishes += len(forwards)
 
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Run commands in one round trip; errors come back as values, not raised.
+
+        A single command skips redis-py's pipeline machinery, which costs about
+        twice the CPU of a direct call: at game publish rates most flushes carry
+        one room's batch.
+        """
+        if len(commands) == 1:
+            try:
+                return [await self.r.execute_command(*commands[0])]
+            except ResponseError as exc:
+                return [exc]
+        pipe = self.r.pipeline(transaction=False)
+        for cmd in commands:
+            pipe.execute_command(*cmd)
+        return list(await pipe.execute(raise_on_error=False))
+
     async def _append_loop(self) -> None:
         backoff = 0.05
         while True:
             await self._wake.wait()
+            if self.append_linger > 0:
+                # Gather a few more messages per round trip: acks wait a little,
+                # local fan-out never does.
+                await asyncio.sleep(self.append_linger)
             self._wake.clear()
             try:
                 await self.flush()

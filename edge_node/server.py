@@ -79,7 +79,7 @@ class EdgeServer:
             self.sync = RoomSync(
                 s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
                 stream_maxlen=s.stream_maxlen, append_batch=s.append_batch, stats=self.stats,
-                edge_ttl=s.heartbeat_ttl,
+                edge_ttl=s.heartbeat_ttl, append_linger=s.append_linger,
             )
             try:
                 await self.sync.start()
