@@ -367,7 +367,7 @@ class RoomSync:
         """
         if len(commands) == 1:
             try:
-                return [await self.r.execute_command(*commands[0])]
+                return [await self.r.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
             except ResponseError as exc:
                 return [exc]
         pipe = self.r.pipeline(transaction=False)
