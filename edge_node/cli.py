@@ -65,6 +65,10 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    help="seconds a dropped session can resume (default %(default)s)")
     p.add_argument("--lease-ms", type=int, default=int(_env("LEASE_MS", str(d.lease_ms))),
                    help="room owner lease in ms; a dead owner's rooms move after it lapses")
+    p.add_argument("--append-linger-ms", type=float,
+                   default=float(_env("APPEND_LINGER_MS", str(d.append_linger * 1000))),
+                   help="wait this long for more messages before each history append "
+                   "(fewer Redis round trips, later cross-edge delivery; default %(default)s)")
     p.add_argument("--max-replay", type=int,
                    default=int(_env("MAX_REPLAY", str(d.max_replay))),
                    help="most messages replayed per room on resume")
@@ -86,6 +90,7 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         send_queue_bytes=a.send_queue_bytes, rate_per_sec=a.rate, rate_burst=a.burst,
         stream_maxlen=a.stream_maxlen, backlog=a.backlog, log_format=a.log_format,
         resume_window=a.resume_window, lease_ms=a.lease_ms, max_replay=a.max_replay,
+        append_linger=a.append_linger_ms / 1000.0,
         log_level=a.log_level,
     )
 

@@ -65,9 +65,11 @@ class EdgeSettings:
     #: Recent messages kept in memory per room (resume without a Redis read).
     ring_size: int = 4096
     #: Batching of stream appends: at most this many entries per round trip,
-    #: and how long (seconds) to wait for more before a round trip.
+    #: and how long (seconds) to wait for more before a round trip.  Members on
+    #: other edges see a message only once it is appended, so the linger adds
+    #: to their latency; 0 still batches whatever queued during a round trip.
     append_batch: int = 500
-    append_linger: float = 0.002
+    append_linger: float = 0.0
     #: Registry heartbeat period and TTL, seconds.
     heartbeat_interval: float = 1.0
     heartbeat_ttl: float = 5.0
