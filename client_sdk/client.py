@@ -52,6 +52,7 @@ from .protocol import (
     Ack,
     Decoder,
     Error,
+    ErrorCode,
     Frame,
     Hello,
     Join,
@@ -467,6 +468,7 @@ class Client:
         """
         await self._wait_writable()
         if not reliable:
+            self._check_size(room, payload)
             with contextlib.suppress(ConnectionLostError):
                 self._send(encode(Publish(0, room, payload, False, 0)))
             return None
@@ -491,10 +493,12 @@ class Client:
         if self._closed is not None:
             raise self._closed
         if not reliable:
+            self._check_size(room, payload)
             self._send(encode(Publish(0, room, payload, False, 0)))
             return None
         if self._outbox.full():
             raise EdgeRelayError("outbox full: too many unconfirmed publishes")
+        self._check_size(room, payload)
         loop = asyncio.get_running_loop()
         raw: asyncio.Future[tuple[int, int]] = loop.create_future()
         item = self._outbox.add(room, payload, raw)
@@ -506,17 +510,28 @@ class Client:
 
         def done(f: asyncio.Future[tuple[int, int]]) -> None:
             self._raw_futures.pop(id(out), None)
+            exc = None if f.cancelled() else f.exception()  # retrieved even if unused
             if out.done():
                 return
             if f.cancelled():
                 out.cancel()
-            elif (exc := f.exception()) is not None:
+            elif exc is not None:
                 out.set_exception(exc)
             else:
                 out.set_result(Position(*f.result()))
 
         raw.add_done_callback(done)
         return out
+
+    def _check_size(self, room: str, payload: bytes) -> None:
+        """Refuse locally what the edge would refuse (4413) instead of waiting on it."""
+        limit = self.server_info.get("max_frame_bytes")
+        if isinstance(limit, int):
+            size = len(encode(Publish(2**32, room, payload, True, 2**32)))
+            if size > limit:
+                raise error_for_code(ErrorCode.FRAME_TOO_LARGE,
+                                     f"publish of {size} bytes exceeds the edge's "
+                                     f"limit of {limit} bytes")
 
     @property
     def outbox_size(self) -> int:

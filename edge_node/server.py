@@ -98,6 +98,7 @@ class EdgeServer:
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
             open_timeout=s.handshake_timeout,
+            close_timeout=1.0,
             backlog=s.backlog,
             server_header=None,
         )
@@ -121,10 +122,17 @@ class EdgeServer:
         self._stopping = True
         if self.server is not None:
             self.server.close(close_connections=False)
-        for _, ws in list(self.sessions.values()):
+        conns = [ws for _, ws in list(self.sessions.values())]
+
+        async def close_one(ws: ServerConnection) -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(ErrorCode.SHUTTING_DOWN, "edge shutting down"),
-                                       1.0)
+                                       1.5)
+            if ws.transport is not None and not ws.transport.is_closing():
+                ws.transport.abort()  # a client that does not answer the close
+
+        # All at once, under one deadline: a slow client must not delay the others.
+        await asyncio.gather(*(close_one(ws) for ws in conns))
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 3.0)

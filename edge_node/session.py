@@ -101,6 +101,7 @@ class ClientSession:
         self._tokens = settings.rate_burst
         self._last = time.monotonic()
         self._violations = 0
+        self._window_start = time.monotonic()
 
     def send(self, data: bytes) -> None:
         """Queue one encoded protocol frame to the client."""
@@ -123,8 +124,12 @@ class ClientSession:
         self._last = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
-            self._violations = 0
             return True
+        # Violations are counted per one-second window, so a flood cannot dodge
+        # the close by letting a token refill now and then.
+        if now - self._window_start >= 1.0:
+            self._window_start = now
+            self._violations = 0
         self._violations += 1
         return False
 
@@ -137,11 +142,15 @@ class ClientSession:
         self.stats.bytes_in += len(raw)
         if self._limited and not self._rate_ok():
             if self._violations >= self.settings.rate_close_after:
-                raise SessionClose(ErrorCode.RATE_LIMITED, "rate limit exceeded repeatedly")
-            if self._violations == 1 or self._violations % 50 == 0:
-                self._error(0, ErrorCode.RATE_LIMITED,
+                raise SessionClose(ErrorCode.RATE_LIMITED,
+                                   "rate limit exceeded repeatedly within one second")
+            # Answer a dropped request (so its sender can retry later); a dropped
+            # fire-and-forget frame (req_id 0) is only counted.
+            req_id = self.decoder.peek_req_id(raw)
+            if req_id:
+                self._error(req_id, ErrorCode.RATE_LIMITED,
                             f"rate limit of {self.settings.rate_per_sec:g} frames/s exceeded; "
-                            "frames are being dropped")
+                            "retry later")
             else:
                 self.stats.errors[ErrorCode.RATE_LIMITED] += 1
             return
@@ -151,7 +160,7 @@ class ClientSession:
             self._error(exc.req_id, exc.code, str(exc))
             return
         except ProtocolError as exc:
-            self._error(0, exc.code, str(exc))
+            self._error(exc.req_id, exc.code, str(exc))
             return
         t = type(frame)
         if t is Publish:

@@ -171,10 +171,25 @@ class Decoder:
         try:
             frame: Frame = parser(self, obj)
             return frame
-        except ProtocolError:
+        except ProtocolError as exc:
+            exc.req_id = _request_id(obj)
             raise
         except (IndexError, TypeError, ValueError) as exc:
-            raise MalformedFrame(f"malformed {MessageType(t).name} frame") from exc
+            err = MalformedFrame(f"malformed {MessageType(t).name} frame")
+            err.req_id = _request_id(obj)
+            raise err from exc
+
+    def peek_req_id(self, data: bytes | bytearray | memoryview) -> int:
+        """The request id of a client request frame, or 0 (never raises)."""
+        if len(data) > self.limits.max_frame_bytes:
+            return 0
+        try:
+            obj = msgpack.unpackb(data, raw=False, max_str_len=self._max_str,
+                                  max_bin_len=self.limits.max_frame_bytes,
+                                  max_array_len=16, max_map_len=16, max_ext_len=0)
+        except Exception:
+            return 0
+        return _request_id(obj) if isinstance(obj, list) and obj else 0
 
     # -- field checks -------------------------------------------------------
 
@@ -184,6 +199,18 @@ class Decoder:
         if len(v.encode()) > self.limits.max_room_name:
             raise MalformedFrame(f"room name longer than {self.limits.max_room_name} bytes")
         return v
+
+
+#: Client frames that carry a request id in their second element.
+_REQUESTS = frozenset({3, 5, 6, 11})
+
+
+def _request_id(obj: list[Any]) -> int:
+    """Request id of a JOIN/LEAVE/PUBLISH/PRESENCE_LIST array, else 0."""
+    if (len(obj) > 1 and type(obj[0]) is int and obj[0] in _REQUESTS
+            and type(obj[1]) is int and 0 < obj[1] <= _UINT64_MAX):
+        return int(obj[1])
+    return 0
 
 
 def _uint(v: object, what: str) -> int:

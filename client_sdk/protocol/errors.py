@@ -23,6 +23,9 @@ class ProtocolError(Exception):
     """
 
     code: ErrorCode = ErrorCode.BAD_REQUEST
+    #: Request id of the offending frame when it could be read (0 otherwise), so
+    #: the error answers that request instead of leaving it pending.
+    req_id: int = 0
 
     def __init__(self, message: str, code: ErrorCode | None = None) -> None:
         super().__init__(message)

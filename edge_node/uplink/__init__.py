@@ -1,0 +1,22 @@
+"""Edge -> origin uplink: sharded, batched Redis Stream appends behind a circuit breaker,
+with a bounded on-disk spool (store-and-forward).  See ``docs/origin.md``."""
+
+from .breaker import BreakerState, CircuitBreaker
+from .spool import AppendResult, Spool
+from .uplink import Uplink, UplinkSettings
+from .wire import KINDS, Entry, WireError, downlink_key, shard_of, stream_key
+
+__all__ = [
+    "AppendResult",
+    "BreakerState",
+    "CircuitBreaker",
+    "Entry",
+    "KINDS",
+    "Spool",
+    "Uplink",
+    "UplinkSettings",
+    "WireError",
+    "downlink_key",
+    "shard_of",
+    "stream_key",
+]
