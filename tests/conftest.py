@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 
+from client_sdk import Client, connect
 from client_sdk.protocol import mint_token
 from edge_node.launch import EdgeProcess, spawn_edge
 from edge_node.redis_server import start_redis
-
-SECRET = b"test-secret"
+from tests.helpers import SECRET
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +89,18 @@ async def _fail_on_task_errors() -> AsyncIterator[None]:
     if errors:
         pytest.fail(f"unhandled exception in a background task: {errors[0].get('message')}"
                     f" {errors[0].get('exception')!r}")
+
+
+@pytest.fixture
+async def clients(edge_factory: Any) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
+    """``await clients(url, token, **kw)``: SDK clients closed before the edges stop."""
+    made: list[Client] = []
+
+    async def make(url: str | list[str], tok: str, **kw: Any) -> Client:
+        c = await connect(url, tok, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        await c.close()

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -52,19 +49,14 @@ from client_sdk.protocol import (
     Publish,
     decode,
     encode,
-    verify_token,
 )
+from tests.helpers import http_get, uid
 
-# Must equal tests/conftest.py's SECRET (that module is not importable as
-# ``tests.conftest``: ``tests`` is not a package); test_secret_matches checks it.
-SECRET = b"test-secret"
 MAX_FRAME = 64 * 1024  # the edge's default max_frame_bytes
 _INBOUND = Limits(max_frame_bytes=16 * 1024 * 1024, max_presence_list=100_000)
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 # -- raw protocol helpers ----------------------------------------------------
@@ -201,16 +193,6 @@ def kill_after_flood(edge: Any) -> None:
 # -- HTTP helpers ------------------------------------------------------------
 
 
-def _get(url: str) -> tuple[int, str, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.headers.get("Content-Type", ""), r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
-
-
-async def http_get(url: str) -> tuple[int, str, bytes]:
-    return await asyncio.to_thread(_get, url)
 
 
 async def error_counts(edge: Any) -> dict[int, float]:
@@ -264,18 +246,6 @@ class Bystander:
 ClientFactory = Callable[..., Awaitable[Client]]
 
 
-@pytest.fixture
-async def clients(edge_factory: Any) -> AsyncIterator[ClientFactory]:
-    made: list[Client] = []
-
-    async def make(url: str, tok: str, **kw: Any) -> Client:
-        c = await connect(url, tok, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
 
 
 @pytest.fixture
@@ -290,9 +260,6 @@ def bystander(clients: ClientFactory, token: Any) -> Callable[..., Awaitable[Bys
     return make
 
 
-def test_secret_matches(token: Any) -> None:
-    claims = verify_token(token("who"), [SECRET], now=time.time())
-    assert claims.subject == "who"
 
 
 # -- authentication ----------------------------------------------------------

@@ -9,10 +9,7 @@ import asyncio
 import json
 import signal
 import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -21,26 +18,10 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect as ws_connect
 
-from client_sdk import Client, ClientClosedError, ForbiddenError, connect
+from client_sdk import ClientClosedError, ForbiddenError
 from client_sdk.protocol import PROTOCOL_VERSION, Hello, encode
 from edge_node import redis_keys as K
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
-    req = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.headers.get("Content-Type", ""), r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
-
-
-async def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
-    return await asyncio.to_thread(_get, url, headers)
+from tests.helpers import eventually, http_get, uid
 
 
 async def scrape(edge: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -54,28 +35,8 @@ async def scrape(edge: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float
     return out
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 3.0,
-                     what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def clients(edge_factory: Any) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
-    made: list[Client] = []
-
-    async def make(url: str, tok: str, **kw: Any) -> Client:
-        c = await connect(url, tok, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
 
 
 @pytest.fixture

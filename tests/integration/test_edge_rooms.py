@@ -10,35 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from client_sdk import Client, Position, PresenceEvent, ReceivedMessage, Subscription, connect
+from client_sdk import Client, Position, PresenceEvent, ReceivedMessage, Subscription
+from tests.helpers import uid
 
 ClientFactory = Callable[..., Awaitable[Client]]
 
 
-def uid(prefix: str) -> str:
-    """A name no other test (or earlier run against the same Redis) uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-async def clients(edge_factory: Any) -> AsyncIterator[ClientFactory]:
-    """``await clients(url, token, **kw)``: SDK clients closed before the edges stop."""
-    made: list[Client] = []
-
-    async def make(url: str | list[str], tok: str, **kw: Any) -> Client:
-        c = await connect(url, tok, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
 
 
 async def collect(sub: Subscription, n: int, timeout: float = 10.0) -> list[ReceivedMessage]:

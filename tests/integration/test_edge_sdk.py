@@ -7,50 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from client_sdk import Client, ConnectError, connect
-from client_sdk.protocol import verify_token
+from client_sdk import ConnectError, connect
 from edge_node import redis_keys as K
 from edge_node.launch import EdgeProcess, free_port, spawn_edge
-
-# Must equal tests/conftest.py's SECRET (``tests`` is not a package, so it cannot be
-# imported); test_secret_matches checks it.
-SECRET = b"test-secret"
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 3.0,
-                     what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def clients(edge_factory: Any) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
-    made: list[Client] = []
-
-    async def make(url: str | list[str], tok: str, **kw: Any) -> Client:
-        c = await connect(url, tok, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
+from tests.helpers import SECRET, eventually, uid
 
 
 @pytest.fixture
@@ -73,8 +39,6 @@ async def respawn(redis_url: str, tmp_path: Any) -> AsyncIterator[Any]:
         await asyncio.to_thread(e.stop)
 
 
-def test_secret_matches(token: Any) -> None:
-    assert verify_token(token("who"), [SECRET], now=time.time()).subject == "who"
 
 
 async def test_connect_walks_the_url_list(edge, clients, token) -> None:

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from client_sdk import Client, ReceivedMessage, connect
 from edge_node import lua_scripts, redis_keys
 from edge_node.launch import spawn_edge
-from tests.conftest import SECRET
+from tests.helpers import SECRET
 
 _P = struct.Struct("!II")
 

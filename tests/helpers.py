@@ -1,0 +1,44 @@
+"""Helpers shared by the integration tests (plain functions; fixtures live in conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+#: Token signing key of the test edges (``tests/conftest.py`` starts them with it).
+SECRET = b"test-secret"
+
+
+def uid(prefix: str) -> str:
+    """A name no other test (or earlier run against the same Redis) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 3.0,
+                     what: str = "condition") -> None:
+    """Poll ``check`` until it is true; fail the test after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+
+async def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    """``(status, content type, body)`` of a GET, off the event loop."""
+    return await asyncio.to_thread(_get, url, headers)
