@@ -197,10 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    """Delegate to the benchmark CLI."""
+    """Delegate to the benchmark CLI (normally reached through :func:`main`)."""
     from bench.cli import main as bench_main
 
-    return bench_main(list(a.rest))
+    return bench_main(list(a.rest), prog="edge-relay bench")
 
 
 def _lazy(module: str, name: str):  # type: ignore[no-untyped-def]
@@ -211,6 +211,11 @@ def _lazy(module: str, name: str):  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edge-relay`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "bench":  # everything after it is the benchmark CLI's
+        from bench.cli import main as bench_main
+
+        return bench_main(argv[1:], prog="edge-relay bench")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

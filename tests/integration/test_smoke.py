@@ -26,3 +26,28 @@ async def test_room_spans_two_edges(edge_factory, token) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+def test_cli_help_everywhere() -> None:
+    """Every command answers --help with exit 0 (user-facing front door)."""
+    import subprocess
+    import sys
+
+    for args in ([], ["edge"], ["up"], ["demo"], ["token"], ["bench"], ["bench", "fanout"],
+                 ["bench", "connections"], ["bench", "compare"]):
+        out = subprocess.run([sys.executable, "-m", "edge_node", *args, "--help"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, (args, out.stderr)
+        assert "usage:" in out.stdout
+
+
+def test_cli_user_errors_are_one_line() -> None:
+    """A user mistake prints a clear message and exits 2, with no traceback."""
+    import subprocess
+    import sys
+
+    for args in (["edge", "--port", "99999"], ["demo", "--players", "1"]):
+        out = subprocess.run([sys.executable, "-m", "edge_node", *args],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "error:" in out.stderr and "Traceback" not in out.stderr
