@@ -72,6 +72,8 @@ class HubSettings:
     room_linger: float = 5.0
     dedupe_window: int = 1024
     dedupe_load: int = 2000
+    #: Seconds a forwarded publish may wait before its room's owner is probed.
+    suspect_after: float = 0.4
 
 
 class SessionLike(Protocol):
@@ -453,7 +455,18 @@ class Hub:
                                                key[1], fw.idem])
 
     def expire_forwarded(self, now: float) -> None:
-        """Answer forwarded publishes that got no position in time (4005, retryable)."""
+        """Answer forwarded publishes that got no position in time (4005, retryable).
+
+        A publish unconfirmed for ``suspect_after`` seconds makes the owner a
+        suspect: it is probed, and its rooms are taken over if it is dead.
+        """
+        if self.sync is not None:
+            late = now + self.cfg.forward_timeout - self.cfg.suspect_after
+            for fw in self._forwarded.values():
+                if fw.deadline <= late:
+                    room = self.rooms.get(fw.room)
+                    if room is not None and not room.mine:
+                        self.sync.suspect(room.owner)
         for key, fw in list(self._forwarded.items()):
             if fw.deadline <= now:
                 del self._forwarded[key]

@@ -4,7 +4,7 @@ Cluster slot), so they stay valid on Redis Cluster.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "RENEW", "RELEASE", "APPEND"]
+__all__ = ["ACQUIRE", "RENEW", "RELEASE", "APPEND", "STEAL"]
 
 #: KEYS: owner, epoch; ARGV: edge_id, lease_ms.  Returns ``{1, token}`` when the
 #: lease was free and is now ours (new epoch), else ``{0, current_token}``.
@@ -58,4 +58,14 @@ for i = 3, #ARGV, 3 do
   end
 end
 return n
+"""
+
+#: KEYS: owner; ARGV: dead edge id.  Deletes the lease if that edge holds it
+#: (found dead by a probe), so a live edge can take the room at once.
+STEAL = """
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """

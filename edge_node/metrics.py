@@ -48,6 +48,7 @@ class EdgeStats:
         self.forwarded_publishes = 0
         self.stream_dropped = 0
         self.lease_takeovers = 0
+        self.lease_steals = 0
         self.recoveries: _Tally[str] = _Tally()
         self.replayed = 0
         self.duplicates_dropped = 0
@@ -120,6 +121,10 @@ class _StatsCollector(Collector):
         c = CounterMetricFamily("edge_lease_takeovers", "Rooms taken over after an owner's "
                                 "lease lapsed")
         c.add_metric([], s.lease_takeovers)
+        yield c
+        c = CounterMetricFamily("edge_lease_steals", "Leases taken from an owner edge that "
+                                "did not answer a probe")
+        c.add_metric([], s.lease_steals)
         yield c
         c = CounterMetricFamily("edge_recoveries", "Room recoveries on resume", labels=["outcome"])
         for outcome in ("recovered", "not_recovered"):

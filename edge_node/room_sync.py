@@ -28,6 +28,7 @@ from . import history
 from . import lua_scripts as lua
 from . import redis_keys as K
 from .history import Entry, split_id
+from .liveness import probe_edge
 from .tasks import spawn
 
 __all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
@@ -119,13 +120,15 @@ class RoomSync:
         self._sha: dict[str, str] = {}
         self._subscribed: set[str] = set()
         self.lag_observer: Any = None  # callable(seconds) for the sync-lag histogram
+        self._suspected: dict[str, float] = {}  # edge id -> when we last probed it
 
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
         """Load scripts, create the inbox, start background tasks."""
         for name, src in (("acquire", lua.ACQUIRE), ("renew", lua.RENEW),
-                          ("release", lua.RELEASE), ("append", lua.APPEND)):
+                          ("release", lua.RELEASE), ("append", lua.APPEND),
+                          ("steal", lua.STEAL)):
             self._sha[name] = await self.r.script_load(src)
         first: Any = await self.r.xadd(self._inbox, {"w": b"1"}, maxlen=10_000,
                                        approximate=True)
@@ -479,6 +482,37 @@ class RoomSync:
                     self.listener.on_owner_changed(room, owner)
                 continue
             await self._takeover(room)
+
+    def suspect(self, edge_id: str) -> None:
+        """Something suggests ``edge_id`` is dead: probe it, and if it does not
+        answer, steal the leases it holds on rooms we mirror (at most one probe
+        per edge per second)."""
+        if edge_id == self.edge_id or not edge_id:
+            return
+        now = time.monotonic()
+        if now - self._suspected.get(edge_id, -10.0) < 1.0:
+            return
+        self._suspected[edge_id] = now
+        spawn(self._probe_and_steal(edge_id))
+
+    async def _probe_and_steal(self, edge_id: str) -> None:
+        try:
+            info: Any = await self.r.hgetall(K.edge_info(edge_id))
+            url = (info.get(b"url") or b"").decode()
+            if url and await probe_edge(url):
+                return  # alive: its leases stand
+            rooms = [r for r, owner in self._owners.items() if owner == edge_id]
+            if not rooms:
+                return
+            log.warning("edge does not answer: taking its rooms over",
+                        extra={"dead_edge": edge_id, "rooms": len(rooms)})
+            for room in rooms:
+                if await self.r.evalsha(self._sha["steal"], 1, K.room_owner(room), edge_id):
+                    self.stats.lease_steals += 1
+                if room in self._tails:
+                    await self._takeover(room)
+        except RedisError as exc:
+            log.warning("probe/steal failed", extra={"error": str(exc)})
 
     async def _takeover(self, room: str) -> None:
         """The owner's lease lapsed: read the stream to its end, then take the lease."""

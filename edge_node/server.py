@@ -270,6 +270,10 @@ class EdgeServer:
                         cp = await self.store.load(sid) if self.store is not None else None
                         if cp is None or cp.get("sub") != claims.subject:
                             invalid = "session_expired"
+                        elif self.sync is not None and isinstance(cp.get("edge"), str):
+                            # The client left its previous edge: if that edge is dead,
+                            # move its rooms now rather than when its leases lapse.
+                            self.sync.suspect(cp["edge"])
                     else:
                         invalid = "resume_rejected"
             except SessionClose as exc:

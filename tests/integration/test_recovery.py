@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from client_sdk import Client, ReceivedMessage, connect
 from edge_node import lua_scripts, redis_keys
 from edge_node.launch import spawn_edge
-from tests.helpers import SECRET
+from tests.helpers import SECRET, http_get
 
 _P = struct.Struct("!II")
 
@@ -259,3 +259,30 @@ async def test_resume_window_expires(edge_factory, token, redis_url, tmp_path) -
         await sub.close()
         if replacement is not None:
             replacement.stop()
+
+
+async def test_dead_owner_rooms_move_before_the_lease_lapses(edge_factory, token) -> None:
+    """With a 30 s lease only the probe path can move the room within the test:
+    the mirror edge probes the silent owner, finds it dead and steals its lease."""
+    owner = edge_factory("edge-s1", "--lease-ms", "30000")
+    other = edge_factory("edge-s2", "--lease-ms", "30000")
+    a = await connect(owner.url, token("a"))
+    b = await connect(other.url, token("b"), backoff_base=0.05)
+    try:
+        await a.join("rs7")
+        rec = Recorder()
+        await b.join("rs7", on_message=rec)
+        first = await b.publish("rs7", _P.pack(7, 1))
+        assert first is not None
+        owner.kill()
+        pos = await b.publish("rs7", _P.pack(7, 2), timeout=10)
+        assert pos is not None and pos.epoch > first.epoch
+        await _wait(lambda: rec.seen == [(7, 1), (7, 2)], 5, "both messages")
+        status, _, body = await http_get(other.http_url + "/metrics")
+        assert status == 200
+        steals = [ln for ln in body.decode().splitlines()
+                  if ln.startswith("edge_lease_steals_total ")]
+        assert steals and float(steals[0].split()[1]) >= 1
+    finally:
+        await a.close()
+        await b.close()
