@@ -1,0 +1,178 @@
+"""``python -m origin``: run origin workers, the HTTP API, or both; print stats.
+
+Commands (each has ``--help``): ``worker``, ``api``, ``run`` (N workers + the API,
+one process group; Ctrl-C/SIGTERM stops all), ``stats`` (JSON of the origin's
+counters).  Settings: flags, or ``REDIS_URL``, ``ORIGIN_SHARDS``, ``ORIGIN_API_KEYS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from .settings import OriginSettings, api_keys_from_env
+
+__all__ = ["main", "build_parser"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                   help="Redis URL (env REDIS_URL)")
+    p.add_argument("--shards", type=int, default=int(os.environ.get("ORIGIN_SHARDS", "4")),
+                   help="uplink streams; must equal the edges' (env ORIGIN_SHARDS, default 4)")
+    p.add_argument("--log-level", default=os.environ.get("ORIGIN_LOG_LEVEL", "INFO"))
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    d = OriginSettings()
+    p.add_argument("--claim-idle-ms", type=int, default=d.claim_idle_ms,
+                   help="claim entries pending longer than this (default %(default)s)")
+    p.add_argument("--claim-interval", type=float, default=d.claim_interval,
+                   help="seconds between XAUTOCLAIM rounds (default %(default)s)")
+    p.add_argument("--read-count", type=int, default=d.read_count,
+                   help="stream entries (batches) per read (default %(default)s)")
+    p.add_argument("--block-ms", type=int, default=d.block_ms)
+    p.add_argument("--command-ttl", type=float, default=d.command_ttl,
+                   help="default seconds a command waits for an offline device")
+
+
+def settings_from_args(a: argparse.Namespace) -> OriginSettings:
+    """Build settings from parsed arguments (worker flags are optional)."""
+    if a.shards < 1:
+        raise SystemExit("origin: error: --shards must be >= 1")
+    d = OriginSettings()
+    return OriginSettings(
+        redis_url=a.redis_url, shards=a.shards,
+        claim_idle_ms=getattr(a, "claim_idle_ms", d.claim_idle_ms),
+        claim_interval=getattr(a, "claim_interval", d.claim_interval),
+        read_count=getattr(a, "read_count", d.read_count),
+        block_ms=getattr(a, "block_ms", d.block_ms),
+        command_ttl=getattr(a, "command_ttl", d.command_ttl),
+        api_keys=api_keys_from_env(),
+    )
+
+
+def cmd_worker(a: argparse.Namespace) -> int:
+    """Run one worker until SIGINT/SIGTERM."""
+    from .worker import Worker
+
+    s = settings_from_args(a)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Worker(s, a.consumer).run(stop)
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_api(a: argparse.Namespace) -> int:
+    """Serve the HTTP API until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from .api import create_app
+
+    s = settings_from_args(a)
+    if not s.api_keys:
+        print("origin: warning: ORIGIN_API_KEYS is empty: every API call but /healthz "
+              "will be refused", file=sys.stderr)
+    uvicorn.run(create_app(s), host=a.host, port=a.port, log_level="warning",
+                access_log=False)
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    """N worker processes plus the API in this process; stopping this stops them."""
+    base = [sys.executable, "-m", "origin", "worker", "--redis-url", a.redis_url,
+            "--shards", str(a.shards)]
+    prefix = a.consumer_prefix or f"w{os.getpid()}"
+    procs = [subprocess.Popen([*base, "--consumer", f"{prefix}-{i}"])
+             for i in range(a.workers)]
+    try:
+        return cmd_api(a)
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def cmd_stats(a: argparse.Namespace) -> int:
+    """Print the origin's counters as JSON."""
+    import redis.asyncio as aioredis
+
+    from .view import origin_stats
+
+    s = settings_from_args(a)
+
+    async def run() -> None:
+        r = aioredis.Redis.from_url(s.redis_url, socket_timeout=5.0)
+        try:
+            print(json.dumps(await origin_stats(r, s), indent=2))
+        finally:
+            await r.aclose()
+
+    asyncio.run(run())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m origin`` parser."""
+    p = argparse.ArgumentParser(prog="python -m origin", description="edge-relay origin: "
+                                "uplink workers, HTTP API (see docs/origin.md)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    pw = sub.add_parser("worker", help="run one uplink worker (consumer group member)")
+    _common(pw)
+    _worker_args(pw)
+    pw.add_argument("--consumer", required=True, help="consumer name, unique per worker")
+    pw.set_defaults(func=cmd_worker)
+    for name, helptext in (("api", "serve the HTTP API"),
+                           ("run", "run N workers and the HTTP API")):
+        pa = sub.add_parser(name, help=helptext)
+        _common(pa)
+        pa.add_argument("--host", default="127.0.0.1")
+        pa.add_argument("--port", type=int, default=8780, help="API port (default 8780)")
+        if name == "run":
+            pa.add_argument("--workers", type=int, default=2, help="worker processes")
+            pa.add_argument("--consumer-prefix", default="",
+                            help="consumer names are PREFIX-0..N-1 (default w<pid>)")
+            pa.set_defaults(func=cmd_run)
+        else:
+            pa.set_defaults(func=cmd_api)
+    ps = sub.add_parser("stats", help="print the origin's counters as JSON")
+    _common(ps)
+    ps.set_defaults(func=cmd_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return int(a.func(a))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The origin's HTTP API (FastAPI).  ``create_app(settings)`` returns the ASGI app.
+
+Auth: every route except ``/healthz`` needs an API key from ``settings.api_keys`` in
+``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; none given -> 401, a wrong one ->
+403.  Bad bodies or parameters -> 422 with FastAPI's ``detail`` list (field path and
+message).  Unknown rooms/devices -> 404.  The OpenAPI document is at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
+
+from client_sdk.protocol import mint_token
+from edge_node.config import secrets_from_env
+
+from .downlink import enqueue_command
+from .effects import to_json
+from .keys import ShardKeys
+from .metrics import render_metrics
+from .settings import OriginSettings
+from .view import device_view, edge_list, origin_stats, recent_alerts, room_view
+
+__all__ = ["create_app"]
+
+Ident = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\s/{}]+$")]
+
+
+class DesiredIn(BaseModel):
+    """Desired state: fields to set (merged into the current desired state)."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: dict[str, Any] = Field(min_length=1, description="field -> desired value")
+    ttl: float | None = Field(None, gt=0, le=86400, description="seconds to wait for "
+                              "an offline device (default: the origin's command_ttl)")
+
+
+class CommandIn(BaseModel):
+    """A command for a device."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    args: dict[str, Any] = Field(default_factory=dict)
+    ttl: float | None = Field(None, gt=0, le=86400, description="seconds to wait for "
+                              "an offline device (default: the origin's command_ttl)")
+
+
+class TokenIn(BaseModel):
+    """A token request (signed with the first EDGE_RELAY_SECRET key)."""
+
+    model_config = ConfigDict(extra="forbid")
+    subject: str = Field(min_length=1, max_length=200)
+    kind: Literal["service", "device", "player"] = "service"
+    rooms: list[str] = Field(default_factory=lambda: ["*"], max_length=100)
+    publish: list[str] | None = Field(None, max_length=100)
+    ttl: float = Field(3600.0, gt=0, le=30 * 86400)
+
+
+class TokenOut(BaseModel):
+    """A signed token and its expiry (Unix seconds)."""
+
+    token: str
+    expires: int
+
+
+def _redis(request: Request) -> aioredis.Redis:
+    r: aioredis.Redis = request.app.state.redis
+    return r
+
+
+async def _auth(request: Request, authorization: Annotated[str | None, Header()] = None,
+                x_api_key: Annotated[str | None, Header()] = None) -> None:
+    given = x_api_key
+    if given is None and authorization:
+        scheme, _, cred = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not cred.strip():
+            raise HTTPException(401, "Authorization must be 'Bearer API_KEY'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        given = cred.strip()
+    if not given:
+        raise HTTPException(401, "API key required: 'Authorization: Bearer KEY' or "
+                            "'X-API-Key: KEY'", headers={"WWW-Authenticate": "Bearer"})
+    keys: tuple[bytes, ...] = request.app.state.api_keys
+    if not any(hmac.compare_digest(given.encode(), k) for k in keys):
+        raise HTTPException(403, "API key not accepted")
+
+
+R = Annotated[aioredis.Redis, Depends(_redis)]
+
+
+def create_app(settings: OriginSettings) -> FastAPI:
+    """The API app; it opens its Redis client on startup and closes it on shutdown."""
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+        yield
+        await app.state.redis.aclose()
+
+    app = FastAPI(title="edge-relay origin", version="1", lifespan=lifespan,
+                  description="Global view, device shadows and commands, edge discovery.")
+    app.state.api_keys = tuple(k.encode() for k in settings.api_keys)
+    authed = [Depends(_auth)]
+
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
+        return JSONResponse({"detail": "Redis unavailable"}, status_code=503)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(r: R) -> JSONResponse:
+        """200 when Redis answers, else 503."""
+        try:
+            await r.ping()
+        except (RedisError, OSError):
+            return JSONResponse({"status": "redis_unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok", "pid": os.getpid()})
+
+    @app.get("/metrics", tags=["ops"], dependencies=authed, response_class=PlainTextResponse)
+    async def metrics(r: R) -> PlainTextResponse:
+        """Prometheus text: origin totals, lag histogram, backlog and pending per consumer."""
+        stats = await origin_stats(r, settings)
+        body = await asyncio.to_thread(render_metrics, stats)
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/stats", tags=["ops"], dependencies=authed)
+    async def stats(r: R) -> dict[str, Any]:
+        """The origin's counters as JSON (what the demo summary reads)."""
+        return await origin_stats(r, settings)
+
+    @app.get("/v1/edges", tags=["discovery"], dependencies=authed)
+    async def edges(r: R, lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
+                    lon: Annotated[float | None, Query(ge=-180, le=180)] = None
+                    ) -> dict[str, Any]:
+        """Healthy edges; nearest first when ``lat`` and ``lon`` are given (and edges
+        registered a position), else least loaded first."""
+        if (lat is None) != (lon is None):
+            raise HTTPException(422, "give both lat and lon, or neither")
+        return {"edges": await edge_list(r, settings, lat, lon)}
+
+    @app.get("/v1/rooms/{room_id}", tags=["rooms"], dependencies=authed)
+    async def room(r: R, room_id: Ident,
+                   events: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
+        """Latest snapshot, recent events and members of a room."""
+        v = await room_view(r, settings, room_id, events)
+        if v is None:
+            raise HTTPException(404, f"room {room_id!r} unknown to the origin")
+        return v
+
+    @app.get("/v1/devices/{device_id}", tags=["devices"], dependencies=authed)
+    async def device(r: R, device_id: Ident,
+                     minutes: Annotated[int, Query(ge=1, le=1440)] = 10) -> dict[str, Any]:
+        """The device shadow, latest values, per-minute rollups and commands."""
+        v = await device_view(r, settings, device_id, minutes)
+        if v is None:
+            raise HTTPException(404, f"device {device_id!r} unknown to the origin")
+        return v
+
+    @app.put("/v1/devices/{device_id}/desired", tags=["devices"], dependencies=authed,
+             status_code=202)
+    async def desired(r: R, device_id: Ident, body: DesiredIn) -> dict[str, Any]:
+        """Merge into the desired state; the change goes to the device as a ``desired``
+        command (waits while it is offline, up to ``ttl``)."""
+        k = ShardKeys.of(device_id, settings.shards)
+        pipe = r.pipeline(transaction=True)
+        pipe.hset(k.dev(device_id, "desired"),
+                  mapping={f: to_json(v) for f, v in body.state.items()})
+        pipe.hincrby(k.dev(device_id, "meta"), "desired_version", 1)
+        res: Any = await pipe.execute()
+        cmd = await enqueue_command(r, settings, device_id,
+                                    {"name": "desired", "args": body.state,
+                                     "version": int(res[1])}, body.ttl)
+        return {"desired_version": int(res[1]), "command": cmd}
+
+    @app.post("/v1/devices/{device_id}/commands", tags=["devices"], dependencies=authed,
+              status_code=202)
+    async def command(r: R, device_id: Ident, body: CommandIn) -> dict[str, Any]:
+        """Send a command: pushed now if the device is online (status ``sent:EDGE``), else
+        kept (``pending``) until it comes online or the ttl passes (``expired``)."""
+        return await enqueue_command(r, settings, device_id,
+                                     {"name": body.name, "args": body.args}, body.ttl)
+
+    @app.get("/v1/alerts", tags=["devices"], dependencies=authed)
+    async def alerts(r: R, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+                     ) -> dict[str, Any]:
+        """Recent alerts from all edges, newest first."""
+        return {"alerts": await recent_alerts(r, settings, limit)}
+
+    @app.post("/v1/tokens", tags=["auth"], dependencies=authed, status_code=201)
+    async def tokens(body: TokenIn) -> TokenOut:
+        """Mint a token that edges accept (HS256 with the first EDGE_RELAY_SECRET key)."""
+        secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]
+        now = time.time()
+        tok = mint_token(secret, body.subject, body.kind, body.rooms, publish=body.publish,
+                         now=now, ttl=body.ttl)
+        return TokenOut(token=tok, expires=int(now + body.ttl))
+
+    return app

@@ -1,0 +1,137 @@
+"""An origin worker: one consumer in the ``origin`` group of every uplink stream.
+
+Loop: XREADGROUP (on a dedicated connection with no socket timeout, so a BLOCK read is
+never cut short and silently retried), apply each stream entry with the atomic
+apply-and-XACK script (:mod:`origin.apply`), then push pending commands to devices
+that came online.  Every ``claim_interval`` it XAUTOCLAIMs entries that another worker
+left pending for longer than ``claim_idle_ms`` (a crashed worker) and applies them;
+ids the stream has trimmed meanwhile come back in XAUTOCLAIM's third element: they are
+XACKed and counted (``trimmed``), never retried.
+
+Counters (plain attributes): ``applied``, ``duplicates``, ``dead``, ``claimed``,
+``trimmed``, ``batches``, ``errors``.  Cluster-wide totals are in each shard's stats hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from .apply import Applier
+from .downlink import deliver_pending
+from .effects import EffectSettings
+from .keys import GROUP, ORIGIN_CONFIG, ShardKeys
+from .settings import OriginSettings
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("origin.worker")
+
+
+class Worker:
+    """Run with ``await worker.run(stop_event)``; returns after ``stop_event`` is set."""
+
+    def __init__(self, settings: OriginSettings, consumer: str) -> None:
+        self.s = settings
+        self.consumer = consumer
+        self.applier = Applier(EffectSettings(settings.events_keep, settings.alerts_keep,
+                                              settings.dead_keep, settings.rollup_ttl_ms),
+                               settings.seen_ttl_ms)
+        self.streams = {ShardKeys(i).stream: i for i in range(settings.shards)}
+        self.applied = self.duplicates = self.dead = 0
+        self.claimed = self.trimmed = self.batches = self.errors = 0
+        self.r = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10.0)
+        # PITFALLS: a socket timeout shorter than BLOCK makes redis-py retry silently.
+        self.rb = aioredis.Redis.from_url(settings.redis_url, socket_timeout=None)
+
+    async def setup(self) -> None:
+        """Create the consumer groups (idempotent), load the script, record the shard count."""
+        for stream in self.streams:
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+                await self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        await self.applier.load(self.r)
+        await self.r.hsetnx(ORIGIN_CONFIG, "shards", str(self.s.shards))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; Redis errors are logged and retried."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self.setup()
+                    await self._loop(stop)
+                except (RedisError, OSError) as exc:
+                    self.errors += 1
+                    log.warning("worker error, retrying: %r", exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.5)
+        finally:
+            await self.r.aclose()
+            await self.rb.aclose()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_claim = 0.0
+        streams: Any = {k: ">" for k in self.streams}
+        while not stop.is_set():
+            if loop.time() >= next_claim:
+                await self.claim_once()
+                next_claim = loop.time() + self.s.claim_interval
+            reply: Any = await self.rb.xreadgroup(GROUP, self.consumer, streams,
+                                                  count=self.s.read_count,
+                                                  block=self.s.block_ms)
+            for stream, entries in reply or []:
+                await self.apply(self.streams[stream.decode()], entries)
+
+    async def claim_once(self) -> int:
+        """XAUTOCLAIM every stream once (to the end); apply what was claimed."""
+        total = 0
+        for stream, shard in self.streams.items():
+            start = "0-0"
+            while True:
+                res: Any = await self.r.xautoclaim(stream, GROUP, self.consumer,
+                                                   self.s.claim_idle_ms, start, count=100)
+                next_id, claimed, *rest = res
+                deleted = rest[0] if rest else []
+                live = [(i, f) for i, f in claimed if i is not None and f is not None]
+                if deleted:
+                    await self.r.xack(stream, GROUP, *deleted)
+                    await self.r.hincrby(ShardKeys(shard).stats, "trimmed", len(deleted))
+                    self.trimmed += len(deleted)
+                if live:
+                    self.claimed += len(live)
+                    total += len(live)
+                    await self.r.hincrby(ShardKeys(shard).stats, "claimed", len(live))
+                    await self.apply(shard, live)
+                nid = next_id.decode() if isinstance(next_id, bytes) else str(next_id)
+                if nid == "0-0":
+                    break
+                start = nid
+        return total
+
+    async def apply(self, shard: int, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Apply (and XACK) stream entries of one shard, in order, in one pipeline."""
+        preps = [self.applier.prepare(shard, sid.decode(), fields) for sid, fields in entries]
+        for attempt in (0, 1):
+            pipe = self.r.pipeline(transaction=False)
+            for p in preps:
+                pipe.evalsha(self.applier.sha, len(p.keys), *p.keys, *p.args)
+            try:
+                results: Any = await pipe.execute()
+                break
+            except NoScriptError:
+                if attempt:
+                    raise
+                await self.applier.load(self.r)  # Redis restarted without our script
+        for a, d, x in results:
+            self.applied += int(a)
+            self.duplicates += int(d)
+            self.dead += int(x)
+        self.batches += len(preps)
+        for p in preps:
+            for device, edge in p.online_devices:
+                await deliver_pending(self.r, self.s, device, edge)

@@ -1,0 +1,239 @@
+"""The origin HTTP API: a real ``python -m origin run`` process (API + 1 worker), a real
+Redis server, data sent through a real Uplink; auth failures and malformed bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from client_sdk.protocol import verify_token
+from edge_node.redis_server import RedisServer, start_redis
+from edge_node.uplink import Uplink, UplinkSettings, downlink_key
+from origin.api import create_app
+from origin.launch import OriginProcess, spawn_api
+from origin.settings import OriginSettings
+
+pytestmark = pytest.mark.timeout(60)
+KEY = "test-api-key"
+SECRET = b"api-test-secret"
+H = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    s = start_redis()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def origin(server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[OriginProcess]:
+    log = tmp_path_factory.mktemp("origin") / "origin.log"
+    p = spawn_api(server.url, "--workers", "1", "--shards", "4", command="run",
+                  env={"ORIGIN_API_KEYS": f"other,{KEY}", "EDGE_RELAY_SECRET": SECRET.decode()},
+                  log_path=str(log))
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+async def http(origin: OriginProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=origin.http_url, timeout=10.0) as c:
+        yield c
+
+
+@pytest.fixture
+async def r(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    c = aioredis.Redis.from_url(server.url, socket_timeout=5.0)
+    yield c
+    await c.aclose()
+
+
+async def send(url: str, *items: tuple[str, str, Any]) -> None:
+    up = Uplink(UplinkSettings(redis_url=url, edge_id="edge-api", shards=4))
+    await up.start()
+    for kind, key, body in items:
+        up.submit(kind, key, body)
+    for _ in range(1000):
+        if not up.backlog:
+            break
+        await asyncio.sleep(0.01)
+    await up.stop()
+
+
+async def poll(http: httpx.AsyncClient, path: str, ok: Any, timeout: float = 15.0
+               ) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = await http.get(path, headers=H)
+        if resp.status_code == 200 and ok(resp.json()):
+            return resp
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: {resp.status_code} {resp.text[:300]}")
+        await asyncio.sleep(0.05)
+
+
+async def test_healthz_needs_no_key(http: httpx.AsyncClient) -> None:
+    resp = await http.get("/healthz")
+    assert resp.status_code == 200 and resp.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("path", ["/v1/edges", "/v1/alerts", "/v1/rooms/x", "/v1/devices/x",
+                                  "/metrics", "/v1/stats"])
+async def test_auth_required(http: httpx.AsyncClient, path: str) -> None:
+    resp = await http.get(path)
+    assert resp.status_code == 401 and "API key required" in resp.json()["detail"]
+    assert resp.headers["www-authenticate"] == "Bearer"
+    resp = await http.get(path, headers={"Authorization": "Bearer wrong"})
+    assert resp.status_code == 403 and resp.json()["detail"] == "API key not accepted"
+    resp = await http.get(path, headers={"Authorization": f"Basic {KEY}"})
+    assert resp.status_code == 401 and "Bearer" in resp.json()["detail"]
+    resp = await http.get(path, headers={"X-API-Key": KEY})
+    assert resp.status_code in (200, 404)
+
+
+async def test_auth_on_writes(http: httpx.AsyncClient) -> None:
+    resp = await http.post("/v1/tokens", json={"subject": "svc"})
+    assert resp.status_code == 401
+    resp = await http.put("/v1/devices/d/desired", json={"state": {"a": 1}},
+                          headers={"X-API-Key": "nope"})
+    assert resp.status_code == 403
+
+
+async def test_openapi_served_and_matches(http: httpx.AsyncClient) -> None:
+    resp = await http.get("/openapi.json")
+    assert resp.status_code == 200
+    doc = resp.json()
+    expected = create_app(OriginSettings(shards=4, api_keys=(KEY,))).openapi()
+    assert doc == expected
+    assert {"/v1/edges", "/v1/rooms/{room_id}", "/v1/devices/{device_id}",
+            "/v1/devices/{device_id}/desired", "/v1/devices/{device_id}/commands",
+            "/v1/alerts", "/v1/tokens", "/metrics", "/healthz"} <= set(doc["paths"])
+
+
+async def test_rooms_devices_alerts_from_the_uplink(http: httpx.AsyncClient,
+                                                    server: RedisServer) -> None:
+    assert (await http.get("/v1/rooms/api-room", headers=H)).status_code == 404
+    assert (await http.get("/v1/devices/api-dev", headers=H)).status_code == 404
+    await send(server.url,
+               ("room_snapshot", "api-room", {"score": [1, 2]}),
+               ("room_event", "api-room", {"goal": "red"}),
+               ("presence", "api-room", {"member": "alice", "online": True}),
+               ("telemetry", "api-dev", {"temp": 20.0}),
+               ("telemetry", "api-dev", {"temp": 22.0}),
+               ("shadow", "api-dev", {"fw": "1.2"}),
+               ("alert", "api-dev", {"msg": "too hot"}))
+    room = (await poll(http, "/v1/rooms/api-room", lambda j: j["members"])).json()
+    assert room["snapshot"]["state"] == {"score": [1, 2]}
+    assert room["events"][0]["body"] == {"goal": "red"} and room["events_total"] == 1
+    assert "alice" in room["members"]
+    dev = (await poll(http, "/v1/devices/api-dev", lambda j: j["version"] >= 1)).json()
+    assert dev["reported"] == {"fw": "1.2"} and dev["latest"] == {"temp": 22.0}
+    temp = dev["rollups"][-1]["metrics"]["temp"]
+    assert (temp["count"], temp["min"], temp["max"], temp["avg"]) == (2, 20.0, 22.0, 21.0)
+    alerts = (await poll(http, "/v1/alerts", lambda j: j["alerts"])).json()["alerts"]
+    assert alerts[0]["body"] == {"msg": "too hot"} and alerts[0]["key"] == "api-dev"
+    assert (await http.get("/v1/alerts?limit=0", headers=H)).status_code == 422
+    metrics = await http.get("/metrics", headers=H)
+    assert metrics.status_code == 200 and "origin_applied_total" in metrics.text
+    assert "origin_lag_seconds_bucket" in metrics.text
+
+
+async def test_edges_nearest_first_or_by_load(http: httpx.AsyncClient,
+                                              r: aioredis.Redis) -> None:
+    now = time.time()
+    for eid, lat, lon, conns in (("ed-paris", 48.85, 2.35, 50), ("ed-nyc", 40.71, -74.0, 5),
+                                 ("ed-nopos", None, None, 1)):
+        info: dict[str, Any] = {"id": eid, "url": f"ws://{eid}", "connections": conns}
+        if lat is not None:
+            info |= {"lat": lat, "lon": lon}
+        await r.hset(f"er:{{edge:{eid}}}:info", mapping={k: str(v) for k, v in info.items()})
+        await r.zadd("er:edges", {eid: now})
+    await r.zadd("er:edges", {"ed-stale": now - 60})
+    resp = await http.get("/v1/edges", headers=H)
+    ids = [e["id"] for e in resp.json()["edges"]]
+    assert ids == ["ed-nopos", "ed-nyc", "ed-paris"]  # by load
+    resp = await http.get("/v1/edges?lat=51.5&lon=-0.12", headers=H)  # London
+    ids = [e["id"] for e in resp.json()["edges"]]
+    assert ids == ["ed-paris", "ed-nyc", "ed-nopos"]
+    assert resp.json()["edges"][0]["distance_km"] < 400
+    assert (await http.get("/v1/edges?lat=51.5", headers=H)).status_code == 422
+    assert (await http.get("/v1/edges?lat=91&lon=0", headers=H)).status_code == 422
+
+
+async def test_commands_wait_for_offline_device_then_delivered_or_expire(
+        http: httpx.AsyncClient, server: RedisServer, r: aioredis.Redis) -> None:
+    resp = await http.post("/v1/devices/cmd-dev/commands", headers=H,
+                           json={"name": "reboot", "args": {"delay": 1}, "ttl": 60})
+    assert resp.status_code == 202, resp.text
+    cmd = resp.json()
+    assert cmd["status"] == "pending"
+    short = (await http.post("/v1/devices/cmd-dev/commands", headers=H,
+                             json={"name": "blink", "ttl": 0.05})).json()
+    await asyncio.sleep(0.2)
+    # The device comes online at edge-api (a live registry entry), the worker pushes.
+    await r.hset("er:{edge:edge-api}:info", mapping={"id": "edge-api", "url": "ws://x"})
+    await r.zadd("er:edges", {"edge-api": time.time()})
+    await send(server.url, ("session", "cmd-dev", {"online": True, "kind": "device"}))
+    dev = (await poll(http, "/v1/devices/cmd-dev", lambda j: j["online"] and any(
+        c["status"].startswith("sent:") for c in j["commands"]))).json()
+    states = {c["id"]: c["status"] for c in dev["commands"]}
+    assert states[cmd["id"]] == "sent:edge-api" and states[short["id"]] == "expired"
+    down = await r.xrange(downlink_key("edge-api"))
+    assert [f[b"id"].decode() for _, f in down] == [cmd["id"]]
+    # Online now: a new command goes out at once; the device's ack flows back up.
+    now_cmd = (await http.post("/v1/devices/cmd-dev/commands", headers=H,
+                               json={"name": "ping"})).json()
+    assert now_cmd["status"] == "sent:edge-api"
+    await send(server.url, ("command_ack", "cmd-dev", {"id": cmd["id"], "status": "done"}))
+    await poll(http, "/v1/devices/cmd-dev", lambda j: {c["id"]: c["status"] for c in
+                                                        j["commands"]}[cmd["id"]] == "done")
+    resp = await http.put("/v1/devices/cmd-dev/desired", headers=H,
+                          json={"state": {"led": "on"}})
+    assert resp.status_code == 202 and resp.json()["desired_version"] == 1
+    dev = (await http.get("/v1/devices/cmd-dev", headers=H)).json()
+    assert dev["desired"] == {"led": "on"}
+
+
+@pytest.mark.parametrize(("method", "path", "body", "needle"), [
+    ("put", "/v1/devices/d1/desired", {}, "state"),
+    ("put", "/v1/devices/d1/desired", {"state": {}}, "state"),
+    ("put", "/v1/devices/d1/desired", {"state": {"a": 1}, "extra": 1}, "extra"),
+    ("put", "/v1/devices/d1/desired", "not json", "JSON"),
+    ("post", "/v1/devices/d1/commands", {"args": {}}, "name"),
+    ("post", "/v1/devices/d1/commands", {"name": "x", "ttl": -1}, "ttl"),
+    ("post", "/v1/devices/d1/commands", [1, 2], "dict"),
+    ("post", "/v1/tokens", {"subject": "s", "kind": "admin"}, "kind"),
+    ("post", "/v1/tokens", {"subject": ""}, "subject"),
+])
+async def test_malformed_bodies_get_422(http: httpx.AsyncClient, method: str, path: str,
+                                        body: Any, needle: str) -> None:
+    if isinstance(body, str):
+        resp = await http.request(method, path, content=body,
+                                  headers={**H, "Content-Type": "application/json"})
+    else:
+        resp = await http.request(method, path, json=body, headers=H)
+    assert resp.status_code == 422
+    assert needle.lower() in resp.text.lower()
+
+
+async def test_tokens_minted_for_edges(http: httpx.AsyncClient) -> None:
+    resp = await http.post("/v1/tokens", headers=H,
+                           json={"subject": "sensor-9", "kind": "device",
+                                 "rooms": ["dev-sensor-9"], "ttl": 60})
+    assert resp.status_code == 201
+    out = resp.json()
+    claims = verify_token(out["token"], (SECRET,), now=time.time())
+    assert claims.subject == "sensor-9" and claims.kind == "device"
+    assert out["expires"] > time.time()
