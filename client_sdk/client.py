@@ -26,14 +26,16 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.connection import broadcast
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .backoff import Backoff
 from .errors import (
@@ -45,6 +47,7 @@ from .errors import (
     error_for_code,
 )
 from .outbox import Outbox, OutboxItem
+from .probe import rank_by_rtt
 from .protocol import (
     JOIN_NO_ECHO,
     JOIN_PRESENCE,
@@ -54,6 +57,7 @@ from .protocol import (
     Error,
     ErrorCode,
     Frame,
+    Handoff,
     Hello,
     Join,
     Joined,
@@ -61,6 +65,7 @@ from .protocol import (
     Limits,
     Member,
     Message,
+    Neighbours,
     Ping,
     Pong,
     PresenceJoin,
@@ -103,7 +108,8 @@ class Client:
     def __init__(self, urls: Sequence[str], token: str, *, name: str = "",
                  reconnect: bool = True, request_timeout: float = 10.0,
                  connect_timeout: float = 5.0, backoff_base: float = 0.5,
-                 backoff_cap: float = 20.0, max_send_buffer: int = 4 * 1024 * 1024) -> None:
+                 backoff_cap: float = 20.0, max_send_buffer: int = 4 * 1024 * 1024,
+                 ping_interval: float | None = 2.5, ping_timeout: float | None = 2.5) -> None:
         if not urls:
             raise ValueError("at least one URL is required")
         self.urls = list(urls)
@@ -113,6 +119,16 @@ class Client:
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.max_send_buffer = max_send_buffer
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        #: Other edges announced by the current edge (WELCOME, NEIGHBOURS), best first.
+        self.neighbours: list[str] = []
+        #: Completed make-before-break moves (HANDOFF from a draining edge).
+        self.handoffs = 0
+        self._handing_off = False
+        self._retry_hint = 0.0
+        self._attempt = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self.session_id = ""
         self.edge_id = ""
         self.url = ""
@@ -128,7 +144,6 @@ class Client:
         self._raw_futures: dict[int, asyncio.Future[tuple[int, int]]] = {}
         self._resume_token = ""
         self._backoff = Backoff(backoff_base, backoff_cap)
-        self._url_index = 0
         self._ws: ClientConnection | None = None
         self._req_ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Frame]] = {}
@@ -144,15 +159,27 @@ class Client:
     def _resume_map(self) -> dict[str, object] | None:
         if not self.session_id or not self._resume_token:
             return None
-        return {"sid": self.session_id, "rt": self._resume_token,
+        # "att" orders this client's connection attempts: if an abandoned attempt
+        # completes late on the edge, it must not displace the newer connection.
+        return {"sid": self.session_id, "rt": self._resume_token, "att": self._attempt,
                 "rooms": {r: [s.flags, *s.position] for r, s in self._subs.items()}}
 
     async def _open(self, url: str) -> tuple[ClientConnection, Welcome]:
-        ws = await asyncio.wait_for(
-            ws_connect(url, compression=None, max_size=None, ping_interval=None,
-                       open_timeout=self.connect_timeout, max_queue=None),
-            self.connect_timeout,
-        )
+        self._attempt += 1
+        try:
+            ws = await asyncio.wait_for(
+                ws_connect(url, compression=None, max_size=None, max_queue=None,
+                           open_timeout=self.connect_timeout, close_timeout=1.0,
+                           # Client-side keepalive: a half-open link (network cut,
+                           # frozen edge) is noticed within ping_interval + ping_timeout.
+                           ping_interval=self.ping_interval, ping_timeout=self.ping_timeout),
+                self.connect_timeout,
+            )
+        except InvalidStatus as exc:
+            hint = exc.response.headers.get("X-Retry-After-Ms")
+            if exc.response.status_code == 503 and hint and hint.isdigit():
+                self._retry_hint = max(self._retry_hint, int(hint) / 1000.0)
+            raise ConnectError(f"{url}: refused with HTTP {exc.response.status_code}") from exc
         try:
             await ws.send(encode(Hello(PROTOCOL_VERSION, self.token, self.name,
                                        self._resume_map())))
@@ -172,12 +199,32 @@ class Client:
                 await ws.close()
             raise
 
-    async def _connect_any(self) -> None:
-        """Try URLs in order starting at the current index, once each."""
+    def _candidates(self, elsewhere: bool) -> list[str]:
+        """Edges to try, best first: the current one (unless told to go elsewhere),
+        the neighbours the edge announced, then the configured URLs."""
+        order = [] if elsewhere or not self.url else [self.url]
+        order += self.neighbours + self.urls
+        if elsewhere and self.url:
+            order.append(self.url)  # still worth a try after all the others
+        seen: set[str] = set()
+        return [u for u in order if not (u in seen or seen.add(u))]  # type: ignore[func-returns-value]
+
+    def _adopt(self, ws: ClientConnection, url: str, welcome: Welcome) -> None:
+        self._ws = ws
+        self.url = url
+        self.session_id = welcome.session_id
+        self.edge_id = welcome.edge_id
+        self.server_info = dict(welcome.info)
+        rt = welcome.info.get("resume_token")
+        self._resume_token = rt if isinstance(rt, str) else ""
+        nb = welcome.info.get("neighbours")
+        if isinstance(nb, list):
+            self.neighbours = [u for u in nb if isinstance(u, str)]
+
+    async def _connect_any(self, candidates: list[str] | None = None) -> None:
+        """Try each candidate once, in order; adopt the first that welcomes us."""
         errors = []
-        for i in range(len(self.urls)):
-            idx = (self._url_index + i) % len(self.urls)
-            url = self.urls[idx]
+        for url in candidates if candidates is not None else self.urls:
             try:
                 ws, welcome = await self._open(url)
             except EdgeRelayError as exc:
@@ -191,14 +238,7 @@ class Client:
                 continue
             except InvalidURI as exc:
                 raise ConnectError(f"invalid URL {url!r}") from exc
-            self._url_index = idx
-            self._ws = ws
-            self.url = url
-            self.session_id = welcome.session_id
-            self.edge_id = welcome.edge_id
-            self.server_info = dict(welcome.info)
-            rt = welcome.info.get("resume_token")
-            self._resume_token = rt if isinstance(rt, str) else ""
+            self._adopt(ws, url, welcome)
             return
         raise ConnectError("could not connect to any edge: " + "; ".join(errors))
 
@@ -223,6 +263,8 @@ class Client:
                 rcvd = ws.protocol.close_rcvd
                 if rcvd is not None:
                     code, reason = rcvd.code, rcvd.reason
+            if ws is not self._ws and self._closed is None:
+                continue  # handed off: the new connection is already in place
             self._connected.clear()
             self._outbox.unbind_all()
             self._fail_pending(ConnectionLostError(f"connection lost ({code} {reason})"))
@@ -232,18 +274,21 @@ class Client:
             if retry is Retry.NEVER or not self.reconnect:
                 self._shutdown(ClientClosedError(f"closed by edge: {code} {reason}", code))
                 return
-            if retry is Retry.RECONNECT_ELSEWHERE:
-                self._url_index = (self._url_index + 1) % len(self.urls)
-            if not await self._reconnect_loop():
+            if not await self._reconnect_loop(elsewhere=retry is Retry.RECONNECT_ELSEWHERE):
                 return
 
-    async def _reconnect_loop(self) -> bool:
+    async def _reconnect_loop(self, elsewhere: bool) -> bool:
         while self._closed is None:
-            await asyncio.sleep(self._backoff.next_delay())
+            delay = self._backoff.next_delay()
+            if self._retry_hint:
+                # The edge asked us to wait (connection-rate limit): honour it, jittered.
+                delay = max(delay, self._retry_hint * random.uniform(1.0, 2.0))
+                self._retry_hint = 0.0
+            await asyncio.sleep(delay)
             try:
-                await self._connect_any()
+                await self._connect_any(self._candidates(elsewhere))
             except (ConnectError, OSError, TimeoutError):
-                self._url_index = (self._url_index + 1) % len(self.urls)
+                elsewhere = True
                 continue
             except EdgeRelayError as exc:  # auth rejected on reconnect
                 self._shutdown(ClientClosedError(f"reconnect refused: {exc}"))
@@ -258,6 +303,57 @@ class Client:
                 self.on_reconnect(self)
             return True
         return False
+
+    @staticmethod
+    async def _close_quietly(ws: ClientConnection, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await ws.close(code, reason)
+
+    async def _handoff(self, url: str) -> None:
+        """Make before break: resume on ``url`` while the old connection still
+        delivers, then switch and close the old one (code 4101)."""
+        if self._handing_off or self._closed is not None:
+            return
+        self._handing_off = True
+        old = self._ws
+        try:
+            for target in [url, *self._candidates(elsewhere=True)]:
+                if target == self.url:
+                    continue
+                try:
+                    ws, welcome = await self._open(target)
+                except (EdgeRelayError, OSError, TimeoutError, InvalidHandshake,
+                        ProtocolError):
+                    continue
+                if self._closed is not None:
+                    await ws.close()
+                    return
+                self._adopt(ws, target, welcome)
+                self.handoffs += 1
+                # Switch reading to the new connection now; frames still queued on
+                # the old one are not needed: the new edge replays everything after
+                # the positions our HELLO carried, and the outbox re-sends
+                # unconfirmed publishes.
+                if self._runner is not None:
+                    self._runner.cancel()
+                self._fail_pending(ConnectionLostError("moved to another edge; retry"))
+                self._outbox.unbind_all()
+                self._runner = asyncio.get_running_loop().create_task(self._run(),
+                                                                      name="client-run")
+                self._resend_outbox()
+                if old is not None:
+                    self._background(self._close_quietly(old, 4101, "moved"))
+                return
+            # No neighbour took us: the old edge will close us (4100) and the
+            # reconnect loop takes over from there.
+        finally:
+            self._handing_off = False
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task the client keeps a reference to until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _resend_outbox(self) -> None:
         for item in self._outbox.pending():
@@ -294,6 +390,8 @@ class Client:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
+        for task in list(self._tasks):
+            task.cancel()
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -362,6 +460,12 @@ class Client:
         elif t is Ping:
             assert isinstance(f, Ping)
             self._send(encode(Pong(f.stamp)))
+        elif t is Handoff:
+            assert isinstance(f, Handoff)
+            self._background(self._handoff(f.url))
+        elif t is Neighbours:
+            assert isinstance(f, Neighbours)
+            self.neighbours = list(f.urls)
         elif t is Resumed:
             assert isinstance(f, Resumed)
             ev = RecoveryEvent(f.room, f.recovered, (f.epoch, f.seq), f.replayed, f.reason,
@@ -577,15 +681,26 @@ def _with_req_id(f: Join | Leave | PresenceList | Publish, req_id: int) -> Frame
 async def connect(urls: str | Sequence[str], token: str, *, name: str = "",
                   reconnect: bool = True, request_timeout: float = 10.0,
                   connect_timeout: float = 5.0, backoff_base: float = 0.5,
-                  backoff_cap: float = 20.0) -> Client:
-    """Connect to the first edge in ``urls`` that accepts ``token``.
+                  backoff_cap: float = 20.0, ping_interval: float | None = 2.5,
+                  ping_timeout: float | None = 2.5, select: str = "order") -> Client:
+    """Connect to an edge in ``urls`` that accepts ``token``.
 
+    ``select="order"`` tries the URLs in the given order; ``select="rtt"``
+    first measures the round trip to each and tries the nearest first.  The
+    client pings every ``ping_interval`` seconds and treats a missing pong
+    after ``ping_timeout`` as a dead link (then reconnects and resumes).
     Raises :class:`AuthError` if the token is refused and :class:`ConnectError`
     if no edge could be reached.
     """
-    client = Client([urls] if isinstance(urls, str) else urls, token, name=name,
+    if select not in ("order", "rtt"):
+        raise ValueError("select must be 'order' or 'rtt'")
+    url_list = [urls] if isinstance(urls, str) else list(urls)
+    if select == "rtt" and len(url_list) > 1:
+        url_list = [u for u, _ in await rank_by_rtt(url_list)]
+    client = Client(url_list, token, name=name,
                     reconnect=reconnect, request_timeout=request_timeout,
                     connect_timeout=connect_timeout, backoff_base=backoff_base,
-                    backoff_cap=backoff_cap)
+                    backoff_cap=backoff_cap, ping_interval=ping_interval,
+                    ping_timeout=ping_timeout)
     await client._start()
     return client

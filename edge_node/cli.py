@@ -69,6 +69,20 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    default=float(_env("APPEND_LINGER_MS", str(d.append_linger * 1000))),
                    help="wait this long for more messages before each history append "
                    "(fewer Redis round trips, later cross-edge delivery; default %(default)s)")
+    p.add_argument("--drain-window", type=float,
+                   default=float(_env("DRAIN_WINDOW", str(d.drain_window))),
+                   help="on SIGTERM, spread client handoffs over this many seconds")
+    p.add_argument("--drain-timeout", type=float,
+                   default=float(_env("DRAIN_TIMEOUT", str(d.drain_timeout))),
+                   help="then wait at most this long for clients to move")
+    p.add_argument("--connect-rate", type=float,
+                   default=float(_env("CONNECT_RATE", str(d.connect_rate))),
+                   help="new connections per second before 503 + retry hint")
+    p.add_argument("--uplink-spool", default=_env("UPLINK_SPOOL", ""),
+                   help="SQLite file spooling origin-bound data while Redis is unreachable "
+                   "(default: in memory, lost on a crash)")
+    p.add_argument("--uplink-rooms", default=_env("UPLINK_ROOMS", ""),
+                   help="comma-separated room patterns whose messages also go to the origin")
     p.add_argument("--max-replay", type=int,
                    default=int(_env("MAX_REPLAY", str(d.max_replay))),
                    help="most messages replayed per room on resume")
@@ -90,7 +104,10 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         send_queue_bytes=a.send_queue_bytes, rate_per_sec=a.rate, rate_burst=a.burst,
         stream_maxlen=a.stream_maxlen, backlog=a.backlog, log_format=a.log_format,
         resume_window=a.resume_window, lease_ms=a.lease_ms, max_replay=a.max_replay,
-        append_linger=a.append_linger_ms / 1000.0,
+        append_linger=a.append_linger_ms / 1000.0, drain_window=a.drain_window,
+        drain_timeout=a.drain_timeout, connect_rate=a.connect_rate,
+        uplink_spool=a.uplink_spool,
+        uplink_rooms=tuple(p for p in a.uplink_rooms.split(",") if p),
         log_level=a.log_level,
     )
 
@@ -124,10 +141,21 @@ def cmd_edge(a: argparse.Namespace) -> int:
         except RuntimeError as exc:
             raise UserError(str(exc)) from exc
         stop = asyncio.Event()
+        graceful = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, graceful.set)
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(graceful.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if graceful.is_set() and not stop.is_set():
+            # SIGTERM (deploys, Kubernetes preStop): hand clients over first.
+            from .drain import drain
+
+            drain_task = asyncio.create_task(drain(server))
+            await asyncio.wait([drain_task, waiters[0]], return_when=asyncio.FIRST_COMPLETED)
+            drain_task.cancel()  # a second signal (SIGINT) cuts the drain short
+        for w in waiters:
+            w.cancel()
         await server.stop()
 
     install_uvloop()
@@ -189,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--ttl", type=float, default=3600.0, help="seconds until expiry")
     pt.set_defaults(func=cmd_token)
 
+    po = sub.add_parser("origin", help="run origin workers and the HTTP API "
+                        "(see `edge-relay origin --help`)", add_help=False)
+    po.add_argument("rest", nargs=argparse.REMAINDER)
     pb = sub.add_parser("bench", help="run a benchmark scenario (see `edge-relay bench --help`)",
                         add_help=False)
     pb.add_argument("rest", nargs=argparse.REMAINDER)
@@ -216,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.cli import main as bench_main
 
         return bench_main(argv[1:], prog="edge-relay bench")
+    if argv and argv[0] == "origin":
+        from origin.__main__ import main as origin_main
+
+        return int(origin_main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,4 +1,5 @@
-"""A local cluster on loopback: Redis (``REDIS_URL`` or embedded) plus N edge processes.
+"""A local cluster on loopback: Redis (``REDIS_URL`` or embedded), the origin (workers
+and HTTP API in one process group) and N edge processes.
 
 Used by ``edge-relay up`` and the demo.  :meth:`LocalCluster.stop` (also on
 context exit) stops every process it started, whatever happened before.
@@ -26,7 +27,8 @@ class LocalCluster:
 
     def __init__(self, n_edges: int = 3, *, base_port: int = 0, secret: bytes | None = None,
                  redis_url: str | None = None, edge_args: list[str] | None = None,
-                 log_dir: str | None = None) -> None:
+                 log_dir: str | None = None, origin: bool = True,
+                 origin_workers: int = 2) -> None:
         self.n_edges = n_edges
         self.base_port = base_port
         self.secret = secret or secrets.token_urlsafe(24).encode()
@@ -35,6 +37,10 @@ class LocalCluster:
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="edge-relay-logs-")
         self.redis: RedisServer | None = None
         self.edges: list[EdgeProcess] = []
+        self.with_origin = origin
+        self.origin_workers = origin_workers
+        self.origin: Any = None
+        self.api_key = secrets.token_urlsafe(16)
 
     def start(self) -> LocalCluster:
         """Start Redis (unless a URL was given) and the edges; wait until healthy."""
@@ -42,11 +48,21 @@ class LocalCluster:
             if not self.redis_url:
                 self.redis = start_redis()
                 self.redis_url = self.redis.url
+            if self.with_origin:
+                from origin.launch import spawn_api
+
+                env = dict(os.environ, ORIGIN_API_KEYS=self.api_key,
+                           EDGE_RELAY_SECRET=self.secret.decode())
+                self.origin = spawn_api(self.redis_url, "--workers", str(self.origin_workers),
+                                        command="run", env=env,
+                                        log_path=os.path.join(self.log_dir, "origin.log"))
             for i in range(self.n_edges):
                 port = self.base_port + i if self.base_port else free_port()
                 self.edges.append(spawn_edge(
                     port=port, redis_url=self.redis_url, secret=self.secret,
-                    edge_id=f"edge-{i + 1}", extra_args=self.edge_args,
+                    edge_id=f"edge-{i + 1}",
+                    extra_args=[*self.edge_args, "--uplink-spool",
+                                os.path.join(self.log_dir, f"edge-{i + 1}.spool")],
                     log_path=os.path.join(self.log_dir, f"edge-{i + 1}.log"),
                 ))
         except BaseException:
@@ -64,6 +80,7 @@ class LocalCluster:
         return {
             "redis": self.redis_url,
             "embedded_redis": self.redis is not None,
+            "origin": self.origin.http_url if self.origin else None,
             "edges": [{"id": e.edge_id, "url": e.url, "pid": e.pid} for e in self.edges],
             "logs": self.log_dir,
         }
@@ -72,6 +89,8 @@ class LocalCluster:
         """Stop edges (SIGTERM, then SIGKILL) and the embedded Redis."""
         for e in self.edges:
             e.stop(timeout=5.0)
+        if self.origin is not None:
+            self.origin.stop()
         if self.redis is not None:
             self.redis.stop()
 
@@ -103,6 +122,8 @@ def cmd_up(a: Any) -> int:
     for e in d["edges"]:
         print(f"edge   {e['id']:8} {e['url']}  pid {e['pid']}  "
               f"(metrics: {e['url'].replace('ws://', 'http://')}/metrics)")
+    if d["origin"]:
+        print(f"origin {d['origin']}  (API key: {cluster.api_key}; try {d['origin']}/docs)")
     print(f"logs   {d['logs']}")
     tok = mint_token(secret, "dev", "player", ["*"], now=time.time(), ttl=86400)
     print(f"token  {tok}")

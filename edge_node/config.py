@@ -73,6 +73,22 @@ class EdgeSettings:
     #: Registry heartbeat period and TTL, seconds.
     heartbeat_interval: float = 1.0
     heartbeat_ttl: float = 5.0
+    #: Drain (SIGTERM): spread client handoffs over this many seconds, then wait
+    #: at most ``drain_timeout`` for them to move before closing the rest.
+    drain_window: float = 1.0
+    drain_timeout: float = 10.0
+    #: New connections per second (token bucket; burst = rate); over it the
+    #: upgrade gets 503 and a retry hint, so a reconnect storm is paced.
+    connect_rate: float = 2000.0
+    #: Uplink to the origin (Redis Streams, sharded): shard count (must match
+    #: the origin's), spool file ("" = in memory), its bound and overflow policy,
+    #: SQLite fsync level, and room-name patterns whose messages go to the origin.
+    uplink_shards: int = 4
+    uplink_spool: str = ""
+    uplink_spool_max: int = 1_000_000
+    uplink_overflow: str = "drop_oldest"
+    uplink_fsync: str = "NORMAL"
+    uplink_rooms: tuple[str, ...] = ()
     #: Structured log format: "json" or "text".
     log_format: str = "json"
     log_level: str = "INFO"

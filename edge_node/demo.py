@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import os
+import signal
 import struct
 import sys
 import time
@@ -61,6 +63,7 @@ class _Player:
     received: dict[tuple[int, int], int] = field(default_factory=dict)
     arrivals: list[float] = field(default_factory=list)
     edge_at_kill: str = ""
+    edge_at_drain: str = ""
     acked: set[int] = field(default_factory=set)
     failed: int = 0
     sent: int = 0
@@ -76,7 +79,7 @@ class _Progress:
         if self.tty:
             print(f"\r[{elapsed:5.1f}s/{self.total:.0f}s] {line}   ", end="", file=sys.stderr,
                   flush=True)
-        elif elapsed - self.last >= 5.0 or elapsed >= self.total:
+        elif elapsed - self.last >= 5.0 or (elapsed >= self.total > self.last):
             self.last = elapsed
             print(f"[{elapsed:5.1f}s/{self.total:.0f}s] {line}", file=sys.stderr, flush=True)
 
@@ -181,9 +184,22 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
                           f"p99 {p99:6.2f} ms")
 
     killed: dict[str, Any] = {}
+    drained: dict[str, Any] = {}
+
+    async def drainer() -> None:
+        # A rolling deploy: SIGTERM the last edge; its players are handed over live.
+        await asyncio.sleep(cfg.duration / 3)
+        victim = cluster.edges[-1]
+        for p in players:
+            p.edge_at_drain = p.client.edge_id
+        drained["t"] = time.perf_counter()
+        drained["edge"] = victim.edge_id
+        victim.signal(signal.SIGTERM)
+        print(f"\n[{time.perf_counter() - start:5.1f}s] SIGTERM {victim.edge_id} "
+              f"(pid {victim.pid}): drain with handover", file=sys.stderr, flush=True)
 
     async def killer() -> None:
-        await asyncio.sleep(cfg.duration / 2)
+        await asyncio.sleep(cfg.duration * (2 / 3 if drain_enabled else 1 / 2))
         victim = cluster.edges[1 % len(cluster.edges)]
         for p in players:
             p.edge_at_kill = p.client.edge_id
@@ -194,12 +210,14 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         print(f"\n[{time.perf_counter() - start:5.1f}s] SIGKILL {victim.edge_id} "
               f"(pid {victim.pid})", file=sys.stderr, flush=True)
 
-    tick = asyncio.get_running_loop().create_task(ticker())
-    kill_task = asyncio.get_running_loop().create_task(killer()) if (
-        cfg.kill and len(cluster.edges) > 1) else None
+    loop = asyncio.get_running_loop()
+    drain_enabled = cfg.kill and len(cluster.edges) >= 3
+    tick = loop.create_task(ticker())
+    chaos = [loop.create_task(drainer())] if drain_enabled else []
+    if cfg.kill and len(cluster.edges) > 1:
+        chaos.append(loop.create_task(killer()))
     await asyncio.gather(*(publisher(p) for p in players))
-    if kill_task is not None:
-        await kill_task
+    await asyncio.gather(*chaos)
     # Drain: wait until every ack is in and deliveries stop changing (bounded).
     deadline = time.perf_counter() + 15.0
     last = -1
@@ -217,6 +235,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     rtts = sorted([await p.client.ping() for p in players[: min(10, len(players))]
                    if p.client.connected])
     failover = _failover_summary(players, killed)
+    handover = _handover_summary(players, drained, killed)
+    origin = await _origin_summary(cluster)
     members: dict[str, list[_Player]] = defaultdict(list)
     for p in players:
         members[p.room].append(p)
@@ -239,7 +259,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     edges = []
     for e in cluster.edges:
         if not e.alive():
-            edges.append({"id": e.edge_id, "url": e.url, "pid": e.pid, "killed": True})
+            edges.append({"id": e.edge_id, "url": e.url, "pid": e.pid, "killed": True,
+                          "exit_code": e.proc.returncode})
             continue
         m = _scrape(e.http_url)
         edges.append({
@@ -274,9 +295,63 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         "throughput": {"deliveries_per_s": round(delivered / max(elapsed, 1e-9), 1)},
         "history": history,
         "failover": failover,
+        "handover": handover,
+        "origin": origin,
         "edges": edges,
         "ok": lost == 0 and dups == 0,
     }
+
+
+def _max_gap(arrivals: list[float], t0: float, t1: float) -> float:
+    """Longest silence between ``t0`` and ``t1`` in a sorted arrival list."""
+    window = [t for t in arrivals if t0 <= t <= t1]
+    if not window:
+        return t1 - t0
+    worst = max(window[0] - t0, t1 - window[-1])
+    return max([worst, *(b - a for a, b in itertools.pairwise(window))])
+
+
+def _handover_summary(players: list[_Player], drained: dict[str, Any],
+                      killed: dict[str, Any]) -> dict[str, Any]:
+    if not drained:
+        return {"drained_edge": None}
+    t = drained["t"]
+    end = killed.get("t", t + 10.0) - 0.05  # up to the kill, which has its own figures
+    moved = [p for p in players if p.edge_at_drain == drained["edge"]]
+    gaps = [_max_gap(p.arrivals, t, min(end, t + 5.0)) for p in moved]
+    return {
+        "drained_edge": drained["edge"],
+        "clients_on_drained_edge": len(moved),
+        "clients_moved": sum(1 for p in moved if p.client.handoffs >= 1),
+        "clients_disconnected": sum(1 for p in moved if p.client.reconnects >= 1
+                                    and p.edge_at_kill == drained["edge"]),
+        "max_gap_ms": round(max(gaps) * 1000, 1) if gaps else None,
+    }
+
+
+async def _origin_summary(cluster: LocalCluster) -> dict[str, Any]:
+    """What reached the origin through the uplink (waits until it settles, bounded)."""
+    if cluster.origin is None:
+        return {"enabled": False}
+    import redis.asyncio as aioredis
+
+    from origin.settings import OriginSettings
+    from origin.view import origin_stats
+
+    r = aioredis.Redis.from_url(cluster.redis_url)
+    try:
+        last, stats = -1, {}
+        for _ in range(40):
+            stats = await origin_stats(r, OriginSettings(shards=4))
+            if stats["applied"] == last:
+                break
+            last = stats["applied"]
+            await asyncio.sleep(0.25)
+    finally:
+        await r.aclose()
+    return {"enabled": True, "applied": stats.get("applied", 0),
+            "duplicates_ignored": stats.get("duplicates_ignored", 0),
+            "lag_ms": stats.get("lag_ms", {}), "by_kind": stats.get("by_kind", {})}
 
 
 def _failover_summary(players: list[_Player], killed: dict[str, Any]) -> dict[str, Any]:
@@ -355,21 +430,40 @@ def render_summary(s: dict[str, Any]) -> str:
     ]
     for e in s["edges"]:
         if e.get("killed"):
-            lines.append(f"  {e['id']:10} {'killed':>11}")
+            lines.append(f"  {e['id']:10} {'stopped':>11}")
             continue
         lines.append(f"  {e['id']:10} {e['connections']:>11}  {e['messages_out']:>9}  "
                      f"{e['remote_deliveries']:>9}  {e['stream_appended']:>8}")
+    h = s.get("handover") or {}
+    if h.get("drained_edge"):
+        lines += [
+            "",
+            f"  handover.drained_edge      {h['drained_edge']} (SIGTERM: drain with live handover)",
+            f"  handover.clients_moved     {h['clients_moved']} of "
+            f"{h['clients_on_drained_edge']} moved before the edge closed",
+            f"  handover.max_gap_ms        {h['max_gap_ms']}",
+        ]
     f = s.get("failover") or {}
     if f.get("killed_edge"):
         lines += [
             "",
-            f"  failover.killed_edge       {f['killed_edge']} (SIGKILL at half time)",
+            f"  failover.killed_edge       {f['killed_edge']} (SIGKILL)",
             f"  failover.clients_resumed   {f['clients_resumed']} of "
             f"{f['clients_on_killed_edge']} on the killed edge",
             f"  failover.recovered_false   {f['recovered_false']}",
             f"  failover.replayed          {f['replayed']} messages",
             f"  failover.max_gap_ms        {f['max_gap_ms']}  (median client "
             f"{f['median_gap_ms']})",
+        ]
+    o = s.get("origin") or {}
+    if o.get("enabled"):
+        lag = o.get("lag_ms") or {}
+        lines += [
+            "",
+            f"  origin.applied             {o['applied']} uplink entries applied "
+            f"(room events, sessions, presence, edge status)",
+            f"  origin.duplicates_ignored  {o['duplicates_ignored']}",
+            f"  origin.lag_ms.p99          {lag.get('p99')}  (p50 {lag.get('p50')})",
         ]
     lines += ["", f"  {verdict}", ""]
     return "\n".join(lines)
@@ -390,7 +484,7 @@ def cmd_demo(a: Any) -> int:
         if not os.path.isdir(parent):
             raise UserError(f"--json: directory {parent} does not exist")
     print(f"starting Redis and {cfg.edges} edges ...", file=sys.stderr, flush=True)
-    cluster = LocalCluster(cfg.edges)
+    cluster = LocalCluster(cfg.edges, edge_args=["--uplink-rooms", "room-*"])
     try:
         cluster.start()
     except (RedisUnavailable, RuntimeError) as exc:
@@ -408,6 +502,7 @@ def cmd_demo(a: Any) -> int:
         with open(a.json, "w") as fh:
             json.dump(summary, fh, indent=2)
         print(f"wrote {a.json}", file=sys.stderr)
-    f = summary["failover"]
+    f, h = summary["failover"], summary["handover"]
     resumed_all = not f.get("killed_edge") or f["clients_resumed"] == f["clients_on_killed_edge"]
-    return 0 if summary["ok"] and resumed_all else 1
+    moved_all = not h.get("drained_edge") or h["clients_moved"] == h["clients_on_drained_edge"]
+    return 0 if summary["ok"] and resumed_all and moved_all else 1

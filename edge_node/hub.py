@@ -39,6 +39,7 @@ from client_sdk.protocol import (
     Resumed,
     encode,
     encode_message,
+    room_allowed,
 )
 
 from .history import Entry
@@ -139,6 +140,15 @@ class Hub:
         self._activating: dict[str, asyncio.Future[None]] = {}
         self._forwarded: dict[tuple[str, int], _Forwarded] = {}
         self._observe = metrics.fanout_seconds.observe
+        #: While draining, rooms left empty are handed (not released) to the edge
+        #: their last member moved to: ``handoff_target(session_id) -> edge id``.
+        self.draining = False
+        self.handoff_target: Any = None
+        self._handed: dict[str, str] = {}  # room -> edge we handed its lease to
+        #: Uplink to the origin, and the room patterns whose messages it gets.
+        self.uplink: Any = None
+        self.uplink_rooms: tuple[str, ...] = ()
+        self._uplinked: dict[str, bool] = {}
 
     # -- membership ---------------------------------------------------------
 
@@ -192,35 +202,47 @@ class Hub:
             fut.set_result(None)
 
     async def _apply_lease(self, room: Room, lease: Lease) -> None:
-        room.owner = lease.owner_edge
-        room.mine = lease.mine
         if not lease.mine:
+            room.owner, room.mine = lease.owner_edge, False
             room.epoch, room.seq = lease.last_epoch, lease.last_seq
             return
         assert self.sync is not None
-        seq = lease.last_seq if lease.last_epoch == lease.epoch else 0
-        queued = self.sync.last_queued(room.name)
-        if queued is not None and queued[0] == lease.epoch:
-            seq = max(seq, queued[1])
-        room.epoch, room.seq = lease.epoch, seq
-        room.synced = (lease.last_epoch, lease.last_seq)
-        # Rebuild dedupe state so re-sent publishes are recognised after a takeover.
+        # Rebuild dedupe state first, so re-sent publishes are recognised after a
+        # takeover.  Until the room is switched to "mine" below, new publishes keep
+        # going the forwarding way and wait in order with the earlier ones.
         try:
             for e in await self.sync.recent(room.name, self.cfg.dedupe_load):
                 if e.idem:
                     self._remember(room, e.sender, e.idem, (e.epoch, e.seq))
         except SyncUnavailable:
             pass
+        seq = lease.last_seq if lease.last_epoch == lease.epoch else 0
+        queued = self.sync.last_queued(room.name)
+        if queued is not None and queued[0] == lease.epoch:
+            seq = max(seq, queued[1])
+        room.owner, room.mine = lease.owner_edge, True
+        room.epoch, room.seq = lease.epoch, max(seq, room.seq if room.epoch == lease.epoch
+                                                else 0)
+        room.synced = (lease.last_epoch, lease.last_seq)
 
-    def leave(self, s: SessionLike, name: str) -> bool:
-        """Remove ``s`` from room ``name``; False if it was not a member."""
+    def leave(self, s: SessionLike, name: str, quiet: bool = False) -> bool:
+        """Remove ``s`` from room ``name``; False if it was not a member.
+
+        ``quiet``: the session moved to another edge (handoff), so it is still a
+        member of the room: no presence leave event.
+        """
         room = self.rooms.get(name)
         if room is None or room.members.pop(s.session_id, None) is None:
             return False
         room.flags.pop(s.session_id, None)
         room.catchup.pop(s.session_id, None)
         room.rebuild()
-        self._presence(room, s.member, joined=False)
+        if not quiet:
+            self._presence(room, s.member, joined=False)
+        if not room.members and self.draining:
+            target = self.handoff_target(s.session_id) if self.handoff_target else None
+            self._expire_room(name, target)
+            return True
         if not room.members and room.linger is None:
             # Keep an empty room (and its lease) briefly: members often come back
             # (reconnect, resume) and re-activation would cost an epoch.
@@ -228,14 +250,18 @@ class Hub:
                 self.cfg.room_linger, self._expire_room, name)
         return True
 
-    def _expire_room(self, name: str) -> None:
+    def _expire_room(self, name: str, hand_to: str | None = None) -> None:
         room = self.rooms.get(name)
         if room is None or room.members:
             return
+        if room.linger is not None:
+            room.linger.cancel()
         del self.rooms[name]
         self.stats.rooms = len(self.rooms)
         if self.sync is not None:
-            spawn(self.sync.deactivate(name))
+            if hand_to:
+                self._handed[name] = hand_to
+            spawn(self.sync.deactivate(name, hand_to))
 
     # -- publishing ---------------------------------------------------------
 
@@ -296,7 +322,18 @@ class Hub:
             self._remember(room, sender, idem, (epoch, seq))
         if self.sync is not None and epoch:
             self.sync.append(room.name, epoch, seq, _pack([sender, payload, origin, req_id, idem]))
+        if self.uplink is not None and self._to_origin(room.name):
+            self.uplink.submit("room_event", room.name,
+                               {"sender": sender, "payload": payload, "pos": [epoch, seq]})
         return epoch, seq
+
+    def _to_origin(self, name: str) -> bool:
+        hit = self._uplinked.get(name)
+        if hit is None:
+            if len(self._uplinked) > 100_000:
+                self._uplinked.clear()
+            hit = self._uplinked[name] = room_allowed(self.uplink_rooms, name)
+        return hit
 
     def _ring(self, room: Room, epoch: int, seq: int, body: bytes) -> None:
         ring = room.ring
@@ -367,6 +404,13 @@ class Hub:
         """A publish another edge forwarded to us as the room's owner."""
         room = self.rooms.get(room_name)
         if room is None or not room.mine:
+            target = self._handed.get(room_name)
+            if target and self.sync is not None:
+                # We handed this room over (drain): pass it on rather than make the
+                # sender wait until it notices the new owner.
+                self.sync.forward(target, [room_name, sender, payload, origin_edge, req_id,
+                                           idem])
+                return
             log.info("forwarded publish for a room we do not own; the origin will retry",
                      extra={"room": room_name, "origin": origin_edge})
             return
@@ -549,6 +593,9 @@ class Hub:
         for w in room.watchers:
             if w.session_id != m.session_id:
                 w.send(data)
+        if self.uplink is not None:
+            self.uplink.submit("presence", room.name, {"member": m.session_id,
+                                                      "subject": m.subject, "online": joined})
         if self.sync is not None:
             body = [m.session_id, m.subject, m.kind]
             self.sync.publish_live(room.name, LIVE_PRESENCE_JOIN if joined else

@@ -55,7 +55,7 @@ class EdgeProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM and wait; SIGKILL after ``timeout``."""
         if not self.alive():
             return

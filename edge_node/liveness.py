@@ -2,9 +2,9 @@
 without waiting for its leases to lapse.
 
 The probe asks the edge's ``/healthz`` over plain HTTP with a short timeout.
-A refused connection (process gone), a timeout (frozen or cut off) or a
-non-200 answer all count as dead.  A false "dead" (a partition between two
-edges that both still reach Redis) is safe: the stolen rooms' old owner is
+A refused connection (process gone) or a timeout (frozen or cut off) counts
+as dead; any HTTP answer (a draining edge says 503) as alive.  A false "dead"
+(a partition between two edges that both still reach Redis) is safe: the stolen rooms' old owner is
 fenced on its next append and becomes a mirror; messages it fanned out but
 could not append are re-sent by their publishers' outboxes.
 """
@@ -27,7 +27,11 @@ def health_url(ws_url: str) -> tuple[str, int]:
 
 
 async def probe_edge(ws_url: str, timeout: float = 0.3) -> bool:
-    """True when the edge at ``ws_url`` answers ``/healthz`` with 200 within ``timeout``."""
+    """True when the edge at ``ws_url`` answers ``/healthz`` within ``timeout``.
+
+    Any HTTP answer counts as alive, a 503 too: a draining edge still owns its
+    rooms until it hands them over.
+    """
     host, port = health_url(ws_url)
     writer = None
     try:
@@ -36,7 +40,7 @@ async def probe_edge(ws_url: str, timeout: float = 0.3) -> bool:
             writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
                          .encode())
             status = await reader.readline()
-            return status.startswith(b"HTTP/1.1 200")
+            return status.startswith(b"HTTP/1.")
     except (OSError, TimeoutError, asyncio.IncompleteReadError):
         return False
     finally:

@@ -4,7 +4,7 @@ Cluster slot), so they stay valid on Redis Cluster.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "RENEW", "RELEASE", "APPEND", "STEAL"]
+__all__ = ["ACQUIRE", "RENEW", "RELEASE", "APPEND", "STEAL", "HANDOVER"]
 
 #: KEYS: owner, epoch; ARGV: edge_id, lease_ms.  Returns ``{1, token}`` when the
 #: lease was free and is now ours (new epoch), else ``{0, current_token}``.
@@ -68,4 +68,16 @@ if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+#: KEYS: owner; ARGV: token, target edge id, lease_ms.  Gives a lease we hold
+#: to another edge with the SAME epoch (a planned handover: nothing is lost,
+#: positions continue).  Returns the new token, or nil if the lease is not ours.
+HANDOVER = """
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return false end
+local colon = string.find(cur, ':[^:]*$')
+local tok = ARGV[2] .. string.sub(cur, colon)
+redis.call('SET', KEYS[1], tok, 'PX', ARGV[3])
+return tok
 """

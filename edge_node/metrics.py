@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter as _Tally
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -49,6 +50,10 @@ class EdgeStats:
         self.stream_dropped = 0
         self.lease_takeovers = 0
         self.lease_steals = 0
+        self.handovers = 0
+        self.handoffs_sent = 0
+        self.handoffs_completed = 0
+        self.connects_rejected = 0
         self.recoveries: _Tally[str] = _Tally()
         self.replayed = 0
         self.duplicates_dropped = 0
@@ -56,9 +61,36 @@ class EdgeStats:
 
 
 class _StatsCollector(Collector):
-    def __init__(self, stats: EdgeStats, edge_id: str) -> None:
+    def __init__(self, stats: EdgeStats, edge_id: str, owner: EdgeMetrics) -> None:
         self.s = stats
         self.edge_id = edge_id
+        self.owner = owner
+
+    def _uplink(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        up = self.owner.uplink
+        if up is None:
+            return
+        for name, attr, text in (
+            ("edge_uplink_submitted", "submitted", "Entries submitted to the origin uplink"),
+            ("edge_uplink_sent", "sent", "Uplink entries written to Redis"),
+            ("edge_uplink_spooled", "spooled", "Uplink entries written to the disk spool"),
+            ("edge_uplink_dropped_overflow", "dropped_overflow",
+             "Uplink entries dropped by the spool's overflow policy"),
+            ("edge_uplink_errors", "errors", "Failed uplink round trips"),
+        ):
+            c = CounterMetricFamily(name, text)
+            c.add_metric([], float(getattr(up, attr, 0)))
+            yield c
+        for name, attr, text in (
+            ("edge_uplink_backlog", "backlog", "Uplink entries waiting in memory"),
+            ("edge_uplink_spool_size", "spool_size", "Uplink entries in the disk spool"),
+        ):
+            g = GaugeMetricFamily(name, text)
+            g.add_metric([], float(getattr(up, attr, 0)))
+            yield g
+        g = GaugeMetricFamily("edge_uplink_breaker_open", "1 while the uplink circuit is open")
+        g.add_metric([], 0.0 if getattr(up, "breaker_state", "closed") == "closed" else 1.0)
+        yield g
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         s = self.s
@@ -126,6 +158,19 @@ class _StatsCollector(Collector):
                                 "did not answer a probe")
         c.add_metric([], s.lease_steals)
         yield c
+        c = CounterMetricFamily("edge_room_handovers", "Room leases handed to a neighbour "
+                                "while draining")
+        c.add_metric([], s.handovers)
+        yield c
+        c = CounterMetricFamily("edge_client_handoffs", "Clients told to move while draining",
+                                labels=["outcome"])
+        c.add_metric(["sent"], s.handoffs_sent)
+        c.add_metric(["moved"], s.handoffs_completed)
+        yield c
+        c = CounterMetricFamily("edge_connects_rejected", "New connections refused: draining "
+                                "or over the connection-rate limit")
+        c.add_metric([], s.connects_rejected)
+        yield c
         c = CounterMetricFamily("edge_recoveries", "Room recoveries on resume", labels=["outcome"])
         for outcome in ("recovered", "not_recovered"):
             c.add_metric([outcome], s.recoveries.get(outcome, 0))
@@ -140,6 +185,7 @@ class _StatsCollector(Collector):
         c = CounterMetricFamily("edge_session_checkpoints", "Session checkpoints written")
         c.add_metric([], s.checkpoints)
         yield c
+        yield from self._uplink()
         g = GaugeMetricFamily("edge_info", "Edge identity", labels=["edge_id"])
         g.add_metric([self.edge_id], 1)
         yield g
@@ -150,8 +196,9 @@ class EdgeMetrics:
 
     def __init__(self, edge_id: str) -> None:
         self.stats = EdgeStats()
+        self.uplink: Any = None  # set by the server when the origin uplink runs
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_StatsCollector(self.stats, edge_id))
+        self.registry.register(_StatsCollector(self.stats, edge_id, self))
         self.fanout_seconds = Histogram(
             "edge_fanout_seconds",
             "Time to fan one message out to the local members of a room",

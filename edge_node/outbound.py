@@ -62,7 +62,7 @@ class Flusher:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for out in dirty:
-            out.flush()
+            out.flush()  # never raises: one dying connection must not stall the others
 
 
 class Outbound:
@@ -138,7 +138,13 @@ class Outbound:
         self._pending_bytes = 0
         if self.closed or self._transport.is_closing():
             return
-        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        try:
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        except (RuntimeError, OSError):
+            # The connection is closing (e.g. write_eof already called): nothing
+            # more can reach this client; its session is being cleaned up.
+            self.closed = True
+            return
         self.frames_out += len(pending)
         self.bytes_out += n
 

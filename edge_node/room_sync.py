@@ -29,6 +29,7 @@ from . import lua_scripts as lua
 from . import redis_keys as K
 from .history import Entry, split_id
 from .liveness import probe_edge
+from .resp_writer import RespWriter
 from .tasks import spawn
 
 __all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
@@ -118,6 +119,8 @@ class RoomSync:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sha: dict[str, str] = {}
+        # The append path's own lean connection (resp_writer); None: redis-py (TLS URLs).
+        self._writer: RespWriter | None = None
         self._subscribed: set[str] = set()
         self.lag_observer: Any = None  # callable(seconds) for the sync-lag histogram
         self._suspected: dict[str, float] = {}  # edge id -> when we last probed it
@@ -128,8 +131,12 @@ class RoomSync:
         """Load scripts, create the inbox, start background tasks."""
         for name, src in (("acquire", lua.ACQUIRE), ("renew", lua.RENEW),
                           ("release", lua.RELEASE), ("append", lua.APPEND),
-                          ("steal", lua.STEAL)):
+                          ("steal", lua.STEAL), ("handover", lua.HANDOVER)):
             self._sha[name] = await self.r.script_load(src)
+        self._writer = RespWriter.from_url(self.url, connect_timeout=2.0, timeout=5.0,
+                                           scripts=[lua.APPEND])
+        if self._writer is not None:
+            await self._writer.connect()
         first: Any = await self.r.xadd(self._inbox, {"w": b"1"}, maxlen=10_000,
                                        approximate=True)
         self._inbox_last = first
@@ -156,6 +163,8 @@ class RoomSync:
                 await t
         with contextlib.suppress(Exception):
             await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+        if self._writer is not None:
+            await self._writer.close()
         await self.r.aclose()
         await self.blocking.aclose()
 
@@ -186,8 +195,13 @@ class RoomSync:
             self._wake_reader()
         return lease
 
-    async def deactivate(self, room: str) -> None:
-        """No local member is left: stop tailing, release a lease we hold."""
+    async def deactivate(self, room: str, hand_to: str | None = None) -> None:
+        """No local member is left: stop tailing, release a lease we hold.
+
+        With ``hand_to`` (draining), the lease goes to that edge with the same
+        epoch instead, and it is told at once through its inbox so it adopts
+        the room without waiting for its lease poll.
+        """
         self._tails.pop(room, None)
         self._owners.pop(room, None)
         tok = self._owned.get(room)
@@ -197,6 +211,17 @@ class RoomSync:
                 await self.flush()
                 if not self._appends.get(room) and self._owned.get(room) == tok:
                     del self._owned[room]
+                    if hand_to:
+                        new: Any = await self.r.evalsha(
+                            self._sha["handover"], 1, K.room_owner(room), tok, hand_to,
+                            self.lease_ms)
+                        if new:
+                            self.stats.handovers += 1
+                            token = new.decode() if isinstance(new, bytes) else str(new)
+                            await self.r.xadd(K.edge_inbox(hand_to),
+                                              {"h": _pack([room, token])},
+                                              maxlen=10_000, approximate=True)
+                            return
                     await self.r.evalsha(self._sha["release"], 1, K.room_owner(room), tok)
         except RedisError as exc:
             log.warning("deactivate failed", extra={"room": room, "error": str(exc)})
@@ -364,10 +389,14 @@ class RoomSync:
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one round trip; errors come back as values, not raised.
 
-        A single command skips redis-py's pipeline machinery, which costs about
-        twice the CPU of a direct call: at game publish rates most flushes carry
-        one room's batch.
+        The dedicated :class:`RespWriter` costs a fraction of redis-py's CPU per
+        round trip (at game publish rates most flushes carry one room's batch);
+        it raises an ``OSError`` on connection trouble and re-loads the append
+        script on ``NOSCRIPT``.  Without it (TLS URLs), a single command skips
+        redis-py's pipeline machinery, which costs more than a direct call.
         """
+        if self._writer is not None:
+            return await self._writer.execute(commands)
         if len(commands) == 1:
             try:
                 return [await self.r.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
@@ -441,6 +470,10 @@ class RoomSync:
             elif b"a" in fields:
                 sender, req_id, epoch, seq = msgpack.unpackb(fields[b"a"], raw=False)
                 self.listener.on_remote_ack(sender, req_id, epoch, seq)
+            elif b"h" in fields:
+                room, token = msgpack.unpackb(fields[b"h"], raw=False)
+                if room in self._tails and isinstance(token, str):
+                    spawn(self._adopt(room, token))
         except (ValueError, TypeError, msgpack.UnpackException):
             log.warning("bad inbox entry dropped")
 
@@ -477,8 +510,9 @@ class RoomSync:
                 owner = cur.decode().rpartition(":")[0]
                 if owner != self._owners.get(room):
                     self._owners[room] = owner
-                    if owner == self.edge_id:
-                        continue  # our own lease (activation race); settled by the hub
+                    if owner == self.edge_id:  # handed to us (drain of another edge)
+                        await self._adopt(room, cur.decode())
+                        continue
                     self.listener.on_owner_changed(room, owner)
                 continue
             await self._takeover(room)
@@ -513,6 +547,22 @@ class RoomSync:
                     await self._takeover(room)
         except RedisError as exc:
             log.warning("probe/steal failed", extra={"error": str(exc)})
+
+    async def _adopt(self, room: str, token: str) -> None:
+        """A draining owner handed us the room's lease (same epoch): read the
+        stream to its end, then own the room and continue its positions."""
+        if room not in self._tails or not token.startswith(self.edge_id + ":"):
+            return
+        await self._catch_up(room)
+        cur: Any = await self.r.get(K.room_owner(room))
+        if cur is None or cur.decode() != token or room not in self._tails:
+            return
+        last = self._tails.pop(room)
+        self._owners.pop(room, None)
+        self._owned[room] = token
+        le, ls = split_id(last)
+        self.listener.on_lease_acquired(
+            room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
 
     async def _takeover(self, room: str) -> None:
         """The owner's lease lapsed: read the stream to its end, then take the lease."""

@@ -23,6 +23,7 @@ from client_sdk.protocol import (
     Decoder,
     ErrorCode,
     Hello,
+    Neighbours,
     ProtocolError,
     Resumed,
     Welcome,
@@ -34,11 +35,12 @@ from .config import EdgeSettings
 from .hub import Hub, HubSettings
 from .metrics import EdgeMetrics
 from .outbound import Flusher
-from .registry import Registry
+from .registry import Registry, live_edges
 from .room_sync import RoomSync
 from .session import ClientSession, SessionClose, new_session_id
 from .session_store import SessionStore, resume_token, verify_resume_token
 from .tasks import spawn
+from .uplink import Uplink, UplinkSettings
 
 __all__ = ["EdgeServer"]
 
@@ -57,6 +59,7 @@ class EdgeServer:
         self.hub = Hub(settings.edge_id, self.metrics, HubSettings(
             ring_size=settings.ring_size, max_replay=settings.max_replay))
         self.store: SessionStore | None = None
+        self.uplink: Uplink | None = None
         self.decoder = Decoder(settings.limits)
         self.sessions: dict[str, tuple[ClientSession, ServerConnection]] = {}
         self.server: Server | None = None
@@ -66,6 +69,12 @@ class EdgeServer:
         self._flusher: Flusher | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._stopping = False
+        self.draining = False
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
+        self.neighbours: list[tuple[str, str]] = []  # (edge id, url), best first
+        self._conn_tokens = settings.connect_rate
+        self._conn_last = time.monotonic()
         self.port = settings.port
 
     # -- lifecycle ----------------------------------------------------------
@@ -87,6 +96,14 @@ class EdgeServer:
                 raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
             self.hub.sync = self.sync
             self.sync.lag_observer = self.metrics.sync_lag_seconds.observe
+            self.uplink = Uplink(UplinkSettings(
+                redis_url=s.redis_url, edge_id=s.edge_id, shards=s.uplink_shards,
+                spool_path=s.uplink_spool or ":memory:", spool_max_entries=s.uplink_spool_max,
+                overflow=s.uplink_overflow, fsync=s.uplink_fsync))
+            await self.uplink.start()  # works with Redis down; drains an old spool first
+            self.hub.uplink = self.uplink
+            self.hub.uplink_rooms = s.uplink_rooms
+            self.metrics.uplink = self.uplink
         self.server = await serve(
             self._handle,
             s.host,
@@ -138,6 +155,11 @@ class EdgeServer:
                 await asyncio.wait_for(self.server.wait_closed(), 3.0)
         if self._housekeeping:
             self._housekeeping.cancel()
+        if self.uplink:
+            up, self.uplink, self.hub.uplink = self.uplink, None, None  # no submit after stop
+            up.submit("edge_status", self.settings.edge_id,
+                      {"connections": 0, "rooms": 0, "stopped": True})
+            await up.stop()
         if self.registry:
             await self.registry.stop()
         if self.sync:
@@ -146,14 +168,67 @@ class EdgeServer:
             await self._redis.aclose()
 
     def _load(self) -> dict[str, float]:
-        return {"connections": self.stats.connections, "rooms": self.stats.rooms}
+        return {"connections": self.stats.connections, "rooms": self.stats.rooms,
+                "draining": int(self.draining or self._stopping)}
+
+    async def wait_no_sessions(self, timeout: float) -> bool:
+        """Wait until no client is connected (at most ``timeout`` s); True if so."""
+        try:
+            await asyncio.wait_for(self._no_sessions.wait(), max(0.0, timeout))
+        except TimeoutError:
+            return False
+        return True
+
+    async def live_neighbours(self) -> list[tuple[str, str]]:
+        """Other live, non-draining edges as ``(edge id, url)``, least loaded first."""
+        if self._redis is None:
+            return []
+        try:
+            infos = await live_edges(self._redis, self.settings.heartbeat_ttl)
+        except RedisError:
+            return self.neighbours
+        others = [i for i in infos if i.get("id") != self.settings.edge_id
+                  and i.get("draining", "0") in ("0", "0.0") and i.get("url")]
+        others.sort(key=lambda i: (float(i.get("connections", 0) or 0), i["id"]))
+        return [(i["id"], i["url"]) for i in others]
+
+    async def _refresh_neighbours(self) -> None:
+        fresh = await self.live_neighbours()
+        if fresh != self.neighbours:
+            self.neighbours = fresh
+            frame = encode(Neighbours(tuple(url for _, url in fresh)))
+            for session, _ws in list(self.sessions.values()):
+                session.send(frame)
+
+    def _admit(self) -> float:
+        """0 to admit a new connection, else seconds the client should wait."""
+        rate = self.settings.connect_rate
+        now = time.monotonic()
+        self._conn_tokens = min(rate, self._conn_tokens + (now - self._conn_last) * rate)
+        self._conn_last = now
+        if self._conn_tokens >= 1.0:
+            self._conn_tokens -= 1.0
+            return 0.0
+        return (1.0 - self._conn_tokens) / rate
 
     async def _housekeep(self) -> None:
-        last_cp = time.monotonic()
+        last_cp = last_nb = last_st = time.monotonic()
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
             self.hub.expire_forwarded(now)
+            if self.uplink is not None and now - last_st >= 5.0:
+                last_st = now
+                self.uplink.submit("edge_status", self.settings.edge_id, {
+                    "connections": self.stats.connections, "rooms": self.stats.rooms,
+                    "uplink_backlog": self.uplink.backlog, "breaker": self.uplink.breaker_state,
+                    "draining": self.draining})
+            if now - last_nb >= self.settings.heartbeat_interval:
+                last_nb = now
+                try:
+                    await self._refresh_neighbours()
+                except Exception:
+                    log.exception("neighbour refresh failed")
             if now - last_cp >= self.settings.checkpoint_interval:
                 last_cp = now
                 try:
@@ -170,7 +245,7 @@ class EdgeServer:
                 f'{{"status":"ok","edge_id":"{self.settings.edge_id}",'
                 f'"connections":{self.stats.connections},"pid":{os.getpid()}}}'
             ).encode()
-            if self._stopping:
+            if self._stopping or self.draining:
                 return self._response(503, b'{"status":"draining"}', "application/json")
             return self._response(200, body, "application/json")
         if path == "/metrics":
@@ -178,6 +253,13 @@ class EdgeServer:
         if "upgrade" not in request.headers.get("Connection", "").lower():
             return self._response(404, b"not found: try /healthz, /metrics or a WebSocket\n",
                                   "text/plain")
+        wait = 1.0 if (self.draining or self._stopping) else self._admit()
+        if wait:
+            self.stats.connects_rejected += 1
+            resp = self._response(503, b"edge busy or draining: retry later\n", "text/plain")
+            resp.headers["Retry-After"] = str(max(1, round(wait)))
+            resp.headers["X-Retry-After-Ms"] = str(max(1, int(wait * 1000)))
+            return resp
         return None
 
     @staticmethod
@@ -215,6 +297,9 @@ class EdgeServer:
 
     def _parse_resume(self, resume: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         sid, rt, rooms = resume.get("sid"), resume.get("rt"), resume.get("rooms", {})
+        att = resume.get("att", 0)
+        if type(att) is not int or att < 0:
+            raise SessionClose(ErrorCode.BAD_REQUEST, "resume attempt must be an unsigned int")
         if not isinstance(sid, str) or not isinstance(rt, str) or not isinstance(rooms, dict):
             raise SessionClose(ErrorCode.BAD_REQUEST, "resume must be {sid, rt, rooms}")
         out: dict[str, Any] = {}
@@ -250,9 +335,34 @@ class EdgeServer:
     async def _checkpoint_all(self) -> None:
         if self.store is None:
             return
-        items = [(sid, self._checkpoint_data(s)) for sid, (s, _ws) in self.sessions.items()
-                 if not s.closed]
-        self.stats.checkpoints += await self.store.save_many(items)
+        # Only sessions whose first (taking-over) write is done: before it, the
+        # checkpoint may still name the previous connection.
+        live = [(s, ws) for s, ws in self.sessions.values() if not s.closed]
+        # Connections whose first (taking-over) write has not succeeded yet write
+        # with force; the others only while they still hold the checkpoint.
+        for force in (True, False):
+            entries = [(s, ws) for s, ws in live if s.holding != force]
+            if not entries:
+                continue
+            result = await self.store.save_many(
+                [(s.session_id, s.holder, s.attempt, self._checkpoint_data(s))
+                 for s, _ws in entries], force=force)
+            if result is None:
+                return  # Redis unreachable: try again next round
+            written, stale = result
+            self.stats.checkpoints += written
+            stale_ids = set(stale)
+            for s, ws in entries:
+                if s.session_id not in stale_ids:
+                    s.holding = True
+                elif not s.closed:
+                    # The client resumed on another connection (a half-open link
+                    # here): this one must not speak for the session any more.
+                    # (Match the very connection written for: the sid may belong
+                    # to a newer one by now.)
+                    s.moving = True
+                    spawn(ws.close(ErrorCode.SESSION_TAKEN_OVER,
+                                   "session resumed on another connection"))
 
     async def _handle(self, ws: ServerConnection) -> None:
         stats = self.stats
@@ -262,11 +372,13 @@ class EdgeServer:
             try:
                 hello, claims = await self._handshake(ws)
                 sid, resumed, invalid = new_session_id(), False, ""
+                attempt = 0
                 rooms: dict[str, Any] = {}
                 if hello.resume is not None:
                     rsid, rt, rooms = self._parse_resume(hello.resume)
                     if verify_resume_token(self.settings.secrets, rsid, claims.subject, rt):
                         sid, resumed = rsid, True
+                        attempt = int(hello.resume.get("att", 0))
                         cp = await self.store.load(sid) if self.store is not None else None
                         if cp is None or cp.get("sub") != claims.subject:
                             invalid = "session_expired"
@@ -282,9 +394,17 @@ class EdgeServer:
                 return
             assert self._flusher is not None and ws.transport is not None
             old = self.sessions.get(sid)
+            if old is not None and old[0].attempt > attempt:
+                # A late, abandoned connection attempt: the client is already on a
+                # newer connection here; refuse this one instead of the live one.
+                stats.errors[ErrorCode.SESSION_TAKEN_OVER] += 1
+                await ws.close(ErrorCode.SESSION_TAKEN_OVER, "a newer connection holds it")
+                return
             if old is not None:  # the same session on a connection that is now stale
                 old[0].closed = True
-                spawn(old[1].close(ErrorCode.SESSION_TAKEN_OVER, "session resumed elsewhere"))
+                old[0].moving = True
+                spawn(old[1].close(ErrorCode.SESSION_TAKEN_OVER,
+                                   "session resumed on a newer connection here"))
 
             def slow() -> None:
                 spawn(ws.close(ErrorCode.SLOW_CONSUMER, "send queue full: slow consumer"))
@@ -294,9 +414,11 @@ class EdgeServer:
                 hub=self.hub, settings=self.settings, decoder=self.decoder, stats=stats,
                 on_slow=slow,
             )
+            session.attempt = attempt
             if old is not None:
                 old[0].cleanup()
             self.sessions[sid] = (session, ws)
+            self._no_sessions.clear()
             stats.connections += 1
             stats.connections_total += 1
             lim = self.settings.limits
@@ -305,16 +427,26 @@ class EdgeServer:
                 "ping_interval": self.settings.ping_interval,
                 "max_frame_bytes": lim.max_frame_bytes,
                 "max_rooms": lim.max_rooms_per_connection,
-                "neighbours": [],
+                "neighbours": [url for _, url in self.neighbours],
                 "region": self.settings.region,
                 "resume_token": resume_token(self.settings.secrets[0], sid, claims.subject),
                 "resume_window": self.settings.resume_window,
                 "resumed": resumed and not invalid,
             })))
+            if self.uplink is not None:
+                self.uplink.submit("session", claims.subject, {
+                    "online": True, "kind": claims.kind, "sid": sid})
             if hello.resume is not None:
                 await self._resume(session, rooms, invalid)
             if self.store is not None:
-                await self.store.save_many([(sid, self._checkpoint_data(session))])
+                result = await self.store.save_many(
+                    [(sid, session.holder, attempt, self._checkpoint_data(session))], force=True)
+                if result is not None and result[1]:  # a newer connection holds it
+                    session.moving = True
+                    await ws.close(ErrorCode.SESSION_TAKEN_OVER, "a newer connection holds it")
+                    return
+                # On a Redis error the periodic checkpoint retries the take-over.
+                session.holding = result is not None
             try:
                 async for raw in ws:
                     await session.handle(raw)
@@ -335,8 +467,22 @@ class EdgeServer:
                 current = self.sessions.get(session.session_id)
                 if current is not None and current[0] is session:
                     del self.sessions[session.session_id]
+                    if self.uplink is not None and not session.moving:
+                        self.uplink.submit("session", session.claims.subject, {
+                            "online": False, "kind": session.claims.kind,
+                            "sid": session.session_id})
+                    if not self.sessions:
+                        self._no_sessions.set()
                     if clean and self.store is not None:
                         spawn(self.store.delete(session.session_id))
                 if not session.closed:
+                    if not session.moving and not clean and self.store is not None:
+                        # Half-open link: the client may already have resumed on
+                        # another edge; then its rooms must not see it leave.
+                        with contextlib.suppress(Exception):
+                            cp = await asyncio.wait_for(self.store.load(session.session_id),
+                                                        1.0)
+                            if cp is not None and cp.get("edge") != self.settings.edge_id:
+                                session.moving = True
                     session.cleanup()
                 stats.connections -= 1

@@ -92,6 +92,13 @@ class ClientSession:
         self.room_flags: dict[str, int] = {}
         self.slow = False
         self.closed = False
+        #: Told to move to another edge (HANDOFF): leaving is then silent.
+        self.moving = False
+        #: Names this connection as the session's checkpoint holder.
+        self.holder = f"{settings.edge_id}:{secrets.token_hex(6)}"
+        self.holding = False
+        #: The client's connection-attempt number (orders concurrent connections).
+        self.attempt = 0
         self.out = Outbound(
             transport, flusher, limit=settings.send_queue_bytes,
             soft_limit=settings.unreliable_drop_bytes, on_slow=self._on_slow,
@@ -239,6 +246,6 @@ class ClientSession:
         """Leave every room; call once when the connection is gone."""
         self.closed = True
         for name in list(self.rooms):
-            self.hub.leave(self, name)
+            self.hub.leave(self, name, quiet=self.moving)
         self.rooms.clear()
         self.out.close()

@@ -45,33 +45,63 @@ def verify_resume_token(secrets: tuple[bytes, ...], session_id: str, subject: st
                for s in secrets)
 
 
+#: KEYS: checkpoint; ARGV: holder tag, data, px, force, attempt.  Writes the
+#: checkpoint unless another connection holds it.  ``force`` = "1" takes it
+#: over (a new or resumed connection) unless the holder is a *newer* attempt of
+#: the same client.  1 when written, 0 when this writer is stale.
+_SAVE = """
+local cur = redis.call('HGET', KEYS[1], 'o')
+if cur and cur ~= ARGV[1] then
+  if ARGV[4] ~= '1' then return 0 end
+  local att = tonumber(redis.call('HGET', KEYS[1], 'a') or '0')
+  if att > tonumber(ARGV[5]) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'o', ARGV[1], 'd', ARGV[2], 'a', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
 class SessionStore:
-    """Reads and writes checkpoints; every call is best effort when Redis is down."""
+    """Reads and writes checkpoints; every call is best effort when Redis is down.
+
+    Each write names its *holder* (one connection of the session).  Only the
+    holder keeps writing; a connection that lost the session to a newer one
+    (the client resumed elsewhere while this link was half-open) is told so
+    and must not speak for the session any more.
+    """
 
     def __init__(self, r: aioredis.Redis, window: float) -> None:
         self.r = r
         self.window_ms = int(window * 1000)
 
-    async def save_many(self, items: list[tuple[str, dict[str, Any]]]) -> int:
-        """Write checkpoints in one pipeline; returns how many were written."""
+    async def save_many(self, items: list[tuple[str, str, int, dict[str, Any]]],
+                        force: bool = False) -> tuple[int, list[str]] | None:
+        """Write ``(session id, holder, attempt, data)`` checkpoints in one pipeline.
+
+        Returns how many were written and the session ids whose holder is stale,
+        or ``None`` when Redis could not be reached (nothing is known).
+        """
         if not items:
-            return 0
+            return 0, []
         pipe = self.r.pipeline(transaction=False)
         now = time.time()
-        for sid, data in items:
+        for sid, holder, attempt, data in items:
             data["ts"] = now
-            pipe.set(checkpoint_key(sid), msgpack.packb(data), px=self.window_ms)
+            pipe.eval(_SAVE, 1, checkpoint_key(sid), holder, msgpack.packb(data),
+                      self.window_ms, "1" if force else "0", attempt)
         try:
-            await pipe.execute()
+            res = await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("checkpoint write failed", extra={"error": str(exc)})
-            return 0
-        return len(items)
+            return None
+        stale = [sid for (sid, _h, _a, _d), ok in zip(items, res, strict=True) if not ok]
+        return len(items) - len(stale), stale
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
         """The checkpoint, or ``None`` if it expired (or Redis is unreachable)."""
         try:
-            raw: Any = await self.r.get(checkpoint_key(session_id))
+            raw: Any = await self.r.hget(checkpoint_key(session_id), "d")
         except (RedisError, OSError) as exc:
             log.warning("checkpoint read failed", extra={"error": str(exc)})
             return None

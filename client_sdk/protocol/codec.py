@@ -29,6 +29,7 @@ from .messages import (
     Member,
     Message,
     MessageType,
+    Neighbours,
     Ping,
     Pong,
     PresenceJoin,
@@ -122,7 +123,10 @@ def encode(frame: Frame) -> bytes:
                 frame.reason, frame.info]
     elif t is Handoff:
         assert isinstance(frame, Handoff)
-        body = [18, *frame.body]
+        body = [18, frame.url, frame.reason, frame.deadline_ms]
+    elif t is Neighbours:
+        assert isinstance(frame, Neighbours)
+        body = [19, list(frame.urls)]
     else:
         raise TypeError(f"not a protocol frame: {t.__name__}")
     return _packb(body)
@@ -356,7 +360,15 @@ def _p_resumed(d: Decoder, o: list[Any]) -> Resumed:
 
 
 def _p_handoff(d: Decoder, o: list[Any]) -> Handoff:
-    return Handoff(tuple(o[1:]))
+    _arity(o, 4, "HANDOFF")
+    return Handoff(_str(o[1], "url"), _str(o[2], "reason"), _uint(o[3], "deadline_ms"))
+
+
+def _p_neighbours(d: Decoder, o: list[Any]) -> Neighbours:
+    _arity(o, 2, "NEIGHBOURS")
+    if not isinstance(o[1], list):
+        raise MalformedFrame("neighbours must be an array of URLs")
+    return Neighbours(tuple(_str(u, "url") for u in o[1]))
 
 
 _PARSERS: dict[int, Any] = {
@@ -378,6 +390,7 @@ _PARSERS: dict[int, Any] = {
     16: _p_resume,
     17: _p_resumed,
     18: _p_handoff,
+    19: _p_neighbours,
 }
 
 _DEFAULT_DECODER = Decoder()

@@ -39,6 +39,7 @@ __all__ = [
     "Resume",
     "Resumed",
     "Handoff",
+    "Neighbours",
     "Frame",
     "JOIN_PRESENCE",
     "JOIN_NO_ECHO",
@@ -46,7 +47,7 @@ __all__ = [
 
 
 class MessageType(enum.IntEnum):
-    """Type numbers.  16 (RESUME) and 18 (HANDOFF) are reserved."""
+    """Type numbers.  16 (RESUME) is reserved."""
 
     HELLO = 1
     WELCOME = 2
@@ -66,6 +67,7 @@ class MessageType(enum.IntEnum):
     RESUME = 16
     RESUMED = 17
     HANDOFF = 18
+    NEIGHBOURS = 19
 
 
 #: JOIN flag: deliver presence join/leave events for this room.
@@ -272,9 +274,28 @@ class Resumed:
 
 @dataclass(frozen=True, slots=True)
 class Handoff:
-    """Reserved: ``[18, ...]`` (drain with handover)."""
+    """Edge → client: ``[18, url, reason, deadline_ms]``: move to ``url`` now.
 
-    body: tuple[Any, ...] = ()
+    Sent while an edge drains.  The client opens a connection to ``url`` and
+    resumes its session there *before* closing this one (make before break);
+    this connection keeps delivering meanwhile.  ``deadline_ms`` is how long
+    the edge will wait before closing this connection itself.
+    """
+
+    url: str
+    reason: str = "drain"
+    deadline_ms: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbours:
+    """Edge → client: ``[19, [url, ...]]``: other edges to fail over to, best first.
+
+    Also carried in WELCOME ``info["neighbours"]``; this frame refreshes the
+    list when the set of live edges changes.
+    """
+
+    urls: tuple[str, ...]
 
 
 Frame = (
@@ -296,4 +317,5 @@ Frame = (
     | Resume
     | Resumed
     | Handoff
+    | Neighbours
 )

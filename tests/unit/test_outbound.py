@@ -1,0 +1,86 @@
+"""The per-client send path: batching, bounds, policies, dying connections (logic only)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from edge_node.outbound import Flusher, Outbound, ws_binary_frame
+
+
+class FakeTransport:
+    """Records writes; can pretend to be backed up or half-closed."""
+
+    def __init__(self, buffered: int = 0, fail: bool = False) -> None:
+        self.writes: list[bytes] = []
+        self.buffered = buffered
+        self.fail = fail
+
+    def write(self, data: bytes) -> None:
+        if self.fail:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_ws_frame_lengths() -> None:
+    big = b"\x82\x7f" + (65536).to_bytes(8, "big")
+    for n, header in ((0, b"\x82\x00"), (125, b"\x82\x7d"), (126, b"\x82\x7e\x00\x7e"),
+                      (65535, b"\x82\x7e\xff\xff"), (65536, big)):
+        frame = ws_binary_frame(b"x" * n)
+        assert frame.startswith(header) and len(frame) == len(header) + n
+
+
+async def test_frames_of_one_tick_go_out_in_one_write() -> None:
+    flusher = Flusher(asyncio.get_running_loop())
+    t = FakeTransport()
+    out = Outbound(t, flusher, limit=10_000, soft_limit=5_000, on_slow=lambda: None)
+    for i in range(3):
+        assert out.push(bytes([i]))
+    assert t.writes == []
+    await asyncio.sleep(0)
+    assert t.writes == [b"\x00\x01\x02"]
+    assert out.frames_out == 3
+
+
+async def test_one_dying_connection_does_not_stall_the_others() -> None:
+    flusher = Flusher(asyncio.get_running_loop())
+    dead, alive = FakeTransport(fail=True), FakeTransport()
+    o1 = Outbound(dead, flusher, limit=10_000, soft_limit=5_000, on_slow=lambda: None)
+    o2 = Outbound(alive, flusher, limit=10_000, soft_limit=5_000, on_slow=lambda: None)
+    o1.push(b"a")
+    o2.push(b"b")
+    await asyncio.sleep(0)
+    assert alive.writes == [b"b"]
+    assert o1.closed and not o1.push(b"again")
+    o2.push(b"c")  # the healthy client keeps being served
+    await asyncio.sleep(0)
+    assert alive.writes == [b"b", b"c"]
+
+
+async def test_slow_consumer_policy() -> None:
+    flusher = Flusher(asyncio.get_running_loop())
+    slow: list[bool] = []
+    t = FakeTransport(buffered=6_000)
+    out = Outbound(t, flusher, limit=10_000, soft_limit=5_000, on_slow=lambda: slow.append(True))
+    assert not out.push(b"u" * 10, reliable=False)  # over the soft limit: newest-value
+    assert out.dropped == 1 and not slow             # update dropped, client kept
+    assert out.push(b"r" * 100)                      # reliable still fits under the bound
+    t.buffered = 9_990
+    assert not out.push(b"r" * 100)                  # would exceed the bound: slow consumer
+    assert slow == [True] and out.closed
+
+
+@pytest.mark.parametrize("limit", [0, 1])
+async def test_closed_outbound_refuses(limit: int) -> None:
+    flusher = Flusher(asyncio.get_running_loop())
+    out = Outbound(FakeTransport(), flusher, limit=100 + limit, soft_limit=50,
+                   on_slow=lambda: None)
+    out.close()
+    assert not out.push(b"x")
