@@ -123,6 +123,35 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     _common(con, None)
     con.set_defaults(func=_cmd_connections)
 
+    fo = subs.add_parser(
+        "failover",
+        help="clients of an edge that is killed, frozen or drained under load",
+        description="Clients on one edge of a local cluster while publishers on the other "
+        "edges keep publishing; the edge is SIGKILLed, SIGSTOPped or drained (SIGTERM). "
+        "Reports time until every client is served again, the gap each client saw, "
+        "and lost / duplicated reliable messages.",
+    )
+    fo.add_argument("--action", choices=["kill", "stop", "drain"], default="kill",
+                    help="what happens to the edge (default: kill)")
+    fo.add_argument("--clients", type=_positive_int, default=200,
+                    help="clients on the edge (default: 200)")
+    fo.add_argument("--rooms", type=_positive_int, default=20, help="(default: 20)")
+    fo.add_argument("--publishers", type=_positive_int, default=4, help="(default: 4)")
+    fo.add_argument("--rate", type=_positive_float, default=200.0,
+                    help="publishes/s in total (default: 200)")
+    fo.add_argument("--edges", type=_positive_int, default=3, help="(default: 3)")
+    fo.add_argument("--at", type=_positive_float, default=3.0,
+                    help="seconds into the run when the action happens (default: 3)")
+    fo.add_argument("--duration", type=_positive_float, default=8.0,
+                    help="seconds of publishing (default: 8)")
+    fo.add_argument("--connect-rate", type=_positive_float, default=2000.0,
+                    help="the surviving edges' connection-rate limit (default: 2000)")
+    fo.add_argument("--runs", type=_positive_int, default=1, help="(default: 1)")
+    fo.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
+                    help=f"report directory (default: {DEFAULT_OUT})")
+    fo.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    fo.set_defaults(func=_cmd_failover)
+
     cmp = subs.add_parser(
         "compare",
         help="show the change of every figure between two reports",
@@ -197,6 +226,19 @@ def _cmd_connections(args: argparse.Namespace) -> int:
     procs = args.procs or max(1, -(-args.count // 1000))
     options = _options(args, procs)
     return _finish(run_connections(params, options), options, ROWS)
+
+
+def _cmd_failover(args: argparse.Namespace) -> int:
+    from bench.scenarios.failover import FailoverParams, run_failover_cli
+
+    if args.edges < 2:
+        raise BenchError("--edges must be at least 2 (clients need somewhere to go)")
+    if args.at >= args.duration:
+        raise BenchError("--at must be before the end of --duration")
+    params = FailoverParams(action=args.action, clients=args.clients, rooms=args.rooms,
+                            publishers=args.publishers, rate=args.rate, edges=args.edges,
+                            at=args.at, duration=args.duration, connect_rate=args.connect_rate)
+    return run_failover_cli(params, args.runs, args.out, args.quiet)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

@@ -139,6 +139,8 @@ class Client:
         self.on_error: Callable[[int, str], None] | None = None
         self.on_reconnect: Callable[[Client], None] | None = None
         self.on_recovery: Callable[[RecoveryEvent], None] | None = None
+        #: Called after each make-before-break move to another edge (HANDOFF).
+        self.on_handoff: Callable[[Client], None] | None = None
         self.recoveries: list[RecoveryEvent] = []
         self._outbox = Outbox()
         self._raw_futures: dict[int, asyncio.Future[tuple[int, int]]] = {}
@@ -330,6 +332,8 @@ class Client:
                     return
                 self._adopt(ws, target, welcome)
                 self.handoffs += 1
+                if self.on_handoff is not None:
+                    self.on_handoff(self)
                 # Switch reading to the new connection now; frames still queued on
                 # the old one are not needed: the new edge replays everything after
                 # the positions our HELLO carried, and the outbox re-sends

@@ -91,6 +91,28 @@ def test_connections_tiny(tmp_path: Path) -> None:
         assert run["memory"]["rss_after_bytes"] > 0
 
 
+@pytest.mark.parametrize("action", ["kill", "drain", "stop"])
+def test_failover_tiny(tmp_path: Path, action: str) -> None:
+    """Each failover action runs end to end and reports every client served again,
+    nothing lost or repeated (the scenario's exit code says so too)."""
+    rc = main([
+        "failover", "--action", action, "--clients", "12", "--rooms", "3",
+        "--publishers", "2", "--rate", "40", "--edges", "2", "--at", "1",
+        "--duration", "3", "--out", str(tmp_path), "--quiet",
+    ])
+    reports = list(tmp_path.glob("failover-*.json"))
+    assert len(reports) == 1
+    doc = json.loads(reports[0].read_text())
+    run = doc["runs"][0]
+    assert run["served_again"] == 12 and run["lost"] == 0 and run["duplicates"] == 0, run
+    assert run["published_acked"] > 0
+    if action == "drain":
+        assert run["handoffs"] == 12 and run["reconnects"] == 0
+    else:
+        assert run["reconnects"] >= 12
+    assert rc == 0
+
+
 def test_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["fanout", "--subscribers", "2", "--publishers", "1", "--rate", "20",
             "--duration", "1", "--warmup", "0.2", "--drain", "1",
