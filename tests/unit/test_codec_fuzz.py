@@ -30,6 +30,7 @@ from client_sdk.protocol import (
     Member,
     Message,
     MessageType,
+    Neighbours,
     Ping,
     Pong,
     PresenceJoin,
@@ -89,11 +90,16 @@ value = st.recursive(
 )
 info_map = st.dictionaries(text, value, max_size=8)
 position = st.tuples(uint64, uint64).map(list)
-#: HELLO ``resume``: ``{"sid", "rt", "rooms": {room: [flags, epoch, seq]}}``.
+#: HELLO ``resume``: ``{"sid", "rt", "att"?, "rooms": {room: [flags, epoch, seq]}}``
+#: (``att``, the client's connection-attempt counter, is left out by older clients).
 resume_map = st.fixed_dictionaries(
     {"sid": text, "rt": text,
-     "rooms": st.dictionaries(room, st.tuples(uint64, uint64, uint64).map(list), max_size=8)}
+     "rooms": st.dictionaries(room, st.tuples(uint64, uint64, uint64).map(list), max_size=8)},
+    optional={"att": uint64},
 )
+#: Edge URLs as they appear in HANDOFF, NEIGHBOURS and WELCOME ``neighbours``
+#: (the decoder only requires strings).
+url = st.sampled_from(["wss://edge-b.example:8443/ws", "ws://10.0.0.7:8080/", ""]) | text
 #: WELCOME ``info``: the documented keys (each may be present or not) plus unknown ones.
 welcome_info = st.builds(
     lambda known, extra: {**extra, **known},
@@ -104,7 +110,7 @@ welcome_info = st.builds(
             "ping_interval": st.floats(0, 3600),
             "max_frame_bytes": uint64,
             "max_rooms": uint64,
-            "neighbours": st.lists(text, max_size=4),
+            "neighbours": st.lists(url, max_size=4),
             "region": text,
             "resume_token": text,
             "resume_window": st.floats(0, 86400),
@@ -126,6 +132,7 @@ resumed_reason = st.sampled_from(
      "history_unavailable", "no_history", "overflow", "forbidden"]
 ) | text
 idem = st.just(0) | uint64
+handoff_reason = st.sampled_from(["drain", ""]) | text
 
 FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
     MessageType.HELLO: st.builds(Hello, uint64, st.text(_chars, max_size=200), text,
@@ -149,13 +156,14 @@ FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
     MessageType.RESUME: st.builds(Resume, st.lists(value, max_size=6).map(tuple)),
     MessageType.RESUMED: st.builds(Resumed, room, st.booleans(), uint64, uint64, uint64,
                                    resumed_reason, resumed_info),
-    MessageType.HANDOFF: st.builds(Handoff, st.lists(value, max_size=6).map(tuple)),
+    MessageType.HANDOFF: st.builds(Handoff, url, handoff_reason, uint64),
+    MessageType.NEIGHBOURS: st.builds(Neighbours, st.lists(url, max_size=8).map(tuple)),
 }
 any_frame = st.one_of(*FRAME_STRATEGIES.values())
 
 _FRAME_CLASSES = (
     Hello, Welcome, Join, Joined, Leave, Publish, Message, Ack, PresenceJoin, PresenceLeave,
-    PresenceList, PresenceMembers, Ping, Pong, Error, Resume, Resumed, Handoff,
+    PresenceList, PresenceMembers, Ping, Pong, Error, Resume, Resumed, Handoff, Neighbours,
 )
 
 
@@ -370,6 +378,8 @@ _FIELDS: dict[MessageType, list[str]] = {
     MessageType.PONG: ["uint"],
     MessageType.ERROR: ["uint", "uint", "str"],
     MessageType.RESUMED: ["room", "bool", "uint", "uint", "uint", "str", "map"],
+    MessageType.HANDOFF: ["str", "str", "uint"],
+    MessageType.NEIGHBOURS: ["urls"],
 }
 # Fields that may be left out at the end of the array.
 _OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 1, MessageType.PUBLISH: 2,
@@ -377,8 +387,8 @@ _OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 1, MessageType.PUBLISH: 2,
 
 
 def test_field_table_covers_every_concrete_type() -> None:
-    # RESUME and HANDOFF are reserved: their body is opaque (any elements).
-    assert set(_FIELDS) == set(MessageType) - {MessageType.RESUME, MessageType.HANDOFF}
+    # RESUME is reserved: its body is opaque (any elements).
+    assert set(_FIELDS) == set(MessageType) - {MessageType.RESUME}
 
 
 def _full_array(frame: Frame) -> list[Any]:
@@ -404,6 +414,12 @@ _WRONG: dict[str, st.SearchStrategy[Any]] = {
     "members": st.none() | text | msgint | st.dictionaries(text, text, max_size=2)
     | st.tuples(st.just(["s", "u", "player"]), msgint).map(list)
     | st.tuples(st.lists(text, min_size=2, max_size=2)).map(list),
+    # Not an array, or an array with a non-string among the URLs.
+    "urls": st.none() | st.booleans() | msgint | st.floats() | text | st.binary(max_size=4)
+    | st.dictionaries(text, text, max_size=2)
+    | st.tuples(st.lists(text, max_size=3), _not_str, st.lists(text, max_size=3)).map(
+        lambda t: [*t[0], t[1], *t[2]]
+    ),
 }
 
 
@@ -478,9 +494,12 @@ def test_extra_trailing_elements_examples() -> None:
         decode(_pack([7, "r", 1, 2, "s", b"p", "not-an-idem"]))
     with pytest.raises(MalformedFrame):
         decode(_pack([6, 1, "r", b"p", "not-a-bool", 7, "extra"]))
-    # Reserved frames keep an opaque body: extra elements are part of it.
+    assert decode(_pack([18, "wss://b/ws", "drain", 500, {"why": "drain"}])) == Handoff(
+        "wss://b/ws", "drain", 500
+    )
+    assert decode(_pack([19, ["wss://b/ws"], 2, "future"])) == Neighbours(("wss://b/ws",))
+    # The reserved RESUME keeps an opaque body: extra elements are part of it.
     assert decode(_pack([16, 1, "x"])) == Resume((1, "x"))
-    assert decode(_pack([18])) == Handoff(())
 
 
 def test_optional_trailing_fields_take_their_defaults() -> None:
@@ -536,11 +555,62 @@ def test_hello_resume_map_round_trips() -> None:
     resume = {"sid": "s-1", "rt": "ab" * 32, "rooms": {"lobby": [1, 3, 42], "é": [0, 0, 0]}}
     h = Hello(1, "t", "bot", resume)
     assert decode(encode(h)) == h
+    # "att" (connection-attempt counter) is one more key of the map, passed through.
+    with_att = Hello(1, "t", "bot", {**resume, "att": 7})
+    assert decode(encode(with_att)) == with_att
+    assert msgpack.unpackb(encode(with_att), raw=False)[4]["att"] == 7
     assert decode(_pack([1, 1, "t", "bot", None])) == Hello(1, "t", "bot", None)
     bad: Any
     for bad in ([], "sid", 1, True):
         with pytest.raises(MalformedFrame):
             decode(_pack([1, 1, "t", "bot", bad]))
+
+
+def test_handoff_fields() -> None:
+    h = Handoff("wss://edge-b.example:8443/ws", "drain", 10_000)
+    assert msgpack.unpackb(encode(h), raw=False) == [
+        18, "wss://edge-b.example:8443/ws", "drain", 10_000
+    ]
+    assert decode(encode(h)) == h
+    # reason and deadline_ms have defaults in Python but are always on the wire.
+    assert Handoff("u") == Handoff("u", "drain", 10_000)
+    assert msgpack.unpackb(encode(Handoff("u")), raw=False) == [18, "u", "drain", 10_000]
+    assert decode(_pack([18, "u", "", UINT64_MAX])) == Handoff("u", "", UINT64_MAX)
+    for bad in (
+        [18],  # the reserved form of earlier revisions
+        [18, "u"],
+        [18, "u", "drain"],  # no optional fields
+        [18, None, "drain", 1],
+        [18, b"u", "drain", 1],  # url is str, not bin
+        [18, "u", 1, 1],
+        [18, "u", "drain", -1],
+        [18, "u", "drain", 1.5],
+        [18, "u", "drain", True],
+        [18, "u", "drain", "10000"],
+    ):
+        with pytest.raises(MalformedFrame):
+            decode(_pack(bad))
+
+
+def test_neighbours_fields() -> None:
+    n = Neighbours(("wss://b/ws", "wss://c/ws"))
+    assert msgpack.unpackb(encode(n), raw=False) == [19, ["wss://b/ws", "wss://c/ws"]]
+    assert decode(encode(n)) == n
+    assert encode(Neighbours(())) == bytes.fromhex("921390")
+    assert decode(bytes.fromhex("921390")) == Neighbours(())
+    # The order is kept (best first) and duplicates are not the decoder's business.
+    assert decode(_pack([19, ["c", "b", "c"]])) == Neighbours(("c", "b", "c"))
+    for bad in ([19], [19, None], [19, "wss://b/ws"], [19, {"b": 1}], [19, ["b", 1]],
+                [19, ["b", None]], [19, [b"b"]], [19, [["b"]]]):
+        with pytest.raises(MalformedFrame):
+            decode(_pack(bad))
+
+
+def test_handoff_and_neighbours_carry_no_req_id() -> None:
+    """Edge-only frames without a request id: a client that sends one gets
+    ERROR 4400 with req_id 0, so peeking must not find an id in them."""
+    assert Decoder().peek_req_id(encode(Handoff("u", "drain", 5))) == 0
+    assert Decoder().peek_req_id(encode(Neighbours(("u",)))) == 0
 
 
 def test_envelope_errors_are_malformed() -> None:

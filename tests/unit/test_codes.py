@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from client_sdk.protocol import ErrorCode, Retry, retry_for, retry_for_close
@@ -18,6 +21,8 @@ EXPECTED: dict[ErrorCode, Retry] = {
     ErrorCode.OVERLOADED: Retry.RECONNECT,
     ErrorCode.PUBLISH_TIMEOUT: Retry.RECONNECT,
     ErrorCode.HANDSHAKE_TIMEOUT: Retry.RECONNECT,
+    # Drain: the edge closes the connections that did not move with 4100; a
+    # client that moved (HANDOFF, make before break) closes the old one with 4101.
     ErrorCode.SHUTTING_DOWN: Retry.RECONNECT_ELSEWHERE,
     ErrorCode.HANDOFF: Retry.RECONNECT_ELSEWHERE,
     ErrorCode.BAD_REQUEST: Retry.NEVER,
@@ -25,7 +30,8 @@ EXPECTED: dict[ErrorCode, Retry] = {
     ErrorCode.TOKEN_EXPIRED: Retry.NEVER,
     ErrorCode.FORBIDDEN: Retry.NEVER,
     ErrorCode.NOT_JOINED: Retry.NEVER,
-    # Another connection resumed this session: reconnecting would take it back.
+    # Another connection (a higher "att") holds this session, or this one is a
+    # late, abandoned attempt: reconnecting would take the session back.
     ErrorCode.SESSION_TAKEN_OVER: Retry.NEVER,
     ErrorCode.UNSUPPORTED_VERSION: Retry.NEVER,
     ErrorCode.UNKNOWN_TYPE: Retry.NEVER,
@@ -95,7 +101,8 @@ def test_range_boundaries(code: int, want: Retry) -> None:
         (1012, Retry.RECONNECT),  # service restart
         (1013, Retry.RECONNECT),  # try again later
         (4001, Retry.RECONNECT),  # SLOW_CONSUMER
-        (4101, Retry.RECONNECT_ELSEWHERE),  # HANDOFF
+        (4100, Retry.RECONNECT_ELSEWHERE),  # SHUTTING_DOWN: end of a drain
+        (4101, Retry.RECONNECT_ELSEWHERE),  # HANDOFF: "moved"
         (4401, Retry.NEVER),  # UNAUTHORIZED
         (4409, Retry.NEVER),  # SESSION_TAKEN_OVER: resumed on another connection
     ],
@@ -141,3 +148,26 @@ def test_session_taken_over() -> None:
     assert int(ErrorCode.SESSION_TAKEN_OVER) == 4409
     assert ErrorCode(4409) is ErrorCode.SESSION_TAKEN_OVER
     assert retry_for_close(4409) is Retry.NEVER
+
+
+def test_drain_and_handover_codes() -> None:
+    """docs/protocol.md section 12: a draining edge closes the connections that
+    did not move with 4100; the client closes the connection it moved away from
+    with 4101 "moved"; a connection that lost the session to a newer attempt
+    gets 4409.  The first two send a client to a neighbour, the last one not."""
+    assert int(ErrorCode.SHUTTING_DOWN) == 4100
+    assert int(ErrorCode.HANDOFF) == 4101
+    assert retry_for_close(4100) is Retry.RECONNECT_ELSEWHERE
+    assert retry_for_close(4101) is Retry.RECONNECT_ELSEWHERE
+    assert retry_for_close(4409) is Retry.NEVER
+
+
+DOC_FILE = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+_CODE_ROW = re.compile(r"^\| (\d{4}) \| `([A-Z_]+)` ", re.MULTILINE)
+
+
+@pytest.mark.skipif(not DOC_FILE.exists(), reason="docs/protocol.md not present")
+def test_protocol_doc_lists_every_code() -> None:
+    """The codes table in docs/protocol.md has one row per ErrorCode, with its name."""
+    rows = {int(n): name for n, name in _CODE_ROW.findall(DOC_FILE.read_text("utf-8"))}
+    assert rows == {int(c): c.name for c in ErrorCode}

@@ -33,6 +33,7 @@ from client_sdk.protocol import (
     Member,
     Message,
     MessageType,
+    Neighbours,
     Ping,
     Pong,
     PresenceJoin,
@@ -57,6 +58,8 @@ _SENSOR = Member("s-77", "sensor-12", "device")
 _TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.c2ln"
 #: A resume token (opaque to clients; the reference edge sends 64 hex digits).
 _RESUME_TOKEN = "5c1d9e0f7a3b"
+_EDGE_B = "wss://edge-b.example:8443/ws"
+_EDGE_C = "wss://edge-c.example:8443/ws"
 
 #: The frame each golden vector must decode to (and, unless the vector is
 #: marked ``decode_only``, encode from).  Keys are the vector names.  The
@@ -84,7 +87,7 @@ FRAMES: dict[str, Frame] = {
             "ping_interval": 5.0,
             "max_frame_bytes": 65536,
             "max_rooms": 64,
-            "neighbours": ["wss://edge-b.example:8443/ws", "wss://edge-c.example:8443/ws"],
+            "neighbours": [_EDGE_B, _EDGE_C],
             "region": "eu-west",
         },
     ),
@@ -136,8 +139,21 @@ FRAMES: dict[str, Frame] = {
     "resumed-session-expired": Resumed(
         "match-17", False, 5, 1200, 0, "session_expired", {"current": [6, 17]}
     ),
-    "handoff": Handoff(()),
     "resume-opaque-body": Resume(("opaque", 1)),
+    "hello-resume-att": Hello(
+        PROTOCOL_VERSION,
+        _TOKEN,
+        "bot-7",
+        {
+            "sid": "s-1f2e",
+            "rt": _RESUME_TOKEN,
+            "att": 3,
+            "rooms": {"lobby": [1, 3, 42], "match-17": [3, 5, 1200]},
+        },
+    ),
+    "handoff-drain": Handoff(_EDGE_B, "drain", 10_000),
+    "neighbours": Neighbours((_EDGE_B, _EDGE_C)),
+    "neighbours-empty": Neighbours(()),
 }
 
 
