@@ -213,6 +213,14 @@ class EdgeMetrics:
             registry=self.registry,
         )
 
+        self.resume_gap_seconds = Histogram(
+            "edge_resume_gap_seconds",
+            "Time from a session's last checkpoint on its previous connection to its resume "
+            "here: the outage a client saw, plus up to one checkpoint interval",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 120.0),
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         """Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

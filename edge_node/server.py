@@ -382,7 +382,13 @@ class EdgeServer:
                         cp = await self.store.load(sid) if self.store is not None else None
                         if cp is None or cp.get("sub") != claims.subject:
                             invalid = "session_expired"
-                        elif self.sync is not None and isinstance(cp.get("edge"), str):
+                        else:
+                            ts = cp.get("ts")
+                            if isinstance(ts, (int, float)):
+                                self.metrics.resume_gap_seconds.observe(
+                                    max(0.0, time.time() - ts))
+                        if (cp is not None and self.sync is not None
+                                and isinstance(cp.get("edge"), str)):
                             # The client left its previous edge: if that edge is dead,
                             # move its rooms now rather than when its leases lapse.
                             self.sync.suspect(cp["edge"])
