@@ -233,6 +233,8 @@ def _cmd_failover(args: argparse.Namespace) -> int:
 
     if args.edges < 2:
         raise BenchError("--edges must be at least 2 (clients need somewhere to go)")
+    if args.rooms > 64:
+        raise BenchError("--rooms must be at most 64 (publishers join every room)")
     if args.at >= args.duration:
         raise BenchError("--at must be before the end of --duration")
     params = FailoverParams(action=args.action, clients=args.clients, rooms=args.rooms,

@@ -169,14 +169,15 @@ class Client:
     async def _open(self, url: str) -> tuple[ClientConnection, Welcome]:
         self._attempt += 1
         try:
-            ws = await asyncio.wait_for(
-                ws_connect(url, compression=None, max_size=None, max_queue=None,
-                           open_timeout=self.connect_timeout, close_timeout=1.0,
-                           # Client-side keepalive: a half-open link (network cut,
-                           # frozen edge) is noticed within ping_interval + ping_timeout.
-                           ping_interval=self.ping_interval, ping_timeout=self.ping_timeout),
-                self.connect_timeout,
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that races its timeout, leaving a reconnect loop running.
+            async with asyncio.timeout(self.connect_timeout):
+                ws = await ws_connect(
+                    url, compression=None, max_size=None, max_queue=None,
+                    open_timeout=self.connect_timeout, close_timeout=1.0,
+                    # Client-side keepalive: a half-open link (network cut, frozen
+                    # edge) is noticed within ping_interval + ping_timeout.
+                    ping_interval=self.ping_interval, ping_timeout=self.ping_timeout)
         except InvalidStatus as exc:
             hint = exc.response.headers.get("X-Retry-After-Ms")
             if exc.response.status_code == 503 and hint and hint.isdigit():
@@ -185,7 +186,8 @@ class Client:
         try:
             await ws.send(encode(Hello(PROTOCOL_VERSION, self.token, self.name,
                                        self._resume_map())))
-            raw = await asyncio.wait_for(ws.recv(), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                raw = await ws.recv()
             frame = self._decoder.decode(raw if isinstance(raw, bytes) else raw.encode())
             if not isinstance(frame, Welcome):
                 raise ConnectError(f"{url}: expected WELCOME, got {type(frame).__name__}")
@@ -507,14 +509,16 @@ class Client:
         if self._closed is not None:
             raise self._closed
         if not self._connected.is_set():
-            await asyncio.wait_for(self._connected.wait(), self.request_timeout)
+            async with asyncio.timeout(self.request_timeout):
+                await self._connected.wait()
         req_id = next(self._req_ids)
         out = _with_req_id(frame, req_id)
         fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         try:
             self._send(encode(out))
-            return await asyncio.wait_for(fut, self.request_timeout)
+            async with asyncio.timeout(self.request_timeout):
+                return await fut
         except TimeoutError as exc:
             raise RequestTimeoutError(f"no answer to {type(frame).__name__} in "
                                       f"{self.request_timeout:g} s") from exc
@@ -583,7 +587,8 @@ class Client:
         fut = self.publish_nowait(room, payload)
         assert fut is not None
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(fut)
         except TimeoutError as exc:
             for item in self._outbox.pending():
                 if item.future is self._raw_futures.get(id(fut)):
@@ -660,7 +665,8 @@ class Client:
         t0 = time.perf_counter()
         self._send(encode(Ping(stamp)))
         try:
-            t1 = await asyncio.wait_for(fut, self.request_timeout)
+            async with asyncio.timeout(self.request_timeout):
+                t1 = await fut
         except TimeoutError as exc:
             self._pings.pop(stamp, None)
             raise RequestTimeoutError("no PONG in time") from exc

@@ -99,9 +99,12 @@ class RoomSync:
         self.stats = stats
         self.edge_ttl = edge_ttl
         self.max_backlog = max_backlog
-        self.r: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=0
-        )
+        # A bounded pool that makes callers wait for a connection: a reconnect
+        # storm must queue its Redis calls, not fail with "too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=10, socket_timeout=5.0, socket_connect_timeout=2.0,
+            health_check_interval=0)
+        self.r: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         # Blocking reads need a connection without a short socket timeout (PITFALLS).
         self.blocking: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=None, socket_connect_timeout=2.0

@@ -38,7 +38,12 @@ from .outbound import Flusher
 from .registry import Registry, live_edges
 from .room_sync import RoomSync
 from .session import ClientSession, SessionClose, new_session_id
-from .session_store import SessionStore, resume_token, verify_resume_token
+from .session_store import (
+    CheckpointUnavailable,
+    SessionStore,
+    resume_token,
+    verify_resume_token,
+)
 from .tasks import spawn
 from .uplink import Uplink, UplinkSettings
 
@@ -122,7 +127,9 @@ class EdgeServer:
         sock = next(iter(self.server.sockets))
         self.port = sock.getsockname()[1]
         if s.redis_url:
-            self._redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=5.0)
+            # Bounded and blocking (see RoomSync): storms queue instead of failing.
+            self._redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+                s.redis_url, max_connections=64, timeout=10, socket_timeout=5.0))
             self.store = SessionStore(self._redis, s.resume_window)
             url = s.public_url or f"ws://{s.host}:{self.port}"
             self.registry = Registry(
@@ -379,7 +386,13 @@ class EdgeServer:
                     if verify_resume_token(self.settings.secrets, rsid, claims.subject, rt):
                         sid, resumed = rsid, True
                         attempt = int(hello.resume.get("att", 0))
-                        cp = await self.store.load(sid) if self.store is not None else None
+                        try:
+                            cp = await self.store.load(sid) if self.store is not None else None
+                        except CheckpointUnavailable:
+                            # Cannot tell whether the session may resume: never guess
+                            # "expired" (that would skip the replay); have it retry.
+                            raise SessionClose(ErrorCode.OVERLOADED,
+                                               "session store busy: retry") from None
                         if cp is None or cp.get("sub") != claims.subject:
                             invalid = "session_expired"
                         else:
@@ -486,8 +499,8 @@ class EdgeServer:
                         # Half-open link: the client may already have resumed on
                         # another edge; then its rooms must not see it leave.
                         with contextlib.suppress(Exception):
-                            cp = await asyncio.wait_for(self.store.load(session.session_id),
-                                                        1.0)
+                            async with asyncio.timeout(1.0):
+                                cp = await self.store.load(session.session_id)
                             if cp is not None and cp.get("edge") != self.settings.edge_id:
                                 session.moving = True
                     session.cleanup()

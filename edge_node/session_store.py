@@ -23,7 +23,12 @@ import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-__all__ = ["SessionStore", "resume_token", "verify_resume_token", "checkpoint_key"]
+__all__ = ["SessionStore", "CheckpointUnavailable", "resume_token", "verify_resume_token",
+           "checkpoint_key"]
+
+
+class CheckpointUnavailable(RuntimeError):
+    """Redis could not be asked: whether a checkpoint exists is unknown."""
 
 log = logging.getLogger("edge_node.sessions")
 
@@ -99,12 +104,15 @@ class SessionStore:
         return len(items) - len(stale), stale
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
-        """The checkpoint, or ``None`` if it expired (or Redis is unreachable)."""
+        """The checkpoint, or ``None`` if it expired.
+
+        Raises :class:`CheckpointUnavailable` when Redis cannot be asked.
+        """
         try:
             raw: Any = await self.r.hget(checkpoint_key(session_id), "d")
         except (RedisError, OSError) as exc:
             log.warning("checkpoint read failed", extra={"error": str(exc)})
-            return None
+            raise CheckpointUnavailable(str(exc)) from exc
         if raw is None:
             return None
         data: dict[str, Any] = msgpack.unpackb(raw, raw=False)

@@ -21,6 +21,7 @@ Every run stops by itself: publishing lasts ``--duration`` seconds, then at most
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import json
 import os
@@ -107,6 +108,8 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
     edge_args = ["--connect-rate", str(p.connect_rate)]
     cluster = LocalCluster(p.edges, edge_args=edge_args, origin=False)
     await asyncio.to_thread(cluster.start)
+    clients: list[_Client] = []
+    pubs: list[Any] = []
     try:
         victim, others = cluster.edges[0], cluster.edges[1:]
         now = time.time()
@@ -114,7 +117,6 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
         def tok(name: str, kind: str = "player") -> str:
             return mint_token(cluster.secret, name, kind, ["*"], now=now, ttl=3600)
 
-        clients: list[_Client] = []
         sem = asyncio.Semaphore(100)
 
         async def make(i: int) -> _Client:
@@ -133,7 +135,6 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
             return rc
 
         clients = list(await asyncio.gather(*(make(i) for i in range(p.clients))))
-        pubs = []
         for j in range(p.publishers):
             e = others[j % len(others)]
             pc = await connect([e.url], tok(f"pub{j}", "service"))
@@ -224,14 +225,18 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
             "duplicates": dups,
             "recovered_false": sum(1 for rc in clients for ev in rc.client.recoveries
                                    if not ev.recovered),
+            "recovered_false_reasons": dict(collections.Counter(
+                ev.reason for rc in clients for ev in rc.client.recoveries
+                if not ev.recovered)),
             "reconnects": sum(rc.client.reconnects for rc in clients),
             "handoffs": sum(rc.client.handoffs for rc in clients),
             "connects_rejected": rejected,
         }
-        for c in [*(rc.client for rc in clients), *pubs]:
-            await c.close()
         return result
     finally:
+        # Close every client whatever happened, so no reconnect loop outlives the run.
+        await asyncio.gather(*(c.close() for c in [*(rc.client for rc in clients), *pubs]),
+                             return_exceptions=True)
         await asyncio.to_thread(cluster.stop)
 
 
@@ -259,7 +264,11 @@ def run_failover_cli(p: FailoverParams, runs: int, out: Path, quiet: bool) -> in
         if not quiet:
             print(f"failover run {i + 1}/{runs}: {p.action}, {p.clients} clients ...",
                   file=sys.stderr)
-        results.append(runner(_one_run(p, not quiet)))
+        try:
+            results.append(runner(_one_run(p, not quiet)))
+        except Exception as exc:  # a run that could not complete: say why, no traceback
+            print(f"failover run {i + 1} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     figures = [
         ("clients served again", ("served_again",)),
         ("time to served again p50 (s)", ("resume_s", "p50")),
