@@ -3,8 +3,8 @@
 ``FaultProxy(target_host, target_port)`` listens on a free loopback port and
 forwards bytes both ways.  ``blackhole()`` stops forwarding without closing
 anything, like a network cut that leaves both ends believing the link is up
-(a half-open connection): not even a close crosses it; ``restore()`` resumes forwarding; ``cut()`` closes
-every proxied connection at once.
+(a half-open connection): not even a close crosses it.  ``restore()`` resumes
+forwarding; ``cut()`` closes every proxied connection at once.
 """
 
 from __future__ import annotations
