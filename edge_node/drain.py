@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from client_sdk.protocol import Handoff, encode
 
+from .liveness import probe_edge
+
 if TYPE_CHECKING:
     from .server import EdgeServer
 
@@ -44,7 +46,11 @@ async def drain(server: EdgeServer) -> dict[str, float]:
     server.hub.draining = True
     if server.registry is not None:
         await server.registry.beat()  # publish "draining" now, not at the next beat
-    neighbours = await server.live_neighbours()
+    candidates = await server.live_neighbours()
+    # The registry can still list an edge that died a moment ago: only hand
+    # clients to neighbours that answer now.
+    alive = await asyncio.gather(*(probe_edge(url) for _, url in candidates))
+    neighbours = [nb for nb, ok in zip(candidates, alive, strict=True) if ok]
     sessions = list(server.sessions.values())
     if not neighbours or not sessions:
         log.info("drain: nothing to hand over", extra={"neighbours": len(neighbours),
