@@ -613,8 +613,9 @@ class Hub:
             try:
                 for sid, subject, kind, _edge in await self.sync.members(name):
                     local.setdefault(sid, Member(sid, subject, kind))
-            except SyncUnavailable:
-                pass
+            except SyncUnavailable as exc:  # local members only: say so in the log
+                log.warning("presence from other edges unavailable",
+                            extra={"room": name, "error": str(exc)})
         return sorted(local.values(), key=lambda m: m.session_id)
 
     def position(self, name: str) -> Pos:

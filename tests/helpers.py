@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import struct
+import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
+
+from client_sdk import ReceivedMessage
 
 #: Token signing key of the test edges (``tests/conftest.py`` starts them with it).
 SECRET = b"test-secret"
@@ -42,3 +46,26 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, byt
 async def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
     """``(status, content type, body)`` of a GET, off the event loop."""
     return await asyncio.to_thread(_get, url, headers)
+
+
+#: Payload of the ordering tests: ``(publisher index, sequence number)``.
+PAIR = struct.Struct("!II")
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a plain predicate until true; ``AssertionError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Recorder:
+    """An ``on_message`` callback collecting ``(publisher, n)`` pairs in arrival order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def __call__(self, m: ReceivedMessage) -> None:
+        self.seen.append(PAIR.unpack_from(m.payload))

@@ -5,31 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import struct
 import time
-from collections.abc import Callable
 
-from client_sdk import Client, ReceivedMessage, connect
+from client_sdk import Client, connect
 from tests.faultproxy import FaultProxy
-from tests.helpers import http_get
-
-_P = struct.Struct("!II")
-
-
-async def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.seen: list[tuple[int, int]] = []
-
-    def __call__(self, m: ReceivedMessage) -> None:
-        self.seen.append(_P.unpack_from(m.payload))
+from tests.helpers import PAIR as _P
+from tests.helpers import Recorder, http_get
+from tests.helpers import wait_until as _wait
 
 
 async def _steady(pub: Client, room: str, n: int, interval: float, idx: int = 0) -> None:

@@ -5,37 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import struct
-import time
-from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
 
-from client_sdk import Client, ReceivedMessage, connect
+from client_sdk import Client, connect
 from edge_node import lua_scripts, redis_keys
 from edge_node.launch import spawn_edge
-from tests.helpers import SECRET, http_get
-
-_P = struct.Struct("!II")
-
-
-async def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-class Recorder:
-    """Collects (publisher, n) pairs in arrival order."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[int, int]] = []
-
-    def __call__(self, m: ReceivedMessage) -> None:
-        self.seen.append(_P.unpack_from(m.payload))
+from tests.helpers import PAIR as _P
+from tests.helpers import SECRET, Recorder, http_get
+from tests.helpers import wait_until as _wait
 
 
 def _drop_connection(c: Client) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from client_sdk import connect
 
 
@@ -21,7 +23,14 @@ async def test_room_spans_two_edges(edge_factory, token) -> None:
         got = [await sa.get(5), await sa.get(5)]
         assert [x.payload for x in got] == [b"from-a", b"from-b"]
         assert (await sb.get(5)).payload == b"from-b"
-        members = {m.subject for m in await a.presence("span")}
+        # Presence across edges is eventually consistent (members are recorded in
+        # Redis in the background): poll briefly.
+        members: set[str] = set()
+        for _ in range(100):
+            members = {m.subject for m in await a.presence("span")}
+            if members == {"a", "b"}:
+                break
+            await asyncio.sleep(0.05)
         assert members == {"a", "b"}
     finally:
         await a.close()
