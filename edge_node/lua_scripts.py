@@ -35,7 +35,9 @@ return 0
 #: Fencing: a writer whose lease token is not the current one is refused, so
 #: a stale owner that wakes up (SIGSTOP, GC pause, partition) cannot write
 #: under its old epoch.  Idempotent: entries at or below the stream's last id
-#: (a retry after a lost reply) are skipped.  Returns the number appended.
+#: (a retry after a lost reply) are skipped.  Contiguous: within an epoch the
+#: next entry must be last + 1 (else error GAP: an earlier batch is missing).
+#: Returns the number appended.
 APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
 local le, ls = -1, -1
@@ -50,6 +52,11 @@ local n = 0
 for i = 3, #ARGV, 3 do
   local e = tonumber(ARGV[i])
   local s = tonumber(ARGV[i + 1])
+  if e == le and s > ls + 1 then
+    -- An earlier batch of this epoch is missing (refused, not yet retried):
+    -- refuse this one too, so nothing is ever acknowledged out of order.
+    return redis.error_reply('GAP ' .. le .. '-' .. ls)
+  end
   if e > le or (e == le and s > ls) then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], ARGV[i] .. '-' .. ARGV[i + 1],
                'd', ARGV[i + 2])

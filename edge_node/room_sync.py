@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from . import history
 from . import lua_scripts as lua
@@ -38,6 +38,9 @@ __all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
 log = logging.getLogger("edge_node.sync")
 
 _pack = msgpack.Packer(use_bin_type=True).pack
+
+_SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
+            "append": lua.APPEND, "steal": lua.STEAL, "handover": lua.HANDOVER}
 
 LIVE_PRESENCE_JOIN = 1
 LIVE_PRESENCE_LEAVE = 2
@@ -132,10 +135,7 @@ class RoomSync:
 
     async def start(self) -> None:
         """Load scripts, create the inbox, start background tasks."""
-        for name, src in (("acquire", lua.ACQUIRE), ("renew", lua.RENEW),
-                          ("release", lua.RELEASE), ("append", lua.APPEND),
-                          ("steal", lua.STEAL), ("handover", lua.HANDOVER)):
-            self._sha[name] = await self.r.script_load(src)
+        await self._load_scripts()
         self._writer = RespWriter.from_url(self.url, connect_timeout=2.0, timeout=5.0,
                                            scripts=[lua.APPEND])
         if self._writer is not None:
@@ -152,13 +152,26 @@ class RoomSync:
             loop.create_task(self._live_loop(), name="sync-live"),
         ]
 
+    async def _load_scripts(self) -> None:
+        for name, src in _SCRIPTS.items():
+            self._sha[name] = await self.r.script_load(src)
+
+    async def _script(self, name: str, numkeys: int, *args: Any) -> Any:
+        """EVALSHA, reloading the scripts once if Redis lost them (restart,
+        failover to a replica, SCRIPT FLUSH)."""
+        try:
+            return await self.r.evalsha(self._sha[name], numkeys, *args)
+        except NoScriptError:
+            await self._load_scripts()
+            return await self.r.evalsha(self._sha[name], numkeys, *args)
+
     async def stop(self) -> None:
         """Flush appends, release leases, stop tasks, close connections."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), 2.0)
         for room, tok in list(self._owned.items()):
             with contextlib.suppress(Exception):
-                await self.r.evalsha(self._sha["release"], 1, K.room_owner(room), tok)
+                await self._script("release", 1, K.room_owner(room), tok)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -176,8 +189,8 @@ class RoomSync:
     async def activate(self, room: str) -> Lease:
         """Take the room's lease if free, otherwise start tailing its stream."""
         try:
-            acq: Any = await self.r.evalsha(
-                self._sha["acquire"], 2, K.room_owner(room), K.room_epoch(room),
+            acq: Any = await self._script(
+                "acquire", 2, K.room_owner(room), K.room_epoch(room),
                 self.edge_id, self.lease_ms,
             )
             ok, tok = acq
@@ -215,8 +228,8 @@ class RoomSync:
                 if not self._appends.get(room) and self._owned.get(room) == tok:
                     del self._owned[room]
                     if hand_to:
-                        new: Any = await self.r.evalsha(
-                            self._sha["handover"], 1, K.room_owner(room), tok, hand_to,
+                        new: Any = await self._script(
+                            "handover", 1, K.room_owner(room), tok, hand_to,
                             self.lease_ms)
                         if new:
                             self.stats.handovers += 1
@@ -225,8 +238,8 @@ class RoomSync:
                                               {"h": _pack([room, token])},
                                               maxlen=10_000, approximate=True)
                             return
-                    await self.r.evalsha(self._sha["release"], 1, K.room_owner(room), tok)
-        except RedisError as exc:
+                    await self._script("release", 1, K.room_owner(room), tok)
+        except (RedisError, SyncUnavailable) as exc:
             log.warning("deactivate failed", extra={"room": room, "error": str(exc)})
 
     def last_queued(self, room: str) -> tuple[int, int] | None:
@@ -323,12 +336,15 @@ class RoomSync:
     def _wake_reader(self) -> None:
         spawn(self._xadd_quiet(self._inbox, {"w": b"1"}))
 
-    async def flush(self) -> None:
-        """Send queued appends and forwards (one pipeline).  Failed appends stay queued."""
-        async with self._flush_lock:
-            await self._flush()
+    async def flush(self) -> bool:
+        """Send queued appends and forwards (one pipeline).  Failed appends stay queued.
 
-    async def _flush(self) -> None:
+        Returns True if Redis refused a batch (an error other than FENCED).
+        """
+        async with self._flush_lock:
+            return await self._flush()
+
+    async def _flush(self) -> bool:
         forwards, self._forwards = self._forwards, []
         batches: list[tuple[str, int, int, int]] = []  # room, last epoch, last seq, count
         commands: list[tuple[Any, ...]] = []
@@ -351,7 +367,7 @@ class RoomSync:
         for owner, data in forwards:
             commands.append(("XADD", K.edge_inbox(owner), "MAXLEN", "~", 10_000, "*", "p", data))
         if not commands:
-            return
+            return False
         try:
             results = await self._execute(commands)
         except (RedisError, OSError) as exc:
@@ -360,6 +376,7 @@ class RoomSync:
             raise SyncUnavailable(str(exc)) from exc
         self.stats.stream_batches += 1
         now = time.monotonic()
+        refused = False
         for (room, epoch, seq, n), res in zip(batches, results, strict=False):
             rq = self._appends.get(room)
             if isinstance(res, ResponseError):
@@ -372,6 +389,7 @@ class RoomSync:
                         del self._appends[room]
                     self.listener.on_lease_lost(room)
                 else:
+                    refused = True
                     log.error("append refused", extra={"room": room, "error": str(res)})
                 continue
             if rq is None:
@@ -388,6 +406,7 @@ class RoomSync:
             self.stats.stream_appended += n
             self.listener.on_durable(room, epoch, seq)
         self.stats.forwarded_publishes += len(forwards)
+        return refused
 
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one round trip; errors come back as values, not raised.
@@ -420,7 +439,7 @@ class RoomSync:
                 await asyncio.sleep(self.append_linger)
             self._wake.clear()
             try:
-                await self.flush()
+                refused = await self.flush()
                 backoff = 0.05
             except SyncUnavailable as exc:
                 log.warning("append round trip failed", extra={"error": str(exc)})
@@ -432,6 +451,8 @@ class RoomSync:
                 await asyncio.sleep(0.1)
                 self._wake.set()
             else:
+                if refused:  # e.g. OOM: pause rather than re-send in a tight loop
+                    await asyncio.sleep(0.05)
                 if any(self._appends.values()) or self._forwards:
                     self._wake.set()
 
@@ -501,7 +522,11 @@ class RoomSync:
             pipe.get(K.room_owner(room))
         if not owned and not mirrors:
             return
-        res = await pipe.execute()
+        try:
+            res = await pipe.execute()
+        except NoScriptError:
+            await self._load_scripts()  # renewed on the next round, well inside the lease
+            return
         for (room, tok), ok in zip(owned, res[: len(owned)], strict=True):
             if not ok and self._owned.get(room) == tok:
                 del self._owned[room]
@@ -544,7 +569,7 @@ class RoomSync:
             log.warning("edge does not answer: taking its rooms over",
                         extra={"dead_edge": edge_id, "rooms": len(rooms)})
             for room in rooms:
-                if await self.r.evalsha(self._sha["steal"], 1, K.room_owner(room), edge_id):
+                if await self._script("steal", 1, K.room_owner(room), edge_id):
                     self.stats.lease_steals += 1
                 if room in self._tails:
                     await self._takeover(room)
@@ -570,8 +595,8 @@ class RoomSync:
     async def _takeover(self, room: str) -> None:
         """The owner's lease lapsed: read the stream to its end, then take the lease."""
         await self._catch_up(room)
-        acq: Any = await self.r.evalsha(
-            self._sha["acquire"], 2, K.room_owner(room), K.room_epoch(room),
+        acq: Any = await self._script(
+                "acquire", 2, K.room_owner(room), K.room_epoch(room),
             self.edge_id, self.lease_ms,
         )
         ok, tok = acq

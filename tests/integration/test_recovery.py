@@ -182,6 +182,10 @@ async def test_stale_owner_cannot_write(redis_url) -> None:
         # A retried batch is idempotent: nothing appended twice.
         assert await append(keys=[redis_keys.room_owner(room), redis_keys.room_log(room)],
                             args=[tok2, 100, 2, 1, b"b"]) == 0
+        # Contiguous within an epoch: a batch after a missing one is refused.
+        with pytest.raises(Exception, match="GAP"):
+            await append(keys=[redis_keys.room_owner(room), redis_keys.room_log(room)],
+                         args=[tok2, 100, 2, 3, b"skipped-2"])
         ids = [eid for eid, _ in await r.xrange(redis_keys.room_log(room))]
         assert ids == [b"1-1", b"2-1"]
     finally:
@@ -265,3 +269,24 @@ async def test_dead_owner_rooms_move_before_the_lease_lapses(edge_factory, token
     finally:
         await a.close()
         await b.close()
+
+
+async def test_leases_survive_a_script_cache_flush(edge_factory, token, redis_url) -> None:
+    """After SCRIPT FLUSH (a Redis restart or failover does the same) the owner reloads
+    its scripts: its lease keeps being renewed and publishes stay durable."""
+    e = edge_factory("edge-sf1")
+    a = await connect(e.url, token("a"))
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        await a.join("rs8")
+        first = await a.publish("rs8", b"before")
+        assert first is not None
+        await r.script_flush()
+        await asyncio.sleep(3.0)  # longer than the 2 s lease: renewals must have worked
+        after = await a.publish("rs8", b"after", timeout=10)
+        assert after is not None and after.epoch == first.epoch and after.seq == 2
+        owner = await r.get(redis_keys.room_owner("rs8"))
+        assert owner is not None and owner.decode().startswith("edge-sf1:")
+    finally:
+        await r.aclose()
+        await a.close()

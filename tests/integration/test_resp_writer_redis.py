@@ -165,3 +165,21 @@ async def test_connection_lost_mid_append_is_retried(sync: tuple[RoomSync, _List
     assert s.stats.stream_errors >= 1
     _check_acks(lis, room, lease.epoch, 11)
     assert await _ids(admin, room) == [(lease.epoch, i) for i in range(1, 12)]
+
+
+async def test_refused_append_is_retried_without_spinning(sync: tuple[RoomSync, _Listener],
+                                                          admin: aioredis.Redis) -> None:
+    """A batch Redis refuses (OOM, a wrong key type) stays queued and is re-sent after a
+    pause, not in a tight loop; it becomes durable once Redis accepts it."""
+    s, lis = sync
+    room = uid("rwr")
+    lease = await s.activate(room)
+    await admin.set(K.room_log(room), "not a stream")
+    s.append(room, lease.epoch, 1, b"x")
+    await asyncio.sleep(0.5)
+    assert s.last_queued(room) == (lease.epoch, 1)
+    assert 1 <= s.stats.stream_errors <= 15  # ~one attempt per 50 ms, not thousands
+    await admin.delete(K.room_log(room))
+    await _until(lambda: s.last_queued(room) is None, what="the append once accepted")
+    _check_acks(lis, room, lease.epoch, 1)
+    assert await _ids(admin, room) == [(lease.epoch, 1)]
