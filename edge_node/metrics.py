@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as _Tally
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -60,132 +60,94 @@ class EdgeStats:
         self.checkpoints = 0
 
 
+#: Unlabelled metrics read from :class:`EdgeStats`: (kind, name, help, attribute).
+_PLAIN: tuple[tuple[str, str, str, str], ...] = (
+    ("gauge", "edge_connections", "Open client connections", "connections"),
+    ("counter", "edge_connections_opened", "Client connections accepted", "connections_total"),
+    ("counter", "edge_frames_in", "Frames received from clients", "frames_in"),
+    ("counter", "edge_bytes_in", "Bytes received from clients (payload)", "bytes_in"),
+    ("counter", "edge_messages_out", "Messages delivered to clients", "deliveries"),
+    ("counter", "edge_bytes_out", "Bytes of delivered messages", "delivered_bytes"),
+    ("counter", "edge_slow_consumers", "Clients closed as slow consumers", "slow_consumers"),
+    ("counter", "edge_dropped_unreliable", "Unreliable messages dropped", "dropped_unreliable"),
+    ("gauge", "edge_rooms", "Rooms with members on this edge", "rooms"),
+    ("counter", "edge_stream_appended", "Messages appended to room streams", "stream_appended"),
+    ("counter", "edge_stream_batches", "Append round trips to Redis", "stream_batches"),
+    ("counter", "edge_stream_errors", "Failed append round trips", "stream_errors"),
+    ("gauge", "edge_stream_backlog", "Messages waiting to be appended", "stream_backlog"),
+    ("counter", "edge_remote_deliveries", "Messages received via Redis", "remote_deliveries"),
+    ("counter", "edge_forwarded_publishes", "Publishes forwarded to owners",
+     "forwarded_publishes"),
+    ("counter", "edge_stream_dropped", "Queued appends dropped after fencing", "stream_dropped"),
+    ("counter", "edge_lease_takeovers", "Rooms taken over after an owner's lease lapsed",
+     "lease_takeovers"),
+    ("counter", "edge_lease_steals",
+     "Leases taken from an owner edge that did not answer a probe", "lease_steals"),
+    ("counter", "edge_room_handovers", "Room leases handed to a neighbour while draining",
+     "handovers"),
+    ("counter", "edge_connects_rejected",
+     "New connections refused: draining or over the connection-rate limit",
+     "connects_rejected"),
+    ("counter", "edge_replayed_messages", "Messages replayed on resume", "replayed"),
+    ("counter", "edge_duplicates_dropped", "Re-sent publishes dropped as duplicates",
+     "duplicates_dropped"),
+    ("counter", "edge_session_checkpoints", "Session checkpoints written", "checkpoints"),
+)
+
+#: Metrics of the origin uplink object (``Uplink``), same layout.
+_UPLINK: tuple[tuple[str, str, str, str], ...] = (
+    ("counter", "edge_uplink_submitted", "Entries submitted to the origin uplink", "submitted"),
+    ("counter", "edge_uplink_sent", "Uplink entries written to Redis", "sent"),
+    ("counter", "edge_uplink_spooled", "Uplink entries written to the disk spool", "spooled"),
+    ("counter", "edge_uplink_dropped_overflow",
+     "Uplink entries dropped by the spool's overflow policy", "dropped_overflow"),
+    ("counter", "edge_uplink_errors", "Failed uplink round trips", "errors"),
+    ("gauge", "edge_uplink_backlog", "Uplink entries waiting in memory", "backlog"),
+    ("gauge", "edge_uplink_spool_size", "Uplink entries in the disk spool", "spool_size"),
+)
+
+_Family = CounterMetricFamily | GaugeMetricFamily
+
+
+def _families(table: tuple[tuple[str, str, str, str], ...], source: object) -> Iterator[_Family]:
+    for kind, name, text, attr in table:
+        fam: _Family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+            name, text)
+        fam.add_metric([], float(getattr(source, attr, 0)))
+        yield fam
+
+
+def _labelled(name: str, text: str, label: str,
+              values: Iterable[tuple[str, float]]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, text, labels=[label])
+    for value, n in values:
+        fam.add_metric([value], n)
+    return fam
+
+
 class _StatsCollector(Collector):
     def __init__(self, stats: EdgeStats, edge_id: str, owner: EdgeMetrics) -> None:
         self.s = stats
         self.edge_id = edge_id
         self.owner = owner
 
-    def _uplink(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        up = self.owner.uplink
-        if up is None:
-            return
-        for name, attr, text in (
-            ("edge_uplink_submitted", "submitted", "Entries submitted to the origin uplink"),
-            ("edge_uplink_sent", "sent", "Uplink entries written to Redis"),
-            ("edge_uplink_spooled", "spooled", "Uplink entries written to the disk spool"),
-            ("edge_uplink_dropped_overflow", "dropped_overflow",
-             "Uplink entries dropped by the spool's overflow policy"),
-            ("edge_uplink_errors", "errors", "Failed uplink round trips"),
-        ):
-            c = CounterMetricFamily(name, text)
-            c.add_metric([], float(getattr(up, attr, 0)))
-            yield c
-        for name, attr, text in (
-            ("edge_uplink_backlog", "backlog", "Uplink entries waiting in memory"),
-            ("edge_uplink_spool_size", "spool_size", "Uplink entries in the disk spool"),
-        ):
-            g = GaugeMetricFamily(name, text)
-            g.add_metric([], float(getattr(up, attr, 0)))
-            yield g
-        g = GaugeMetricFamily("edge_uplink_breaker_open", "1 while the uplink circuit is open")
-        g.add_metric([], 0.0 if getattr(up, "breaker_state", "closed") == "closed" else 1.0)
-        yield g
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[_Family]:
         s = self.s
-        g = GaugeMetricFamily("edge_connections", "Open client connections")
-        g.add_metric([], s.connections)
-        yield g
-        c = CounterMetricFamily("edge_connections_opened", "Client connections accepted")
-        c.add_metric([], s.connections_total)
-        yield c
-        c = CounterMetricFamily("edge_frames_in", "Frames received from clients")
-        c.add_metric([], s.frames_in)
-        yield c
-        c = CounterMetricFamily("edge_bytes_in", "Bytes received from clients (payload)")
-        c.add_metric([], s.bytes_in)
-        yield c
-        c = CounterMetricFamily("edge_messages_in", "Publishes accepted", labels=["kind"])
-        for kind, n in sorted(s.publishes.items()):
-            c.add_metric([kind], n)
-        yield c
-        c = CounterMetricFamily("edge_messages_out", "Messages delivered to clients")
-        c.add_metric([], s.deliveries)
-        yield c
-        c = CounterMetricFamily("edge_bytes_out", "Bytes of delivered messages")
-        c.add_metric([], s.delivered_bytes)
-        yield c
-        c = CounterMetricFamily("edge_errors", "Error frames and error closes", labels=["code"])
-        for code, n in sorted(s.errors.items()):
-            c.add_metric([str(code)], n)
-        yield c
-        c = CounterMetricFamily("edge_slow_consumers", "Clients closed as slow consumers")
-        c.add_metric([], s.slow_consumers)
-        yield c
-        c = CounterMetricFamily("edge_dropped_unreliable", "Unreliable messages dropped")
-        c.add_metric([], s.dropped_unreliable)
-        yield c
-        g = GaugeMetricFamily("edge_rooms", "Rooms with members on this edge")
-        g.add_metric([], s.rooms)
-        yield g
-        c = CounterMetricFamily("edge_stream_appended", "Messages appended to room streams")
-        c.add_metric([], s.stream_appended)
-        yield c
-        c = CounterMetricFamily("edge_stream_batches", "Append round trips to Redis")
-        c.add_metric([], s.stream_batches)
-        yield c
-        c = CounterMetricFamily("edge_stream_errors", "Failed append round trips")
-        c.add_metric([], s.stream_errors)
-        yield c
-        g = GaugeMetricFamily("edge_stream_backlog", "Messages waiting to be appended")
-        g.add_metric([], s.stream_backlog)
-        yield g
-        c = CounterMetricFamily("edge_remote_deliveries", "Messages received via Redis")
-        c.add_metric([], s.remote_deliveries)
-        yield c
-        c = CounterMetricFamily("edge_forwarded_publishes", "Publishes forwarded to owners")
-        c.add_metric([], s.forwarded_publishes)
-        yield c
-        c = CounterMetricFamily("edge_stream_dropped", "Queued appends dropped after fencing")
-        c.add_metric([], s.stream_dropped)
-        yield c
-        c = CounterMetricFamily("edge_lease_takeovers", "Rooms taken over after an owner's "
-                                "lease lapsed")
-        c.add_metric([], s.lease_takeovers)
-        yield c
-        c = CounterMetricFamily("edge_lease_steals", "Leases taken from an owner edge that "
-                                "did not answer a probe")
-        c.add_metric([], s.lease_steals)
-        yield c
-        c = CounterMetricFamily("edge_room_handovers", "Room leases handed to a neighbour "
-                                "while draining")
-        c.add_metric([], s.handovers)
-        yield c
-        c = CounterMetricFamily("edge_client_handoffs", "Clients told to move while draining",
-                                labels=["outcome"])
-        c.add_metric(["sent"], s.handoffs_sent)
-        c.add_metric(["moved"], s.handoffs_completed)
-        yield c
-        c = CounterMetricFamily("edge_connects_rejected", "New connections refused: draining "
-                                "or over the connection-rate limit")
-        c.add_metric([], s.connects_rejected)
-        yield c
-        c = CounterMetricFamily("edge_recoveries", "Room recoveries on resume", labels=["outcome"])
-        for outcome in ("recovered", "not_recovered"):
-            c.add_metric([outcome], s.recoveries.get(outcome, 0))
-        yield c
-        c = CounterMetricFamily("edge_replayed_messages", "Messages replayed on resume")
-        c.add_metric([], s.replayed)
-        yield c
-        c = CounterMetricFamily("edge_duplicates_dropped", "Re-sent publishes dropped as "
-                                "duplicates")
-        c.add_metric([], s.duplicates_dropped)
-        yield c
-        c = CounterMetricFamily("edge_session_checkpoints", "Session checkpoints written")
-        c.add_metric([], s.checkpoints)
-        yield c
-        yield from self._uplink()
+        yield from _families(_PLAIN, s)
+        yield _labelled("edge_messages_in", "Publishes accepted", "kind",
+                        sorted(s.publishes.items()))
+        yield _labelled("edge_errors", "Error frames and error closes", "code",
+                        ((str(code), n) for code, n in sorted(s.errors.items())))
+        yield _labelled("edge_client_handoffs", "Clients told to move while draining",
+                        "outcome", (("sent", s.handoffs_sent), ("moved", s.handoffs_completed)))
+        yield _labelled("edge_recoveries", "Room recoveries on resume", "outcome",
+                        ((o, s.recoveries.get(o, 0)) for o in ("recovered", "not_recovered")))
+        up = self.owner.uplink
+        if up is not None:
+            yield from _families(_UPLINK, up)
+            g = GaugeMetricFamily("edge_uplink_breaker_open", "1 while the uplink circuit is open")
+            g.add_metric([], 0.0 if getattr(up, "breaker_state", "closed") == "closed" else 1.0)
+            yield g
         g = GaugeMetricFamily("edge_info", "Edge identity", labels=["edge_id"])
         g.add_metric([self.edge_id], 1)
         yield g
