@@ -580,9 +580,8 @@ class Client:
         """
         await self._wait_writable()
         if not reliable:
-            self._check_size(room, payload)
             with contextlib.suppress(ConnectionLostError):
-                self._send(encode(Publish(0, room, payload, False, 0)))
+                self.publish_nowait(room, payload, reliable=False)
             return None
         fut = self.publish_nowait(room, payload)
         assert fut is not None
@@ -639,7 +638,9 @@ class Client:
     def _check_size(self, room: str, payload: bytes) -> None:
         """Refuse locally what the edge would refuse (4413) instead of waiting on it."""
         limit = self.server_info.get("max_frame_bytes")
-        if isinstance(limit, int):
+        # A PUBLISH frame is payload + room + at most 32 bytes of framing: only a
+        # publish near the limit is worth encoding to measure (not every one).
+        if isinstance(limit, int) and len(payload) + len(room) * 4 + 32 > limit:
             size = len(encode(Publish(2**32, room, payload, True, 2**32)))
             if size > limit:
                 raise error_for_code(ErrorCode.FRAME_TOO_LARGE,

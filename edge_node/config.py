@@ -6,8 +6,7 @@ a single development edge on loopback.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from client_sdk.protocol import Limits
 
@@ -97,18 +96,3 @@ class EdgeSettings:
     def advertised_url(self) -> str:
         """The URL clients should use for this edge."""
         return self.public_url or f"ws://{self.host}:{self.port}"
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        """Names of all settings (used by the CLI and docs)."""
-        return [f.name for f in fields(cls)]
-
-    @classmethod
-    def env_overrides(cls) -> dict[str, str]:
-        """``EDGE_RELAY_<NAME>`` variables that are set, keyed by field name."""
-        out: dict[str, str] = {}
-        for name in cls.field_names():
-            val = os.environ.get(f"EDGE_RELAY_{name.upper()}")
-            if val is not None:
-                out[name] = val
-        return out

@@ -90,7 +90,7 @@ class ClientSession:
         self.stats = stats
         self.rooms: set[str] = set()
         self.room_flags: dict[str, int] = {}
-        self.slow = False
+        self._publish_ok: dict[str, bool] = {}
         self.closed = False
         #: Told to move to another edge (HANDOFF): leaving is then silent.
         self.moving = False
@@ -115,7 +115,6 @@ class ClientSession:
         self.out.push(ws_binary_frame(data))
 
     def _on_slow(self) -> None:
-        self.slow = True
         self.stats.slow_consumers += 1
         if callable(self._on_slow_cb):
             self._on_slow_cb()
@@ -197,19 +196,24 @@ class ClientSession:
             self._error(req if isinstance(req, int) else 0, ErrorCode.BAD_REQUEST,
                         f"{t.__name__} frames are not accepted from clients")
 
+    def _may_publish(self, room: str) -> bool:
+        # The token never changes during a session: match its patterns once per room,
+        # not on every publish.
+        ok = self._publish_ok.get(room)
+        if ok is None:
+            ok = self._publish_ok[room] = self.claims.may_publish(room)
+        return ok
+
     def _publish(self, f: Publish) -> None:
-        if f.room not in self.rooms:
-            code = ErrorCode.FORBIDDEN if not self.claims.may_publish(f.room) else (
-                ErrorCode.NOT_JOINED)
-            if f.reliable or f.req_id:
-                self._error(f.req_id, code, f"join {f.room!r} before publishing to it"
-                            if code == ErrorCode.NOT_JOINED else
-                            f"token does not allow publishing to {f.room!r}")
-            return
-        if not self.claims.may_publish(f.room):
+        if not self._may_publish(f.room):
             if f.reliable or f.req_id:
                 self._error(f.req_id, ErrorCode.FORBIDDEN,
                             f"token does not allow publishing to {f.room!r}")
+            return
+        if f.room not in self.rooms:
+            if f.reliable or f.req_id:
+                self._error(f.req_id, ErrorCode.NOT_JOINED,
+                            f"join {f.room!r} before publishing to it")
             return
         self.hub.publish(self, f.room, f.payload, f.reliable, f.req_id, f.idem)
 
