@@ -11,19 +11,9 @@ could not append are re-sent by their publishers' outboxes.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from urllib.parse import urlsplit
+from client_sdk.probe import healthz
 
-__all__ = ["probe_edge", "health_url"]
-
-
-def health_url(ws_url: str) -> tuple[str, int]:
-    """``ws://host:port`` -> ``(host, port)`` of its HTTP endpoint (same port)."""
-    parts = urlsplit(ws_url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
-    return host, port
+__all__ = ["probe_edge"]
 
 
 async def probe_edge(ws_url: str, timeout: float = 0.3) -> bool:
@@ -32,19 +22,4 @@ async def probe_edge(ws_url: str, timeout: float = 0.3) -> bool:
     Any HTTP answer counts as alive, a 503 too: a draining edge still owns its
     rooms until it hands them over.
     """
-    host, port = health_url(ws_url)
-    writer = None
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-                         .encode())
-            status = await reader.readline()
-            return status.startswith(b"HTTP/1.")
-    except (OSError, TimeoutError, asyncio.IncompleteReadError):
-        return False
-    finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    return await healthz(ws_url, timeout) is not None
