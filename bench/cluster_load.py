@@ -79,8 +79,12 @@ class ClusterPlan:
 
 @dataclass(frozen=True)
 class ClusterShare:
+    """One worker's clients (indices into ``plan.clients``) and its connect pace
+    (new connections/s; 0: only bounded by ``CONNECT_CONCURRENCY``)."""
+
     plan: ClusterPlan
     indices: tuple[int, ...]
+    connect_pace: float = 0.0
 
 
 class _Live:
@@ -94,6 +98,8 @@ class _Live:
         self.dups = 0
         self.invalid = 0
         self.served_ns = 0
+        #: Index in ``plan.urls`` of the edge the client was on when the run started.
+        self.start_edge = -1
 
 
 def _token(secret: bytes, name: str, kind: str) -> str:
@@ -168,9 +174,14 @@ async def run_cluster_worker(ctx: WorkerContext) -> dict[str, Any]:
                 lv.served_ns = time.monotonic_ns()
         return cb
 
-    async def open_one(lv: _Live) -> None:
+    t_start = time.monotonic()
+
+    async def open_one(k: int, lv: _Live) -> None:
         s = lv.spec
         urls = [plan.urls[s.home], *(u for i, u in enumerate(plan.urls) if i != s.home)]
+        if share.connect_pace:
+            # Stay under the edges' connection-rate limit while setting up.
+            await asyncio.sleep(max(0.0, t_start + k / share.connect_pace - time.monotonic()))
         async with sem:
             lv.client = await connect(
                 urls, _token(plan.secret, f"c{s.idx}", s.kind), name=f"c{s.idx}",
@@ -188,7 +199,11 @@ async def run_cluster_worker(ctx: WorkerContext) -> dict[str, Any]:
 
     t_connect = time.monotonic()
     try:
-        await asyncio.gather(*(open_one(lv) for lv in lives))
+        await asyncio.gather(*(open_one(k, lv) for k, lv in enumerate(lives)))
+        if rec.complete == len(receivers):
+            rec.all_complete.set()
+        for lv in lives:
+            lv.start_edge = plan.urls.index(lv.client.url) if lv.client.url in plan.urls else -1
         ctx.send("ready", {"connect_s": time.monotonic() - t_connect})
         kind, go = await ctx.recv()
         if kind != "go":
@@ -289,7 +304,8 @@ async def _run(ctx: WorkerContext, plan: ClusterPlan, lives: list[_Live],
         c = lv.client
         bad = [ev for ev in c.recoveries if not ev.recovered]
         clients.append({
-            "idx": lv.spec.idx, "served_ns": lv.served_ns, "dups": lv.dups,
+            "idx": lv.spec.idx, "start_edge": lv.start_edge, "served_ns": lv.served_ns,
+            "dups": lv.dups,
             "invalid": lv.invalid, "unique": lv.unique, "reconnects": c.reconnects,
             "handoffs": c.handoffs, "recovered_false": len(bad),
             "reasons": [ev.reason for ev in bad], "connected": bool(c.connected),

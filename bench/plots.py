@@ -79,7 +79,8 @@ MISSING = ("matplotlib is not installed: no PNG plots "
 def plot_timeline(report: Mapping[str, Any], path: Path) -> Path | None:
     """Delivered messages/s and latency p50/p99 over time, one line per run, with the
     fault (kill, drain, ...) marked; None without a timeline or without matplotlib."""
-    runs = [r for t in report["targets"].values() for r in t["runs"] if "timeline" in r]
+    runs = [r for t in report["targets"].values() for r in t["runs"]
+            if "timeline" in r and any(r["timeline"]["delivered_per_s"])]
     if not runs:
         return None
     plt = pyplot()

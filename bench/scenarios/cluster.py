@@ -202,13 +202,16 @@ def _drive(cluster: Any, plan: ClusterPlan, procs: dict[str, list[psutil.Process
     n = len(plan.clients)
     nprocs = max(1, min(opts.procs, n))
     spec = TargetSpec("edge", plan.urls[0], plan.secret)
+    # Set up at most at 80 % of the edges' connection-rate limit (no 503s before the run).
+    pace = 0.8 * opts.connect_rate / nprocs
     jobs = [WorkerJob(i, run_cluster_worker, spec,
-                      ClusterShare(plan, tuple(range(i, n, nprocs))),
+                      ClusterShare(plan, tuple(range(i, n, nprocs)), pace),
                       LOAD_CPUS if pinned else None) for i in range(nprocs)]
     pool = WorkerPool(jobs)
     victim = cluster.edges[0]
     events: list[dict[str, Any]] = []
     t0 = fault_ns = 0
+    lag0: dict[int, int] = {}
     everyone = [*procs["edges"], *procs["redis"], *procs["origin"]]
     s0: dict[int, ProcSample] = {}
     s1: dict[int, ProcSample] = {}
@@ -240,6 +243,8 @@ def _drive(cluster: Any, plan: ClusterPlan, procs: dict[str, list[psutil.Process
             if what == "window":
                 host0, self0 = system_cpu(), time.process_time()
                 _sample_all(everyone, s0)
+                if opts.origin:
+                    lag0 = _origin_stats(cluster.redis_url)["lag_buckets"]
             elif what == "end":
                 _sample_all(everyone, s1)
                 host1, self1 = system_cpu(), time.process_time()
@@ -263,9 +268,14 @@ def _drive(cluster: Any, plan: ClusterPlan, procs: dict[str, list[psutil.Process
         if fault is not None and fault.action == "redis-stop" and cluster.redis is not None:
             with contextlib.suppress(ProcessLookupError):
                 cluster.redis.resume()
-    affected = {s.idx for s in plan.clients if s.home == 0} if fault and \
+    clients = [cl for r in results for cl in r["clients"]]
+    affected = {cl["idx"] for cl in clients if cl["start_edge"] == 0} if fault and \
         fault.action != "redis-stop" else set()
     out = analyse(plan, results, t0, fault_ns, affected)
+    misplaced = sum(1 for cl in clients if cl["start_edge"] != plan.clients[cl["idx"]].home)
+    if misplaced:
+        out.setdefault("notes", []).append(
+            f"{misplaced} clients started on another edge than planned (refused at setup)")
     out["timeline"]["events"] = events
     assert host0 is not None and self0 is not None
     wall = (sched.end_ns - sched.window_start_ns) / 1e9
@@ -278,8 +288,8 @@ def _drive(cluster: Any, plan: ClusterPlan, procs: dict[str, list[psutil.Process
         out["failover"]["connects_rejected"] = sum(
             _metric(e.http_url, "edge_connects_rejected_total") for e in cluster.edges[1:])
     if opts.origin:
-        out["origin"] = _origin_figures(cluster, out)
-    out["warnings"] += _warnings(out)
+        out["origin"] = {**out.get("origin", {}), **_origin_figures(cluster, out, lag0)}
+    out["warnings"] += _warnings(out) + out.pop("notes", [])
     return out
 
 
@@ -324,38 +334,50 @@ def _loadgen(results: list[dict[str, Any]], out: dict[str, Any]) -> dict[str, An
             "cpu_us_per_receipt": round(load_cpu / receipts * 1e6, 2) if receipts else 0.0}
 
 
-def _origin_figures(cluster: Any, out: dict[str, Any]) -> dict[str, Any]:
-    """Wait (bounded) until the origin applied every acknowledged publish; its lag."""
+def _origin_stats(redis_url: str, acked: int | None = None) -> dict[str, Any]:
+    """The origin's counters (``origin.view.origin_stats``); with ``acked``, first wait
+    (at most ``ORIGIN_WAIT_S``) until it applied that many room events."""
     import redis.asyncio as aioredis
 
     from origin.settings import OriginSettings
     from origin.view import origin_stats
 
-    acked = int(out["messages"]["publish_acked"])
-
-    async def poll() -> tuple[dict[str, Any], float]:
-        r = aioredis.Redis.from_url(cluster.redis_url, socket_timeout=10)
-        s = OriginSettings(redis_url=cluster.redis_url)
+    async def poll() -> dict[str, Any]:
+        r = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+        s = OriginSettings(redis_url=redis_url)
         t = time.monotonic()
         try:
             while True:
                 st = await origin_stats(r, s)
-                if int(st["by_kind"].get("room_event", 0)) >= acked \
+                st["waited_s"] = time.monotonic() - t
+                if acked is None or int(st["by_kind"].get("room_event", 0)) >= acked \
                         or time.monotonic() - t > ORIGIN_WAIT_S:
-                    return st, time.monotonic() - t
+                    return st
                 await asyncio.sleep(0.1)
         finally:
             await r.aclose()
 
-    st, waited = asyncio.run(poll())
+    return asyncio.run(poll())
+
+
+def _origin_figures(cluster: Any, out: dict[str, Any], lag0: dict[int, int]
+                    ) -> dict[str, Any]:
+    """Wait (bounded) until the origin applied every acknowledged publish; the lag of
+    what it applied since the start of the window."""
+    from origin.view import lag_quantiles
+
+    acked = int(out["messages"]["publish_acked"])
+    st = _origin_stats(cluster.redis_url, acked)
+    buckets = {b: n - lag0.get(b, 0) for b, n in st["lag_buckets"].items()}
     applied = int(st["by_kind"].get("room_event", 0))
     return {
-        "lag_ms": st["lag_ms"],
+        "lag_ms": lag_quantiles({b: n for b, n in buckets.items() if n > 0}),
+        "lag_entries": sum(n for n in buckets.values() if n > 0),
         "room_events_applied": applied,
         "missing": max(0, acked - applied),
         "extra": max(0, applied - acked),
         "duplicates_ignored": int(st["duplicates_ignored"]),
-        "catch_up_s": round(waited, 2),
+        "catch_up_s": round(float(st["waited_s"]), 2),
     }
 
 
