@@ -28,6 +28,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "bench.scenarios.telemetry",
     "bench.scenarios.storm",
     "bench.sweep",
+    "bench.recv_path",
 )
 
 
@@ -85,6 +86,10 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                      help="seconds excluded from the figures at the start (default: 1)")
     fan.add_argument("--drain", type=_non_negative_float, default=2.0,
                      help="seconds to wait for late messages after the last publish (default: 2)")
+    fan.add_argument("--receiver", choices=["sdk", "lean"], default="sdk",
+                     help="edge subscribers: the public SDK, or bench.lean_client (same "
+                     "protocol, cheaper receive path, for rates where the SDK load generator "
+                     "saturates; the SDK's own figure: recv-path) (default: sdk)")
     _common(fan, 1)
     fan.set_defaults(func=_cmd_fanout)
 
@@ -227,6 +232,7 @@ def _cmd_fanout(args: argparse.Namespace) -> int:
         duration=args.duration,
         warmup=args.warmup,
         drain=args.drain,
+        receiver=args.receiver,
     )
     options = _options(args, args.procs)
     return _finish(run_fanout(params, options), options, ROWS)

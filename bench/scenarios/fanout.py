@@ -278,7 +278,7 @@ def assemble(
             else 0.0,
             "rss_bytes": helpers1[role].rss,
         }
-    out["warnings"] = _warnings(kind, out, results)
+    out["warnings"] = _warnings(kind if p.receiver == "sdk" else "lean", out, results)
     return out
 
 
