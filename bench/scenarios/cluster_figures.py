@@ -161,6 +161,8 @@ def _timeline(rv: npt.NDArray[np.int64], lat: npt.NDArray[np.int64], t0: int,
               plan: ClusterPlan, fault_ns: int) -> dict[str, Any]:
     """Delivered/s and latency p50/p99 per bucket of receive time (for the plots)."""
     span = plan.duration + plan.drain
+    if len(rv):
+        span = max(span, (int(rv.max()) - t0) / 1e9 + 0.1)  # late replays after a resume
     bucket = 0.1 if span <= 60 else span / 600
     n = int(np.ceil(span / bucket))
     t = (rv - t0) / 1e9
@@ -199,14 +201,16 @@ def _failover(plan: ClusterPlan, clients: list[dict[str, Any]],
     gaps_hit, gaps_all = [], []
     order = np.lexsort((rv, c))
     c_s, rv_s = c[order], rv[order]
-    served = {cl["idx"]: cl["served_ns"] for cl in clients}
     w0 = fault_ns - int(GAP_LEAD_S * 1e9)
     for idx in sorted(receivers):
         lo, hi = np.searchsorted(c_s, idx), np.searchsorted(c_s, idx, side="right")
         times = rv_s[lo:hi]
-        w1 = max(end_ns, served.get(idx) or end_ns)
-        times = times[(times >= w0) & (times <= w1)]
-        pts = np.concatenate(([w0], times, [min(w1, end_ns) if len(times) else w1]))
+        times = times[times >= w0]
+        # Silence from just before the fault to the end of publishing: the stretch
+        # before the first arrival, between arrivals (replays after a resume count
+        # as arrivals, however late), and after the last one if it came before the end.
+        tail = [end_ns] if not len(times) or times[-1] < end_ns else []
+        pts = np.concatenate(([w0], times, tail))
         gap = float(np.max(np.diff(pts))) / 1e9 if len(pts) > 1 else 0.0
         gaps_all.append(gap)
         if idx in affected:
