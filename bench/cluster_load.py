@@ -209,7 +209,8 @@ async def run_cluster_worker(ctx: WorkerContext) -> dict[str, Any]:
         if kind != "go":
             raise RuntimeError(f"expected 'go', got {kind!r}")
         fault["ns"] = int(go["fault_ns"])
-        return await _run(ctx, plan, lives, receivers, rec, int(go["t0"]), max_seq)
+        return await _run(ctx, plan, lives, receivers, rec, int(go["t0"]), max_seq,
+                          fault["ns"])
     finally:
         await asyncio.gather(*(lv.client.close() for lv in lives if lv.client is not None),
                              return_exceptions=True)
@@ -217,7 +218,7 @@ async def run_cluster_worker(ctx: WorkerContext) -> dict[str, Any]:
 
 async def _run(ctx: WorkerContext, plan: ClusterPlan, lives: list[_Live],
                receivers: list[_Live], rec: _Recorder, t0: int,
-               max_seq: int) -> dict[str, Any]:
+               max_seq: int, fault_ns: int) -> dict[str, Any]:
     schedule = plan.schedule(t0)
     pubs = sorted((lv.spec.publisher, lv) for lv in lives if lv.spec.publisher >= 0)
     sent = {p: bytearray(max_seq) for p, _ in pubs}
@@ -274,6 +275,21 @@ async def _run(ctx: WorkerContext, plan: ClusterPlan, lives: list[_Live],
         b = sample_self()
         cpu["cpu_s"], cpu["wall_s"] = b.cpu_s - a.cpu_s, b.t - a.t
 
+    async def measure_recovery() -> None:
+        """This process's CPU from the fault until its clients of edge 1 are all
+        served again (or publishing ends): is the load generator the bottleneck of
+        the recovery?"""
+        if not fault_ns:
+            return
+        await asyncio.sleep(max(0.0, (fault_ns - time.monotonic_ns()) / 1e9))
+        a = sample_self()
+        hit = [lv for lv in lives if lv.start_edge == 0]
+        while any(not lv.served_ns for lv in hit) and \
+                time.monotonic_ns() < schedule.end_ns:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        b = sample_self()
+        cpu["recovery_cpu_s"], cpu["recovery_wall_s"] = b.cpu_s - a.cpu_s, b.t - a.t
+
     async def progress() -> None:
         while True:
             ctx.progress(rec.receipts)
@@ -281,7 +297,7 @@ async def _run(ctx: WorkerContext, plan: ClusterPlan, lives: list[_Live],
 
     prog = asyncio.create_task(progress())
     try:
-        await asyncio.gather(publish_all(), measure_cpu())
+        await asyncio.gather(publish_all(), measure_cpu(), measure_recovery())
         end = schedule.end_ns + int(plan.drain * 1e9)
         # Late messages (and after a fault: resumes, replays) until complete or deadline.
         if plan.reliable:
@@ -323,6 +339,8 @@ async def _run(ctx: WorkerContext, plan: ClusterPlan, lives: list[_Live],
         "receipts": rec.receipts,
         "cpu_s": cpu.get("cpu_s", 0.0),
         "cpu_wall_s": cpu.get("wall_s", 0.0),
+        "recovery_cpu_s": cpu.get("recovery_cpu_s", 0.0),
+        "recovery_wall_s": cpu.get("recovery_wall_s", 0.0),
     }
 
 

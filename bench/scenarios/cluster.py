@@ -46,6 +46,7 @@ FAULTS = ("kill", "stop", "drain", "redis-stop")
 CONNECT_TIMEOUT_S = 180.0
 START_DELAY_S = 0.5
 ORIGIN_WAIT_S = 60.0
+ORIGIN_STALL_S = 5.0
 EDGE_SATURATION_PERCENT = 90.0
 
 Layout = Callable[[tuple[str, ...], bytes], ClusterPlan]
@@ -328,15 +329,19 @@ def _loadgen(results: list[dict[str, Any]], out: dict[str, Any]) -> dict[str, An
     pcts = [100.0 * r["cpu_s"] / r["cpu_wall_s"] if r["cpu_wall_s"] else 0.0 for r in results]
     receipts = out["throughput"]["deliveries_window"]
     load_cpu = sum(float(r["cpu_s"]) for r in results)
-    return {"procs": len(results), "cpu_percent_max": round(max(pcts), 1),
+    rec = [100.0 * r.get("recovery_cpu_s", 0.0) / r["recovery_wall_s"]
+           for r in results if r.get("recovery_wall_s")]
+    extra = {"recovery_cpu_percent_max": round(max(rec), 1)} if rec else {}
+    return {**extra, "procs": len(results), "cpu_percent_max": round(max(pcts), 1),
             "cpu_percent_total": round(sum(pcts), 1),
             "cpu_percent_per_proc": [round(x, 1) for x in pcts],
             "cpu_us_per_receipt": round(load_cpu / receipts * 1e6, 2) if receipts else 0.0}
 
 
-def _origin_stats(redis_url: str, acked: int | None = None) -> dict[str, Any]:
-    """The origin's counters (``origin.view.origin_stats``); with ``acked``, first wait
-    (at most ``ORIGIN_WAIT_S``) until it applied that many room events."""
+def _origin_stats(redis_url: str, expect: int | None = None) -> dict[str, Any]:
+    """The origin's counters (``origin.view.origin_stats``); with ``expect``, first wait
+    until it applied that many room events, or made no progress for
+    ``ORIGIN_STALL_S``, or ``ORIGIN_WAIT_S`` passed."""
     import redis.asyncio as aioredis
 
     from origin.settings import OriginSettings
@@ -345,13 +350,18 @@ def _origin_stats(redis_url: str, acked: int | None = None) -> dict[str, Any]:
     async def poll() -> dict[str, Any]:
         r = aioredis.Redis.from_url(redis_url, socket_timeout=10)
         s = OriginSettings(redis_url=redis_url)
-        t = time.monotonic()
+        t = last_t = time.monotonic()
+        last = -1
         try:
             while True:
                 st = await origin_stats(r, s)
-                st["waited_s"] = time.monotonic() - t
-                if acked is None or int(st["by_kind"].get("room_event", 0)) >= acked \
-                        or time.monotonic() - t > ORIGIN_WAIT_S:
+                now = time.monotonic()
+                st["waited_s"] = now - t
+                applied = int(st["by_kind"].get("room_event", 0))
+                if applied != last:
+                    last, last_t = applied, now
+                if expect is None or applied >= expect or now - t > ORIGIN_WAIT_S \
+                        or now - last_t > ORIGIN_STALL_S:
                     return st
                 await asyncio.sleep(0.1)
         finally:
@@ -367,7 +377,9 @@ def _origin_figures(cluster: Any, out: dict[str, Any], lag0: dict[int, int]
     from origin.view import lag_quantiles
 
     acked = int(out["messages"]["publish_acked"])
-    st = _origin_stats(cluster.redis_url, acked)
+    # Everything sent should arrive (publishes not yet acknowledged when the run ended
+    # were still on their way): wait for all of it, or until the origin stalls.
+    st = _origin_stats(cluster.redis_url, int(out["messages"]["sent"]))
     buckets = {b: n - lag0.get(b, 0) for b, n in st["lag_buckets"].items()}
     applied = int(st["by_kind"].get("room_event", 0))
     return {
@@ -375,6 +387,7 @@ def _origin_figures(cluster: Any, out: dict[str, Any], lag0: dict[int, int]
         "lag_entries": sum(n for n in buckets.values() if n > 0),
         "room_events_applied": applied,
         "missing": max(0, acked - applied),
+        "not_applied_of_sent": max(0, int(out["messages"]["sent"]) - applied),
         "extra": max(0, applied - acked),
         "duplicates_ignored": int(st["duplicates_ignored"]),
         "catch_up_s": round(float(st["waited_s"]), 2),
@@ -398,6 +411,11 @@ def _warnings(out: dict[str, Any]) -> list[str]:
     for i, pct in enumerate(out["server"]["cpu_percent_per_edge"]):
         if pct > EDGE_SATURATION_PERCENT:
             w.append(f"edge {i + 1} at {pct:.0f}% of a core: saturated")
+    rec = out["loadgen"].get("recovery_cpu_percent_max", 0.0)
+    if rec > LOADGEN_SATURATION_PERCENT:
+        w.append(f"a load process used {rec:.0f}% of a core from the fault until its clients "
+                 "were served again: the time to served again includes the load generator's "
+                 "own backlog (add --procs, fewer clients per process)")
     fo = out.get("failover")
     if fo and fo["served_again"] < fo["affected_clients"]:
         w.append(f"only {fo['served_again']} of {fo['affected_clients']} affected clients "

@@ -42,6 +42,7 @@ TELEMETRY_ROWS: list[tuple[str, str]] = [
     ("edge→origin lag p99 ms", "origin.lag_ms.p99"),
     ("applied at the origin", "origin.room_events_applied"),
     ("acknowledged but not applied", "origin.missing"),
+    ("sent but not applied (after the origin stalled or 60 s)", "origin.not_applied_of_sent"),
     ("origin catch-up after the run (s)", "origin.catch_up_s"),
     ("edge CPU % of a core", "server.cpu_percent"),
     ("redis CPU %", "redis.cpu_percent"),
