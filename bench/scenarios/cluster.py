@@ -328,6 +328,7 @@ def _server_figures(out: dict[str, Any], procs: dict[str, list[psutil.Process]],
 def _loadgen(results: list[dict[str, Any]], out: dict[str, Any]) -> dict[str, Any]:
     pcts = [100.0 * r["cpu_s"] / r["cpu_wall_s"] if r["cpu_wall_s"] else 0.0 for r in results]
     receipts = out["throughput"]["deliveries_window"]
+    publishes = out["throughput"]["offered_publishes_per_s"] * out["throughput"]["window_s"]
     load_cpu = sum(float(r["cpu_s"]) for r in results)
     rec = [100.0 * r.get("recovery_cpu_s", 0.0) / r["recovery_wall_s"]
            for r in results if r.get("recovery_wall_s")]
@@ -335,7 +336,8 @@ def _loadgen(results: list[dict[str, Any]], out: dict[str, Any]) -> dict[str, An
     return {**extra, "procs": len(results), "cpu_percent_max": round(max(pcts), 1),
             "cpu_percent_total": round(sum(pcts), 1),
             "cpu_percent_per_proc": [round(x, 1) for x in pcts],
-            "cpu_us_per_receipt": round(load_cpu / receipts * 1e6, 2) if receipts else 0.0}
+            "cpu_us_per_receipt": round(load_cpu / receipts * 1e6, 2) if receipts else 0.0,
+            "cpu_us_per_publish": round(load_cpu / publishes * 1e6, 2) if publishes else 0.0}
 
 
 def _origin_stats(redis_url: str, expect: int | None = None) -> dict[str, Any]:
