@@ -176,7 +176,9 @@ class EdgeServer:
 
     def _load(self) -> dict[str, float]:
         return {"connections": self.stats.connections, "rooms": self.stats.rooms,
-                "draining": int(self.draining or self._stopping)}
+                "draining": int(self.draining or self._stopping),
+                # Messages delivered so far: the origin's demand forecast takes its rate.
+                "msgs_out": self.stats.deliveries}
 
     async def wait_no_sessions(self, timeout: float) -> bool:
         """Wait until no client is connected (at most ``timeout`` s); True if so."""
