@@ -183,6 +183,22 @@ class EdgeMetrics:
             registry=self.registry,
         )
 
+        self.failover_seconds = Histogram(
+            "edge_failover_seconds",
+            "Rooms taken over from a dead owner edge: time from the owner's last registry "
+            "heartbeat to this edge owning the room (detection + takeover)",
+            buckets=(0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+
+        self.handoff_seconds = Histogram(
+            "edge_handoff_seconds",
+            "Clients handed over by a draining edge: time from its HANDOFF frame to the "
+            "client's resume on this edge",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         """Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

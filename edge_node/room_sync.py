@@ -129,6 +129,7 @@ class RoomSync:
         self._writer: RespWriter | None = None
         self._subscribed: set[str] = set()
         self.lag_observer: Any = None  # callable(seconds) for the sync-lag histogram
+        self.failover_observer: Any = None  # callable(seconds): a dead owner's room taken
         self._suspected: dict[str, float] = {}  # edge id -> when we last probed it
 
     # -- lifecycle ----------------------------------------------------------
@@ -572,7 +573,7 @@ class RoomSync:
                 if await self._script("steal", 1, K.room_owner(room), edge_id):
                     self.stats.lease_steals += 1
                 if room in self._tails:
-                    await self._takeover(room)
+                    await self._takeover(room, owner_dead=True)
         except RedisError as exc:
             log.warning("probe/steal failed", extra={"error": str(exc)})
 
@@ -592,8 +593,9 @@ class RoomSync:
         self.listener.on_lease_acquired(
             room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
 
-    async def _takeover(self, room: str) -> None:
+    async def _takeover(self, room: str, owner_dead: bool = False) -> None:
         """The owner's lease lapsed: read the stream to its end, then take the lease."""
+        prev = self._owners.get(room)
         await self._catch_up(room)
         acq: Any = await self._script(
                 "acquire", 2, K.room_owner(room), K.room_epoch(room),
@@ -609,8 +611,23 @@ class RoomSync:
         self._owned[room] = token
         le, ls = split_id(last)
         self.stats.lease_takeovers += 1
+        if prev and self.failover_observer is not None:
+            spawn(self._observe_failover(prev, time.time(), owner_dead))
         self.listener.on_lease_acquired(
             room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
+
+    async def _observe_failover(self, prev: str, at: float, dead: bool) -> None:
+        """Failover time of a room taken from a dead owner: from its last registry
+        heartbeat (at most one heartbeat interval before it died) to ``at``.  A lease
+        released by a live owner (its last member left) is not a failover."""
+        try:
+            info: Any = await self.r.hgetall(K.edge_info(prev))
+            ts = float(info.get(b"ts") or 0)
+            url = (info.get(b"url") or b"").decode()
+            if ts and (dead or not (url and await probe_edge(url))):
+                self.failover_observer(max(0.0, at - ts))
+        except (RedisError, ValueError) as exc:
+            log.debug("failover time not observed", extra={"error": str(exc)})
 
     async def _catch_up(self, room: str) -> None:
         last = self._tails.get(room)

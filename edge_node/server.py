@@ -78,6 +78,9 @@ class EdgeServer:
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
         self.neighbours: list[tuple[str, str]] = []  # (edge id, url), best first
+        #: Draining: session id -> wall-clock time of its HANDOFF (in its checkpoint as
+        #: "ho", so the neighbour it resumes on measures the handover time).
+        self.handoff_at: dict[str, float] = {}
         self._conn_tokens = settings.connect_rate
         self._conn_last = time.monotonic()
         self.port = settings.port
@@ -101,6 +104,7 @@ class EdgeServer:
                 raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
             self.hub.sync = self.sync
             self.sync.lag_observer = self.metrics.sync_lag_seconds.observe
+            self.sync.failover_observer = self.metrics.failover_seconds.observe
             self.uplink = Uplink(UplinkSettings(
                 redis_url=s.redis_url, edge_id=s.edge_id, shards=s.uplink_shards,
                 spool_path=s.uplink_spool or ":memory:", spool_max_entries=s.uplink_spool_max,
@@ -339,6 +343,8 @@ class EdgeServer:
         return {
             "sub": s.claims.subject, "kind": s.claims.kind, "edge": self.settings.edge_id,
             "rooms": {r: [s.room_flags.get(r, 0), *self.hub.position(r)] for r in s.rooms},
+            **({"ho": self.handoff_at[s.session_id]} if s.session_id in self.handoff_at
+               else {}),
         }
 
     async def _checkpoint_all(self) -> None:
@@ -402,6 +408,10 @@ class EdgeServer:
                             if isinstance(ts, (int, float)):
                                 self.metrics.resume_gap_seconds.observe(
                                     max(0.0, time.time() - ts))
+                            ho = cp.get("ho")
+                            if isinstance(ho, (int, float)):
+                                self.metrics.handoff_seconds.observe(
+                                    max(0.0, time.time() - ho))
                         if (cp is not None and self.sync is not None
                                 and isinstance(cp.get("edge"), str)):
                             # The client left its previous edge: if that edge is dead,
