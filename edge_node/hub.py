@@ -451,6 +451,19 @@ class Hub:
         if room is None or self.sync is None:
             return
         room.mine = False
+        # Publishes of the lost epoch that were not durable yet never will be: tell
+        # their publishers to retry (their SDK re-sends with the same idempotency key,
+        # and members deduplicate the copy they already saw) instead of letting a
+        # later epoch's durable batch acknowledge them by mistake.
+        waiters, room.ack_waiters = room.ack_waiters, deque()
+        for _e, _sq, s, req_id in waiters:
+            if not s.closed:
+                s.send(encode(Error(req_id, ErrorCode.PUBLISH_TIMEOUT,
+                                    "the room moved before the message was stored; retry")))
+            self.stats.errors[ErrorCode.PUBLISH_TIMEOUT] += 1
+        # Forget positions that may never have been stored; the dedupe state is
+        # rebuilt from the stream when the lease is applied again.
+        room.idems.clear()
         sync = self.sync
 
         async def remirror() -> None:
