@@ -466,13 +466,19 @@ class Hub:
         room.idems.clear()
         sync = self.sync
 
+        synced = room.synced
+
         async def remirror() -> None:
             try:
-                lease = await sync.activate(room_name)
+                lease = await sync.activate(room_name, since=synced)
             except SyncUnavailable:
                 return
             if self.rooms.get(room_name) is room:
                 await self._apply_lease(room, lease)
+                if not lease.mine:
+                    # Members here saw only what this edge served: replay from the
+                    # last stored position (the new owner's messages come after it).
+                    room.epoch, room.seq = min(synced, (room.epoch, room.seq))
                 self._reforward(room)
 
         spawn(remirror())

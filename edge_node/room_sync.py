@@ -186,8 +186,10 @@ class RoomSync:
 
     # -- rooms --------------------------------------------------------------
 
-    async def activate(self, room: str) -> Lease:
-        """Take the room's lease if free, otherwise start tailing its stream."""
+    async def activate(self, room: str, since: tuple[int, int] | None = None) -> Lease:
+        """Take the room's lease if free, otherwise start tailing its stream: from its
+        end, or from just after position ``since`` (a fenced owner re-reads what it did
+        not store itself)."""
         try:
             acq: Any = await self._script(
                 "acquire", 2, K.room_owner(room), K.room_epoch(room),
@@ -206,6 +208,8 @@ class RoomSync:
         if lease.mine:
             self._owned[room] = token
         else:
+            if since is not None and since < (le, ls):
+                last_id = f"{since[0]}-{since[1]}".encode()
             self._tails[room] = last_id
             self._owners[room] = owner
             self._wake_reader()

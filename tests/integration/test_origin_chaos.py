@@ -149,3 +149,58 @@ async def test_edge_cut_from_redis_keeps_serving_local_rooms(
         worker.stop()
         with contextlib.suppress(Exception):
             await proxy.stop()
+
+
+async def test_cut_edge_loses_its_room_to_a_neighbour_nothing_lost_or_doubled(
+        redis_url: str, edge_factory: Any, token: Any) -> None:
+    """Split brain: the owner edge is cut from Redis (not from its clients) longer than
+    its lease; a neighbour takes the room over.  When the link returns the old owner is
+    fenced; what it served meanwhile but could not store is re-published through the new
+    owner: every message ends up in the history once and every member sees it once."""
+    proxy = await FaultProxy("127.0.0.1", int(redis_url.rsplit(":", 1)[1].split("/")[0])
+                             ).start()
+    room = f"sb:{time.monotonic_ns()}"
+    try:
+        ea = await asyncio.to_thread(edge_factory, "edge-sa", "--lease-ms", "1000",
+                                     redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        eb = await asyncio.to_thread(edge_factory, "edge-sb", "--lease-ms", "1000")
+        kw: dict[str, Any] = {"ping_interval": 0.5, "ping_timeout": 30.0}
+        pa = await connect(ea.url, token("pa"), **kw)
+        sa = await connect(ea.url, token("sa"), **kw)
+        sb = await connect(eb.url, token("sb"), **kw)
+        pb = await connect(eb.url, token("pb"), **kw)
+        try:
+            ra, rb = Recorder(), Recorder()
+            await pa.join(room, echo=False)
+            await sa.join(room, on_message=ra)
+            await sb.join(room, on_message=rb)
+            await pb.join(room, echo=False)
+            acks = [pa.publish_nowait(room, _P.pack(1, k)) for k in range(10)]
+            await asyncio.wait_for(asyncio.gather(*acks), 10)
+            proxy.blackhole()
+            for k in range(10, 30):  # served locally on edge-sa only
+                acks.append(pa.publish_nowait(room, _P.pack(1, k)))
+                await asyncio.sleep(0.05)
+            await wait_until(lambda: len(ra.seen) >= 30, 10, "local delivery during the cut")
+            await asyncio.sleep(2.0)  # edge-sa's lease lapses; edge-sb takes the room
+            for k in range(5):
+                await asyncio.wait_for(pb.publish(room, _P.pack(2, k)), 10)
+            proxy.cut()
+            proxy.restore()
+            positions = await asyncio.wait_for(asyncio.gather(*acks), 30)
+            assert len(set(positions)) == 30
+            want_a = [(1, k) for k in range(30)]
+            want_b = [(2, k) for k in range(5)]
+            for rec in (ra, rb):
+                await wait_until(lambda rec=rec: len(rec.seen) >= 35, 20,
+                                 f"every message at {'sa' if rec is ra else 'sb'}")
+                await asyncio.sleep(0.5)
+                assert sorted(rec.seen) == sorted(want_a + want_b)  # each once
+                assert [m for m in rec.seen if m[0] == 1] == want_a  # in order per sender
+            history = await _history_payloads(redis_url, room)
+            assert sorted(history) == sorted(_P.pack(*m) for m in want_a + want_b)
+        finally:
+            for c in (pa, sa, sb, pb):
+                await c.close()
+    finally:
+        await proxy.stop()
