@@ -33,7 +33,8 @@ from .resp_writer import RespWriter
 from .tasks import spawn
 
 __all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
-           "LIVE_PRESENCE_JOIN", "LIVE_PRESENCE_LEAVE", "LIVE_UNRELIABLE"]
+           "LIVE_PRESENCE_JOIN", "LIVE_PRESENCE_LEAVE", "LIVE_UNRELIABLE",
+           "LIVE_OWNER"]
 
 log = logging.getLogger("edge_node.sync")
 
@@ -45,6 +46,8 @@ _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
 LIVE_PRESENCE_JOIN = 1
 LIVE_PRESENCE_LEAVE = 2
 LIVE_UNRELIABLE = 3
+#: The room's lease was handed to another edge (drain): ``[new owner edge id]``.
+LIVE_OWNER = 4
 
 
 class SyncUnavailable(RuntimeError):
@@ -241,6 +244,11 @@ class RoomSync:
                             await self.r.xadd(K.edge_inbox(hand_to),
                                               {"h": _pack([room, token])},
                                               maxlen=10_000, approximate=True)
+                            # Mirrors learn the new owner now, not at their next
+                            # lease poll: their publishes must not go to an inbox
+                            # nobody reads once this edge has exited.
+                            await self._publish_live(room, _pack(
+                                [LIVE_OWNER, self.edge_id, room, hand_to]))
                             return
                     await self._script("release", 1, K.room_owner(room), tok)
         except (RedisError, SyncUnavailable) as exc:
@@ -672,5 +680,16 @@ class RoomSync:
                 kind, edge, room, *body = msgpack.unpackb(msg["data"], raw=False)
             except (ValueError, TypeError, msgpack.UnpackException):
                 continue
-            if edge != self.edge_id:
-                self.listener.on_live(room, kind, body)
+            if edge == self.edge_id:
+                continue
+            if kind == LIVE_OWNER:
+                owner = body[0] if body and isinstance(body[0], str) else None
+                if owner is None or room not in self._tails:
+                    continue
+                if owner == self.edge_id:
+                    continue  # the inbox notice makes us adopt it
+                if self._owners.get(room) != owner:
+                    self._owners[room] = owner
+                    self.listener.on_owner_changed(room, owner)
+                continue
+            self.listener.on_live(room, kind, body)
