@@ -32,6 +32,7 @@ from client_sdk.protocol import (
 )
 
 from .config import EdgeSettings
+from .geo import rank_edges
 from .hub import Hub, HubSettings
 from .metrics import EdgeMetrics
 from .outbound import Flusher
@@ -80,6 +81,7 @@ class EdgeServer:
         self.neighbours: list[tuple[str, str]] = []  # (edge id, url), best first
         self._conn_tokens = settings.connect_rate
         self._conn_last = time.monotonic()
+        self._cpu_mark = (time.monotonic(), time.process_time())
         self.port = settings.port
 
     # -- lifecycle ----------------------------------------------------------
@@ -175,8 +177,23 @@ class EdgeServer:
             await self._redis.aclose()
 
     def _load(self) -> dict[str, float]:
-        return {"connections": self.stats.connections, "rooms": self.stats.rooms,
-                "draining": int(self.draining or self._stopping)}
+        """Registry heartbeat fields: load (connections, rooms, CPU % of one core since the
+        last beat, bytes queued to clients), draining flag, and position if known."""
+        now, cpu = time.monotonic(), time.process_time()
+        t0, c0 = self._cpu_mark
+        self._cpu_mark = (now, cpu)
+        queued = 0
+        for session, _ws in self.sessions.values():
+            queued += session.out.queued_bytes()
+        load: dict[str, float] = {
+            "connections": self.stats.connections, "rooms": self.stats.rooms,
+            "draining": int(self.draining or self._stopping),
+            "cpu": round(100.0 * (cpu - c0) / max(now - t0, 1e-3), 1),
+            "send_queue_bytes": queued,
+        }
+        if self.settings.position is not None:
+            load["lat"], load["lon"] = self.settings.position
+        return load
 
     async def wait_no_sessions(self, timeout: float) -> bool:
         """Wait until no client is connected (at most ``timeout`` s); True if so."""
@@ -187,7 +204,8 @@ class EdgeServer:
         return True
 
     async def live_neighbours(self) -> list[tuple[str, str]]:
-        """Other live, non-draining edges as ``(edge id, url)``, least loaded first."""
+        """Other live, non-draining edges as ``(edge id, url)``: nearest first when edges
+        registered positions, then least loaded (:func:`~edge_node.geo.rank_edges`)."""
         if self._redis is None:
             return []
         try:
@@ -196,8 +214,7 @@ class EdgeServer:
             return self.neighbours
         others = [i for i in infos if i.get("id") != self.settings.edge_id
                   and i.get("draining", "0") in ("0", "0.0") and i.get("url")]
-        others.sort(key=lambda i: (float(i.get("connections", 0) or 0), i["id"]))
-        return [(i["id"], i["url"]) for i in others]
+        return [(i["id"], i["url"]) for i in rank_edges(others, self.settings.position)]
 
     async def _refresh_neighbours(self) -> None:
         fresh = await self.live_neighbours()
