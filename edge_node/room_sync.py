@@ -132,6 +132,10 @@ class RoomSync:
         self._writer: RespWriter | None = None
         self._subscribed: set[str] = set()
         self.lag_observer: Any = None  # callable(seconds) for the sync-lag histogram
+        #: callable(seconds): time from a dead owner's last heartbeat to this edge
+        #: taking its rooms (failover detection), once per dead edge.
+        self.failover_observer: Any = None
+        self._failed_over: dict[str, float] = {}  # dead edge id -> when observed
         self._suspected: dict[str, float] = {}  # edge id -> when we last probed it
 
     # -- lifecycle ----------------------------------------------------------
@@ -635,13 +639,31 @@ class RoomSync:
             return
         await self._catch_up(room)
         last = self._tails.pop(room)
-        self._owners.pop(room, None)
+        prev_owner = self._owners.pop(room, None)
         token = tok.decode()
         self._owned[room] = token
         le, ls = split_id(last)
         self.stats.lease_takeovers += 1
+        if prev_owner:
+            await self._observe_failover(prev_owner)
         self.listener.on_lease_acquired(
             room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
+
+    async def _observe_failover(self, edge_id: str) -> None:
+        """Record how long after its last heartbeat a dead owner's rooms moved here."""
+        now = time.time()
+        seen = self._failed_over.get(edge_id)
+        if self.failover_observer is None or (seen is not None and now - seen < 60.0):
+            return
+        self._failed_over[edge_id] = now
+        if len(self._failed_over) > 1000:
+            self._failed_over.clear()
+        try:
+            last: Any = await self.r.zscore(K.EDGES, edge_id)
+        except RedisError:
+            return
+        if last is not None:
+            self.failover_observer(max(0.0, now - float(last)))
 
     async def _catch_up(self, room: str) -> None:
         last = self._tails.get(room)

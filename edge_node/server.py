@@ -103,6 +103,7 @@ class EdgeServer:
                 raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
             self.hub.sync = self.sync
             self.sync.lag_observer = self.metrics.sync_lag_seconds.observe
+            self.sync.failover_observer = self.metrics.failover_detection_seconds.observe
             self.uplink = Uplink(UplinkSettings(
                 redis_url=s.redis_url, edge_id=s.edge_id, shards=s.uplink_shards,
                 spool_path=s.uplink_spool or ":memory:", spool_max_entries=s.uplink_spool_max,
@@ -408,6 +409,7 @@ class EdgeServer:
                         except CheckpointUnavailable:
                             # Cannot tell whether the session may resume: never guess
                             # "expired" (that would skip the replay); have it retry.
+                            stats.resumes["retry_later"] += 1
                             raise SessionClose(ErrorCode.OVERLOADED,
                                                "session store busy: retry") from None
                         if cp is None or cp.get("sub") != claims.subject:
@@ -424,6 +426,7 @@ class EdgeServer:
                             self.sync.suspect(cp["edge"])
                     else:
                         invalid = "resume_rejected"
+                    stats.resumes[invalid or "resumed"] += 1
             except SessionClose as exc:
                 stats.errors[exc.code] += 1
                 await ws.close(exc.code, exc.reason)

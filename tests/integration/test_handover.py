@@ -225,3 +225,30 @@ async def test_drain_leaves_no_client_silent_for_a_publish_interval(edge_factory
     finally:
         for c in [pub, *subs]:
             await c.close()
+
+
+async def test_failover_metrics_on_the_neighbour(edge_factory, token) -> None:
+    """After a SIGKILL the neighbour reports how fast it detected the dead owner and the
+    clients' resume attempts by outcome."""
+    dead, near = edge_factory("edge-fm1"), edge_factory("edge-fm2")
+    owner = await connect(dead.url, token("fm-owner"))
+    watcher = await connect(near.url, token("fm-watcher"))
+    c = await connect([dead.url, near.url], token("fm-c"), backoff_base=0.05)
+    try:
+        await owner.join("fm1")  # the dead edge owns the room
+        rec = Recorder()
+        await c.join("fm1", on_message=rec)
+        await watcher.join("fm1", echo=False)
+        await watcher.publish("fm1", _P.pack(3, 1))
+        await _wait(lambda: rec.seen == [(3, 1)], 5, "first message")
+        dead.kill()
+        await watcher.publish("fm1", _P.pack(3, 2))
+        await _wait(lambda: rec.seen == [(3, 1), (3, 2)], 15, "resume on the neighbour")
+        assert await _metric(near.http_url, 'edge_resume_attempts_total{outcome="resumed"}') >= 1
+        detected = await _metric(near.http_url, "edge_failover_detection_seconds_count")
+        assert detected == 1  # once per dead edge, not per room
+        total = await _metric(near.http_url, "edge_failover_detection_seconds_sum")
+        assert 0.0 < total < 30.0
+    finally:
+        for x in (owner, watcher, c):
+            await x.close()
