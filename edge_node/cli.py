@@ -162,10 +162,12 @@ def cmd_edge(a: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, graceful.set)
-        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(graceful.wait())]
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(graceful.wait()),
+                   asyncio.create_task(server.drain_requested.wait())]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if graceful.is_set() and not stop.is_set():
-            # SIGTERM (deploys, Kubernetes preStop): hand clients over first.
+        if (graceful.is_set() or server.drain_requested.is_set()) and not stop.is_set():
+            # SIGTERM (deploys, Kubernetes preStop) or the origin's admin drain call:
+            # hand clients over first.
             from .drain import drain
 
             drain_task = asyncio.create_task(drain(server))

@@ -31,6 +31,7 @@ from client_sdk.protocol import (
     verify_token,
 )
 
+from . import redis_keys as K
 from .config import EdgeSettings
 from .geo import rank_edges
 from .hub import Hub, HubSettings
@@ -82,6 +83,9 @@ class EdgeServer:
         self._conn_tokens = settings.connect_rate
         self._conn_last = time.monotonic()
         self._cpu_mark = (time.monotonic(), time.process_time())
+        #: Set when an operator asked for a drain through the origin (admin API); the
+        #: runner then drains exactly as on SIGTERM.
+        self.drain_requested = asyncio.Event()
         self.port = settings.port
 
     # -- lifecycle ----------------------------------------------------------
@@ -225,6 +229,18 @@ class EdgeServer:
             for session, _ws in list(self.sessions.values()):
                 session.send(frame)
 
+    async def _poll_control(self) -> None:
+        """Consume an operator request left by the origin (``drain``)."""
+        if self._redis is None or self.drain_requested.is_set():
+            return
+        try:
+            req = await self._redis.getdel(K.edge_control(self.settings.edge_id))
+        except RedisError:
+            return
+        if req == b"drain":
+            log.warning("drain requested through the origin")
+            self.drain_requested.set()
+
     def _admit(self) -> float:
         """0 to admit a new connection, else seconds the client should wait."""
         rate = self.settings.connect_rate
@@ -254,6 +270,7 @@ class EdgeServer:
                     await self._refresh_neighbours()
                 except Exception:
                     log.exception("neighbour refresh failed")
+                await self._poll_control()
             if now - last_cp >= self.settings.checkpoint_interval:
                 last_cp = now
                 try:
