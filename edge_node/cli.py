@@ -84,6 +84,10 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uplink-spool", default=_env("UPLINK_SPOOL", ""),
                    help="SQLite file spooling origin-bound data while Redis is unreachable "
                    "(default: in memory, lost on a crash)")
+    p.add_argument("--uplink-shards", type=int,
+                   default=int(_env("UPLINK_SHARDS", str(d.uplink_shards))),
+                   help="uplink streams to the origin; must equal the origin's --shards "
+                        "(checked at start; default %(default)s)")
     p.add_argument("--uplink-rooms", default=_env("UPLINK_ROOMS", ""),
                    help="comma-separated room patterns whose messages also go to the origin")
     p.add_argument("--max-replay", type=int,
@@ -100,6 +104,8 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
     if a.max_frame_bytes < 256:
         raise UserError("--max-frame-bytes must be at least 256")
     position = parse_position(a.position) if a.position else None
+    if a.uplink_shards < 1:
+        raise UserError("--uplink-shards must be at least 1")
     return EdgeSettings(
         edge_id=a.edge_id, host=a.host, port=a.port, public_url=a.public_url, region=a.region,
         position=position, redis_url=a.redis_url,
@@ -111,7 +117,7 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         resume_window=a.resume_window, lease_ms=a.lease_ms, max_replay=a.max_replay,
         append_linger=a.append_linger_ms / 1000.0, drain_window=a.drain_window,
         drain_timeout=a.drain_timeout, connect_rate=a.connect_rate,
-        uplink_spool=a.uplink_spool,
+        uplink_spool=a.uplink_spool, uplink_shards=a.uplink_shards,
         uplink_rooms=tuple(p for p in a.uplink_rooms.split(",") if p),
         log_level=a.log_level,
     )

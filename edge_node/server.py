@@ -47,7 +47,7 @@ from .session_store import (
     verify_resume_token,
 )
 from .tasks import spawn
-from .uplink import Uplink, UplinkSettings
+from .uplink import ShardCountMismatch, Uplink, UplinkSettings, claim_shard_count
 
 __all__ = ["EdgeServer"]
 
@@ -105,6 +105,11 @@ class EdgeServer:
                 await self.sync.start()
             except (RedisError, OSError) as exc:
                 raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
+            try:
+                await claim_shard_count(self.sync.r, s.uplink_shards, "--uplink-shards")
+            except ShardCountMismatch as exc:
+                await self.sync.stop()
+                raise RuntimeError(str(exc)) from None
             self.hub.sync = self.sync
             self.sync.lag_observer = self.metrics.sync_lag_seconds.observe
             self.sync.failover_observer = self.metrics.failover_detection_seconds.observe
