@@ -113,6 +113,7 @@ def test_env_names_are_ones_the_processes_read() -> None:
     forecast_env = {f"ORIGIN_FORECAST_{n.upper()}" for n in ForecastSettings.__dataclass_fields__}
     for k in ocm:
         assert k in forecast_env or k in ("ORIGIN_SHARDS", "ORIGIN_LOG_LEVEL"), k
+    assert cm["EDGE_RELAY_UPLINK_SHARDS"] == ocm["ORIGIN_SHARDS"]
     secret = find("Secret", "edge-relay-secrets")["stringData"]
     assert set(secret) == {"REDIS_URL", "EDGE_RELAY_SECRET", "ORIGIN_API_KEYS"}
     for name, cmname in (("edge", "edge-relay-edge"), ("origin", "edge-relay-origin")):
