@@ -97,7 +97,7 @@ class EdgeServer:
         """Connect to Redis (if configured), then listen."""
         s = self.settings
         loop = asyncio.get_running_loop()
-        self._flusher = Flusher(loop)
+        self._flusher = Flusher(loop, s.write_delay)
         if s.redis_url:
             self.sync = RoomSync(
                 s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
