@@ -151,7 +151,7 @@ def create_app(settings: OriginSettings) -> FastAPI:
     @app.get("/v1/forecast", tags=["ops"], dependencies=authed)
     async def forecast(request: Request) -> dict[str, Any]:
         """Demand forecast per region: observed and forecast connections and messages/s,
-        recommended and reactive edge replicas (see docs/deploy.md)."""
+        recommended and reactive edge replicas (see docs/deployment.md)."""
         svc: ForecastService = request.app.state.forecast
         return svc.as_dict()
 

@@ -33,7 +33,7 @@ class ForecastSettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ForecastSettings:
-    """Forecast and scaling settings (env ``ORIGIN_FORECAST_<NAME>``, see docs/deploy.md)."""
+    """Forecast and scaling settings (env ``ORIGIN_FORECAST_<NAME>``, see docs/deployment.md)."""
 
     #: Seconds between samples (one model update per step).
     step: float = 15.0
@@ -43,7 +43,7 @@ class ForecastSettings:
     #: needs to become ready (scheduling + image pull + start) plus the HPA's delay.
     horizon: float = 300.0
     #: Smoothing factors: level, trend, season; ``phi`` damps the trend (1 = none).
-    #: Defaults chosen on ``python -m origin.forecast_eval`` (see docs/deploy.md): a slow
+    #: Defaults chosen on ``python -m origin.forecast_eval`` (see docs/deployment.md): a slow
     #: level and a fast season learn a surge that recurs daily by its second repeat.
     alpha: float = 0.1
     beta: float = 0.1
