@@ -12,7 +12,9 @@
    handed to the edge that member went to, with the same epoch: positions
    continue and the neighbour adopts the room at once (inbox notice).
 4. When every client has moved, or after ``drain_timeout`` seconds, the edge
-   stops (remaining clients get close 4100 and resume elsewhere by themselves).
+   lingers one lease poll (passing on publishes that neighbours still forward
+   here), then stops (remaining clients get close 4100 and resume elsewhere by
+   themselves).
 """
 
 from __future__ import annotations
@@ -28,10 +30,22 @@ from .liveness import probe_edge
 
 if TYPE_CHECKING:
     from .server import EdgeServer
+    from .session import ClientSession
 
 __all__ = ["drain"]
 
 log = logging.getLogger("edge_node.drain")
+
+
+async def _note_handoffs(server: EdgeServer, batch: list[ClientSession]) -> None:
+    """Checkpoint the batch with its HANDOFF time (``ho``) before the frames go out, so
+    the neighbour each client resumes on can observe ``edge_handoff_seconds``."""
+    now = time.time()
+    for sess in batch:
+        server.handoff_at[sess.session_id] = now
+    if server.store is not None and batch:
+        await server.store.save_many([(sess.session_id, sess.holder, sess.attempt,
+                                       server._checkpoint_data(sess)) for sess in batch])
 
 
 async def drain(server: EdgeServer) -> dict[str, float]:
@@ -65,9 +79,9 @@ async def drain(server: EdgeServer) -> dict[str, float]:
     pause = s.drain_window / batches if batches > 1 else 0.0
     told = 0
     for i in range(0, len(sessions), per_batch):
-        for session, _ws in sessions[i : i + per_batch]:
-            if session.closed:
-                continue
+        batch = [sess for sess, _ws in sessions[i : i + per_batch] if not sess.closed]
+        await _note_handoffs(server, batch)
+        for session in batch:
             edge_id, url = neighbours[told % len(neighbours)]
             assignment[session.session_id] = edge_id
             session.moving = True
@@ -77,6 +91,10 @@ async def drain(server: EdgeServer) -> dict[str, float]:
             await asyncio.sleep(pause)
     server.stats.handoffs_sent += told
     await server.wait_no_sessions(t0 + s.drain_window + s.drain_timeout - time.monotonic())
+    # Linger one lease poll: a neighbour that has not heard of a handover yet still
+    # forwards publishes here, and this edge passes them on to the new owner; once it
+    # has exited they would wait for a timeout (measured: 0.5 s silences without it).
+    await asyncio.sleep(s.lease_ms / 4000.0 + 0.1)
     moved = told - sum(1 for sess, _ in server.sessions.values() if sess.moving)
     server.stats.handoffs_completed += moved
     took = time.monotonic() - t0
