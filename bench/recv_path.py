@@ -12,7 +12,10 @@ receives them with ``--receiver``:
 - ``lean``: :mod:`bench.lean_client` (asyncio Protocol, own frame parser, SDK codec).
 
 It reports CPU per message and messages/s per core of the receiving process (its
-CPU from the first to the last message), against the 120,000 msg/s target.
+CPU from the first to the last message), against the 120,000 msg/s target. With
+``--rate`` (and ``--batch 1``) the feeder is paced, the receiver is not saturated and
+each socket read brings one message: the per-wake-up cost that dominates a real
+fanout load, where every subscriber socket gets one message per publish.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 from bench import report
 from bench.errors import BenchError, BenchFailure
 from bench.procstats import can_pin, pin_pid, pin_self
-from bench.validators import positive_int
+from bench.validators import positive_float, positive_int
 
 RECEIVERS = ("sdk", "websockets", "lean")
 TARGET_PER_S = 120_000
@@ -48,7 +51,7 @@ ROWS = [
 
 
 async def _feed(port: int, clients: int, messages: int, payload_size: int,
-                batch: int) -> None:
+                batch: int, rate: float) -> None:
     from websockets.asyncio.server import serve
 
     from client_sdk.protocol import Decoder, Joined, Welcome, encode, encode_message
@@ -81,7 +84,11 @@ async def _feed(port: int, clients: int, messages: int, payload_size: int,
         pad = bytes(payload_size)
         # Pre-framed batches written straight to the transports: the feeder must be
         # much faster than any receiver, so that the receiver is the bottleneck.
+        t0 = time.monotonic()
         for start in range(1, messages + 1, batch):
+            if rate:
+                # Paced: batches due at t0 + (message index) / rate.
+                await asyncio.sleep(max(0.0, t0 + (start - 1) / rate - time.monotonic()))
             data = b"".join(_ws_frame(encode_message(ROOM, 1, seq, "feeder-pub", pad, seq))
                             for seq in range(start, min(messages, start + batch - 1) + 1))
             for w in joined:
@@ -110,10 +117,12 @@ def feeder_main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, required=True)
     p.add_argument("--payload-size", type=int, default=88)
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--rate", type=float, default=0.0)
     a = p.parse_args(argv)
     import uvloop
 
-    uvloop.run(_feed(a.port, a.clients, a.messages, a.payload_size, max(1, a.batch)))
+    uvloop.run(_feed(a.port, a.clients, a.messages, a.payload_size, max(1, a.batch),
+                     max(0.0, a.rate)))
     return 0
 
 
@@ -201,14 +210,15 @@ async def _receive(url: str, receiver: str, clients: int, messages: int,
     }, "warnings": []}
 
 
-def _start_feeder(clients: int, messages: int, payload: int,
-                  batch: int) -> tuple[subprocess.Popen[str], int]:
+def _start_feeder(clients: int, messages: int, payload: int, batch: int,
+                  rate: float) -> tuple[subprocess.Popen[str], int]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.recv_path", "--clients", str(clients), "--messages",
-         str(messages), "--payload-size", str(payload), "--batch", str(batch)],
+         str(messages), "--payload-size", str(payload), "--batch", str(batch),
+         "--rate", str(rate)],
         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -231,6 +241,10 @@ def register(subs: Any) -> None:
     sp.add_argument("--batch", type=positive_int, default=256,
                     help="messages the feeder writes at once per connection; 1 = one "
                     "socket read per message (default: 256)")
+    sp.add_argument("--rate", type=positive_float, default=None,
+                    help="pace the feeder: messages/s to each client (default: as fast as "
+                    "possible). With --batch 1 and a rate the receiver is not saturated and "
+                    "reads one message per wake-up, as subscribers in a fanout load do")
     sp.add_argument("--runs", type=positive_int, default=3, help="(default: 3)")
     sp.add_argument("--pin", action="store_true",
                     help="feeder on CPU 0, receiver on CPU 1")
@@ -242,6 +256,7 @@ def register(subs: Any) -> None:
 def cmd(args: argparse.Namespace) -> int:
     import uvloop
 
+    args.rate = args.rate or 0.0
     if args.clients * args.messages > 5_000_000:
         raise BenchError("--clients x --messages must be at most 5,000,000")
     receivers = RECEIVERS if args.receiver == "all" else (args.receiver,)
@@ -254,7 +269,7 @@ def cmd(args: argparse.Namespace) -> int:
         for _ in range(args.runs):
             for r in receivers:
                 proc, port = _start_feeder(args.clients, args.messages, args.payload_size,
-                                           args.batch)
+                                           args.batch, args.rate)
                 try:
                     if pinned:
                         pin_pid(proc.pid, {0})

@@ -218,6 +218,12 @@ def test_recv_path_tiny(tmp_path: Path) -> None:
         recv = data["runs"][0]["recv"]
         assert recv["messages"] == 600
         assert recv["per_core_per_s"] > 0
+    paced = tmp_path / "paced"
+    assert main(["recv-path", "--receiver", "sdk", "--clients", "2", "--messages", "200",
+                 "--batch", "1", "--rate", "2000", "--runs", "1", "--out", str(paced)]) == 0
+    doc = json.loads(next(paced.glob("recv-path-*.json")).read_text())
+    assert doc["meta"]["params"]["rate"] == 2000
+    assert doc["targets"]["sdk"]["runs"][0]["recv"]["messages"] == 400
 
 
 def test_fanout_lean_receiver(tmp_path: Path) -> None:
