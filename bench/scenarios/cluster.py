@@ -390,7 +390,8 @@ def _origin_figures(cluster: Any, out: dict[str, Any], lag0: dict[int, int]
         "room_events_applied": applied,
         "missing": max(0, acked - applied),
         "not_applied_of_sent": max(0, int(out["messages"]["sent"]) - applied),
-        "extra": max(0, applied - acked),
+        # More applied than ever sent: applied twice (the origin failed to dedupe).
+        "extra": max(0, applied - int(out["messages"]["sent"])),
         "duplicates_ignored": int(st["duplicates_ignored"]),
         "catch_up_s": round(float(st["waited_s"]), 2),
     }
