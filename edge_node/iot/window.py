@@ -108,8 +108,10 @@ class Agg:
         out = {"count": self.count, "min": self.lo, "max": self.hi,
                "mean": self.total / self.count if self.count else 0.0, "last": self.last}
         if self.q is not None:
-            out.update(p50=self.q.quantile(0.5), p95=self.q.quantile(0.95),
-                       p99=self.q.quantile(0.99))
+            # Estimates are within the sketch's relative accuracy; clamp to what was seen.
+            lo, hi, q = self.lo, self.hi, self.q.quantile
+            out.update(p50=min(hi, max(lo, q(0.5))), p95=min(hi, max(lo, q(0.95))),
+                       p99=min(hi, max(lo, q(0.99))))
         return out
 
 
