@@ -204,7 +204,7 @@ class Device:
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(min(self.linger, 0.5) if self.linger > 0 else 0.05)
+            await asyncio.sleep(min(self.linger / 2, 1.0) if self.linger > 0 else 0.05)
             now = time.monotonic()
             if self._open and now - self._open_since >= self.linger:
                 self._seal()

@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--rooms", type=int, default=10, help="rooms (default 10)")
     pd.add_argument("--rate", type=float, default=20.0, help="publishes/s per player (default 20)")
     pd.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
+    pd.add_argument("--devices", type=int, default=500,
+                    help="simulated IoT devices at 10 samples/s each (default 500; 0 = none)")
     pd.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
     pd.add_argument("--no-kill", action="store_true",
                     help="do not SIGKILL an edge half-way (steady state only)")

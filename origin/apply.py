@@ -49,16 +49,17 @@ function run(op)
       redis.call('HSET', op[2], op[3], op[4])
     end
   elseif c == 'ONCE' then
-    -- op = {'ONCE', set_key, member, ttl_ms, sub_op, ...}: the sub-ops run only the
-    -- first time member is added (a telemetry piece counted once across edges).
+    -- op = {'ONCE', set_key, member, ttl_ms, dup_counter, sub_op, ...}: the sub-ops run
+    -- only the first time member is added (a telemetry piece counted once across edges);
+    -- a repeat counts in the stats hash field dup_counter.
     if redis.call('SADD', op[2], op[3]) == 1 then
       if not expired[op[2]] then
         redis.call('PEXPIRE', op[2], op[4])
         expired[op[2]] = true
       end
-      for i = 5, #op do run(op[i]) end
+      for i = 6, #op do run(op[i]) end
     else
-      redis.call('HINCRBY', KEYS[2], 'iot_piece_dups', 1)
+      redis.call('HINCRBY', KEYS[2], op[5], 1)
     end
   elseif c == 'KEEP' then
     -- op = {'KEEP', done_zset, keep, hash1, hash2, ...}: drop the oldest finished ids

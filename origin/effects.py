@@ -9,9 +9,10 @@ apply script's own operations:
   applied out of order by concurrent workers leave the newest value);
 - ``["HMIN"|"HMAX", key, field, value]``: keep the minimum/maximum;
 - ``["EXP", key, ms]``: PEXPIRE once per script call;
-- ``["ONCE", set_key, member, ttl_ms, op, ...]``: run the nested ops only if ``member``
-  is new in the set (telemetry pieces: each ``(window, batch)`` counted once, whichever
-  edge sent it and however often);
+- ``["ONCE", set_key, member, ttl_ms, dup_field, op, ...]``: run the nested ops only if
+  ``member`` is new in the set, else count ``dup_field`` in the shard's stats (telemetry
+  pieces: each ``(window, batch)`` counted once, whichever edge sent it and however
+  often; device alerts: each raised once per sample);
 - ``["KEEP", done_zset, keep, hash, ...]``: keep only the newest ``keep`` finished ids
   (finished commands do not pile up).
 
@@ -115,7 +116,7 @@ def _rollup(k: ShardKeys, e: Entry, cfg: EffectSettings) -> list[Op]:
         sub += [["HINCRBY", meta, "samples", str(total)],
                 ["HINCRBY", k.stats, "iot_samples", str(total)],
                 ["HINCRBY", k.stats, "iot_pieces", "1"]]
-        ops.append(["ONCE", seen, f"{w}:{piece[0]}", ttl, *sub])
+        ops.append(["ONCE", seen, f"{w}:{piece[0]}", ttl, "iot_piece_dups", *sub])
     ops += [["EXP", rk, ttl], ["HINCRBY", k.stats, "iot_rollups", "1"],
             ["HMAX", meta, "last_seen", str(e.ts_ms)]]
     metrics = body.get("m")
@@ -213,7 +214,14 @@ def compile_entry(k: ShardKeys, edge: str, e: Entry, cfg: EffectSettings) -> lis
                  "online", online, "edge", where, "state", to_json(body), "ts", ts]]
     if e.kind == "alert":
         al = to_json({"edge": edge, "key": e.key, "ts": e.ts_ms, "body": body})
-        return [["LPUSH", k.alerts, al], ["LTRIM", k.alerts, "0", str(cfg.alerts_keep - 1)]]
+        ops = [["LPUSH", k.alerts, al], ["LTRIM", k.alerts, "0", str(cfg.alerts_keep - 1)]]
+        if isinstance(body, dict) and type(body.get("ts")) is int and body.get("metric"):
+            # A device alert names its sample: the same one raised again (the batch was
+            # re-sent to another edge after a failover) is recorded once.
+            return [["ONCE", k.dev(e.key, "alerts_seen"),
+                     f"{body['metric']}:{body['ts']}:{body.get('state', '')}",
+                     str(cfg.rollup_ttl_ms), "iot_alert_dups", *ops]]
+        return ops
     # edge_status
     return [["LWW", k.edge(e.key, "status"), k.edge(e.key, "status_ts"), ts,
              "status", to_json(body), "ts", ts]]

@@ -54,10 +54,11 @@ async def origin_stats(r: aioredis.Redis, s: OriginSettings) -> dict[str, Any]:
     ``claimed``, ``lag_ms`` quantiles, ``lag_buckets``, ``by_kind``, per-shard
     ``stream_length``/``group_lag``/``pending``, ``pending_by_consumer`` and ``iot``
     (telemetry ``samples`` counted into rollups, ``pieces`` applied and
-    ``pieces_duplicate`` ignored, ``rollups`` entries applied)."""
+    ``pieces_duplicate`` ignored, ``rollups`` entries applied, ``alerts_duplicate``:
+    device alerts raised again for the same sample and ignored)."""
     tot: dict[str, int] = {"applied": 0, "duplicates": 0, "dead": 0, "trimmed": 0,
                            "claimed": 0, "iot_samples": 0, "iot_pieces": 0,
-                           "iot_piece_dups": 0, "iot_rollups": 0}
+                           "iot_piece_dups": 0, "iot_rollups": 0, "iot_alert_dups": 0}
     buckets: dict[int, int] = {}
     kinds: dict[str, int] = {}
     shards: list[dict[str, Any]] = []
@@ -95,7 +96,8 @@ async def origin_stats(r: aioredis.Redis, s: OriginSettings) -> dict[str, Any]:
             "lag_ms": lag_quantiles(buckets), "lag_buckets": buckets, "by_kind": kinds,
             "shards": shards, "pending_by_consumer": consumers,
             "iot": {"samples": tot["iot_samples"], "pieces": tot["iot_pieces"],
-                    "pieces_duplicate": tot["iot_piece_dups"], "rollups": tot["iot_rollups"]}}
+                    "pieces_duplicate": tot["iot_piece_dups"], "rollups": tot["iot_rollups"],
+                    "alerts_duplicate": tot["iot_alert_dups"]}}
 
 
 async def room_view(r: aioredis.Redis, s: OriginSettings, room: str,
