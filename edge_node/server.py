@@ -84,6 +84,7 @@ class EdgeServer:
         self._conn_last = time.monotonic()
         self.port = settings.port
         self.iot = IotService(iot_settings(settings), self.hub, settings.edge_id)
+        self.iot.register_metrics(self.metrics.registry)
         self.downlink: DownlinkConsumer | None = None
 
     # -- lifecycle ----------------------------------------------------------

@@ -49,6 +49,8 @@ class IotSettings:
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     #: Room that receives alerts on the edge ("" = none).
     alerts_room: str = "alerts"
+    #: Shadows cached for devices not connected here (oldest dropped beyond).
+    max_shadows: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,6 +120,12 @@ class IotService:
                 await self._task
         self._flush(force=True)
 
+    def register_metrics(self, registry: Any) -> None:
+        """Add the ``edge_iot_*`` collector to a prometheus ``CollectorRegistry``."""
+        from .metrics import IotCollector
+
+        registry.register(IotCollector(self))
+
     def _durable(self) -> int:
         up = self.uplink
         if up is None:
@@ -128,12 +134,30 @@ class IotService:
 
     async def _clock(self) -> None:
         period = max(0.02, min(0.1, self.settings.window_ms / 10_000))
+        last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(period)
             try:
                 self._flush()
+                if time.monotonic() - last_sweep >= 10.0:
+                    last_sweep = time.monotonic()
+                    self._sweep()
             except Exception:
                 log.exception("iot pipeline tick failed")
+
+    def _sweep(self) -> None:
+        """Forget devices that left, once nothing of theirs is open or unacknowledged
+        (a device that comes back has its re-sent batches counted once by the origin),
+        and bound the shadow cache."""
+        p = self.pipeline
+        for device in [d for d in p.devices if d not in self.devices]:
+            st = p.devices[device]
+            if all(b.done for b in st.batches.values()):
+                p.forget(device)
+        if len(self.shadows) > self.settings.max_shadows:
+            for device in [d for d in self.shadows if d not in self.devices][
+                    :len(self.shadows) - self.settings.max_shadows]:
+                del self.shadows[device]
 
     def _flush(self, force: bool = False) -> None:
         p = self.pipeline
