@@ -186,8 +186,10 @@ class RoomSync:
 
     # -- rooms --------------------------------------------------------------
 
-    async def activate(self, room: str) -> Lease:
-        """Take the room's lease if free, otherwise start tailing its stream."""
+    async def activate(self, room: str, since: tuple[int, int] | None = None) -> Lease:
+        """Take the room's lease if free, otherwise start tailing its stream: from its
+        end, or from just after position ``since`` (a fenced owner re-reads what it did
+        not store itself)."""
         try:
             acq: Any = await self._script(
                 "acquire", 2, K.room_owner(room), K.room_epoch(room),
@@ -206,6 +208,8 @@ class RoomSync:
         if lease.mine:
             self._owned[room] = token
         else:
+            if since is not None and since < (le, ls):
+                last_id = f"{since[0]}-{since[1]}".encode()
             self._tails[room] = last_id
             self._owners[room] = owner
             self._wake_reader()
@@ -382,6 +386,9 @@ class RoomSync:
             if isinstance(res, ResponseError):
                 self.stats.stream_errors += 1
                 if "FENCED" in str(res) and room in self._owned:
+                    if await self._reclaim(room):
+                        refused = True  # same epoch again: the batch goes next round
+                        continue
                     del self._owned[room]
                     if rq is not None:
                         self.stats.stream_backlog -= len(rq)
@@ -407,6 +414,21 @@ class RoomSync:
             self.listener.on_durable(room, epoch, seq)
         self.stats.forwarded_publishes += len(forwards)
         return refused
+
+    async def _reclaim(self, room: str) -> bool:
+        """After FENCED: take a lapsed lease back with the same epoch if nobody took the
+        room meanwhile (see ``RENEW``); True if the lease is ours again."""
+        tok = self._owned.get(room)
+        if tok is None:
+            return False
+        try:
+            res = await self._script("renew", 2, K.room_owner(room), K.room_epoch(room), tok,
+                                     self.lease_ms)
+        except RedisError:
+            return True  # cannot tell: keep the batch, the next round decides
+        if res == 2:
+            log.info("lease reclaimed after an outage", extra={"room": room})
+        return bool(res)
 
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one round trip; errors come back as values, not raised.
@@ -517,7 +539,8 @@ class RoomSync:
         mirrors = list(self._tails)
         pipe = self.r.pipeline(transaction=False)
         for room, tok in owned:
-            pipe.evalsha(self._sha["renew"], 1, K.room_owner(room), tok, self.lease_ms)
+            pipe.evalsha(self._sha["renew"], 2, K.room_owner(room), K.room_epoch(room), tok,
+                         self.lease_ms)
         for room in mirrors:
             pipe.get(K.room_owner(room))
         if not owned and not mirrors:
