@@ -89,7 +89,7 @@ class IotService:
         self.uplink: Uplink | None = None
         self.devices: dict[str, ClientSession] = {}
         self.shadows: dict[str, Shadow] = {}
-        self._validators: dict[int, Validator] = {}
+        self._validators: dict[tuple[tuple[str, float, float], ...] | None, Validator] = {}
         self._commands: dict[str, dict[str, _PendingCommand]] = {}
         self._ticket_base = 0
         self._sender = _EdgeSender(edge_id)
@@ -148,12 +148,19 @@ class IotService:
     def _sweep(self) -> None:
         """Forget devices that left, once nothing of theirs is open or unacknowledged
         (a device that comes back has its re-sent batches counted once by the origin),
-        and bound the shadow cache."""
+        drop expired waiting commands, and bound the shadow cache."""
         p = self.pipeline
         for device in [d for d in p.devices if d not in self.devices]:
             st = p.devices[device]
             if all(b.done for b in st.batches.values()):
                 p.forget(device)
+        now = time.time_ns() // 1_000_000
+        for device in list(self._commands):
+            waiting = self._commands[device]
+            for cid in [c for c, pc in waiting.items() if pc.expires_ms and pc.expires_ms < now]:
+                del waiting[cid]
+            if not waiting:
+                del self._commands[device]
         if len(self.shadows) > self.settings.max_shadows:
             for device in [d for d in self.shadows if d not in self.devices][
                     :len(self.shadows) - self.settings.max_shadows]:
@@ -215,12 +222,12 @@ class IotService:
     # -- telemetry ----------------------------------------------------------
 
     def _validator(self, session: ClientSession) -> Validator:
-        v = self._validators.get(id(session.claims))
+        key = session.claims.metrics  # tokens with the same claim share a validator
+        v = self._validators.get(key)
         if v is None:
             if len(self._validators) > 10_000:
                 self._validators.clear()
-            v = self._validators[id(session.claims)] = self.pipeline.validator(
-                session.claims.metrics)
+            v = self._validators[key] = self.pipeline.validator(key)
         return v
 
     def _telemetry(self, session: ClientSession, f: Telemetry) -> None:
