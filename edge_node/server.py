@@ -115,7 +115,8 @@ class EdgeServer:
             self.hub.uplink_rooms = s.uplink_rooms
             self.metrics.uplink = self.uplink
             self.iot.start(self.uplink)  # right after uplink.start(): see IotService.start
-            self.downlink = DownlinkConsumer(s.redis_url, s.edge_id, self.iot.deliver_command)
+            self.downlink = self.iot.downlink = DownlinkConsumer(
+                s.redis_url, s.edge_id, self.iot.deliver_command)
             self.downlink.start()
         else:
             self.iot.start(None)

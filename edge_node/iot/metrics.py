@@ -49,3 +49,15 @@ class IotCollector(Collector):
         g = GaugeMetricFamily("edge_iot_open_windows", "Telemetry windows open")
         g.add_metric([], sum(len(d.windows.open) for d in p.devices.values()))
         yield g
+        dl = s.downlink
+        if dl is not None:
+            for name, text, value in (
+                ("edge_downlink_received", "Commands read from the downlink stream",
+                 dl.received),
+                ("edge_downlink_bad", "Unusable downlink entries (acknowledged, skipped)",
+                 dl.bad),
+                ("edge_downlink_errors", "Failed downlink reads (retried)", dl.errors),
+            ):
+                fam = CounterMetricFamily(name, text)
+                fam.add_metric([], value)
+                yield fam

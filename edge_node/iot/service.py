@@ -45,6 +45,7 @@ from .shadow import Shadow, StaleVersion
 from .validate import Validator
 
 if TYPE_CHECKING:
+    from ..downlink import DownlinkConsumer
     from ..hub import Hub
     from ..outbound import Outbound
     from ..session import ClientSession
@@ -87,6 +88,8 @@ class IotService:
         self.edge_id = edge_id
         self.pipeline = Pipeline(settings)
         self.uplink: Uplink | None = None
+        #: The downlink consumer (set by the server; its counters go in the metrics).
+        self.downlink: DownlinkConsumer | None = None
         self.devices: dict[str, ClientSession] = {}
         self.shadows: dict[str, Shadow] = {}
         self._validators: dict[tuple[tuple[str, float, float], ...] | None, Validator] = {}

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from client_sdk.device import Device
 from client_sdk.errors import ServerError
@@ -23,7 +24,7 @@ from edge_node.launch import EdgeProcess, spawn_edge
 from edge_node.redis_server import RedisServer, start_redis
 from origin.keys import ShardKeys
 from origin.launch import OriginProcess, spawn_api
-from tests.helpers import SECRET, uid, wait_until
+from tests.helpers import SECRET, http_get, uid, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 KEY = "iot-cmd-key"
@@ -157,7 +158,7 @@ async def test_desired_state_delta_now_and_on_reconnect(
 
 
 async def test_command_delivered_once_and_acknowledged(
-        devices: Callable[..., Any], http: httpx.AsyncClient) -> None:
+        devices: Callable[..., Any], http: httpx.AsyncClient, edge: EdgeProcess) -> None:
     dev_id = uid("dev")
     dev = await devices(dev_id)
     seen: list[Command] = []
@@ -176,6 +177,11 @@ async def test_command_delivered_once_and_acknowledged(
     view = await poll(http, f"/v1/devices/{dev_id}", lambda v: status_of(v, cid) == "done")
     assert [(c.command_id, c.name, c.args) for c in seen] == [(cid, "reboot", {"delay": 1})]
     assert view["commands"][0]["id"] == cid
+    status, _ctype, body = await http_get(edge.http_url + "/metrics")
+    m = {s.name: s.value for fam in text_string_to_metric_families(body.decode())
+         for s in fam.samples if not s.labels}
+    assert status == 200 and m["edge_downlink_received_total"] >= 1
+    assert m["edge_iot_commands_delivered_total"] >= 1 and m["edge_iot_commands_acked_total"] >= 1
 
 
 async def test_offline_command_waits_then_delivered(
