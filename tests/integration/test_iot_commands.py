@@ -121,7 +121,9 @@ async def test_reported_state_versions(devices: Callable[..., Any],
         await dev.report_state({"fw": "0.9"}, version=4)
     assert info.value.code == ErrorCode.STALE_VERSION
     assert "current version 5" in str(info.value)
-    view = await poll(http, f"/v1/devices/{dev_id}", lambda v: v["version"] == 5)
+    # (The view's reads are not one snapshot: wait for both parts.)
+    view = await poll(http, f"/v1/devices/{dev_id}",
+                      lambda v: v["version"] == 5 and len(v["reported"]) == 2)
     assert view["reported"] == {"fw": "1.1", "led": "off"}
 
 
