@@ -33,7 +33,8 @@ from .resp_writer import RespWriter
 from .tasks import spawn
 
 __all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
-           "LIVE_PRESENCE_JOIN", "LIVE_PRESENCE_LEAVE", "LIVE_UNRELIABLE"]
+           "LIVE_PRESENCE_JOIN", "LIVE_PRESENCE_LEAVE", "LIVE_UNRELIABLE",
+           "LIVE_OWNER"]
 
 log = logging.getLogger("edge_node.sync")
 
@@ -45,6 +46,8 @@ _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
 LIVE_PRESENCE_JOIN = 1
 LIVE_PRESENCE_LEAVE = 2
 LIVE_UNRELIABLE = 3
+#: The room's lease was handed to another edge (drain): ``[new owner edge id]``.
+LIVE_OWNER = 4
 
 
 class SyncUnavailable(RuntimeError):
@@ -129,6 +132,10 @@ class RoomSync:
         self._writer: RespWriter | None = None
         self._subscribed: set[str] = set()
         self.lag_observer: Any = None  # callable(seconds) for the sync-lag histogram
+        #: callable(seconds): time from a dead owner's last heartbeat to this edge
+        #: taking its rooms (failover detection), once per dead edge.
+        self.failover_observer: Any = None
+        self._failed_over: dict[str, float] = {}  # dead edge id -> when observed
         self._suspected: dict[str, float] = {}  # edge id -> when we last probed it
 
     # -- lifecycle ----------------------------------------------------------
@@ -241,6 +248,11 @@ class RoomSync:
                             await self.r.xadd(K.edge_inbox(hand_to),
                                               {"h": _pack([room, token])},
                                               maxlen=10_000, approximate=True)
+                            # Mirrors learn the new owner now, not at their next
+                            # lease poll: their publishes must not go to an inbox
+                            # nobody reads once this edge has exited.
+                            await self._publish_live(room, _pack(
+                                [LIVE_OWNER, self.edge_id, room, hand_to]))
                             return
                     await self._script("release", 1, K.room_owner(room), tok)
         except (RedisError, SyncUnavailable) as exc:
@@ -627,13 +639,31 @@ class RoomSync:
             return
         await self._catch_up(room)
         last = self._tails.pop(room)
-        self._owners.pop(room, None)
+        prev_owner = self._owners.pop(room, None)
         token = tok.decode()
         self._owned[room] = token
         le, ls = split_id(last)
         self.stats.lease_takeovers += 1
+        if prev_owner:
+            await self._observe_failover(prev_owner)
         self.listener.on_lease_acquired(
             room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
+
+    async def _observe_failover(self, edge_id: str) -> None:
+        """Record how long after its last heartbeat a dead owner's rooms moved here."""
+        now = time.time()
+        seen = self._failed_over.get(edge_id)
+        if self.failover_observer is None or (seen is not None and now - seen < 60.0):
+            return
+        self._failed_over[edge_id] = now
+        if len(self._failed_over) > 1000:
+            self._failed_over.clear()
+        try:
+            last: Any = await self.r.zscore(K.EDGES, edge_id)
+        except RedisError:
+            return
+        if last is not None:
+            self.failover_observer(max(0.0, now - float(last)))
 
     async def _catch_up(self, room: str) -> None:
         last = self._tails.get(room)
@@ -672,5 +702,16 @@ class RoomSync:
                 kind, edge, room, *body = msgpack.unpackb(msg["data"], raw=False)
             except (ValueError, TypeError, msgpack.UnpackException):
                 continue
-            if edge != self.edge_id:
-                self.listener.on_live(room, kind, body)
+            if edge == self.edge_id:
+                continue
+            if kind == LIVE_OWNER:
+                owner = body[0] if body and isinstance(body[0], str) else None
+                if owner is None or room not in self._tails:
+                    continue
+                if owner == self.edge_id:
+                    continue  # the inbox notice makes us adopt it
+                if self._owners.get(room) != owner:
+                    self._owners[room] = owner
+                    self.listener.on_owner_changed(room, owner)
+                continue
+            self.listener.on_live(room, kind, body)
