@@ -204,7 +204,9 @@ def _cmd(a: argparse.Namespace) -> int:
     print(f"| pipeline samples/s (1 core, in process) | {p['samples_per_s']:,} |")
     print(f"| edge: acknowledged samples/s | {e['samples_per_s']:,} |")
     print(f"| edge: CPU % of one core | {e['edge_cpu_percent']} |")
-    print(f"| edge: samples per edge CPU-second | {e['samples_per_edge_cpu_s']:,} |")
+    per_cpu = e["samples_per_edge_cpu_s"]
+    print(f"| edge: samples per edge CPU-second | "
+          f"{'n/a (no CPU time measured)' if per_cpu is None else f'{per_cpu:,}'} |")
     lm = al["latency_ms"]
     print(f"| device->alert latency p50 / p99 (ms) | {lm.get('p50')} / {lm.get('p99')} |")
     print(f"| alerts timed / spikes | {al['alerts_timed']} / {al['spikes']} |")
