@@ -176,7 +176,9 @@ def add_parser(subs: Any, default_out: str) -> None:
     p.add_argument("--batch", type=int, default=100, help="samples per batch (default: 100)")
     p.add_argument("--window", type=int, default=8,
                    help="unacknowledged batches per device (default: 8)")
-    p.add_argument("--duration", type=float, default=10.0, help="ingest seconds (default: 10)")
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="ingest seconds (default: 10); acks come after a window closes "
+                   "(about 1.5 s), so give it a few seconds")
     p.add_argument("--alert-devices", type=int, default=20, help="(default: 20)")
     p.add_argument("--spikes", type=int, default=10, help="spikes per alert device "
                    "(default: 10)")

@@ -22,7 +22,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_bench_iot_small_run(tmp_path: Path) -> None:
-    p = run("bench", "iot", "--duration", "1", "--devices", "2", "--batch", "20",
+    p = run("bench", "iot", "--duration", "3", "--devices", "2", "--batch", "20",
             "--alert-devices", "2", "--spikes", "2", "--out", str(tmp_path))
     assert p.returncode == 0, p.stderr
     [report] = list(tmp_path.glob("iot-*.json"))
