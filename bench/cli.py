@@ -152,6 +152,10 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     fo.add_argument("--quiet", action="store_true", help="no progress on stderr")
     fo.set_defaults(func=_cmd_failover)
 
+    from bench.scenarios.iot import add_parser as add_iot_parser
+
+    add_iot_parser(subs, DEFAULT_OUT)
+
     cmp = subs.add_parser(
         "compare",
         help="show the change of every figure between two reports",

@@ -142,6 +142,8 @@ class Client:
         #: Called after each make-before-break move to another edge (HANDOFF).
         self.on_handoff: Callable[[Client], None] | None = None
         self.recoveries: list[RecoveryEvent] = []
+        #: Frames this class does not handle itself (device frames: see client_sdk.device).
+        self.on_other_frame: Callable[[Frame], None] | None = None
         self._outbox = Outbox()
         self._raw_futures: dict[int, asyncio.Future[tuple[int, int]]] = {}
         self._resume_token = ""
@@ -488,6 +490,8 @@ class Client:
             sub = self._subs.get(f.room)
             if sub is not None:
                 sub._presence(PresenceEvent(f.room, isinstance(f, PresenceJoin), f.member))
+        elif self.on_other_frame is not None:
+            self.on_other_frame(f)
 
     # -- outbound -------------------------------------------------------------
 

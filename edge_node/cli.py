@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 from client_sdk.protocol import KINDS, Limits, mint_token
 
@@ -100,6 +101,33 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    help="most messages replayed per room on resume")
     p.add_argument("--log-format", choices=["json", "text"], default=_env("LOG_FORMAT", "json"))
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    add_iot_args(p)
+
+
+def add_iot_args(p: argparse.ArgumentParser) -> None:
+    """IoT flags (docs/iot.md)."""
+    d = EdgeSettings()
+    p.add_argument("--iot-window-ms", type=int,
+                   default=int(_env("IOT_WINDOW_MS", str(d.iot_window_ms))),
+                   help="telemetry window length, ms (default 1000)")
+    p.add_argument("--iot-grace-ms", type=int,
+                   default=int(_env("IOT_GRACE_MS", str(d.iot_grace_ms))),
+                   help="how long a window waits for late samples, ms (default 500)")
+    p.add_argument("--iot-raw", action="store_true", default=_env("IOT_RAW", "") == "1",
+                   help="also forward raw samples to the origin")
+    p.add_argument("--iot-alerts-room", default=_env("IOT_ALERTS_ROOM", d.iot_alerts_room),
+                   help="room that receives anomaly alerts (default 'alerts'; '' = none)")
+    p.add_argument("--iot-detector", choices=["ewma", "mad", "both", "any"],
+                   default=_env("IOT_DETECTOR", d.iot_detector), help="anomaly detector mode")
+
+
+def iot_settings_from_args(a: argparse.Namespace) -> dict[str, Any]:
+    """The ``iot_*`` fields of :class:`EdgeSettings` from parsed arguments."""
+    if a.iot_window_ms < 10 or a.iot_grace_ms < 0:
+        raise UserError("--iot-window-ms must be >= 10 and --iot-grace-ms >= 0")
+    return {"iot_window_ms": a.iot_window_ms, "iot_grace_ms": a.iot_grace_ms,
+            "iot_raw": a.iot_raw, "iot_alerts_room": a.iot_alerts_room,
+            "iot_detector": a.iot_detector}
 
 
 def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
@@ -127,7 +155,7 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         drain_timeout=a.drain_timeout, connect_rate=a.connect_rate,
         uplink_spool=a.uplink_spool, uplink_shards=a.uplink_shards,
         uplink_rooms=tuple(p for p in a.uplink_rooms.split(",") if p),
-        log_level=a.log_level,
+        log_level=a.log_level, **iot_settings_from_args(a),
     )
 
 
@@ -235,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--rooms", type=int, default=10, help="rooms (default 10)")
     pd.add_argument("--rate", type=float, default=20.0, help="publishes/s per player (default 20)")
     pd.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
+    pd.add_argument("--devices", type=int, default=500,
+                    help="simulated IoT devices at 10 samples/s each (default 500; 0 = none)")
     pd.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
     pd.add_argument("--no-kill", action="store_true",
                     help="do not SIGKILL an edge half-way (steady state only)")

@@ -95,6 +95,15 @@ class EdgeSettings:
     uplink_overflow: str = "drop_oldest"
     uplink_fsync: str = "NORMAL"
     uplink_rooms: tuple[str, ...] = ()
+    #: IoT telemetry (docs/iot.md): window length and grace (ms), forward raw
+    #: samples too, the alerts room, detector mode (ewma|mad|both|any) and the
+    #: raise threshold.
+    iot_window_ms: int = 1000
+    iot_grace_ms: int = 500
+    iot_raw: bool = False
+    iot_alerts_room: str = "alerts"
+    iot_detector: str = "any"
+    iot_z_on: float = 6.0
     #: Structured log format: "json" or "text".
     log_format: str = "json"
     log_level: str = "INFO"

@@ -54,6 +54,9 @@ class DemoConfig:
     rate: float = 20.0
     duration: float = 20.0
     payload_size: int = 64
+    #: Simulated IoT devices and their samples/s each (0 devices: none).
+    devices: int = 500
+    device_rate: float = 10.0
 
 
 @dataclass
@@ -175,6 +178,13 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         players.append(_Player(i, f"room-{i % cfg.rooms}", client))
     for p in players:
         await p.client.join(p.room, echo=False, on_message=on_message(p))
+    fleet = None
+    if cfg.devices:
+        from .iot.demo_devices import DeviceFleet
+
+        fleet = DeviceFleet(urls, cluster.secret, cluster.redis_url, devices=cfg.devices,
+                            rate=cfg.device_rate)
+        await fleet.start()
     await asyncio.sleep(0.3)  # let cross-edge tails and presence settle
 
     interval = 1.0 / cfg.rate
@@ -261,7 +271,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     chaos = [loop.create_task(drainer())] if drain_enabled else []
     if cfg.kill and len(cluster.edges) > 1:
         chaos.append(loop.create_task(killer()))
-    await asyncio.gather(*(publisher(p) for p in players))
+    await asyncio.gather(*(publisher(p) for p in players),
+                         *([fleet.run(cfg.duration)] if fleet is not None else []))
     await asyncio.gather(*chaos)
     # Drain: wait until every ack is in and deliveries stop changing (bounded).
     deadline = time.perf_counter() + 15.0
@@ -282,6 +293,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     failover = _failover_summary(players, killed)
     handover = _handover_summary(players, drained, killed)
     origin = await _origin_summary(cluster)
+    iot = await fleet.summary() if fleet is not None else {"devices": 0}
     forecast = await asyncio.to_thread(_forecast_summary, cluster)
     members: dict[str, list[_Player]] = defaultdict(list)
     for p in players:
@@ -349,9 +361,10 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         "failover": failover,
         "handover": handover,
         "origin": origin,
+        "iot": iot,
         "forecast": forecast,
         "edges": edges,
-        "ok": lost == 0 and dups == 0,
+        "ok": lost == 0 and dups == 0 and iot.get("lost", 0) == 0,
     }
 
 
@@ -522,6 +535,18 @@ def render_summary(s: dict[str, Any]) -> str:
             f"  origin.duplicates_ignored  {o['duplicates_ignored']}",
             f"  origin.lag_ms.p99          {lag.get('p99')}  (p50 {lag.get('p50')})",
         ]
+    iot = s.get("iot") or {}
+    if iot.get("devices"):
+        lines += [
+            "",
+            f"  iot.samples                {iot['samples']} from {iot['devices']} devices at "
+            f"{iot['rate_hz']:g} Hz ({iot['resent_batches']} batches re-sent after failover)",
+            f"  iot.rollups_at_origin      {iot['rollups_at_origin']} rollups; "
+            f"{iot['samples_at_origin']} samples counted",
+            f"  iot.alerts                 {iot['alerts']} raised "
+            f"({iot['anomalies_injected']} anomalies injected)",
+            f"  iot.lost                   {iot['lost']}",
+        ]
     fc = s.get("forecast") or {}
     if fc:
         lines += [
@@ -538,11 +563,13 @@ def cmd_demo(a: Any) -> int:
     from .cli import UserError, install_uvloop
 
     cfg = DemoConfig(edges=a.edges, players=a.players, rooms=a.rooms, rate=a.rate,
-                     duration=a.duration, kill=not a.no_kill)
+                     duration=a.duration, kill=not a.no_kill,
+                     devices=getattr(a, "devices", 500))
     if not (1 <= cfg.edges <= 16 and 2 <= cfg.players <= 5000 and 1 <= cfg.rooms
-            <= cfg.players and 0 < cfg.rate <= 1000 and 0 < cfg.duration <= 3600):
+            <= cfg.players and 0 < cfg.rate <= 1000 and 0 < cfg.duration <= 3600
+            and 0 <= cfg.devices <= 5000):
         raise UserError("need 1-16 edges, 2-5000 players, 1..players rooms, "
-                        "0 < rate <= 1000, 0 < duration <= 3600")
+                        "0 < rate <= 1000, 0 < duration <= 3600, 0-5000 devices")
     if a.json:
         parent = os.path.dirname(os.path.abspath(a.json))
         if not os.path.isdir(parent):

@@ -33,8 +33,10 @@ from client_sdk.protocol import (
 
 from . import redis_keys as K
 from .config import EdgeSettings
+from .downlink import DownlinkConsumer
 from .geo import rank_edges
 from .hub import Hub, HubSettings
+from .iot.service import IotService, iot_settings
 from .metrics import EdgeMetrics
 from .outbound import Flusher
 from .registry import Registry, live_edges
@@ -90,6 +92,9 @@ class EdgeServer:
         #: runner then drains exactly as on SIGTERM.
         self.drain_requested = asyncio.Event()
         self.port = settings.port
+        self.iot = IotService(iot_settings(settings), self.hub, settings.edge_id)
+        self.iot.register_metrics(self.metrics.registry)
+        self.downlink: DownlinkConsumer | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -124,6 +129,12 @@ class EdgeServer:
             self.hub.uplink = self.uplink
             self.hub.uplink_rooms = s.uplink_rooms
             self.metrics.uplink = self.uplink
+            self.iot.start(self.uplink)  # right after uplink.start(): see IotService.start
+            self.downlink = self.iot.downlink = DownlinkConsumer(
+                s.redis_url, s.edge_id, self.iot.deliver_command)
+            self.downlink.start()
+        else:
+            self.iot.start(None)
         self.server = await serve(
             self._handle,
             s.host,
@@ -177,6 +188,9 @@ class EdgeServer:
                 await asyncio.wait_for(self.server.wait_closed(), 3.0)
         if self._housekeeping:
             self._housekeeping.cancel()
+        if self.downlink is not None:
+            await self.downlink.stop()
+        await self.iot.stop()  # closes open windows: their rollups go to the uplink
         if self.uplink:
             up, self.uplink, self.hub.uplink = self.uplink, None, None  # no submit after stop
             up.submit("edge_status", self.settings.edge_id,
@@ -488,6 +502,7 @@ class EdgeServer:
                 on_slow=slow,
             )
             session.attempt = attempt
+            session.iot = self.iot
             if old is not None:
                 old[0].cleanup()
             self.sessions[sid] = (session, ws)
@@ -509,6 +524,7 @@ class EdgeServer:
             if self.uplink is not None:
                 self.uplink.submit("session", claims.subject, {
                     "online": True, "kind": claims.kind, "sid": sid})
+            self.iot.attach(session)
             if hello.resume is not None:
                 await self._resume(session, rooms, invalid)
             if self.store is not None:
@@ -538,6 +554,7 @@ class EdgeServer:
         finally:
             if session is not None:
                 current = self.sessions.get(session.session_id)
+                self.iot.detach(session)
                 if current is not None and current[0] is session:
                     del self.sessions[session.session_id]
                     if self.uplink is not None and not session.moving:

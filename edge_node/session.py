@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from client_sdk.protocol import (
     Ack,
     Claims,
+    CommandAck,
     Decoder,
     Error,
     ErrorCode,
@@ -30,6 +31,8 @@ from client_sdk.protocol import (
     PresenceMembers,
     ProtocolError,
     Publish,
+    ReportState,
+    Telemetry,
     UnknownMessageType,
     encode,
 )
@@ -39,6 +42,7 @@ from .outbound import Flusher, Outbound, TransportLike, ws_binary_frame
 if TYPE_CHECKING:
     from .config import EdgeSettings
     from .hub import Hub
+    from .iot.service import IotService
     from .metrics import EdgeStats
 
 __all__ = ["ClientSession", "SessionClose", "new_session_id"]
@@ -109,6 +113,8 @@ class ClientSession:
         self._last = time.monotonic()
         self._violations = 0
         self._window_start = time.monotonic()
+        #: The edge's IoT service (device frames), set by the server; None = none.
+        self.iot: IotService | None = None
 
     def send(self, data: bytes) -> None:
         """Queue one encoded protocol frame to the client."""
@@ -191,6 +197,8 @@ class ClientSession:
         elif t is PresenceList:
             assert isinstance(frame, PresenceList)
             await self._presence(frame)
+        elif self.iot is not None and isinstance(frame, (Telemetry, CommandAck, ReportState)):
+            self.iot.handle(self, frame)
         else:
             req = getattr(frame, "req_id", 0)
             self._error(req if isinstance(req, int) else 0, ErrorCode.BAD_REQUEST,
