@@ -115,20 +115,21 @@ def spawn_edge(
     log_path: str | None = None,
     timeout: float = 15.0,
     quic: bool = False,
+    quic_port: int = 0,
     quic_cert: str = "",
     quic_key: str = "",
 ) -> EdgeProcess:
     """Start one edge process and wait until it is healthy.
 
-    ``quic=True`` also listens for QUIC on a free UDP port (with ``quic_cert``
-    and ``quic_key`` if given, else a development certificate).
+    ``quic=True`` also listens for QUIC on UDP ``quic_port`` (0: a free one),
+    with ``quic_cert`` and ``quic_key`` if given, else a development certificate.
     """
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "edge_node", "edge", "--host", host, "--port", str(port),
            "--edge-id", edge_id, *extra_args]
-    quic_port = free_udp_port(host) if quic else None
-    if quic_port is not None:
-        cmd += ["--quic-port", str(quic_port)]
+    udp_port = (quic_port or free_udp_port(host)) if quic else None
+    if udp_port is not None:
+        cmd += ["--quic-port", str(udp_port)]
         if quic_cert:
             cmd += ["--quic-cert", quic_cert, "--quic-key", quic_key or quic_cert]
     if redis_url:
@@ -143,7 +144,7 @@ def spawn_edge(
     finally:
         if log_path and not isinstance(out, int):
             out.close()
-    edge = EdgeProcess(proc, edge_id, host, port, log_path, quic_port)
+    edge = EdgeProcess(proc, edge_id, host, port, log_path, udp_port)
     try:
         wait_healthy(edge.http_url, proc, timeout)
     except BaseException:

@@ -48,11 +48,28 @@ _OVERHEAD = 4
 
 class _Protocol(QuicConnectionProtocol):
     link: QuicLink | None = None
+    #: Set once the UDP socket is closed: aioquic's timers must not send any more.
+    dead = False
 
     def quic_event_received(self, event: QuicEvent) -> None:
         # Not forwarded to the base class (its stream readers can FIN our stream).
         if self.link is not None:
             self.link._event(event)
+
+    def transmit(self) -> None:
+        if not self.dead:
+            super().transmit()
+
+    def _handle_timer(self) -> None:
+        if not self.dead:
+            super()._handle_timer()
+
+    def kill(self) -> None:
+        """Stop all sending and timers (before the socket is closed)."""
+        self.dead = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class QuicLink:
@@ -109,10 +126,12 @@ class QuicLink:
             async with asyncio.timeout(connect_timeout):
                 await proto.wait_connected()
         except ConnectionError as exc:
+            proto.kill()
             udp.close()
             why = link._reason or "handshake refused (certificate or ALPN)"
             raise RefusedError(f"{url}: QUIC {why}", _retry_hint(link._reason)) from exc
         except BaseException:
+            proto.kill()
             udp.close()
             raise
         link._stream_id = conn.get_next_available_stream_id()
@@ -251,11 +270,13 @@ class QuicLink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._proto.wait_closed()
+        self._proto.kill()
         self._udp.close()
 
     def abort(self) -> None:
         """Drop the connection: no close is sent (the edge notices by idle timeout)."""
         self._end(self._code, self._reason or "aborted")
+        self._proto.kill()
         self._udp.abort()
 
 

@@ -85,6 +85,7 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
         self._alpn = ""
         self._wt_session: int | None = None
         self._ping: asyncio.TimerHandle | None = None
+        self._hello_timer: asyncio.TimerHandle | None = None
 
     # -- helpers used by QuicConn -------------------------------------------------------
 
@@ -127,9 +128,20 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
         self._ping = asyncio.get_running_loop().call_later(
             self.edge.settings.ping_interval, self._keepalive)
 
+    def _no_session(self) -> None:
+        # Connected but never opened its session stream: the WebSocket rule
+        # (HELLO within handshake_timeout) applies to the stream's first record,
+        # the session loop times that; this covers a client that sends nothing.
+        if self.conn is None and not self.closed:
+            self.edge.stats.errors[ErrorCode.HANDSHAKE_TIMEOUT] += 1
+            self.close_connection(ErrorCode.HANDSHAKE_TIMEOUT, "no HELLO in time")
+
     def _new_conn(self, stream_id: int) -> QuicConn:
         s = self.edge.settings
-        conn = QuicConn(self, stream_id, max_record=s.limits.max_frame_bytes,
+        # Records up to a little over the frame limit reach the session, which
+        # answers an oversize frame with ERROR 4413 (as on WebSocket); far
+        # larger ones close the connection with 4413 before being buffered.
+        conn = QuicConn(self, stream_id, max_record=s.limits.max_frame_bytes + 1024,
                         inbound_limit=s.quic_inbound_queue, max_datagram=self._max_datagram(),
                         datagram_queue=s.quic_datagram_queue, wt_session=self._wt_session)
         self.conn = conn
@@ -153,12 +165,16 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
                     self.close_connection(ErrorCode.OVERLOADED,
                                           f"edge busy or draining: retry in {int(wait * 1000)} ms")
                     return
-            self._ping = asyncio.get_running_loop().call_later(
-                self.edge.settings.ping_interval, self._keepalive)
+            loop = asyncio.get_running_loop()
+            self._ping = loop.call_later(self.edge.settings.ping_interval, self._keepalive)
+            self._hello_timer = loop.call_later(self.edge.settings.handshake_timeout,
+                                                self._no_session)
         elif isinstance(event, ConnectionTerminated):
             self.closed = True
             if self._ping is not None:
                 self._ping.cancel()
+            if self._hello_timer is not None:
+                self._hello_timer.cancel()
             if self.conn is not None:
                 self.conn.terminated(event.error_code, event.reason_phrase)
             return
