@@ -80,8 +80,10 @@ class QuicOutbound(Outbound):
 
     def flush(self) -> None:
         """Write pending records, send queued datagrams, then transmit once."""
-        super().flush()
         q = self._dgrams
+        if not (self._pending or q):
+            return  # marked twice in one tick (a datagram, then a record)
+        super().flush()
         if q:
             if self.closed or self._sink.is_closing():
                 q.clear()
