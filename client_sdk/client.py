@@ -222,18 +222,20 @@ class Client:
         order += self.neighbours + self.urls
         if elsewhere and self.url:
             order.append(self.url)  # still worth a try after all the others
-        # Each edge on the preferred transport first, then on the other one
-        # (a QUIC client whose UDP is blocked falls back to WebSocket).
-        expanded: list[str] = []
-        for u in order:
-            alt = self._alternates.get(u)
-            if alt is None:
-                expanded.append(u)
-            elif (scheme_of(u) == "quic") == self._prefer_quic:
-                expanded += [u, alt]
-            else:
-                expanded += [alt, u]
-        order = expanded
+        if self._prefer_quic:
+            # Each edge over QUIC first, then over WebSocket: a client whose UDP
+            # is blocked falls back.  (WebSocket clients never try QUIC: a dead
+            # or filtered UDP port costs a timeout, a dead TCP port nothing.)
+            expanded: list[str] = []
+            for u in order:
+                alt = self._alternates.get(u)
+                if alt is None:
+                    expanded.append(u)
+                elif scheme_of(u) == "quic":
+                    expanded += [u, alt]
+                else:
+                    expanded += [alt, u]
+            order = expanded
         seen: set[str] = set()
         return [u for u in order if not (u in seen or seen.add(u))]  # type: ignore[func-returns-value]
 

@@ -8,8 +8,9 @@ every ``ping_interval`` seconds; no answer within ``ping_timeout`` ends the
 link like a lost connection.  The edge's application close code (4xxx, 1000)
 is the link's ``close_code``.
 
-The client socket is bound to the address family of the edge's address (not
-aioquic's dual-stack default, which fails where IPv6 is disabled).
+The client socket is connected to the edge's address, in its address family
+(not aioquic's dual-stack default, which fails where IPv6 is disabled): a dead
+edge's "port unreachable" then ends the link at once instead of after timeouts.
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ class _Protocol(QuicConnectionProtocol):
         if not self.dead:
             super()._handle_timer()
 
+    def error_received(self, exc: Exception) -> None:
+        # The socket is connected to the edge, so an ICMP "port unreachable"
+        # (edge process gone) surfaces here: fail now instead of at a timeout.
+        if isinstance(exc, ConnectionRefusedError):
+            waiter = self._connected_waiter
+            if waiter is not None and not waiter.done():
+                self._connected_waiter = None
+                waiter.set_exception(ConnectionError("edge unreachable (port closed)"))
+            if self.link is not None and not self.link._ended:
+                self.link._end(None, "edge unreachable (port closed)")
+
     def kill(self) -> None:
         """Stop all sending and timers (before the socket is closed)."""
         self.dead = True
@@ -113,21 +125,20 @@ class QuicLink:
                 cfg.load_verify_locations(cafile=ca)
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, addr = infos[0][0], infos[0][4]
-        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+        addr = (str(infos[0][4][0]), int(infos[0][4][1]))
         conn = QuicConnection(configuration=cfg)
         udp, proto = await loop.create_datagram_endpoint(lambda: _Protocol(conn),
-                                                         local_addr=local)
+                                                         remote_addr=addr)
         link = cls(url, proto, udp)
         proto.link = link
         try:
-            proto.connect(addr)
+            proto.connect(udp.get_extra_info("peername"))
             async with asyncio.timeout(connect_timeout):
                 await proto.wait_connected()
         except ConnectionError as exc:
             proto.kill()
             udp.close()
-            why = link._reason or "handshake refused (certificate or ALPN)"
+            why = link._reason or str(exc) or "handshake refused (certificate or ALPN)"
             raise RefusedError(f"{url}: QUIC {why}", _retry_hint(link._reason)) from exc
         except BaseException:
             proto.kill()
