@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -35,6 +36,18 @@ def find_chromium() -> str | None:
     return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
 
 
+def start_chromium(chromium: str, url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+    """Headless Chromium on ``url`` with a fresh profile, in its own process group."""
+    with open(tmp_path / "chromium.log", "wb") as log:
+        return subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--remote-debugging-port=0", url],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            start_new_session=True)
+
+
 async def test_browser_page_joins_and_exchanges_over_webtransport(edge, clients, token,
                                                                   tmp_path) -> None:
     chromium = find_chromium()
@@ -51,13 +64,7 @@ async def test_browser_page_joins_and_exchanges_over_webtransport(edge, clients,
     await py.join(room, on_message=got.append)
     url = (f"{edge.http_url}/webtransport?room={quote(room)}&name=chromium"
            f"&token={quote(token('browser'))}")
-    proc = subprocess.Popen(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--remote-debugging-port=0", url],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "chromium.log", "wb"),  # noqa: SIM115 (closed with the process)
-        start_new_session=True)
+    proc = start_chromium(chromium, url, tmp_path)
     try:
         pongs: set[bytes] = set()
         dgrams: set[bytes] = set()

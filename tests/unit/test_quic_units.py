@@ -159,3 +159,12 @@ def test_cli_cert_user_errors_are_one_line(tmp_path, capsys) -> None:
 def test_cli_edge_rejects_a_bad_quic_port(capsys) -> None:
     assert cli_main(["edge", "--quic-port", "70000"]) == 2
     assert "--quic-port" in capsys.readouterr().err
+
+
+def test_protocol_md_quic_examples() -> None:
+    """The QUIC byte examples in docs/protocol.md section 1."""
+    from client_sdk.protocol import Ping, Publish, encode
+
+    assert encode_record(encode(Ping(1))).hex(" ") == "00 00 00 03 92 0d 01"
+    assert encode(Publish(0, "lobby", b"xy", False, 0)).hex(" ") == \
+        "96 06 00 a5 6c 6f 62 62 79 c4 02 78 79 c2 00"
