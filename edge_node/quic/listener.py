@@ -145,8 +145,15 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
                         inbound_limit=s.quic_inbound_queue, max_datagram=self._max_datagram(),
                         datagram_queue=s.quic_datagram_queue, wt_session=self._wt_session)
         self.conn = conn
-        spawn(self.edge.serve_conn(conn))
+        spawn(self._serve(conn))
         return conn
+
+    async def _serve(self, conn: QuicConn) -> None:
+        await self.edge.serve_conn(conn)
+        # The session is over (e.g. the client finished its stream without
+        # closing): the connection must not linger, kept alive by our PINGs.
+        if not self.closed:
+            await conn.close(1000, "session ended")
 
     # -- events ----------------------------------------------------------------------
 

@@ -178,3 +178,25 @@ async def test_silent_quic_connection_is_closed_after_the_handshake_timeout(edge
         assert info.value.code == ErrorCode.HANDSHAKE_TIMEOUT
     finally:
         await link.close()
+
+
+async def test_finishing_the_stream_ends_session_and_connection(edge, clients, token) -> None:
+    from client_sdk.protocol import PROTOCOL_VERSION, Hello, Welcome, decode, encode
+    from client_sdk.transport import LinkClosed, open_link
+
+    watcher = await clients(edge.url, token("watcher"))
+    link = await open_link(edge.url, connect_timeout=5, ping_interval=None, ping_timeout=None)
+    try:
+        link.send(encode(Hello(PROTOCOL_VERSION, token("leaver"), "raw")))
+        assert isinstance(decode(await link.recv()), Welcome)
+        quic = link._quic  # type: ignore[attr-defined]
+        quic.send_stream_data(link._stream_id, b"", end_stream=True)  # type: ignore[attr-defined]
+        link._proto.transmit()  # type: ignore[attr-defined]
+        with pytest.raises(LinkClosed) as info:
+            async with asyncio.timeout(5):
+                while True:
+                    await link.recv()
+        assert info.value.code == 1000, "the edge closed the idle connection itself"
+    finally:
+        await link.close()
+    assert await watcher.ping() > 0  # the edge keeps serving others
