@@ -38,6 +38,9 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-url", default=_env("PUBLIC_URL", ""),
                    help="URL clients use to reach this edge (default ws://HOST:PORT)")
     p.add_argument("--region", default=_env("REGION", d.region), help="region label")
+    p.add_argument("--position", default=_env("POSITION", ""), metavar="LAT,LON",
+                   help="where this edge is, in degrees (e.g. 48.85,2.35): discovery and "
+                        "neighbour lists are ordered by distance")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""),
                    help="Redis URL (env REDIS_URL); empty = run without Redis")
     p.add_argument("--ping-interval", type=float,
@@ -116,9 +119,11 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         raise UserError("--quic-key needs --quic-cert")
     if a.quic_idle_timeout <= 0:
         raise UserError("--quic-idle-timeout must be positive")
+    position = parse_position(a.position) if a.position else None
     return EdgeSettings(
         edge_id=a.edge_id, host=a.host, port=a.port, public_url=a.public_url, region=a.region,
-        redis_url=a.redis_url, secrets=secrets_from_env(os.environ.get("EDGE_RELAY_SECRET")),
+        position=position, redis_url=a.redis_url,
+        secrets=secrets_from_env(os.environ.get("EDGE_RELAY_SECRET")),
         limits=Limits(max_frame_bytes=a.max_frame_bytes, max_rooms_per_connection=a.max_rooms),
         ping_interval=a.ping_interval, ping_timeout=a.ping_timeout,
         send_queue_bytes=a.send_queue_bytes, rate_per_sec=a.rate, rate_burst=a.burst,
@@ -132,6 +137,18 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         quic_port=a.quic_port, quic_cert=a.quic_cert, quic_key=a.quic_key,
         quic_public_url=a.quic_public_url, quic_idle_timeout=a.quic_idle_timeout,
     )
+
+
+def parse_position(text: str) -> tuple[float, float]:
+    """``"LAT,LON"`` in degrees -> ``(lat, lon)``; :class:`UserError` when malformed."""
+    try:
+        lat_s, lon_s = text.split(",")
+        lat, lon = float(lat_s), float(lon_s)
+    except ValueError:
+        raise UserError(f"--position must be LAT,LON in degrees, not {text!r}") from None
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise UserError(f"--position out of range: {text!r} (lat -90..90, lon -180..180)")
+    return lat, lon
 
 
 def install_uvloop() -> None:

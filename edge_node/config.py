@@ -33,6 +33,10 @@ class EdgeSettings:
     #: URL clients use to reach this edge (advertised in the registry).
     public_url: str = ""
     region: str = "local"
+    #: Where the edge is (latitude, longitude in degrees), advertised in the registry:
+    #: the origin's discovery orders edges by distance to the caller, and each edge
+    #: orders its neighbour list by distance from itself.  ``None`` = unknown.
+    position: tuple[float, float] | None = None
     redis_url: str = ""
     secrets: tuple[bytes, ...] = (DEV_SECRET,)
     limits: Limits = field(default_factory=Limits)

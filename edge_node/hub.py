@@ -451,15 +451,34 @@ class Hub:
         if room is None or self.sync is None:
             return
         room.mine = False
+        # Publishes of the lost epoch that were not durable yet never will be: tell
+        # their publishers to retry (their SDK re-sends with the same idempotency key,
+        # and members deduplicate the copy they already saw) instead of letting a
+        # later epoch's durable batch acknowledge them by mistake.
+        waiters, room.ack_waiters = room.ack_waiters, deque()
+        for _e, _sq, s, req_id in waiters:
+            if not s.closed:
+                s.send(encode(Error(req_id, ErrorCode.PUBLISH_TIMEOUT,
+                                    "the room moved before the message was stored; retry")))
+            self.stats.errors[ErrorCode.PUBLISH_TIMEOUT] += 1
+        # Forget positions that may never have been stored; the dedupe state is
+        # rebuilt from the stream when the lease is applied again.
+        room.idems.clear()
         sync = self.sync
+
+        synced = room.synced
 
         async def remirror() -> None:
             try:
-                lease = await sync.activate(room_name)
+                lease = await sync.activate(room_name, since=synced)
             except SyncUnavailable:
                 return
             if self.rooms.get(room_name) is room:
                 await self._apply_lease(room, lease)
+                if not lease.mine:
+                    # Members here saw only what this edge served: replay from the
+                    # last stored position (the new owner's messages come after it).
+                    room.epoch, room.seq = min(synced, (room.epoch, room.seq))
                 self._reforward(room)
 
         spawn(remirror())

@@ -128,6 +128,12 @@ class Outbound:
         self._pending_bytes += len(frame)
         return True
 
+    def queued_bytes(self) -> int:
+        """Bytes waiting for this client: ours plus the transport's write buffer."""
+        if self.closed or self._transport.is_closing():
+            return 0
+        return self._pending_bytes + self._transport.get_write_buffer_size()
+
     def flush(self) -> None:
         """Write pending frames now (called by the :class:`Flusher`)."""
         pending = self._pending

@@ -33,7 +33,8 @@ from .resp_writer import RespWriter
 from .tasks import spawn
 
 __all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
-           "LIVE_PRESENCE_JOIN", "LIVE_PRESENCE_LEAVE", "LIVE_UNRELIABLE"]
+           "LIVE_PRESENCE_JOIN", "LIVE_PRESENCE_LEAVE", "LIVE_UNRELIABLE",
+           "LIVE_OWNER"]
 
 log = logging.getLogger("edge_node.sync")
 
@@ -45,6 +46,8 @@ _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
 LIVE_PRESENCE_JOIN = 1
 LIVE_PRESENCE_LEAVE = 2
 LIVE_UNRELIABLE = 3
+#: The room's lease was handed to another edge (drain): ``[new owner edge id]``.
+LIVE_OWNER = 4
 
 
 class SyncUnavailable(RuntimeError):
@@ -129,6 +132,10 @@ class RoomSync:
         self._writer: RespWriter | None = None
         self._subscribed: set[str] = set()
         self.lag_observer: Any = None  # callable(seconds) for the sync-lag histogram
+        #: callable(seconds): time from a dead owner's last heartbeat to this edge
+        #: taking its rooms (failover detection), once per dead edge.
+        self.failover_observer: Any = None
+        self._failed_over: dict[str, float] = {}  # dead edge id -> when observed
         self._suspected: dict[str, float] = {}  # edge id -> when we last probed it
 
     # -- lifecycle ----------------------------------------------------------
@@ -186,8 +193,10 @@ class RoomSync:
 
     # -- rooms --------------------------------------------------------------
 
-    async def activate(self, room: str) -> Lease:
-        """Take the room's lease if free, otherwise start tailing its stream."""
+    async def activate(self, room: str, since: tuple[int, int] | None = None) -> Lease:
+        """Take the room's lease if free, otherwise start tailing its stream: from its
+        end, or from just after position ``since`` (a fenced owner re-reads what it did
+        not store itself)."""
         try:
             acq: Any = await self._script(
                 "acquire", 2, K.room_owner(room), K.room_epoch(room),
@@ -206,6 +215,8 @@ class RoomSync:
         if lease.mine:
             self._owned[room] = token
         else:
+            if since is not None and since < (le, ls):
+                last_id = f"{since[0]}-{since[1]}".encode()
             self._tails[room] = last_id
             self._owners[room] = owner
             self._wake_reader()
@@ -237,6 +248,11 @@ class RoomSync:
                             await self.r.xadd(K.edge_inbox(hand_to),
                                               {"h": _pack([room, token])},
                                               maxlen=10_000, approximate=True)
+                            # Mirrors learn the new owner now, not at their next
+                            # lease poll: their publishes must not go to an inbox
+                            # nobody reads once this edge has exited.
+                            await self._publish_live(room, _pack(
+                                [LIVE_OWNER, self.edge_id, room, hand_to]))
                             return
                     await self._script("release", 1, K.room_owner(room), tok)
         except (RedisError, SyncUnavailable) as exc:
@@ -382,6 +398,9 @@ class RoomSync:
             if isinstance(res, ResponseError):
                 self.stats.stream_errors += 1
                 if "FENCED" in str(res) and room in self._owned:
+                    if await self._reclaim(room):
+                        refused = True  # same epoch again: the batch goes next round
+                        continue
                     del self._owned[room]
                     if rq is not None:
                         self.stats.stream_backlog -= len(rq)
@@ -407,6 +426,21 @@ class RoomSync:
             self.listener.on_durable(room, epoch, seq)
         self.stats.forwarded_publishes += len(forwards)
         return refused
+
+    async def _reclaim(self, room: str) -> bool:
+        """After FENCED: take a lapsed lease back with the same epoch if nobody took the
+        room meanwhile (see ``RENEW``); True if the lease is ours again."""
+        tok = self._owned.get(room)
+        if tok is None:
+            return False
+        try:
+            res = await self._script("renew", 2, K.room_owner(room), K.room_epoch(room), tok,
+                                     self.lease_ms)
+        except RedisError:
+            return True  # cannot tell: keep the batch, the next round decides
+        if res == 2:
+            log.info("lease reclaimed after an outage", extra={"room": room})
+        return bool(res)
 
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one round trip; errors come back as values, not raised.
@@ -517,7 +551,8 @@ class RoomSync:
         mirrors = list(self._tails)
         pipe = self.r.pipeline(transaction=False)
         for room, tok in owned:
-            pipe.evalsha(self._sha["renew"], 1, K.room_owner(room), tok, self.lease_ms)
+            pipe.evalsha(self._sha["renew"], 2, K.room_owner(room), K.room_epoch(room), tok,
+                         self.lease_ms)
         for room in mirrors:
             pipe.get(K.room_owner(room))
         if not owned and not mirrors:
@@ -604,13 +639,31 @@ class RoomSync:
             return
         await self._catch_up(room)
         last = self._tails.pop(room)
-        self._owners.pop(room, None)
+        prev_owner = self._owners.pop(room, None)
         token = tok.decode()
         self._owned[room] = token
         le, ls = split_id(last)
         self.stats.lease_takeovers += 1
+        if prev_owner:
+            await self._observe_failover(prev_owner)
         self.listener.on_lease_acquired(
             room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
+
+    async def _observe_failover(self, edge_id: str) -> None:
+        """Record how long after its last heartbeat a dead owner's rooms moved here."""
+        now = time.time()
+        seen = self._failed_over.get(edge_id)
+        if self.failover_observer is None or (seen is not None and now - seen < 60.0):
+            return
+        self._failed_over[edge_id] = now
+        if len(self._failed_over) > 1000:
+            self._failed_over.clear()
+        try:
+            last: Any = await self.r.zscore(K.EDGES, edge_id)
+        except RedisError:
+            return
+        if last is not None:
+            self.failover_observer(max(0.0, now - float(last)))
 
     async def _catch_up(self, room: str) -> None:
         last = self._tails.get(room)
@@ -649,5 +702,16 @@ class RoomSync:
                 kind, edge, room, *body = msgpack.unpackb(msg["data"], raw=False)
             except (ValueError, TypeError, msgpack.UnpackException):
                 continue
-            if edge != self.edge_id:
-                self.listener.on_live(room, kind, body)
+            if edge == self.edge_id:
+                continue
+            if kind == LIVE_OWNER:
+                owner = body[0] if body and isinstance(body[0], str) else None
+                if owner is None or room not in self._tails:
+                    continue
+                if owner == self.edge_id:
+                    continue  # the inbox notice makes us adopt it
+                if self._owners.get(room) != owner:
+                    self._owners[room] = owner
+                    self.listener.on_owner_changed(room, owner)
+                continue
+            self.listener.on_live(room, kind, body)

@@ -38,6 +38,7 @@ from client_sdk.protocol import (
 
 from .config import EdgeSettings
 from .connection import ConnectionGone, SessionConn, WsConn
+from .geo import rank_edges
 from .hub import Hub, HubSettings
 from .metrics import EdgeMetrics
 from .outbound import Flusher
@@ -89,6 +90,7 @@ class EdgeServer:
         self.neighbours: list[tuple[str, str]] = []  # (edge id, url), best first
         self._conn_tokens = settings.connect_rate
         self._conn_last = time.monotonic()
+        self._cpu_mark = (time.monotonic(), time.process_time())
         self.port = settings.port
         self.quic: QuicListener | None = None
         self.quic_handshakes = 0
@@ -112,6 +114,7 @@ class EdgeServer:
                 raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
             self.hub.sync = self.sync
             self.sync.lag_observer = self.metrics.sync_lag_seconds.observe
+            self.sync.failover_observer = self.metrics.failover_detection_seconds.observe
             self.uplink = Uplink(UplinkSettings(
                 redis_url=s.redis_url, edge_id=s.edge_id, shards=s.uplink_shards,
                 spool_path=s.uplink_spool or ":memory:", spool_max_entries=s.uplink_spool_max,
@@ -196,8 +199,23 @@ class EdgeServer:
             await self._redis.aclose()
 
     def _load(self) -> dict[str, float]:
-        return {"connections": self.stats.connections, "rooms": self.stats.rooms,
-                "draining": int(self.draining or self._stopping)}
+        """Registry heartbeat fields: load (connections, rooms, CPU % of one core since the
+        last beat, bytes queued to clients), draining flag, and position if known."""
+        now, cpu = time.monotonic(), time.process_time()
+        t0, c0 = self._cpu_mark
+        self._cpu_mark = (now, cpu)
+        queued = 0
+        for session, _ws in self.sessions.values():
+            queued += session.out.queued_bytes()
+        load: dict[str, float] = {
+            "connections": self.stats.connections, "rooms": self.stats.rooms,
+            "draining": int(self.draining or self._stopping),
+            "cpu": round(100.0 * (cpu - c0) / max(now - t0, 1e-3), 1),
+            "send_queue_bytes": queued,
+        }
+        if self.settings.position is not None:
+            load["lat"], load["lon"] = self.settings.position
+        return load
 
     async def wait_no_sessions(self, timeout: float) -> bool:
         """Wait until no client is connected (at most ``timeout`` s); True if so."""
@@ -208,7 +226,8 @@ class EdgeServer:
         return True
 
     async def live_neighbours(self) -> list[tuple[str, str]]:
-        """Other live, non-draining edges as ``(edge id, url)``, least loaded first."""
+        """Other live, non-draining edges as ``(edge id, url)``: nearest first when edges
+        registered positions, then least loaded (:func:`~edge_node.geo.rank_edges`)."""
         if self._redis is None:
             return []
         try:
@@ -217,8 +236,7 @@ class EdgeServer:
             return self.neighbours
         others = [i for i in infos if i.get("id") != self.settings.edge_id
                   and i.get("draining", "0") in ("0", "0.0") and i.get("url")]
-        others.sort(key=lambda i: (float(i.get("connections", 0) or 0), i["id"]))
-        return [(i["id"], i["url"]) for i in others]
+        return [(i["id"], i["url"]) for i in rank_edges(others, self.settings.position)]
 
     async def _refresh_neighbours(self) -> None:
         fresh = await self.live_neighbours()
@@ -421,6 +439,7 @@ class EdgeServer:
                         except CheckpointUnavailable:
                             # Cannot tell whether the session may resume: never guess
                             # "expired" (that would skip the replay); have it retry.
+                            stats.resumes["retry_later"] += 1
                             raise SessionClose(ErrorCode.OVERLOADED,
                                                "session store busy: retry") from None
                         if cp is None or cp.get("sub") != claims.subject:
@@ -437,6 +456,7 @@ class EdgeServer:
                             self.sync.suspect(cp["edge"])
                     else:
                         invalid = "resume_rejected"
+                    stats.resumes[invalid or "resumed"] += 1
             except SessionClose as exc:
                 stats.errors[exc.code] += 1
                 await conn.close(exc.code, exc.reason)
