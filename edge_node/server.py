@@ -123,32 +123,20 @@ class EdgeServer:
             self.hub.uplink = self.uplink
             self.hub.uplink_rooms = s.uplink_rooms
             self.metrics.uplink = self.uplink
-        self.server = await serve(
-            self._handle,
-            s.host,
-            s.port,
-            process_request=self._process_request,
-            compression=None,
-            max_size=s.limits.max_frame_bytes + 1024,
-            max_queue=64,
-            ping_interval=s.ping_interval,
-            ping_timeout=s.ping_timeout,
-            open_timeout=s.handshake_timeout,
-            close_timeout=1.0,
-            backlog=s.backlog,
-            server_header=None,
-        )
-        sock = next(iter(self.server.sockets))
-        self.port = sock.getsockname()[1]
         if s.quic_port is not None:
+            # Before the WebSocket port: once /healthz answers, QUIC is up too.
             from .quic import QuicListener  # aioquic is only imported when QUIC is on
 
             self.quic = QuicListener(self)
-            try:
-                await self.quic.start()
-            except BaseException:
-                self.server.close()
-                raise
+            await self.quic.start()
+        try:
+            self.server = await self._serve_ws()
+        except BaseException:
+            if self.quic is not None:
+                self.quic.stop()
+            raise
+        sock = next(iter(self.server.sockets))
+        self.port = sock.getsockname()[1]
         if s.redis_url:
             # Bounded and blocking (see RoomSync): storms queue instead of failing.
             self._redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
@@ -163,6 +151,24 @@ class EdgeServer:
         self._housekeeping = loop.create_task(self._housekeep(), name="housekeeping")
         log.info("edge listening", extra={"edge_id": s.edge_id, "port": self.port,
                                           "redis": bool(s.redis_url)})
+
+    async def _serve_ws(self) -> Server:
+        s = self.settings
+        return await serve(
+            self._handle,
+            s.host,
+            s.port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=s.limits.max_frame_bytes + 1024,
+            max_queue=64,
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
+            open_timeout=s.handshake_timeout,
+            close_timeout=1.0,
+            backlog=s.backlog,
+            server_header=None,
+        )
 
     async def stop(self) -> None:
         """Close every client with 4100 (go to a neighbour), flush, deregister."""
