@@ -109,9 +109,9 @@ class EdgeSettings:
     quic_max_datagram: int = 1150
     #: Datagrams queued per connection before the stalest is dropped.
     quic_datagram_queue: int = 64
-    #: Inbound frames queued per QUIC connection (over it: datagrams are
-    #: dropped, a stream record closes the connection with 4003).
-    quic_inbound_queue: int = 1024
+    #: Inbound bytes queued per QUIC connection, unprocessed (over it: datagrams
+    #: are dropped, a stream record closes the connection with 4003).
+    quic_inbound_queue: int = 4 * 1024 * 1024
     #: Structured log format: "json" or "text".
     log_format: str = "json"
     log_level: str = "INFO"

@@ -189,9 +189,16 @@ class QuicLink:
     async def _ping_loop(self, interval: float, timeout: float) -> None:
         while not self._ended:
             await asyncio.sleep(interval)
+            # Not proto.ping(): it shields its future, which then fails unretrieved
+            # when the connection ends after our timeout.
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._proto._ping_waiters[id(waiter)] = waiter
+            self._quic.send_ping(id(waiter))
+            self._proto.transmit()
             try:
                 async with asyncio.timeout(timeout):
-                    await self._proto.ping()
+                    await waiter
             except (TimeoutError, ConnectionError):
                 if not self._ended:
                     self._end(None, "ping timeout")

@@ -6,10 +6,11 @@ from the session stream (:meth:`QuicConn.feed_stream`), datagrams
 (:meth:`QuicConn.terminated`).  The session loop reads them with
 :meth:`recv`; the send path is a :class:`QuicOutbound` on the same stream.
 
-Inbound is bounded: datagrams past ``inbound_limit`` queued messages are
-dropped (they are latest-value updates); a stream record past it closes the
-connection with 4003 (the client sends faster than the edge processes), since
-QUIC gives no cheap way to stop reading one stream.
+Inbound is bounded by bytes (``inbound_limit``, like the WebSocket read
+queue): datagrams past it are dropped (they are latest-value updates); a
+stream record past it closes the connection with 4003 (the client sends far
+faster than the edge processes), since aioquic grows a stream's flow-control
+window as data arrives, not as it is consumed, so reading cannot be paused.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class QuicConn:
         self._queue: deque[bytes | BaseException] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._inbound_limit = inbound_limit
+        self._queued_bytes = 0
         self._max_datagram = max_datagram
         self._datagram_queue = datagram_queue
         self._ended = False
@@ -101,11 +103,13 @@ class QuicConn:
             return
         q = self._queue
         if records:
-            if len(q) + len(records) > self._inbound_limit:
+            n = sum(len(r) for r in records)
+            if self._queued_bytes + n > self._inbound_limit:
                 q.append(SessionClose(ErrorCode.RATE_LIMITED,
                                       "inbound queue full: sending faster than the edge reads"))
                 self._ended = True
             else:
+                self._queued_bytes += n
                 q.extend(records)
         if end and not self._ended:
             self._ended = True
@@ -116,9 +120,10 @@ class QuicConn:
         """One datagram (one protocol frame) arrived."""
         if self._ended:
             return
-        if len(self._queue) >= self._inbound_limit:
+        if self._queued_bytes + len(data) > self._inbound_limit:
             self.datagrams_dropped_in += 1
             return
+        self._queued_bytes += len(data)
         self.datagrams_in += 1
         self._queue.append(data)
         self._wake()
@@ -150,6 +155,7 @@ class QuicConn:
         if isinstance(item, BaseException):
             self._queue.appendleft(item)  # stays the answer to every later recv
             raise item
+        self._queued_bytes -= len(item)
         return item
 
     async def messages(self) -> AsyncIterator[bytes | str]:
