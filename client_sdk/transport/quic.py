@@ -176,6 +176,13 @@ class QuicLink:
         elif isinstance(event, ConnectionTerminated):
             code = event.error_code
             self._end(code if 1000 <= code < 5000 else None, event.reason_phrase)
+            # aioquic reports this once the draining period is over: nothing more
+            # will be sent or received, so the socket can go now.
+            asyncio.get_running_loop().call_soon(self._release)
+
+    def _release(self) -> None:
+        self._proto.kill()
+        self._udp.close()
 
     def _end(self, code: int | None, reason: str) -> None:
         if not self._terminated.is_set():
@@ -204,6 +211,9 @@ class QuicLink:
                     self._end(None, "ping timeout")
                     self.abort()
                 return
+            finally:
+                # Also when cancelled: aioquic would later set a result on it.
+                self._proto._ping_waiters.pop(id(waiter), None)
 
     # -- Link -------------------------------------------------------------------------
 
