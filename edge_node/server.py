@@ -253,8 +253,10 @@ class EdgeServer:
                 session.send(frame)
 
     def admit(self) -> float:
-        """0 to admit a new connection (any transport), else seconds the client should wait."""
+        """0 to admit a new connection (any transport), else seconds the client should
+        wait (counted in ``edge_connects_rejected_total``)."""
         if self.draining or self._stopping:
+            self.stats.connects_rejected += 1
             return 1.0
         rate = self.settings.connect_rate
         now = time.monotonic()
@@ -263,6 +265,7 @@ class EdgeServer:
         if self._conn_tokens >= 1.0:
             self._conn_tokens -= 1.0
             return 0.0
+        self.stats.connects_rejected += 1
         return (1.0 - self._conn_tokens) / rate
 
     async def _housekeep(self) -> None:
@@ -312,7 +315,6 @@ class EdgeServer:
                                   "text/plain")
         wait = self.admit()
         if wait:
-            self.stats.connects_rejected += 1
             resp = self._response(503, b"edge busy or draining: retry later\n", "text/plain")
             resp.headers["Retry-After"] = str(max(1, round(wait)))
             resp.headers["X-Retry-After-Ms"] = str(max(1, int(wait * 1000)))
