@@ -49,6 +49,9 @@ class EdgeSettings:
     backlog: int = 2048
     #: Per-client send queue bound, bytes (Centrifugo: 1 MiB).
     send_queue_bytes: int = 1024 * 1024
+    #: Seconds to collect a client's frames before writing them (0 = every loop tick).
+    #: A few ms cut the system calls per delivery under load, at that much latency.
+    write_delay: float = 0.0
     #: Above this many queued bytes unreliable messages are dropped for that client.
     unreliable_drop_bytes: int = 64 * 1024
     #: Per-connection inbound rate limit (frames/s and burst); kind=service is exempt.

@@ -23,6 +23,7 @@ import signal
 import struct
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -88,6 +89,41 @@ class _Progress:
     def done(self) -> None:
         if self.tty:
             print(file=sys.stderr)
+
+
+def _post(url: str, api_key: str) -> int:
+    """POST with an API key; the HTTP status (0 when nothing answered)."""
+    req = urllib.request.Request(url, method="POST", headers={"X-API-Key": api_key})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def _get_json(url: str, api_key: str) -> Any:
+    """GET a JSON body with an API key; None when it cannot be had."""
+    req = urllib.request.Request(url, headers={"X-API-Key": api_key})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _forecast_summary(cluster: LocalCluster) -> dict[str, Any]:
+    """The origin's demand forecast for the demo's region (``local``)."""
+    if cluster.origin is None:
+        return {}
+    body = _get_json(f"{cluster.origin.http_url}/v1/forecast", cluster.api_key)
+    for r in (body or {}).get("regions", []):
+        if r.get("region") == "local":
+            return {k: r.get(k) for k in ("connections", "forecast_connections",
+                                          "messages_per_s", "forecast_messages_per_s",
+                                          "recommended_replicas", "reactive_replicas")}
+    return {}
 
 
 def _scrape(http_url: str) -> dict[str, float]:
@@ -203,8 +239,17 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             p.edge_at_drain = p.client.edge_id
         drained["t"] = time.perf_counter()
         drained["edge"] = victim.edge_id
-        victim.signal(signal.SIGTERM)
-        print(f"\n[{time.perf_counter() - start:5.1f}s] SIGTERM {victim.edge_id} "
+        how = "SIGTERM"
+        if cluster.origin is not None:
+            # An operator's drain through the origin's admin API (same path as SIGTERM).
+            status = await asyncio.to_thread(
+                _post, f"{cluster.origin.http_url}/v1/edges/{victim.edge_id}/drain",
+                cluster.api_key)
+            how = "POST /v1/edges/{id}/drain" if status == 202 else how
+        if how == "SIGTERM":
+            victim.signal(signal.SIGTERM)
+        drained["how"] = how
+        print(f"\n[{time.perf_counter() - start:5.1f}s] {how} {victim.edge_id} "
               f"(pid {victim.pid}): drain with handover", file=sys.stderr, flush=True)
 
     async def killer() -> None:
@@ -246,6 +291,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     failover = _failover_summary(players, killed)
     handover = _handover_summary(players, drained, killed)
     origin = await _origin_summary(cluster)
+    forecast = await asyncio.to_thread(_forecast_summary, cluster)
     members: dict[str, list[_Player]] = defaultdict(list)
     for p in players:
         members[p.room].append(p)
@@ -282,6 +328,12 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             "duplicates_dropped": int(m.get("edge_duplicates_dropped_total", 0)),
             "lease_takeovers": int(m.get("edge_lease_takeovers_total", 0)),
         })
+        n_det = m.get("edge_failover_detection_seconds_count", 0.0)
+        if n_det and failover.get("killed_edge"):
+            # How long after the dead edge's last heartbeat a survivor took its rooms.
+            det = 1000.0 * m.get("edge_failover_detection_seconds_sum", 0.0) / n_det
+            prev = failover.get("detection_ms")
+            failover["detection_ms"] = round(det if prev is None else min(prev, det), 1)
     for p in players:
         await p.client.close()
     sent = sum(len(p.acked) for p in players)
@@ -312,6 +364,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         "failover": failover,
         "handover": handover,
         "origin": origin,
+        "forecast": forecast,
         "edges": edges,
         "ok": lost == 0 and dups == 0,
     }
@@ -336,6 +389,7 @@ def _handover_summary(players: list[_Player], drained: dict[str, Any],
     gaps = [_max_gap(p.arrivals, t, min(end, t + 5.0)) for p in moved]
     return {
         "drained_edge": drained["edge"],
+        "drained_by": drained.get("how", "SIGTERM"),
         "clients_on_drained_edge": len(moved),
         "clients_moved": sum(1 for p in moved if p.client.handoffs >= 1),
         "clients_disconnected": sum(1 for p in moved if p.client.reconnects >= 1
@@ -456,7 +510,8 @@ def render_summary(s: dict[str, Any]) -> str:
     if h.get("drained_edge"):
         lines += [
             "",
-            f"  handover.drained_edge      {h['drained_edge']} (SIGTERM: drain with live handover)",
+            f"  handover.drained_edge      {h['drained_edge']} (drained by "
+            f"{h.get('drained_by', 'SIGTERM')}: live handover)",
             f"  handover.clients_moved     {h['clients_moved']} of "
             f"{h['clients_on_drained_edge']} moved before the edge closed",
             f"  handover.max_gap_ms        {h['max_gap_ms']}",
@@ -469,6 +524,8 @@ def render_summary(s: dict[str, Any]) -> str:
             f"  failover.clients_resumed   {f['clients_resumed']} of "
             f"{f['clients_on_killed_edge']} on the killed edge",
             f"  failover.recovered_false   {f['recovered_false']}",
+            f"  failover.detection_ms      {f.get('detection_ms', '-')}  (dead edge's last "
+            "heartbeat to a neighbour taking its rooms)",
             f"  failover.replayed          {f['replayed']} messages",
             f"  failover.max_gap_ms        {f['max_gap_ms']}  (median client "
             f"{f['median_gap_ms']})",
@@ -482,6 +539,13 @@ def render_summary(s: dict[str, Any]) -> str:
             f"(room events, sessions, presence, edge status)",
             f"  origin.duplicates_ignored  {o['duplicates_ignored']}",
             f"  origin.lag_ms.p99          {lag.get('p99')}  (p50 {lag.get('p50')})",
+        ]
+    fc = s.get("forecast") or {}
+    if fc:
+        lines += [
+            f"  forecast.recommended_replicas {fc.get('recommended_replicas')}  (reactive "
+            f"{fc.get('reactive_replicas')}; forecast {fc.get('forecast_connections')} "
+            f"connections, {fc.get('connections')} now)",
         ]
     lines += ["", f"  {verdict}", ""]
     return "\n".join(lines)

@@ -36,6 +36,7 @@ from client_sdk.protocol import (
     verify_token,
 )
 
+from . import redis_keys as K
 from .config import EdgeSettings
 from .connection import ConnectionGone, SessionConn, WsConn
 from .geo import rank_edges
@@ -52,7 +53,7 @@ from .session_store import (
     verify_resume_token,
 )
 from .tasks import spawn
-from .uplink import Uplink, UplinkSettings
+from .uplink import ShardCountMismatch, Uplink, UplinkSettings, claim_shard_count
 
 if TYPE_CHECKING:
     from .quic import QuicListener
@@ -88,9 +89,15 @@ class EdgeServer:
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
         self.neighbours: list[tuple[str, str]] = []  # (edge id, url), best first
+        #: Draining: session id -> wall-clock time of its HANDOFF (in its checkpoint as
+        #: "ho", so the neighbour it resumes on measures the handover time).
+        self.handoff_at: dict[str, float] = {}
         self._conn_tokens = settings.connect_rate
         self._conn_last = time.monotonic()
         self._cpu_mark = (time.monotonic(), time.process_time())
+        #: Set when an operator asked for a drain through the origin (admin API); the
+        #: runner then drains exactly as on SIGTERM.
+        self.drain_requested = asyncio.Event()
         self.port = settings.port
         self.quic: QuicListener | None = None
         self.quic_handshakes = 0
@@ -101,7 +108,7 @@ class EdgeServer:
         """Connect to Redis (if configured), then listen."""
         s = self.settings
         loop = asyncio.get_running_loop()
-        self._flusher = Flusher(loop)
+        self._flusher = Flusher(loop, s.write_delay)
         if s.redis_url:
             self.sync = RoomSync(
                 s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
@@ -112,6 +119,11 @@ class EdgeServer:
                 await self.sync.start()
             except (RedisError, OSError) as exc:
                 raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
+            try:
+                await claim_shard_count(self.sync.r, s.uplink_shards, "--uplink-shards")
+            except ShardCountMismatch as exc:
+                await self.sync.stop()
+                raise RuntimeError(str(exc)) from None
             self.hub.sync = self.sync
             self.sync.lag_observer = self.metrics.sync_lag_seconds.observe
             self.sync.failover_observer = self.metrics.failover_detection_seconds.observe
@@ -206,7 +218,8 @@ class EdgeServer:
 
     def _load(self) -> dict[str, float]:
         """Registry heartbeat fields: load (connections, rooms, CPU % of one core since the
-        last beat, bytes queued to clients), draining flag, and position if known."""
+        last beat, bytes queued to clients, messages delivered so far), draining flag, and
+        position if known."""
         now, cpu = time.monotonic(), time.process_time()
         t0, c0 = self._cpu_mark
         self._cpu_mark = (now, cpu)
@@ -218,6 +231,8 @@ class EdgeServer:
             "draining": int(self.draining or self._stopping),
             "cpu": round(100.0 * (cpu - c0) / max(now - t0, 1e-3), 1),
             "send_queue_bytes": queued,
+            # Messages delivered so far: the origin's demand forecast takes its rate.
+            "msgs_out": self.stats.deliveries,
         }
         if self.settings.position is not None:
             load["lat"], load["lon"] = self.settings.position
@@ -251,6 +266,18 @@ class EdgeServer:
             frame = encode(Neighbours(tuple(url for _, url in fresh)))
             for session, _ws in list(self.sessions.values()):
                 session.send(frame)
+
+    async def _poll_control(self) -> None:
+        """Consume an operator request left by the origin (``drain``)."""
+        if self._redis is None or self.drain_requested.is_set():
+            return
+        try:
+            req = await self._redis.getdel(K.edge_control(self.settings.edge_id))
+        except RedisError:
+            return
+        if req == b"drain":
+            log.warning("drain requested through the origin")
+            self.drain_requested.set()
 
     def admit(self) -> float:
         """0 to admit a new connection (any transport), else seconds the client should
@@ -286,6 +313,7 @@ class EdgeServer:
                     await self._refresh_neighbours()
                 except Exception:
                     log.exception("neighbour refresh failed")
+                await self._poll_control()
             if now - last_cp >= self.settings.checkpoint_interval:
                 last_cp = now
                 try:
@@ -389,6 +417,8 @@ class EdgeServer:
         return {
             "sub": s.claims.subject, "kind": s.claims.kind, "edge": self.settings.edge_id,
             "rooms": {r: [s.room_flags.get(r, 0), *self.hub.position(r)] for r in s.rooms},
+            **({"ho": self.handoff_at[s.session_id]} if s.session_id in self.handoff_at
+               else {}),
         }
 
     async def _checkpoint_all(self) -> None:
@@ -457,6 +487,10 @@ class EdgeServer:
                             if isinstance(ts, (int, float)):
                                 self.metrics.resume_gap_seconds.observe(
                                     max(0.0, time.time() - ts))
+                            ho = cp.get("ho")
+                            if isinstance(ho, (int, float)):
+                                self.metrics.handoff_seconds.observe(
+                                    max(0.0, time.time() - ho))
                         if (cp is not None and self.sync is not None
                                 and isinstance(cp.get("edge"), str)):
                             # The client left its previous edge: if that edge is dead,

@@ -265,3 +265,30 @@ async def test_sdk_bootstraps_from_discovery(origin: OriginProcess, server: Redi
         await discover_edges("http://127.0.0.1:9", KEY, timeout=1.0)
     with pytest.raises(ValueError):
         await discover_edges("ftp://x", KEY)
+
+
+async def test_admin_drain_hands_clients_over_and_the_edge_exits(
+        http: httpx.AsyncClient, server: RedisServer, edge_factory: Any, token: Any) -> None:
+    """``POST /v1/edges/{id}/drain`` drains a live edge exactly as SIGTERM would."""
+    from client_sdk import connect
+
+    victim = edge_factory("ed-admin-drain", redis_url=server.url)
+    edge_factory("ed-admin-keep", redis_url=server.url)
+    assert (await http.post("/v1/edges/ed-admin-drain/drain")).status_code == 401
+    assert (await http.post("/v1/edges/no-such-edge/drain", headers=H)).status_code == 404
+    c = await connect(victim.url, token("adm"))
+    try:
+        for _ in range(50):  # the other edge's heartbeat makes it a neighbour
+            if c.neighbours:
+                break
+            await asyncio.sleep(0.1)
+        resp = await http.post("/v1/edges/ed-admin-drain/drain", headers=H)
+        assert resp.status_code == 202 and resp.json()["requested"] == "drain"
+        for _ in range(150):
+            if c.handoffs == 1 and c.edge_id == "ed-admin-keep" and not victim.alive():
+                break
+            await asyncio.sleep(0.1)
+        assert c.handoffs == 1 and c.reconnects == 0 and c.edge_id == "ed-admin-keep"
+        assert not victim.alive() and victim.proc.returncode == 0
+    finally:
+        await c.close()

@@ -204,3 +204,56 @@ async def test_cut_edge_loses_its_room_to_a_neighbour_nothing_lost_or_doubled(
                 await c.close()
     finally:
         await proxy.stop()
+
+
+async def _origin_kind(url: str, kind: str) -> int:
+    r = aioredis.Redis.from_url(url, socket_timeout=5.0)
+    try:
+        stats: dict[str, Any] = await origin_stats(r, OriginSettings(redis_url=url))
+    finally:
+        await r.aclose()
+    return int(stats["by_kind"].get(kind, 0))
+
+
+async def test_edge_restarted_with_a_non_empty_spool_drains_it(
+        server: RedisServer, edge_factory: Any, token: Any, tmp_path: Any) -> None:
+    """Sessions come and go while the edge cannot reach Redis: their entries wait in
+    the on-disk spool.  The edge is stopped, then restarted on the same spool with Redis
+    reachable again: the origin gets every entry exactly once."""
+    proxy = await FaultProxy("127.0.0.1", server.port).start()
+    worker = spawn_worker(server.url, "w1", "--shards", "4")
+    spool = str(tmp_path / "spool.db")
+    args = ("edge-rs", "--uplink-spool", spool)
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    try:
+        e = await asyncio.to_thread(edge_factory, *args, redis_url=url)
+        proxy.blackhole()
+        n = 6
+        for i in range(n):  # each one: an "online" and an "offline" entry
+            c = await connect(e.url, token(f"rs{i}"), reconnect=False)
+            await c.close()
+
+        async def spooled() -> float:
+            from tests.helpers import http_get
+            _, _, body = await http_get(e.http_url + "/metrics")
+            return sum(float(x.rsplit(" ", 1)[1]) for x in body.decode().splitlines()
+                       if x.startswith("edge_uplink_spool_size"))
+
+        deadline = time.monotonic() + 20
+        while await spooled() < 2 * n:
+            assert time.monotonic() < deadline, "session entries did not reach the spool"
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(e.stop)
+        assert await _origin_kind(server.url, "session") == 0
+        proxy.cut()
+        proxy.restore()
+        await asyncio.to_thread(edge_factory, *args, redis_url=url)
+        deadline = time.monotonic() + 30
+        while (got := await _origin_kind(server.url, "session")) < 2 * n:
+            assert time.monotonic() < deadline, f"origin applied {got} of {2 * n}"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        assert await _origin_kind(server.url, "session") == 2 * n
+    finally:
+        worker.stop()
+        await proxy.stop()
