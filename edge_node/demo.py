@@ -34,6 +34,7 @@ from hdrh.histogram import HdrHistogram
 from client_sdk import Client, ReceivedMessage, connect
 from client_sdk.errors import EdgeRelayError
 from client_sdk.protocol import mint_token
+from client_sdk.transport import TlsOptions
 
 from .cluster import LocalCluster
 from .redis_server import RedisUnavailable
@@ -71,6 +72,7 @@ class _Player:
     acked: set[int] = field(default_factory=set)
     failed: int = 0
     sent: int = 0
+    transport: str = "ws"  # the transport it started on
 
 
 class _Progress:
@@ -152,6 +154,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     steady = HdrHistogram(1, 60_000_000, 3)  # intended before the kill
     kill_ns = [2**62]
     players: list[_Player] = []
+    # Latency per transport the receiving player started on (every 3rd is QUIC).
+    by_transport = {t: HdrHistogram(1, 60_000_000, 3) for t in ("ws", "quic")}
 
     def on_message(p: _Player) -> Any:
         def cb(m: ReceivedMessage) -> None:
@@ -164,6 +168,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             if n == 0:
                 us = max(1, (now_ns - intended) // 1000)
                 hist.record_value(us)
+                by_transport[p.transport].record_value(us)
                 if intended < kill_ns[0]:
                     steady.record_value(us)
         return cb
@@ -172,10 +177,14 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         # Rotate edges so each room has members on several edges.
         url = urls[i % len(urls)]
         order = [url] + [u for u in urls if u != url]
+        quic_url = cluster.quic_urls[i % len(urls)]
+        transport = "quic" if quic_url and i % 3 == 2 else "ws"
+        if transport == "quic":
+            order = [quic_url, *order]  # its edge's WebSocket URL is the fallback
         tok = mint_token(cluster.secret, f"player-{i}", "player", ["room-*"], now=now)
         client = await connect(order, tok, name=f"demo-player-{i}", backoff_base=0.2,
-                               backoff_cap=2.0)
-        players.append(_Player(i, f"room-{i % cfg.rooms}", client))
+                               backoff_cap=2.0, tls=TlsOptions(ca_file=cluster.ca_file or None))
+        players.append(_Player(i, f"room-{i % cfg.rooms}", client, transport=transport))
     for p in players:
         await p.client.join(p.room, echo=False, on_message=on_message(p))
     fleet = None
@@ -356,6 +365,12 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             k: round(steady.get_value_at_percentile(v) / 1000, 3)
             for k, v in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))},
         "rtt_ms": {"median": round(rtts[len(rtts) // 2] * 1000, 3) if rtts else None},
+        "latency_by_transport_ms": {
+            t: {"players": sum(1 for p in players if p.transport == t),
+                "deliveries": h.get_total_count(),
+                **{k: round(h.get_value_at_percentile(v) / 1000, 3)
+                   for k, v in (("p50", 50), ("p99", 99))}}
+            for t, h in by_transport.items()},
         "throughput": {"deliveries_per_s": round(delivered / max(elapsed, 1e-9), 1)},
         "history": history,
         "failover": failover,
@@ -489,6 +504,9 @@ def render_summary(s: dict[str, Any]) -> str:
         f"{s['latency_before_kill_ms']['p90']:.3f}  p99 {s['latency_before_kill_ms']['p99']:.3f}"
         f"  (latency counts from the intended send time, so outages show)",
         f"  rtt_ms (median)      {s['rtt_ms']['median']}",
+        *(f"  latency_ms via {t:<5} p50 {v['p50']:.3f}  p99 {v['p99']:.3f}  "
+          f"({v['players']} players started on {t}, {v['deliveries']} deliveries)"
+          for t, v in s.get("latency_by_transport_ms", {}).items() if v["players"]),
         f"  deliveries/s         {s['throughput']['deliveries_per_s']:>10}",
         f"  history              {s['history']['stream_entries']} entries in "
         f"{s['history']['rooms']} room streams (Redis)",

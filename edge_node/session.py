@@ -37,10 +37,11 @@ from client_sdk.protocol import (
     encode,
 )
 
-from .outbound import Flusher, Outbound, TransportLike, ws_binary_frame
+from .outbound import Flusher, ws_binary_frame
 
 if TYPE_CHECKING:
     from .config import EdgeSettings
+    from .connection import SessionConn
     from .hub import Hub
     from .iot.service import IotService
     from .metrics import EdgeStats
@@ -77,7 +78,7 @@ class ClientSession:
         *,
         session_id: str,
         claims: Claims,
-        transport: TransportLike,
+        conn: SessionConn,
         flusher: Flusher,
         hub: Hub,
         settings: EdgeSettings,
@@ -103,8 +104,9 @@ class ClientSession:
         self.holding = False
         #: The client's connection-attempt number (orders concurrent connections).
         self.attempt = 0
-        self.out = Outbound(
-            transport, flusher, limit=settings.send_queue_bytes,
+        #: The transport's send path (plain or QUIC): see ``SessionConn.outbound``.
+        self.out = conn.outbound(
+            flusher, limit=settings.send_queue_bytes,
             soft_limit=settings.unreliable_drop_bytes, on_slow=self._on_slow,
         )
         self._on_slow_cb = on_slow
@@ -146,7 +148,7 @@ class ClientSession:
         return False
 
     async def handle(self, raw: bytes | str) -> None:
-        """Process one inbound WebSocket message."""
+        """Process one inbound message (a WebSocket message, QUIC record or datagram)."""
         self.stats.frames_in += 1
         if isinstance(raw, str):
             self._error(0, ErrorCode.BAD_REQUEST, "text frames are not supported; send binary")
