@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import random
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -22,13 +24,15 @@ from typing import Any, Protocol
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from . import history
+from . import history, redis_conn
 from . import lua_scripts as lua
 from . import redis_keys as K
 from .history import Entry, split_id
 from .liveness import probe_edge
+from .resp_cluster import ClusterRespWriter
 from .resp_writer import RespWriter
 from .tasks import spawn
 
@@ -91,6 +95,7 @@ class RoomSync:
         self, url: str, edge_id: str, listener: SyncListener, *, lease_ms: int,
         stream_maxlen: int, append_batch: int, stats: Any, edge_ttl: float = 5.0,
         max_backlog: int = 1_000_000, append_linger: float = 0.0,
+        wait_replicas: int | None = None, wait_ms: int = 200, tail_poll: float = 0.05,
     ) -> None:
         self.append_linger = append_linger
         self.url = url
@@ -102,17 +107,25 @@ class RoomSync:
         self.stats = stats
         self.edge_ttl = edge_ttl
         self.max_backlog = max_backlog
+        #: On a Redis Cluster (``redis+cluster://``): room streams live on different
+        #: slots, so mirrored rooms are polled (``tail_poll`` s when idle) instead of one
+        #: blocking XREAD over all of them, and durable acks wait for ``wait_replicas``
+        #: replicas (``WAIT``; env ``REDIS_WAIT_REPLICAS``, default 1 on a cluster, 0 on
+        #: one server) so a failover cannot lose an acknowledged message.
+        self.cluster = redis_conn.is_cluster(url)
+        if wait_replicas is None:
+            wait_replicas = int(os.environ.get("REDIS_WAIT_REPLICAS",
+                                               "1" if self.cluster else "0"))
+        self.wait_replicas = wait_replicas
+        self.wait_ms = wait_ms
+        self.tail_poll = tail_poll
         # A bounded pool that makes callers wait for a connection: a reconnect
         # storm must queue its Redis calls, not fail with "too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=64, timeout=10, socket_timeout=5.0, socket_connect_timeout=2.0,
-            health_check_interval=0)
-        self.r: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self.r: aioredis.Redis = redis_conn.connect(
+            url, max_connections=64, blocking_pool=True, socket_timeout=5.0)
         # Blocking reads need a connection without a short socket timeout (PITFALLS).
-        self.blocking: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=None, socket_connect_timeout=2.0
-        )
-        self.pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+        self.blocking: aioredis.Redis = redis_conn.connect(url, socket_timeout=None)
+        self.pubsub = self._new_pubsub()
         self._inbox = K.edge_inbox(edge_id)
         self._inbox_last: bytes = b"0-0"
         self._tails: dict[str, bytes] = {}  # room -> last stream id read (mirror rooms)
@@ -126,18 +139,29 @@ class RoomSync:
         self._tasks: list[asyncio.Task[None]] = []
         self._sha: dict[str, str] = {}
         # The append path's own lean connection (resp_writer); None: redis-py (TLS URLs).
-        self._writer: RespWriter | None = None
+        self._writer: RespWriter | ClusterRespWriter | None = None
         self._subscribed: set[str] = set()
         self.lag_observer: Any = None  # callable(seconds) for the sync-lag histogram
         self._suspected: dict[str, float] = {}  # edge id -> when we last probed it
+        # room -> last position Redis confirmed (acked to publishers) while we own it.
+        self._durable: dict[str, tuple[int, int]] = {}
+        self.unreplicated = 0  # append batches held back: WAIT saw too few replicas
+        self.lost_detected = 0  # rooms whose stream lost acknowledged entries (failover)
 
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
         """Load scripts, create the inbox, start background tasks."""
         await self._load_scripts()
-        self._writer = RespWriter.from_url(self.url, connect_timeout=2.0, timeout=5.0,
-                                           scripts=[lua.APPEND])
+        if self.cluster:
+            seeds, opts = redis_conn.cluster_seeds(self.url)
+            self._writer = None if opts.get("ssl") else ClusterRespWriter(
+                seeds, username=opts.get("username"), password=opts.get("password"),
+                connect_timeout=2.0, timeout=5.0, scripts=[lua.APPEND],
+                wait_replicas=self.wait_replicas, wait_ms=self.wait_ms)
+        else:
+            self._writer = RespWriter.from_url(self.url, connect_timeout=2.0, timeout=5.0,
+                                               scripts=[lua.APPEND])
         if self._writer is not None:
             await self._writer.connect()
         first: Any = await self.r.xadd(self._inbox, {"w": b"1"}, maxlen=10_000,
@@ -151,6 +175,17 @@ class RoomSync:
             loop.create_task(self._lease_loop(), name="sync-lease"),
             loop.create_task(self._live_loop(), name="sync-live"),
         ]
+        if self.cluster:
+            self._tasks.append(loop.create_task(self._tail_loop(), name="sync-tail"))
+
+    def _new_pubsub(self) -> Any:
+        """A pub/sub connection.  On a cluster, plain PUBLISH is broadcast to every node,
+        so one subscription on any primary hears every room (see docs/redis-cluster.md)."""
+        if isinstance(self.r, RedisCluster):
+            nodes = self.r.get_primaries()
+            if nodes:
+                return self.r.pubsub(node=random.choice(nodes), ignore_subscribe_messages=True)
+        return self.r.pubsub(ignore_subscribe_messages=True)
 
     async def _load_scripts(self) -> None:
         for name, src in _SCRIPTS.items():
@@ -178,7 +213,7 @@ class RoomSync:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         with contextlib.suppress(Exception):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self.pubsub.aclose()
         if self._writer is not None:
             await self._writer.close()
         await self.r.aclose()
@@ -319,6 +354,10 @@ class RoomSync:
         """Entries after a position, whether trimming left a gap, first available."""
         try:
             gap, first = await history.gap_after(self.r, room, epoch, seq)
+            if not gap:
+                lost: Any = await self.r.hgetall(K.room_lost(room))
+                # A lost range (after, upto]: entries acked once, gone since a failover.
+                gap = any(split_id(upto) > (epoch, seq) for upto in lost.values())
             entries = [] if gap else await history.range_after(self.r, room, epoch, seq, limit)
         except RedisError as exc:
             raise SyncUnavailable(str(exc)) from exc
@@ -388,6 +427,12 @@ class RoomSync:
                         self.stats.stream_dropped += len(rq)
                         del self._appends[room]
                     self.listener.on_lease_lost(room)
+                elif str(res).startswith("UNREPLICATED"):
+                    # In Redis, not yet on a replica: no ack yet; re-sent (idempotent).
+                    refused = True
+                    self.unreplicated += 1
+                elif str(res).startswith("GAP") and self._lost(room, str(res)):
+                    refused = True
                 else:
                     refused = True
                     log.error("append refused", extra={"room": room, "error": str(res)})
@@ -404,9 +449,51 @@ class RoomSync:
                 del self._appends[room]
             self.stats.stream_backlog -= n
             self.stats.stream_appended += n
+            self._durable[room] = (epoch, seq)
             self.listener.on_durable(room, epoch, seq)
         self.stats.forwarded_publishes += len(forwards)
         return refused
+
+    def _lost(self, room: str, err: str) -> bool:
+        """A ``GAP e-s`` refusal where the stream ends *before* what Redis already
+        confirmed to us: a failover lost acknowledged entries (asynchronous replication
+        without ``WAIT``).  Record the lost range in the room's ``lost`` hash, which
+        :meth:`history_after` reports as a gap (so resuming clients get
+        ``recovered: false``), and give the lease up so the room continues in a new
+        epoch.  Returns False for an ordinary gap (a batch not yet retried)."""
+        durable = self._durable.get(room)
+        try:
+            le, _, ls = err.split()[1].partition("-")
+            last = (int(le), int(ls))
+        except (IndexError, ValueError):
+            return False
+        if durable is None or last >= durable:
+            return False
+        self.lost_detected += 1
+        log.error("acknowledged entries lost in Redis (failover without WAIT?)",
+                  extra={"room": room, "stream_last": list(last), "acked": list(durable)})
+        tok = self._owned.get(room)
+        spawn(self._mark_lost(room, last, durable, tok))
+        return True
+
+    async def _mark_lost(self, room: str, last: tuple[int, int], durable: tuple[int, int],
+                         tok: str | None) -> None:
+        try:
+            await self.r.hset(K.room_lost(room), f"{last[0]}-{last[1]}",
+                              f"{durable[0]}-{durable[1]}")
+            if tok is not None:
+                await self._script("release", 1, K.room_owner(room), tok)
+        except RedisError as exc:
+            log.warning("cannot record lost range", extra={"room": room, "error": str(exc)})
+            return
+        if self._owned.get(room) == tok and tok is not None:
+            del self._owned[room]
+            self._durable.pop(room, None)
+            q = self._appends.pop(room, None)
+            if q:
+                self.stats.stream_backlog -= len(q)
+                self.stats.stream_dropped += len(q)
+            self.listener.on_lease_lost(room)
 
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one round trip; errors come back as values, not raised.
@@ -460,8 +547,9 @@ class RoomSync:
         backoff = 0.1
         while True:
             streams: dict[Any, Any] = {self._inbox: self._inbox_last}
-            for room, last in self._tails.items():
-                streams[K.room_log(room)] = last
+            if not self.cluster:  # one slot per room: a cluster polls them (_tail_loop)
+                for room, last in self._tails.items():
+                    streams[K.room_log(room)] = last
             try:
                 res: Any = await self.blocking.xread(streams, count=1000, block=1000)
                 backoff = 0.1
@@ -478,12 +566,51 @@ class RoomSync:
                         self._on_inbox(fields)
                     continue
                 room = skey[len(K.PREFIX) + 6 : -5]  # "er:{room:" ... "}:log"
-                for eid, fields in entries:
-                    if room not in self._tails:
-                        break
-                    self._tails[room] = eid
-                    self.stats.remote_deliveries += 1
-                    self.listener.on_remote_message(room, history.parse_entry(eid, fields))
+                self._deliver(room, entries)
+
+    def _deliver(self, room: str, entries: list[Any]) -> int:
+        """Hand newly read entries of a mirrored room to the hub, skipping any that a
+        concurrent catch-up already delivered.  Returns how many were new."""
+        n = 0
+        for eid, fields in entries:
+            last = self._tails.get(room)
+            if last is None:
+                break
+            if split_id(eid) <= split_id(last):
+                continue
+            self._tails[room] = eid
+            self.stats.remote_deliveries += 1
+            n += 1
+            self.listener.on_remote_message(room, history.parse_entry(eid, fields))
+        return n
+
+    async def _tail_loop(self) -> None:
+        """Cluster mode: poll every mirrored room's stream (one pipeline, one round trip per
+        node), every ``tail_poll`` s when idle and at once again while entries arrive."""
+        backoff = 0.1
+        while True:
+            rooms = list(self._tails.items())
+            if not rooms:
+                await asyncio.sleep(self.tail_poll)
+                continue
+            pipe = self.r.pipeline(transaction=False)
+            for room, last in rooms:
+                pipe.xread({K.room_log(room): last}, count=1000)
+            try:
+                res: Any = await pipe.execute(raise_on_error=False)
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                log.warning("stream poll failed", extra={"error": str(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            got = 0
+            for (room, _last), reply in zip(rooms, res, strict=True):
+                if isinstance(reply, Exception) or not reply:
+                    continue
+                for _key, entries in reply:
+                    got += self._deliver(room, entries)
+            await asyncio.sleep(0.002 if got else self.tail_poll)
 
     def _on_inbox(self, fields: dict[bytes, bytes]) -> None:
         try:
@@ -517,7 +644,10 @@ class RoomSync:
         mirrors = list(self._tails)
         pipe = self.r.pipeline(transaction=False)
         for room, tok in owned:
-            pipe.evalsha(self._sha["renew"], 1, K.room_owner(room), tok, self.lease_ms)
+            # execute_command: redis-py's cluster pipeline blocks its evalsha() method
+            # (EVALSHA itself routes by its key like any single-slot command).
+            pipe.execute_command("EVALSHA", self._sha["renew"], 1, K.room_owner(room), tok,
+                                 self.lease_ms)
         for room in mirrors:
             pipe.get(K.room_owner(room))
         if not owned and not mirrors:
@@ -635,13 +765,22 @@ class RoomSync:
             self._subscribed.discard(ch)
             await self.pubsub.unsubscribe(ch)
 
+    async def _resubscribe(self) -> None:
+        old, self.pubsub = self.pubsub, self._new_pubsub()
+        with contextlib.suppress(Exception):
+            await old.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await self.pubsub.subscribe(K.room_live("\x00none"), *self._subscribed)
+
     async def _live_loop(self) -> None:
         while True:
             try:
                 msg = await self.pubsub.get_message(timeout=1.0)
-            except RedisError as exc:
+            except (RedisError, OSError) as exc:
                 log.warning("live channel failed", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)
+                if self.cluster:  # its node may be gone for good: subscribe elsewhere
+                    await self._resubscribe()
                 continue
             if msg is None or msg.get("type") != "message":
                 continue

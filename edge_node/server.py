@@ -31,6 +31,7 @@ from client_sdk.protocol import (
     verify_token,
 )
 
+from . import redis_conn
 from .config import EdgeSettings
 from .hub import Hub, HubSettings
 from .metrics import EdgeMetrics
@@ -128,8 +129,8 @@ class EdgeServer:
         self.port = sock.getsockname()[1]
         if s.redis_url:
             # Bounded and blocking (see RoomSync): storms queue instead of failing.
-            self._redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-                s.redis_url, max_connections=64, timeout=10, socket_timeout=5.0))
+            self._redis = redis_conn.connect(s.redis_url, max_connections=64,
+                                             blocking_pool=True, socket_timeout=5.0)
             self.store = SessionStore(self._redis, s.resume_window)
             url = s.public_url or f"ws://{s.host}:{self.port}"
             self.registry = Registry(

@@ -113,14 +113,14 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def cmd_stats(a: argparse.Namespace) -> int:
     """Print the origin's counters as JSON."""
-    import redis.asyncio as aioredis
+    from edge_node import redis_conn
 
     from .view import origin_stats
 
     s = settings_from_args(a)
 
     async def run() -> None:
-        r = aioredis.Redis.from_url(s.redis_url, socket_timeout=5.0)
+        r = redis_conn.connect(s.redis_url, socket_timeout=5.0)
         try:
             print(json.dumps(await origin_stats(r, s), indent=2))
         finally:
