@@ -452,15 +452,32 @@ class Hub:
             return
         room.mine = False
         sync = self.sync
+        # Publishes still waiting to be durable will never be confirmed here: their
+        # publishers retry (same idempotency key) and the new owner deduplicates.
+        # Our dedupe memory may name positions that never became durable: forget it
+        # (a lease taken again reloads it from the stream).
+        room.idems.clear()
+        while room.ack_waiters:
+            _e, _sq, s, req_id = room.ack_waiters.popleft()
+            if not s.closed:
+                s.send(encode(Error(req_id, ErrorCode.PUBLISH_TIMEOUT,
+                                    "the room moved to another owner; retry")))
 
         async def remirror() -> None:
-            try:
-                lease = await sync.activate(room_name)
-            except SyncUnavailable:
+            # Redis may be failing over right now: keep trying while the room is used,
+            # or the room would stay owner-less here for good.
+            delay = 0.1
+            while self.rooms.get(room_name) is room:
+                try:
+                    lease = await sync.activate(room_name)
+                except SyncUnavailable:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if self.rooms.get(room_name) is room:
+                    await self._apply_lease(room, lease)
+                    self._reforward(room)
                 return
-            if self.rooms.get(room_name) is room:
-                await self._apply_lease(room, lease)
-                self._reforward(room)
 
         spawn(remirror())
 

@@ -115,3 +115,16 @@ def connect(url: str, *, socket_timeout: float | None = 5.0,
         kw["max_connections"] = max_connections
     return aioredis.Redis.from_url(url, socket_timeout=socket_timeout,
                                    socket_connect_timeout=socket_connect_timeout, **kw)
+
+
+async def rediscover(client: aioredis.Redis) -> None:
+    """After a connection error: make a cluster client re-read the slot map on its next
+    call (no-op for a single server).
+
+    redis-py's cluster pipeline re-reads the map only inside its own retry loop, so a
+    client built with ``Retry(…, 0)`` (fail fast, e.g. behind a circuit breaker) would
+    keep using the dead primary after a failover.  Closing the client's connections
+    marks it for re-initialisation; it stays usable.
+    """
+    if isinstance(client, RedisCluster):
+        await client.aclose()

@@ -243,6 +243,28 @@ class RedisClusterServer:
                 continue
         raise RedisUnavailable(f"no live node knows who serves {key!r}")
 
+    def node(self, port: int) -> RedisServer:
+        """The node on ``port`` (``pause()``/``resume()`` it to cut it off for a while)."""
+        for n in self.nodes:
+            if n.port == port:
+                return n
+        raise KeyError(port)
+
+    def drop_replicas(self, port: int) -> None:
+        """Close the replication links of the primary on ``port`` (``CLIENT KILL TYPE
+        replica``); a replica reconnects unless it is paused."""
+        _command(port, "CLIENT", "KILL", "TYPE", "replica")
+
+    def replicas_of(self, port: int) -> list[int]:
+        """Ports of the replicas connected to the primary on ``port``."""
+        rep = self.info(port, "replication")
+        out = []
+        for k, v in rep.items():
+            if k.startswith("slave") and k[5:].isdigit():
+                fields = dict(f.split("=", 1) for f in v.split(",") if "=" in f)
+                out.append(int(fields["port"]))
+        return out
+
     def kill(self, port: int) -> None:
         """SIGKILL the node on ``port`` (it stays dead)."""
         for n in self.nodes:
@@ -262,6 +284,12 @@ class RedisClusterServer:
                         raise RedisUnavailable(f"node {port} did not come back")
                     time.sleep(0.01)
         self.wait_ok(timeout)
+
+    def flush(self, port: int) -> None:
+        """``FLUSHALL`` on one node (a primary; replicas follow)."""
+        reply = _command(port, "FLUSHALL")
+        if not reply.startswith(b"+OK"):
+            raise RedisUnavailable(f"FLUSHALL on {port} failed: {reply!r}")
 
     def pause(self) -> None:
         """SIGSTOP every node (an unreachable Redis)."""

@@ -44,7 +44,8 @@ log = logging.getLogger("edge_node.sync")
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
-            "append": lua.APPEND, "steal": lua.STEAL, "handover": lua.HANDOVER}
+            "append": lua.APPEND, "steal": lua.STEAL, "handover": lua.HANDOVER,
+            "epoch_floor": lua.EPOCH_FLOOR}
 
 LIVE_PRESENCE_JOIN = 1
 LIVE_PRESENCE_LEAVE = 2
@@ -147,6 +148,7 @@ class RoomSync:
         self._durable: dict[str, tuple[int, int]] = {}
         self.unreplicated = 0  # append batches held back: WAIT saw too few replicas
         self.lost_detected = 0  # rooms whose stream lost acknowledged entries (failover)
+        self._verify = False  # check stream ends against _durable before the next flush
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -262,6 +264,7 @@ class RoomSync:
                 await self.flush()
                 if not self._appends.get(room) and self._owned.get(room) == tok:
                     del self._owned[room]
+                    self._durable.pop(room, None)
                     if hand_to:
                         new: Any = await self._script(
                             "handover", 1, K.room_owner(room), tok, hand_to,
@@ -384,6 +387,8 @@ class RoomSync:
             return await self._flush()
 
     async def _flush(self) -> bool:
+        if self._verify:
+            await self._check_tails()
         forwards, self._forwards = self._forwards, []
         batches: list[tuple[str, int, int, int]] = []  # room, last epoch, last seq, count
         commands: list[tuple[Any, ...]] = []
@@ -412,6 +417,7 @@ class RoomSync:
         except (RedisError, OSError) as exc:
             self.stats.stream_errors += 1
             self._forwards[:0] = forwards
+            self._verify = bool(self._durable)  # a failover? check the tails first
             raise SyncUnavailable(str(exc)) from exc
         self.stats.stream_batches += 1
         now = time.monotonic()
@@ -422,6 +428,8 @@ class RoomSync:
                 self.stats.stream_errors += 1
                 if "FENCED" in str(res) and room in self._owned:
                     del self._owned[room]
+                    # A lost lease: lost entries too (a failover)?  Check before next flush.
+                    self._verify = self._verify or room in self._durable
                     if rq is not None:
                         self.stats.stream_backlog -= len(rq)
                         self.stats.stream_dropped += len(rq)
@@ -454,6 +462,33 @@ class RoomSync:
         self.stats.forwarded_publishes += len(forwards)
         return refused
 
+    async def _check_tails(self) -> None:
+        """After connection trouble (a failover?) or a lost lease: compare each room's
+        stream end with the last position Redis confirmed to us.  A stream that ends
+        before it lost acknowledged entries (see :meth:`_mark_lost`)."""
+        rooms = list(self._durable)
+        try:
+            replies = await self._execute(
+                [("XREVRANGE", K.room_log(room), "+", "-", "COUNT", 1) for room in rooms])
+        except (RedisError, OSError) as exc:
+            raise SyncUnavailable(str(exc)) from exc
+        for room, rep in zip(rooms, replies, strict=True):
+            if isinstance(rep, ResponseError):
+                raise SyncUnavailable(str(rep))
+            last = split_id(rep[0][0]) if rep else (0, 0)
+            durable = self._durable.get(room)
+            if durable is not None and last < durable:
+                self._report_lost(room, last, durable)
+                await self._mark_lost(room, last, durable, self._owned.get(room))
+            if room not in self._owned:
+                self._durable.pop(room, None)
+        self._verify = False
+
+    def _report_lost(self, room: str, last: tuple[int, int], durable: tuple[int, int]) -> None:
+        self.lost_detected += 1
+        log.error("acknowledged entries lost in Redis (failover without WAIT?)",
+                  extra={"room": room, "stream_last": list(last), "acked": list(durable)})
+
     def _lost(self, room: str, err: str) -> bool:
         """A ``GAP e-s`` refusal where the stream ends *before* what Redis already
         confirmed to us: a failover lost acknowledged entries (asynchronous replication
@@ -469,18 +504,21 @@ class RoomSync:
             return False
         if durable is None or last >= durable:
             return False
-        self.lost_detected += 1
-        log.error("acknowledged entries lost in Redis (failover without WAIT?)",
-                  extra={"room": room, "stream_last": list(last), "acked": list(durable)})
+        self._report_lost(room, last, durable)
         tok = self._owned.get(room)
         spawn(self._mark_lost(room, last, durable, tok))
         return True
 
     async def _mark_lost(self, room: str, last: tuple[int, int], durable: tuple[int, int],
                          tok: str | None) -> None:
+        """Record the lost range ``(last, durable]`` in the room's ``lost`` hash (a resume
+        across it is answered ``recovered: false``), keep the epoch counter past the lost
+        epoch (its INCR may have been lost too: positions must never be reissued), and
+        give up our lease so the room continues in a new epoch."""
         try:
             await self.r.hset(K.room_lost(room), f"{last[0]}-{last[1]}",
                               f"{durable[0]}-{durable[1]}")
+            await self._script("epoch_floor", 1, K.room_epoch(room), durable[0])
             if tok is not None:
                 await self._script("release", 1, K.room_owner(room), tok)
         except RedisError as exc:

@@ -286,6 +286,8 @@ class Uplink:
             await asyncio.wait_for(pipe.execute(), s.call_timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
+            with contextlib.suppress(RedisError, OSError):
+                await redis_conn.rediscover(self._redis)  # a cluster failover? re-map
             self.breaker.record_failure(self.clock())
             if self.breaker.state is BreakerState.OPEN:
                 log.warning("uplink breaker open", extra={"error": repr(exc)})
