@@ -19,8 +19,7 @@ import os
 import random
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
@@ -31,9 +30,11 @@ from . import history, redis_conn
 from . import lua_scripts as lua
 from . import redis_keys as K
 from .history import Entry, split_id
-from .liveness import probe_edge
 from .resp_cluster import ClusterRespWriter
 from .resp_writer import RespWriter
+from .room_leases import LeaseKeeper
+from .room_loss import LossGuard
+from .room_types import Lease, SyncListener, SyncUnavailable
 from .tasks import spawn
 
 __all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
@@ -52,44 +53,7 @@ LIVE_PRESENCE_LEAVE = 2
 LIVE_UNRELIABLE = 3
 
 
-class SyncUnavailable(RuntimeError):
-    """Redis could not be reached for an operation that needs it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """Result of activating a room: who owns it and where its history ends."""
-
-    owner_edge: str
-    epoch: int
-    mine: bool
-    token: str
-    last_epoch: int
-    last_seq: int
-
-
-class SyncListener(Protocol):
-    """Upcalls from :class:`RoomSync` into the hub."""
-
-    def on_remote_message(self, room: str, e: Entry) -> None: ...
-
-    def on_forwarded_publish(self, room: str, sender: str, payload: bytes, origin_edge: str,
-                             req_id: int, idem: int) -> None: ...
-
-    def on_remote_ack(self, sender: str, req_id: int, epoch: int, seq: int) -> None: ...
-
-    def on_durable(self, room: str, epoch: int, seq: int) -> None: ...
-
-    def on_live(self, room: str, kind: int, body: list[Any]) -> None: ...
-
-    def on_lease_lost(self, room: str) -> None: ...
-
-    def on_lease_acquired(self, room: str, lease: Lease) -> None: ...
-
-    def on_owner_changed(self, room: str, owner_edge: str) -> None: ...
-
-
-class RoomSync:
+class RoomSync(LeaseKeeper, LossGuard):
     """All of one edge's Redis traffic for rooms.  Call :meth:`start` first."""
 
     def __init__(
@@ -146,8 +110,6 @@ class RoomSync:
         self._suspected: dict[str, float] = {}  # edge id -> when we last probed it
         # room -> last position Redis confirmed (acked to publishers) while we own it.
         self._durable: dict[str, tuple[int, int]] = {}
-        self.unreplicated = 0  # append batches held back: WAIT saw too few replicas
-        self.lost_detected = 0  # rooms whose stream lost acknowledged entries (failover)
         self._verify = False  # check stream ends against _durable before the next flush
 
     # -- lifecycle ----------------------------------------------------------
@@ -357,10 +319,8 @@ class RoomSync:
         """Entries after a position, whether trimming left a gap, first available."""
         try:
             gap, first = await history.gap_after(self.r, room, epoch, seq)
-            if not gap:
-                lost: Any = await self.r.hgetall(K.room_lost(room))
-                # A lost range (after, upto]: entries acked once, gone since a failover.
-                gap = any(split_id(upto) > (epoch, seq) for upto in lost.values())
+            if not gap:  # entries acked once, gone since a failover (room_loss)
+                gap = await self.lost_gap(room, epoch, seq)
             entries = [] if gap else await history.range_after(self.r, room, epoch, seq, limit)
         except RedisError as exc:
             raise SyncUnavailable(str(exc)) from exc
@@ -438,7 +398,7 @@ class RoomSync:
                 elif str(res).startswith("UNREPLICATED"):
                     # In Redis, not yet on a replica: no ack yet; re-sent (idempotent).
                     refused = True
-                    self.unreplicated += 1
+                    self.stats.stream_unreplicated += 1
                 elif str(res).startswith("GAP") and self._lost(room, str(res)):
                     refused = True
                 else:
@@ -462,76 +422,6 @@ class RoomSync:
         self.stats.forwarded_publishes += len(forwards)
         return refused
 
-    async def _check_tails(self) -> None:
-        """After connection trouble (a failover?) or a lost lease: compare each room's
-        stream end with the last position Redis confirmed to us.  A stream that ends
-        before it lost acknowledged entries (see :meth:`_mark_lost`)."""
-        rooms = list(self._durable)
-        try:
-            replies = await self._execute(
-                [("XREVRANGE", K.room_log(room), "+", "-", "COUNT", 1) for room in rooms])
-        except (RedisError, OSError) as exc:
-            raise SyncUnavailable(str(exc)) from exc
-        for room, rep in zip(rooms, replies, strict=True):
-            if isinstance(rep, ResponseError):
-                raise SyncUnavailable(str(rep))
-            last = split_id(rep[0][0]) if rep else (0, 0)
-            durable = self._durable.get(room)
-            if durable is not None and last < durable:
-                self._report_lost(room, last, durable)
-                await self._mark_lost(room, last, durable, self._owned.get(room))
-            if room not in self._owned:
-                self._durable.pop(room, None)
-        self._verify = False
-
-    def _report_lost(self, room: str, last: tuple[int, int], durable: tuple[int, int]) -> None:
-        self.lost_detected += 1
-        log.error("acknowledged entries lost in Redis (failover without WAIT?)",
-                  extra={"room": room, "stream_last": list(last), "acked": list(durable)})
-
-    def _lost(self, room: str, err: str) -> bool:
-        """A ``GAP e-s`` refusal where the stream ends *before* what Redis already
-        confirmed to us: a failover lost acknowledged entries (asynchronous replication
-        without ``WAIT``).  Record the lost range in the room's ``lost`` hash, which
-        :meth:`history_after` reports as a gap (so resuming clients get
-        ``recovered: false``), and give the lease up so the room continues in a new
-        epoch.  Returns False for an ordinary gap (a batch not yet retried)."""
-        durable = self._durable.get(room)
-        try:
-            le, _, ls = err.split()[1].partition("-")
-            last = (int(le), int(ls))
-        except (IndexError, ValueError):
-            return False
-        if durable is None or last >= durable:
-            return False
-        self._report_lost(room, last, durable)
-        tok = self._owned.get(room)
-        spawn(self._mark_lost(room, last, durable, tok))
-        return True
-
-    async def _mark_lost(self, room: str, last: tuple[int, int], durable: tuple[int, int],
-                         tok: str | None) -> None:
-        """Record the lost range ``(last, durable]`` in the room's ``lost`` hash (a resume
-        across it is answered ``recovered: false``), keep the epoch counter past the lost
-        epoch (its INCR may have been lost too: positions must never be reissued), and
-        give up our lease so the room continues in a new epoch."""
-        try:
-            await self.r.hset(K.room_lost(room), f"{last[0]}-{last[1]}",
-                              f"{durable[0]}-{durable[1]}")
-            await self._script("epoch_floor", 1, K.room_epoch(room), durable[0])
-            if tok is not None:
-                await self._script("release", 1, K.room_owner(room), tok)
-        except RedisError as exc:
-            log.warning("cannot record lost range", extra={"room": room, "error": str(exc)})
-            return
-        if self._owned.get(room) == tok and tok is not None:
-            del self._owned[room]
-            self._durable.pop(room, None)
-            q = self._appends.pop(room, None)
-            if q:
-                self.stats.stream_backlog -= len(q)
-                self.stats.stream_dropped += len(q)
-            self.listener.on_lease_lost(room)
 
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one round trip; errors come back as values, not raised.
@@ -665,131 +555,6 @@ class RoomSync:
                     spawn(self._adopt(room, token))
         except (ValueError, TypeError, msgpack.UnpackException):
             log.warning("bad inbox entry dropped")
-
-    async def _lease_loop(self) -> None:
-        period = self.lease_ms / 4000.0
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await self._renew_and_takeover()
-            except RedisError as exc:
-                log.warning("lease renewal failed", extra={"error": str(exc)})
-            except Exception:
-                log.exception("lease loop error")
-
-    async def _renew_and_takeover(self) -> None:
-        owned = list(self._owned.items())
-        mirrors = list(self._tails)
-        pipe = self.r.pipeline(transaction=False)
-        for room, tok in owned:
-            # execute_command: redis-py's cluster pipeline blocks its evalsha() method
-            # (EVALSHA itself routes by its key like any single-slot command).
-            pipe.execute_command("EVALSHA", self._sha["renew"], 1, K.room_owner(room), tok,
-                                 self.lease_ms)
-        for room in mirrors:
-            pipe.get(K.room_owner(room))
-        if not owned and not mirrors:
-            return
-        try:
-            res = await pipe.execute()
-        except NoScriptError:
-            await self._load_scripts()  # renewed on the next round, well inside the lease
-            return
-        for (room, tok), ok in zip(owned, res[: len(owned)], strict=True):
-            if not ok and self._owned.get(room) == tok:
-                del self._owned[room]
-                self.listener.on_lease_lost(room)
-        for room, cur in zip(mirrors, res[len(owned):], strict=True):
-            if room not in self._tails:
-                continue
-            if cur is not None:
-                owner = cur.decode().rpartition(":")[0]
-                if owner != self._owners.get(room):
-                    self._owners[room] = owner
-                    if owner == self.edge_id:  # handed to us (drain of another edge)
-                        await self._adopt(room, cur.decode())
-                        continue
-                    self.listener.on_owner_changed(room, owner)
-                continue
-            await self._takeover(room)
-
-    def suspect(self, edge_id: str) -> None:
-        """Something suggests ``edge_id`` is dead: probe it, and if it does not
-        answer, steal the leases it holds on rooms we mirror (at most one probe
-        per edge per second)."""
-        if edge_id == self.edge_id or not edge_id:
-            return
-        now = time.monotonic()
-        if now - self._suspected.get(edge_id, -10.0) < 1.0:
-            return
-        self._suspected[edge_id] = now
-        spawn(self._probe_and_steal(edge_id))
-
-    async def _probe_and_steal(self, edge_id: str) -> None:
-        try:
-            info: Any = await self.r.hgetall(K.edge_info(edge_id))
-            url = (info.get(b"url") or b"").decode()
-            if url and await probe_edge(url):
-                return  # alive: its leases stand
-            rooms = [r for r, owner in self._owners.items() if owner == edge_id]
-            if not rooms:
-                return
-            log.warning("edge does not answer: taking its rooms over",
-                        extra={"dead_edge": edge_id, "rooms": len(rooms)})
-            for room in rooms:
-                if await self._script("steal", 1, K.room_owner(room), edge_id):
-                    self.stats.lease_steals += 1
-                if room in self._tails:
-                    await self._takeover(room)
-        except RedisError as exc:
-            log.warning("probe/steal failed", extra={"error": str(exc)})
-
-    async def _adopt(self, room: str, token: str) -> None:
-        """A draining owner handed us the room's lease (same epoch): read the
-        stream to its end, then own the room and continue its positions."""
-        if room not in self._tails or not token.startswith(self.edge_id + ":"):
-            return
-        await self._catch_up(room)
-        cur: Any = await self.r.get(K.room_owner(room))
-        if cur is None or cur.decode() != token or room not in self._tails:
-            return
-        last = self._tails.pop(room)
-        self._owners.pop(room, None)
-        self._owned[room] = token
-        le, ls = split_id(last)
-        self.listener.on_lease_acquired(
-            room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
-
-    async def _takeover(self, room: str) -> None:
-        """The owner's lease lapsed: read the stream to its end, then take the lease."""
-        await self._catch_up(room)
-        acq: Any = await self._script(
-                "acquire", 2, K.room_owner(room), K.room_epoch(room),
-            self.edge_id, self.lease_ms,
-        )
-        ok, tok = acq
-        if not ok or room not in self._tails:
-            return
-        await self._catch_up(room)
-        last = self._tails.pop(room)
-        self._owners.pop(room, None)
-        token = tok.decode()
-        self._owned[room] = token
-        le, ls = split_id(last)
-        self.stats.lease_takeovers += 1
-        self.listener.on_lease_acquired(
-            room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
-
-    async def _catch_up(self, room: str) -> None:
-        last = self._tails.get(room)
-        if last is None:
-            return
-        entries: Any = await self.r.xrange(K.room_log(room), min=b"(" + last, count=100_000)
-        for eid, fields in entries:
-            if self._tails.get(room) is None:
-                return
-            self._tails[room] = eid
-            self.listener.on_remote_message(room, history.parse_entry(eid, fields))
 
     async def _subscribe(self, room: str) -> None:
         ch = K.room_live(room)

@@ -23,7 +23,7 @@ from edge_node.launch import spawn_edge
 from edge_node.redis_server import RedisClusterServer
 from edge_node.room_sync import RoomSync
 from tests.helpers import PAIR as _P
-from tests.helpers import SECRET, Recorder
+from tests.helpers import SECRET, Recorder, http_get
 from tests.helpers import wait_until as _wait
 
 pytestmark = pytest.mark.timeout(120)
@@ -165,6 +165,8 @@ async def test_unreplicated_loss_is_detected_and_reported(
         assert not gap and [e.payload for e in entries] == [b"m6"]
         log = (tmp_path / "l1.log").read_text()
         assert "acknowledged entries lost" in log
+        status, _, body = await http_get(edge.http_url + "/metrics")
+        assert status == 200 and "edge_stream_lost_total 1.0" in body.decode()
     finally:
         await pub.close()
         edge.stop()
