@@ -449,3 +449,55 @@ def _form(exe: str, nodes: list[RedisServer], primaries: int, replicas: int,
             if time.monotonic() > deadline:
                 raise RedisUnavailable(f"CLUSTER REPLICATE failed: {rep!r}")
             time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge_node.redis_server cluster [-- CMD …]``: start a local Redis Cluster
+    from the embedded binary, print its URL, and either run CMD with ``REDIS_URL`` set to
+    it or wait for Ctrl-C.  Every node is killed on exit."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m edge_node.redis_server",
+                                description="Start a local Redis Cluster (development, "
+                                            "benchmarks) from the embedded server binary.")
+    p.add_argument("what", choices=["cluster"], help="what to start")
+    p.add_argument("--primaries", type=int, default=3, help="primaries (default 3)")
+    p.add_argument("--replicas", type=int, default=1, help="replicas per primary (default 1)")
+    p.add_argument("--node-timeout-ms", type=int, default=1000,
+                   help="cluster-node-timeout: silence before a failover (default 1000)")
+    p.epilog = "After --: a command to run with REDIS_URL set to the cluster."
+    args = list(sys.argv[1:] if argv is None else argv)
+    cmd: list[str] = []
+    if "--" in args:
+        cut = args.index("--")
+        args, cmd = args[:cut], args[cut + 1:]
+    a = p.parse_args(args)
+    if not 1 <= a.primaries <= 16 or not 0 <= a.replicas <= 4:
+        p.error("--primaries must be 1..16 and --replicas 0..4")
+    try:
+        cluster = start_cluster(a.primaries, a.replicas, node_timeout_ms=a.node_timeout_ms)
+    except (RedisUnavailable, OSError, subprocess.SubprocessError) as exc:
+        print(f"redis_server: error: {exc}", file=sys.stderr)
+        return 1
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        print(cluster.url, flush=True)
+        if cmd:
+            try:
+                return subprocess.call(cmd, env=dict(os.environ, REDIS_URL=cluster.url))
+            except OSError as exc:
+                print(f"redis_server: error: cannot run {cmd[0]!r}: {exc.strerror}",
+                      file=sys.stderr)
+                return 2
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

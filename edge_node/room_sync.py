@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from . import history, redis_conn
 from . import lua_scripts as lua
@@ -51,6 +51,8 @@ _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
 LIVE_PRESENCE_JOIN = 1
 LIVE_PRESENCE_LEAVE = 2
 LIVE_UNRELIABLE = 3
+#: Cluster mode, internal: the owner appended to the room stream (mirrors poll it now).
+LIVE_APPENDED = 4
 
 
 class RoomSync(LeaseKeeper, LossGuard):
@@ -60,7 +62,7 @@ class RoomSync(LeaseKeeper, LossGuard):
         self, url: str, edge_id: str, listener: SyncListener, *, lease_ms: int,
         stream_maxlen: int, append_batch: int, stats: Any, edge_ttl: float = 5.0,
         max_backlog: int = 1_000_000, append_linger: float = 0.0,
-        wait_replicas: int | None = None, wait_ms: int = 200, tail_poll: float = 0.05,
+        wait_replicas: int | None = None, wait_ms: int = 200, tail_poll: float = 0.25,
     ) -> None:
         self.append_linger = append_linger
         self.url = url
@@ -72,11 +74,11 @@ class RoomSync(LeaseKeeper, LossGuard):
         self.stats = stats
         self.edge_ttl = edge_ttl
         self.max_backlog = max_backlog
-        #: On a Redis Cluster (``redis+cluster://``): room streams live on different
-        #: slots, so mirrored rooms are polled (``tail_poll`` s when idle) instead of one
-        #: blocking XREAD over all of them, and durable acks wait for ``wait_replicas``
-        #: replicas (``WAIT``; env ``REDIS_WAIT_REPLICAS``, default 1 on a cluster, 0 on
-        #: one server) so a failover cannot lose an acknowledged message.
+        #: On a Redis Cluster (``redis+cluster://``) room streams live on different slots:
+        #: mirrored rooms are read when their owner announces an append (and every
+        #: ``tail_poll`` s) instead of by one blocking XREAD over all of them.  Durable
+        #: acks wait for ``wait_replicas`` replicas (``WAIT``; env ``REDIS_WAIT_REPLICAS``,
+        #: default 1 on a cluster, 0 on one server): a failover cannot lose them.
         self.cluster = redis_conn.is_cluster(url)
         if wait_replicas is None:
             wait_replicas = int(os.environ.get("REDIS_WAIT_REPLICAS",
@@ -101,6 +103,7 @@ class RoomSync(LeaseKeeper, LossGuard):
         self._flush_lock = asyncio.Lock()
         self._forwards: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
+        self._tail_wake = asyncio.Event()  # cluster mode: an owner appended (LIVE_APPENDED)
         self._tasks: list[asyncio.Task[None]] = []
         self._sha: dict[str, str] = {}
         # The append path's own lean connection (resp_writer); None: redis-py (TLS URLs).
@@ -115,8 +118,12 @@ class RoomSync(LeaseKeeper, LossGuard):
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
-        """Load scripts, create the inbox, start background tasks."""
-        await self._load_scripts()
+        """Load scripts, create the inbox, start background tasks.  Raises a
+        :class:`~redis.exceptions.RedisError` (or ``OSError``) if Redis cannot be reached."""
+        try:
+            await self._load_scripts()
+        except RedisClusterException as exc:  # not a RedisError: no node answered
+            raise RedisError(str(exc)) from exc
         if self.cluster:
             seeds, opts = redis_conn.cluster_seeds(self.url)
             self._writer = None if opts.get("ssl") else ClusterRespWriter(
@@ -368,6 +375,10 @@ class RoomSync(LeaseKeeper, LossGuard):
                 commands.append(("EVALSHA", self._sha["append"], 2, K.room_owner(room),
                                  K.room_log(room), tok, self.maxlen, *args))
                 batches.append((room, chunk[-1][0], chunk[-1][1], len(chunk)))
+        if self.cluster:  # after the appends on the same node: mirrors poll now
+            for room in dict.fromkeys(b[0] for b in batches):
+                commands.append(("PUBLISH", K.room_live(room),
+                                 _pack([LIVE_APPENDED, self.edge_id, room])))
         for owner, data in forwards:
             commands.append(("XADD", K.edge_inbox(owner), "MAXLEN", "~", 10_000, "*", "p", data))
         if not commands:
@@ -512,14 +523,20 @@ class RoomSync(LeaseKeeper, LossGuard):
             self.listener.on_remote_message(room, history.parse_entry(eid, fields))
         return n
 
+    async def _tail_sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._tail_wake.wait(), seconds)
+        self._tail_wake.clear()
+
     async def _tail_loop(self) -> None:
-        """Cluster mode: poll every mirrored room's stream (one pipeline, one round trip per
-        node), every ``tail_poll`` s when idle and at once again while entries arrive."""
+        """Cluster mode: read every mirrored room's stream (one pipeline, one round trip per
+        node) when an owner announces an append (``LIVE_APPENDED``), at once again while
+        entries arrive, and every ``tail_poll`` s anyway (pub/sub may drop a notice)."""
         backoff = 0.1
         while True:
             rooms = list(self._tails.items())
             if not rooms:
-                await asyncio.sleep(self.tail_poll)
+                await self._tail_sleep(self.tail_poll)
                 continue
             pipe = self.r.pipeline(transaction=False)
             for room, last in rooms:
@@ -538,7 +555,10 @@ class RoomSync(LeaseKeeper, LossGuard):
                     continue
                 for _key, entries in reply:
                     got += self._deliver(room, entries)
-            await asyncio.sleep(0.002 if got else self.tail_poll)
+            if got:
+                await asyncio.sleep(0)  # more may follow: read again right away
+            else:
+                await self._tail_sleep(self.tail_poll)
 
     def _on_inbox(self, fields: dict[bytes, bytes]) -> None:
         try:
@@ -591,5 +611,8 @@ class RoomSync(LeaseKeeper, LossGuard):
                 kind, edge, room, *body = msgpack.unpackb(msg["data"], raw=False)
             except (ValueError, TypeError, msgpack.UnpackException):
                 continue
-            if edge != self.edge_id:
+            if kind == LIVE_APPENDED:
+                if room in self._tails:
+                    self._tail_wake.set()
+            elif edge != self.edge_id:
                 self.listener.on_live(room, kind, body)

@@ -91,11 +91,14 @@ class EdgeServer:
         loop = asyncio.get_running_loop()
         self._flusher = Flusher(loop)
         if s.redis_url:
-            self.sync = RoomSync(
-                s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
-                stream_maxlen=s.stream_maxlen, append_batch=s.append_batch, stats=self.stats,
-                edge_ttl=s.heartbeat_ttl, append_linger=s.append_linger,
-            )
+            try:
+                self.sync = RoomSync(
+                    s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
+                    stream_maxlen=s.stream_maxlen, append_batch=s.append_batch,
+                    stats=self.stats, edge_ttl=s.heartbeat_ttl, append_linger=s.append_linger,
+                )
+            except redis_conn.ClusterURLError as exc:
+                raise RuntimeError(f"bad Redis URL {s.redis_url!r}: {exc}") from exc
             try:
                 await self.sync.start()
             except (RedisError, OSError) as exc:
