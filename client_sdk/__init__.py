@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .backoff import Backoff, full_jitter
 from .client import Client, Position, ReceivedMessage, connect
+from .discovery import DiscoveryError, discover_edges
 from .errors import (
     AuthError,
     ClientClosedError,
@@ -29,6 +30,7 @@ __all__ = [
     "ClientClosedError",
     "ConnectError",
     "ConnectionLostError",
+    "DiscoveryError",
     "EdgeRelayError",
     "ForbiddenError",
     "Member",
@@ -41,5 +43,6 @@ __all__ = [
     "ServerError",
     "Subscription",
     "connect",
+    "discover_edges",
     "full_jitter",
 ]

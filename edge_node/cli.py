@@ -38,6 +38,9 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-url", default=_env("PUBLIC_URL", ""),
                    help="URL clients use to reach this edge (default ws://HOST:PORT)")
     p.add_argument("--region", default=_env("REGION", d.region), help="region label")
+    p.add_argument("--position", default=_env("POSITION", ""), metavar="LAT,LON",
+                   help="where this edge is, in degrees (e.g. 48.85,2.35): discovery and "
+                        "neighbour lists are ordered by distance")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""),
                    help="Redis URL (env REDIS_URL); empty = run without Redis")
     p.add_argument("--ping-interval", type=float,
@@ -53,6 +56,11 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    help="rooms per connection")
     p.add_argument("--send-queue-bytes", type=int,
                    default=int(_env("SEND_QUEUE_BYTES", str(d.send_queue_bytes))))
+    p.add_argument("--write-delay-ms", type=float,
+                   default=float(_env("WRITE_DELAY_MS", str(d.write_delay * 1000))),
+                   help="collect each client's frames this long before writing them "
+                        "(fewer system calls under load, that much more latency; "
+                        "default %(default)s = every loop tick)")
     p.add_argument("--rate", type=float, default=float(_env("RATE_PER_SEC", str(d.rate_per_sec))),
                    help="inbound frames/s per connection (kind=service exempt)")
     p.add_argument("--burst", type=float, default=float(_env("RATE_BURST", str(d.rate_burst))))
@@ -81,6 +89,10 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uplink-spool", default=_env("UPLINK_SPOOL", ""),
                    help="SQLite file spooling origin-bound data while Redis is unreachable "
                    "(default: in memory, lost on a crash)")
+    p.add_argument("--uplink-shards", type=int,
+                   default=int(_env("UPLINK_SHARDS", str(d.uplink_shards))),
+                   help="uplink streams to the origin; must equal the origin's --shards "
+                        "(checked at start; default %(default)s)")
     p.add_argument("--uplink-rooms", default=_env("UPLINK_ROOMS", ""),
                    help="comma-separated room patterns whose messages also go to the origin")
     p.add_argument("--max-replay", type=int,
@@ -96,20 +108,39 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         raise UserError(f"--port must be 0..65535, not {a.port}")
     if a.max_frame_bytes < 256:
         raise UserError("--max-frame-bytes must be at least 256")
+    position = parse_position(a.position) if a.position else None
+    if not 0 <= a.write_delay_ms <= 100:
+        raise UserError("--write-delay-ms must be 0..100")
+    if a.uplink_shards < 1:
+        raise UserError("--uplink-shards must be at least 1")
     return EdgeSettings(
         edge_id=a.edge_id, host=a.host, port=a.port, public_url=a.public_url, region=a.region,
-        redis_url=a.redis_url, secrets=secrets_from_env(os.environ.get("EDGE_RELAY_SECRET")),
+        position=position, redis_url=a.redis_url,
+        secrets=secrets_from_env(os.environ.get("EDGE_RELAY_SECRET")),
         limits=Limits(max_frame_bytes=a.max_frame_bytes, max_rooms_per_connection=a.max_rooms),
         ping_interval=a.ping_interval, ping_timeout=a.ping_timeout,
-        send_queue_bytes=a.send_queue_bytes, rate_per_sec=a.rate, rate_burst=a.burst,
+        send_queue_bytes=a.send_queue_bytes, write_delay=a.write_delay_ms / 1000.0,
+        rate_per_sec=a.rate, rate_burst=a.burst,
         stream_maxlen=a.stream_maxlen, backlog=a.backlog, log_format=a.log_format,
         resume_window=a.resume_window, lease_ms=a.lease_ms, max_replay=a.max_replay,
         append_linger=a.append_linger_ms / 1000.0, drain_window=a.drain_window,
         drain_timeout=a.drain_timeout, connect_rate=a.connect_rate,
-        uplink_spool=a.uplink_spool,
+        uplink_spool=a.uplink_spool, uplink_shards=a.uplink_shards,
         uplink_rooms=tuple(p for p in a.uplink_rooms.split(",") if p),
         log_level=a.log_level,
     )
+
+
+def parse_position(text: str) -> tuple[float, float]:
+    """``"LAT,LON"`` in degrees -> ``(lat, lon)``; :class:`UserError` when malformed."""
+    try:
+        lat_s, lon_s = text.split(",")
+        lat, lon = float(lat_s), float(lon_s)
+    except ValueError:
+        raise UserError(f"--position must be LAT,LON in degrees, not {text!r}") from None
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise UserError(f"--position out of range: {text!r} (lat -90..90, lon -180..180)")
+    return lat, lon
 
 
 def install_uvloop() -> None:
@@ -145,10 +176,12 @@ def cmd_edge(a: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, graceful.set)
-        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(graceful.wait())]
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(graceful.wait()),
+                   asyncio.create_task(server.drain_requested.wait())]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if graceful.is_set() and not stop.is_set():
-            # SIGTERM (deploys, Kubernetes preStop): hand clients over first.
+        if (graceful.is_set() or server.drain_requested.is_set()) and not stop.is_set():
+            # SIGTERM (deploys, Kubernetes preStop) or the origin's admin drain call:
+            # hand clients over first.
             from .drain import drain
 
             drain_task = asyncio.create_task(drain(server))

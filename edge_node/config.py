@@ -33,6 +33,10 @@ class EdgeSettings:
     #: URL clients use to reach this edge (advertised in the registry).
     public_url: str = ""
     region: str = "local"
+    #: Where the edge is (latitude, longitude in degrees), advertised in the registry:
+    #: the origin's discovery orders edges by distance to the caller, and each edge
+    #: orders its neighbour list by distance from itself.  ``None`` = unknown.
+    position: tuple[float, float] | None = None
     redis_url: str = ""
     secrets: tuple[bytes, ...] = (DEV_SECRET,)
     limits: Limits = field(default_factory=Limits)
@@ -45,6 +49,9 @@ class EdgeSettings:
     backlog: int = 2048
     #: Per-client send queue bound, bytes (Centrifugo: 1 MiB).
     send_queue_bytes: int = 1024 * 1024
+    #: Seconds to collect a client's frames before writing them (0 = every loop tick).
+    #: A few ms cut the system calls per delivery under load, at that much latency.
+    write_delay: float = 0.0
     #: Above this many queued bytes unreliable messages are dropped for that client.
     unreliable_drop_bytes: int = 64 * 1024
     #: Per-connection inbound rate limit (frames/s and burst); kind=service is exempt.

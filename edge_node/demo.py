@@ -23,6 +23,7 @@ import signal
 import struct
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -86,6 +87,18 @@ class _Progress:
     def done(self) -> None:
         if self.tty:
             print(file=sys.stderr)
+
+
+def _post(url: str, api_key: str) -> int:
+    """POST with an API key; the HTTP status (0 when nothing answered)."""
+    req = urllib.request.Request(url, method="POST", headers={"X-API-Key": api_key})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 def _scrape(http_url: str) -> dict[str, float]:
@@ -194,8 +207,17 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             p.edge_at_drain = p.client.edge_id
         drained["t"] = time.perf_counter()
         drained["edge"] = victim.edge_id
-        victim.signal(signal.SIGTERM)
-        print(f"\n[{time.perf_counter() - start:5.1f}s] SIGTERM {victim.edge_id} "
+        how = "SIGTERM"
+        if cluster.origin is not None:
+            # An operator's drain through the origin's admin API (same path as SIGTERM).
+            status = await asyncio.to_thread(
+                _post, f"{cluster.origin.http_url}/v1/edges/{victim.edge_id}/drain",
+                cluster.api_key)
+            how = "POST /v1/edges/{id}/drain" if status == 202 else how
+        if how == "SIGTERM":
+            victim.signal(signal.SIGTERM)
+        drained["how"] = how
+        print(f"\n[{time.perf_counter() - start:5.1f}s] {how} {victim.edge_id} "
               f"(pid {victim.pid}): drain with handover", file=sys.stderr, flush=True)
 
     async def killer() -> None:
@@ -273,6 +295,12 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             "duplicates_dropped": int(m.get("edge_duplicates_dropped_total", 0)),
             "lease_takeovers": int(m.get("edge_lease_takeovers_total", 0)),
         })
+        n_det = m.get("edge_failover_detection_seconds_count", 0.0)
+        if n_det and failover.get("killed_edge"):
+            # How long after the dead edge's last heartbeat a survivor took its rooms.
+            det = 1000.0 * m.get("edge_failover_detection_seconds_sum", 0.0) / n_det
+            prev = failover.get("detection_ms")
+            failover["detection_ms"] = round(det if prev is None else min(prev, det), 1)
     for p in players:
         await p.client.close()
     sent = sum(len(p.acked) for p in players)
@@ -321,6 +349,7 @@ def _handover_summary(players: list[_Player], drained: dict[str, Any],
     gaps = [_max_gap(p.arrivals, t, min(end, t + 5.0)) for p in moved]
     return {
         "drained_edge": drained["edge"],
+        "drained_by": drained.get("how", "SIGTERM"),
         "clients_on_drained_edge": len(moved),
         "clients_moved": sum(1 for p in moved if p.client.handoffs >= 1),
         "clients_disconnected": sum(1 for p in moved if p.client.reconnects >= 1
@@ -438,7 +467,8 @@ def render_summary(s: dict[str, Any]) -> str:
     if h.get("drained_edge"):
         lines += [
             "",
-            f"  handover.drained_edge      {h['drained_edge']} (SIGTERM: drain with live handover)",
+            f"  handover.drained_edge      {h['drained_edge']} (drained by "
+            f"{h.get('drained_by', 'SIGTERM')}: live handover)",
             f"  handover.clients_moved     {h['clients_moved']} of "
             f"{h['clients_on_drained_edge']} moved before the edge closed",
             f"  handover.max_gap_ms        {h['max_gap_ms']}",
@@ -451,6 +481,8 @@ def render_summary(s: dict[str, Any]) -> str:
             f"  failover.clients_resumed   {f['clients_resumed']} of "
             f"{f['clients_on_killed_edge']} on the killed edge",
             f"  failover.recovered_false   {f['recovered_false']}",
+            f"  failover.detection_ms      {f.get('detection_ms', '-')}  (dead edge's last "
+            "heartbeat to a neighbour taking its rooms)",
             f"  failover.replayed          {f['replayed']} messages",
             f"  failover.max_gap_ms        {f['max_gap_ms']}  (median client "
             f"{f['median_gap_ms']})",

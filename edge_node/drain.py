@@ -12,7 +12,9 @@
    handed to the edge that member went to, with the same epoch: positions
    continue and the neighbour adopts the room at once (inbox notice).
 4. When every client has moved, or after ``drain_timeout`` seconds, the edge
-   stops (remaining clients get close 4100 and resume elsewhere by themselves).
+   lingers one lease poll (passing on publishes that neighbours still forward
+   here), then stops (remaining clients get close 4100 and resume elsewhere by
+   themselves).
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ async def drain(server: EdgeServer) -> dict[str, float]:
             await asyncio.sleep(pause)
     server.stats.handoffs_sent += told
     await server.wait_no_sessions(t0 + s.drain_window + s.drain_timeout - time.monotonic())
+    # Linger one lease poll: a neighbour that has not heard of a handover yet still
+    # forwards publishes here, and this edge passes them on to the new owner; once it
+    # has exited they would wait for a timeout (measured: 0.5 s silences without it).
+    await asyncio.sleep(s.lease_ms / 4000.0 + 0.1)
     moved = told - sum(1 for sess, _ in server.sessions.values() if sess.moving)
     server.stats.handoffs_completed += moved
     took = time.monotonic() - t0

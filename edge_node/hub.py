@@ -117,6 +117,10 @@ class Room:
     idems: dict[str, RecentKeys[Pos]] = field(default_factory=dict)
     catchup: dict[str, Pos] = field(default_factory=dict)
     linger: asyncio.TimerHandle | None = None
+    #: Messages of an origin-bound room waiting to be durable before they go up:
+    #: (epoch, seq, sender, payload).  The origin gets what the edge acknowledged,
+    #: once; a message whose epoch is lost is re-published and goes up then.
+    uplink_wait: deque[tuple[int, int, str, bytes]] = field(default_factory=deque)
 
     def rebuild(self) -> None:
         """Recompute the fan-out target list after a membership change."""
@@ -145,6 +149,8 @@ class Hub:
         self.draining = False
         self.handoff_target: Any = None
         self._handed: dict[str, str] = {}  # room -> edge we handed its lease to
+        #: Origin-bound messages of rooms that closed before they were durable.
+        self._retired: dict[str, deque[tuple[int, int, str, bytes]]] = {}
         #: Uplink to the origin, and the room patterns whose messages it gets.
         self.uplink: Any = None
         self.uplink_rooms: tuple[str, ...] = ()
@@ -258,6 +264,9 @@ class Hub:
             room.linger.cancel()
         del self.rooms[name]
         self.stats.rooms = len(self.rooms)
+        if room.uplink_wait:
+            # Its last appends become durable after this: they still go up then.
+            self._retired[name] = room.uplink_wait
         if self.sync is not None:
             if hand_to:
                 self._handed[name] = hand_to
@@ -323,9 +332,17 @@ class Hub:
         if self.sync is not None and epoch:
             self.sync.append(room.name, epoch, seq, _pack([sender, payload, origin, req_id, idem]))
         if self.uplink is not None and self._to_origin(room.name):
-            self.uplink.submit("room_event", room.name,
-                               {"sender": sender, "payload": payload, "pos": [epoch, seq]})
+            if self.sync is None or epoch == 0:  # no durability to wait for
+                self._uplink_event(room.name, epoch, seq, sender, payload)
+            else:
+                room.uplink_wait.append((epoch, seq, sender, payload))
         return epoch, seq
+
+    def _uplink_event(self, room: str, epoch: int, seq: int, sender: str,
+                      payload: bytes) -> None:
+        if self.uplink is not None:
+            self.uplink.submit("room_event", room,
+                               {"sender": sender, "payload": payload, "pos": [epoch, seq]})
 
     def _to_origin(self, name: str) -> bool:
         hit = self._uplinked.get(name)
@@ -361,11 +378,18 @@ class Hub:
     # -- upcalls from RoomSync ----------------------------------------------
 
     def on_durable(self, room_name: str, epoch: int, seq: int) -> None:
-        """A batch up to ``(epoch, seq)`` is in Redis: acknowledge its publishers."""
+        """A batch up to ``(epoch, seq)`` is in Redis: acknowledge its publishers and
+        send origin-bound messages up."""
+        pos = (epoch, seq)
+        retired = self._retired.get(room_name)
+        if retired is not None:
+            while retired and (retired[0][0], retired[0][1]) <= pos:
+                self._uplink_event(room_name, *retired.popleft())
+            if not retired:
+                del self._retired[room_name]
         room = self.rooms.get(room_name)
         if room is None:
             return
-        pos = (epoch, seq)
         if pos > room.synced:
             room.synced = pos
         waiters = room.ack_waiters
@@ -373,6 +397,9 @@ class Hub:
             e, sq, s, req_id = waiters.popleft()
             if not s.closed:
                 s.send(encode(Ack(req_id, e, sq)))
+        up = room.uplink_wait
+        while up and (up[0][0], up[0][1]) <= pos:
+            self._uplink_event(room_name, *up.popleft())
 
     def on_remote_message(self, room_name: str, e: Entry) -> None:
         """A message from the room stream (room owned elsewhere)."""
@@ -446,22 +473,30 @@ class Hub:
 
     def on_lease_lost(self, room_name: str) -> None:
         """Fenced: another edge owns the room now; become a mirror of it."""
+        self._retired.pop(room_name, None)  # re-published through the new owner
         room = self.rooms.get(room_name)
         log.warning("lease lost", extra={"room": room_name})
         if room is None or self.sync is None:
             return
         room.mine = False
-        sync = self.sync
-        # Publishes still waiting to be durable will never be confirmed here: their
-        # publishers retry (same idempotency key) and the new owner deduplicates.
-        # Our dedupe memory may name positions that never became durable: forget it
-        # (a lease taken again reloads it from the stream).
-        room.idems.clear()
-        while room.ack_waiters:
-            _e, _sq, s, req_id = room.ack_waiters.popleft()
+        # Publishes of the lost epoch that were not durable yet never will be: tell
+        # their publishers to retry (their SDK re-sends with the same idempotency key,
+        # and members deduplicate the copy they already saw) instead of letting a
+        # later epoch's durable batch acknowledge them by mistake.
+        waiters, room.ack_waiters = room.ack_waiters, deque()
+        for _e, _sq, s, req_id in waiters:
             if not s.closed:
                 s.send(encode(Error(req_id, ErrorCode.PUBLISH_TIMEOUT,
-                                    "the room moved to another owner; retry")))
+                                    "the room moved before the message was stored; retry")))
+            self.stats.errors[ErrorCode.PUBLISH_TIMEOUT] += 1
+        # Forget positions that may never have been stored; the dedupe state is
+        # rebuilt from the stream when the lease is applied again.  Origin-bound
+        # messages of the lost epoch go up when they are re-published.
+        room.idems.clear()
+        room.uplink_wait.clear()
+        sync = self.sync
+
+        synced = room.synced
 
         async def remirror() -> None:
             # Redis may be failing over right now: keep trying while the room is used,
@@ -469,13 +504,17 @@ class Hub:
             delay = 0.1
             while self.rooms.get(room_name) is room:
                 try:
-                    lease = await sync.activate(room_name)
+                    lease = await sync.activate(room_name, since=synced)
                 except SyncUnavailable:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
                 if self.rooms.get(room_name) is room:
                     await self._apply_lease(room, lease)
+                    if not lease.mine:
+                        # Members here saw only what this edge served: replay from the
+                        # last stored position (the new owner's messages come after it).
+                        room.epoch, room.seq = min(synced, (room.epoch, room.seq))
                     self._reforward(room)
                 return
 

@@ -17,10 +17,22 @@ redis.call('SET', KEYS[1], tok, 'PX', ARGV[2])
 return {1, tok}
 """
 
-#: KEYS: owner; ARGV: token, lease_ms.  1 when renewed, 0 when the lease is not ours.
+#: KEYS: owner, epoch; ARGV: token, lease_ms.  1 when renewed, 2 when reclaimed, 0
+#: when the lease is not ours.  Reclaim: a lease that lapsed while this edge could not
+#: reach Redis (outage, partition) is taken back *with the same epoch* if nobody took
+#: the room meanwhile (the epoch counter still names our epoch), so the messages the
+#: edge kept serving during the outage stay contiguous and become durable as they are.
 RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not cur then
+  local e = string.match(ARGV[1], ':(%d+)$')
+  if e and redis.call('GET', KEYS[2]) == e then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 2
+  end
 end
 return 0
 """

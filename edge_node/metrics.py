@@ -57,6 +57,8 @@ class EdgeStats:
         self.handoffs_completed = 0
         self.connects_rejected = 0
         self.recoveries: _Tally[str] = _Tally()
+        #: Reconnections that asked to resume a session, by outcome.
+        self.resumes: _Tally[str] = _Tally()
         self.replayed = 0
         self.duplicates_dropped = 0
         self.checkpoints = 0
@@ -150,6 +152,9 @@ class _StatsCollector(Collector):
                         "outcome", (("sent", s.handoffs_sent), ("moved", s.handoffs_completed)))
         yield _labelled("edge_recoveries", "Room recoveries on resume", "outcome",
                         ((o, s.recoveries.get(o, 0)) for o in ("recovered", "not_recovered")))
+        yield _labelled("edge_resume_attempts", "Client reconnections asking to resume a "
+                        "session", "outcome", ((o, s.resumes.get(o, 0)) for o in (
+                            "resumed", "session_expired", "resume_rejected", "retry_later")))
         up = self.owner.uplink
         if up is not None:
             yield from _families(_UPLINK, up)
@@ -188,6 +193,14 @@ class EdgeMetrics:
             "Time from a session's last checkpoint on its previous connection to its resume "
             "here: the outage a client saw, plus up to one checkpoint interval",
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 120.0),
+            registry=self.registry,
+        )
+
+        self.failover_detection_seconds = Histogram(
+            "edge_failover_detection_seconds",
+            "Time from a dead edge's last heartbeat to this edge taking over its rooms "
+            "(probe on a client's resume or unconfirmed forward, or lease expiry)",
+            buckets=(0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
             registry=self.registry,
         )
 

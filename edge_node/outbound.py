@@ -41,21 +41,31 @@ class TransportLike(Protocol):
 
 
 class Flusher:
-    """Collects dirty outbounds and flushes them once per event-loop tick."""
+    """Collects dirty outbounds and flushes them once per event-loop tick, or
+    ``write_delay`` seconds after the first frame of a batch when that is set.
 
-    __slots__ = ("_dirty", "_loop", "_scheduled")
+    A write delay (Centrifugo's ``write_delay``) trades a little latency for CPU:
+    under load each client's frames of several ticks go out in one ``write`` (one
+    system call) instead of one each.  0 (the default) writes every tick.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("_dirty", "_loop", "_scheduled", "write_delay")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, write_delay: float = 0.0) -> None:
         self._loop = loop
         self._dirty: list[Outbound] = []
         self._scheduled = False
+        self.write_delay = write_delay
 
     def mark(self, out: Outbound) -> None:
         """Schedule ``out`` for the next flush."""
         self._dirty.append(out)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self.flush)
+            if self.write_delay > 0:
+                self._loop.call_later(self.write_delay, self.flush)
+            else:
+                self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write every dirty outbound's pending frames (one write each)."""
@@ -127,6 +137,12 @@ class Outbound:
         self._pending.append(frame)
         self._pending_bytes += len(frame)
         return True
+
+    def queued_bytes(self) -> int:
+        """Bytes waiting for this client: ours plus the transport's write buffer."""
+        if self.closed or self._transport.is_closing():
+            return 0
+        return self._pending_bytes + self._transport.get_write_buffer_size()
 
     def flush(self) -> None:
         """Write pending frames now (called by the :class:`Flusher`)."""

@@ -14,6 +14,7 @@ __all__ = [
     "room_lost",
     "edge_inbox",
     "edge_info",
+    "edge_control",
     "EDGES",
     "PREFIX",
 ]
@@ -62,3 +63,9 @@ def edge_inbox(edge_id: str) -> str:
 def edge_info(edge_id: str) -> str:
     """Hash describing a live edge (url, region, load); expires without heartbeat."""
     return f"{PREFIX}{{edge:{edge_id}}}:info"
+
+
+def edge_control(edge_id: str) -> str:
+    """Operator requests to this edge (value ``drain``), set by the origin's admin API,
+    consumed (GETDEL) by the edge within a heartbeat; expires after a minute."""
+    return f"{PREFIX}{{edge:{edge_id}}}:control"

@@ -39,6 +39,8 @@ class LeaseKeeper:
     _tails: dict[str, bytes]
     _owners: dict[str, str]
     _suspected: dict[str, float]
+    _failed_over: dict[str, float]
+    failover_observer: Any
     _load_scripts: Callable[[], Any]
     _script: Callable[..., Any]
 
@@ -60,8 +62,8 @@ class LeaseKeeper:
         for room, tok in owned:
             # execute_command: redis-py's cluster pipeline blocks its evalsha() method
             # (EVALSHA itself routes by its key like any single-slot command).
-            pipe.execute_command("EVALSHA", self._sha["renew"], 1, K.room_owner(room), tok,
-                                 self.lease_ms)
+            pipe.execute_command("EVALSHA", self._sha["renew"], 2, K.room_owner(room),
+                                 K.room_epoch(room), tok, self.lease_ms)
         for room in mirrors:
             pipe.get(K.room_owner(room))
         if not owned and not mirrors:
@@ -148,13 +150,31 @@ class LeaseKeeper:
             return
         await self._catch_up(room)
         last = self._tails.pop(room)
-        self._owners.pop(room, None)
+        prev_owner = self._owners.pop(room, None)
         token = tok.decode()
         self._owned[room] = token
         le, ls = split_id(last)
         self.stats.lease_takeovers += 1
+        if prev_owner:
+            await self._observe_failover(prev_owner)
         self.listener.on_lease_acquired(
             room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
+
+    async def _observe_failover(self, edge_id: str) -> None:
+        """Record how long after its last heartbeat a dead owner's rooms moved here."""
+        now = time.time()
+        seen = self._failed_over.get(edge_id)
+        if self.failover_observer is None or (seen is not None and now - seen < 60.0):
+            return
+        self._failed_over[edge_id] = now
+        if len(self._failed_over) > 1000:
+            self._failed_over.clear()
+        try:
+            last: Any = await self.r.zscore(K.EDGES, edge_id)
+        except RedisError:
+            return
+        if last is not None:
+            self.failover_observer(max(0.0, now - float(last)))
 
     async def _catch_up(self, room: str) -> None:
         last = self._tails.get(room)

@@ -38,7 +38,8 @@ from .room_types import Lease, SyncListener, SyncUnavailable
 from .tasks import spawn
 
 __all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
-           "LIVE_PRESENCE_JOIN", "LIVE_PRESENCE_LEAVE", "LIVE_UNRELIABLE"]
+           "LIVE_PRESENCE_JOIN", "LIVE_PRESENCE_LEAVE", "LIVE_UNRELIABLE",
+           "LIVE_OWNER"]
 
 log = logging.getLogger("edge_node.sync")
 
@@ -51,8 +52,10 @@ _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
 LIVE_PRESENCE_JOIN = 1
 LIVE_PRESENCE_LEAVE = 2
 LIVE_UNRELIABLE = 3
-#: Cluster mode, internal: the owner appended to the room stream (mirrors poll it now).
-LIVE_APPENDED = 4
+#: The room's lease was handed to another edge (drain): ``[new owner edge id]``.
+LIVE_OWNER = 4
+#: Cluster mode, internal: the owner appended to the room stream (mirrors read it now).
+LIVE_APPENDED = 5
 
 
 class RoomSync(LeaseKeeper, LossGuard):
@@ -110,6 +113,10 @@ class RoomSync(LeaseKeeper, LossGuard):
         self._writer: RespWriter | ClusterRespWriter | None = None
         self._subscribed: set[str] = set()
         self.lag_observer: Any = None  # callable(seconds) for the sync-lag histogram
+        #: callable(seconds): time from a dead owner's last heartbeat to this edge
+        #: taking its rooms (failover detection), once per dead edge.
+        self.failover_observer: Any = None
+        self._failed_over: dict[str, float] = {}  # dead edge id -> when observed
         self._suspected: dict[str, float] = {}  # edge id -> when we last probed it
         # room -> last position Redis confirmed (acked to publishers) while we own it.
         self._durable: dict[str, tuple[int, int]] = {}
@@ -192,8 +199,10 @@ class RoomSync(LeaseKeeper, LossGuard):
 
     # -- rooms --------------------------------------------------------------
 
-    async def activate(self, room: str) -> Lease:
-        """Take the room's lease if free, otherwise start tailing its stream."""
+    async def activate(self, room: str, since: tuple[int, int] | None = None) -> Lease:
+        """Take the room's lease if free, otherwise start tailing its stream: from its
+        end, or from just after position ``since`` (a fenced owner re-reads what it did
+        not store itself)."""
         try:
             acq: Any = await self._script(
                 "acquire", 2, K.room_owner(room), K.room_epoch(room),
@@ -212,6 +221,8 @@ class RoomSync(LeaseKeeper, LossGuard):
         if lease.mine:
             self._owned[room] = token
         else:
+            if since is not None and since < (le, ls):
+                last_id = f"{since[0]}-{since[1]}".encode()
             self._tails[room] = last_id
             self._owners[room] = owner
             self._wake_reader()
@@ -244,6 +255,11 @@ class RoomSync(LeaseKeeper, LossGuard):
                             await self.r.xadd(K.edge_inbox(hand_to),
                                               {"h": _pack([room, token])},
                                               maxlen=10_000, approximate=True)
+                            # Mirrors learn the new owner now, not at their next
+                            # lease poll: their publishes must not go to an inbox
+                            # nobody reads once this edge has exited.
+                            await self._publish_live(room, _pack(
+                                [LIVE_OWNER, self.edge_id, room, hand_to]))
                             return
                     await self._script("release", 1, K.room_owner(room), tok)
         except (RedisError, SyncUnavailable) as exc:
@@ -398,6 +414,9 @@ class RoomSync(LeaseKeeper, LossGuard):
             if isinstance(res, ResponseError):
                 self.stats.stream_errors += 1
                 if "FENCED" in str(res) and room in self._owned:
+                    if await self._reclaim(room):
+                        refused = True  # same epoch again: the batch goes next round
+                        continue
                     del self._owned[room]
                     # A lost lease: lost entries too (a failover)?  Check before next flush.
                     self._verify = self._verify or room in self._durable
@@ -433,6 +452,20 @@ class RoomSync(LeaseKeeper, LossGuard):
         self.stats.forwarded_publishes += len(forwards)
         return refused
 
+    async def _reclaim(self, room: str) -> bool:
+        """After FENCED: take a lapsed lease back with the same epoch if nobody took the
+        room meanwhile (see ``RENEW``); True if the lease is ours again."""
+        tok = self._owned.get(room)
+        if tok is None:
+            return False
+        try:
+            res = await self._script("renew", 2, K.room_owner(room), K.room_epoch(room), tok,
+                                     self.lease_ms)
+        except RedisError:
+            return True  # cannot tell: keep the batch, the next round decides
+        if res == 2:
+            log.info("lease reclaimed after an outage", extra={"room": room})
+        return bool(res)
 
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one round trip; errors come back as values, not raised.
@@ -614,5 +647,17 @@ class RoomSync(LeaseKeeper, LossGuard):
             if kind == LIVE_APPENDED:
                 if room in self._tails:
                     self._tail_wake.set()
-            elif edge != self.edge_id:
-                self.listener.on_live(room, kind, body)
+                continue
+            if edge == self.edge_id:
+                continue
+            if kind == LIVE_OWNER:
+                owner = body[0] if body and isinstance(body[0], str) else None
+                if owner is None or room not in self._tails:
+                    continue
+                if owner == self.edge_id:
+                    continue  # the inbox notice makes us adopt it
+                if self._owners.get(room) != owner:
+                    self._owners[room] = owner
+                    self.listener.on_owner_changed(room, owner)
+                continue
+            self.listener.on_live(room, kind, body)

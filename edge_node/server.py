@@ -32,7 +32,9 @@ from client_sdk.protocol import (
 )
 
 from . import redis_conn
+from . import redis_keys as K
 from .config import EdgeSettings
+from .geo import rank_edges
 from .hub import Hub, HubSettings
 from .metrics import EdgeMetrics
 from .outbound import Flusher
@@ -46,7 +48,7 @@ from .session_store import (
     verify_resume_token,
 )
 from .tasks import spawn
-from .uplink import Uplink, UplinkSettings
+from .uplink import ShardCountMismatch, Uplink, UplinkSettings, claim_shard_count
 
 __all__ = ["EdgeServer"]
 
@@ -81,6 +83,10 @@ class EdgeServer:
         self.neighbours: list[tuple[str, str]] = []  # (edge id, url), best first
         self._conn_tokens = settings.connect_rate
         self._conn_last = time.monotonic()
+        self._cpu_mark = (time.monotonic(), time.process_time())
+        #: Set when an operator asked for a drain through the origin (admin API); the
+        #: runner then drains exactly as on SIGTERM.
+        self.drain_requested = asyncio.Event()
         self.port = settings.port
 
     # -- lifecycle ----------------------------------------------------------
@@ -89,7 +95,7 @@ class EdgeServer:
         """Connect to Redis (if configured), then listen."""
         s = self.settings
         loop = asyncio.get_running_loop()
-        self._flusher = Flusher(loop)
+        self._flusher = Flusher(loop, s.write_delay)
         if s.redis_url:
             try:
                 self.sync = RoomSync(
@@ -103,8 +109,14 @@ class EdgeServer:
                 await self.sync.start()
             except (RedisError, OSError) as exc:
                 raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
+            try:
+                await claim_shard_count(self.sync.r, s.uplink_shards, "--uplink-shards")
+            except ShardCountMismatch as exc:
+                await self.sync.stop()
+                raise RuntimeError(str(exc)) from None
             self.hub.sync = self.sync
             self.sync.lag_observer = self.metrics.sync_lag_seconds.observe
+            self.sync.failover_observer = self.metrics.failover_detection_seconds.observe
             self.uplink = Uplink(UplinkSettings(
                 redis_url=s.redis_url, edge_id=s.edge_id, shards=s.uplink_shards,
                 spool_path=s.uplink_spool or ":memory:", spool_max_entries=s.uplink_spool_max,
@@ -179,8 +191,23 @@ class EdgeServer:
             await self._redis.aclose()
 
     def _load(self) -> dict[str, float]:
-        return {"connections": self.stats.connections, "rooms": self.stats.rooms,
-                "draining": int(self.draining or self._stopping)}
+        """Registry heartbeat fields: load (connections, rooms, CPU % of one core since the
+        last beat, bytes queued to clients), draining flag, and position if known."""
+        now, cpu = time.monotonic(), time.process_time()
+        t0, c0 = self._cpu_mark
+        self._cpu_mark = (now, cpu)
+        queued = 0
+        for session, _ws in self.sessions.values():
+            queued += session.out.queued_bytes()
+        load: dict[str, float] = {
+            "connections": self.stats.connections, "rooms": self.stats.rooms,
+            "draining": int(self.draining or self._stopping),
+            "cpu": round(100.0 * (cpu - c0) / max(now - t0, 1e-3), 1),
+            "send_queue_bytes": queued,
+        }
+        if self.settings.position is not None:
+            load["lat"], load["lon"] = self.settings.position
+        return load
 
     async def wait_no_sessions(self, timeout: float) -> bool:
         """Wait until no client is connected (at most ``timeout`` s); True if so."""
@@ -191,7 +218,8 @@ class EdgeServer:
         return True
 
     async def live_neighbours(self) -> list[tuple[str, str]]:
-        """Other live, non-draining edges as ``(edge id, url)``, least loaded first."""
+        """Other live, non-draining edges as ``(edge id, url)``: nearest first when edges
+        registered positions, then least loaded (:func:`~edge_node.geo.rank_edges`)."""
         if self._redis is None:
             return []
         try:
@@ -200,8 +228,7 @@ class EdgeServer:
             return self.neighbours
         others = [i for i in infos if i.get("id") != self.settings.edge_id
                   and i.get("draining", "0") in ("0", "0.0") and i.get("url")]
-        others.sort(key=lambda i: (float(i.get("connections", 0) or 0), i["id"]))
-        return [(i["id"], i["url"]) for i in others]
+        return [(i["id"], i["url"]) for i in rank_edges(others, self.settings.position)]
 
     async def _refresh_neighbours(self) -> None:
         fresh = await self.live_neighbours()
@@ -210,6 +237,18 @@ class EdgeServer:
             frame = encode(Neighbours(tuple(url for _, url in fresh)))
             for session, _ws in list(self.sessions.values()):
                 session.send(frame)
+
+    async def _poll_control(self) -> None:
+        """Consume an operator request left by the origin (``drain``)."""
+        if self._redis is None or self.drain_requested.is_set():
+            return
+        try:
+            req = await self._redis.getdel(K.edge_control(self.settings.edge_id))
+        except RedisError:
+            return
+        if req == b"drain":
+            log.warning("drain requested through the origin")
+            self.drain_requested.set()
 
     def _admit(self) -> float:
         """0 to admit a new connection, else seconds the client should wait."""
@@ -240,6 +279,7 @@ class EdgeServer:
                     await self._refresh_neighbours()
                 except Exception:
                     log.exception("neighbour refresh failed")
+                await self._poll_control()
             if now - last_cp >= self.settings.checkpoint_interval:
                 last_cp = now
                 try:
@@ -395,6 +435,7 @@ class EdgeServer:
                         except CheckpointUnavailable:
                             # Cannot tell whether the session may resume: never guess
                             # "expired" (that would skip the replay); have it retry.
+                            stats.resumes["retry_later"] += 1
                             raise SessionClose(ErrorCode.OVERLOADED,
                                                "session store busy: retry") from None
                         if cp is None or cp.get("sub") != claims.subject:
@@ -411,6 +452,7 @@ class EdgeServer:
                             self.sync.suspect(cp["edge"])
                     else:
                         invalid = "resume_rejected"
+                    stats.resumes[invalid or "resumed"] += 1
             except SessionClose as exc:
                 stats.errors[exc.code] += 1
                 await ws.close(exc.code, exc.reason)

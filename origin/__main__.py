@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 
+from edge_node.uplink import ShardCountMismatch
+
 from .settings import OriginSettings, api_keys_from_env
 
 __all__ = ["main", "build_parser"]
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(a.func(a))
     except KeyboardInterrupt:
         return 130
+    except ShardCountMismatch as exc:
+        print(f"origin: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from client_sdk.protocol import mint_token
 from edge_node import redis_conn
+from edge_node import redis_keys as edge_keys
 from edge_node.config import secrets_from_env
 
 from .downlink import enqueue_command
@@ -147,6 +148,17 @@ def create_app(settings: OriginSettings) -> FastAPI:
         if (lat is None) != (lon is None):
             raise HTTPException(422, "give both lat and lon, or neither")
         return {"edges": await edge_list(r, settings, lat, lon)}
+
+    @app.post("/v1/edges/{edge_id}/drain", tags=["discovery"], dependencies=authed,
+              status_code=202)
+    async def drain_edge(r: R, edge_id: Ident) -> dict[str, Any]:
+        """Ask a live edge to drain (as on SIGTERM: clients handed to neighbours, room
+        leases handed over, then the edge exits).  The edge picks the request up within a
+        heartbeat (about a second); 404 if no live edge has that id."""
+        if not await r.exists(edge_keys.edge_info(edge_id)):
+            raise HTTPException(404, f"no live edge {edge_id!r}")
+        await r.set(edge_keys.edge_control(edge_id), "drain", ex=60)
+        return {"edge": edge_id, "requested": "drain"}
 
     @app.get("/v1/rooms/{room_id}", tags=["rooms"], dependencies=authed)
     async def room(r: R, room_id: Ident,

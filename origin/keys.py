@@ -9,6 +9,7 @@ whole batch and XACK it atomically, also on Redis Cluster.  Readers need the sam
 
 from __future__ import annotations
 
+from edge_node.uplink.shards import CONFIG_KEY
 from edge_node.uplink.wire import downlink_key, shard_of, stream_key
 
 __all__ = ["ShardKeys", "GROUP", "downlink_key", "shard_of", "stream_key", "edge_info",
@@ -19,7 +20,7 @@ GROUP = "origin"
 #: Sorted set of edges (see edge_node.registry).
 EDGES = "er:edges"
 #: Hash with the origin's shard count (written by workers, checked by the API).
-ORIGIN_CONFIG = "er:origin:config"
+ORIGIN_CONFIG = CONFIG_KEY  # deployment-wide settings (the shard count)
 
 
 def edge_info(edge_id: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from edge_node.geo import distance_km, position_of, rank_edges
 from edge_node.registry import live_edges
 
 from .downlink import command_states
@@ -166,25 +167,12 @@ async def recent_alerts(r: aioredis.Redis, s: OriginSettings, limit: int = 100
     return out[:limit]
 
 
-def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 6371.0 * 2 * math.asin(min(1.0, math.sqrt(a)))
-
-
-def _pos(info: dict[str, str]) -> tuple[float, float] | None:
-    try:
-        return float(info["lat"]), float(info["lon"])
-    except (KeyError, ValueError):
-        return None
-
-
 async def edge_list(r: aioredis.Redis, s: OriginSettings, lat: float | None = None,
                     lon: float | None = None) -> list[dict[str, Any]]:
-    """Healthy edges (fresh registry heartbeat).  With ``lat``/``lon``: nearest first
-    (edges that registered ``lat``/``lon``; the others after them, by load); otherwise by
-    load (``connections``), least loaded first."""
+    """Healthy edges (fresh registry heartbeat).  With ``lat``/``lon``: nearest first, by
+    100 km bands, least loaded first within a band (edges that registered no position
+    after the others); otherwise by load (``connections``), least loaded first.  See
+    :func:`edge_node.geo.rank_edges`."""
     edges: list[dict[str, Any]] = []
     for info in await live_edges(r, s.edge_ttl):
         e: dict[str, Any] = dict(info)
@@ -192,18 +180,13 @@ async def edge_list(r: aioredis.Redis, s: OriginSettings, lat: float | None = No
             if f in e:
                 with contextlib.suppress(ValueError):
                     e[f] = float(e[f])
-        pos = _pos(info)
+        pos = position_of(info)
         if lat is not None and lon is not None and pos is not None:
-            e["distance_km"] = round(_distance_km(lat, lon, *pos), 1)
+            e["distance_km"] = round(distance_km(lat, lon, *pos), 1)
         status: Any = await r.hget(ShardKeys.of(info.get("id", ""), s.shards)
                                    .edge(info.get("id", ""), "status"), "status")
         e["status"] = json.loads(status) if status else None
         e["healthy"] = True
         edges.append(e)
 
-    def order(e: dict[str, Any]) -> tuple[float, float]:
-        load = float(e.get("connections", 0) or 0)
-        return (float(e.get("distance_km", math.inf)), load)
-
-    edges.sort(key=order)
-    return edges
+    return rank_edges(edges, (lat, lon) if lat is not None and lon is not None else None)

@@ -23,11 +23,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from edge_node import redis_conn
+from edge_node.uplink import claim_shard_count
 
 from .apply import Applier
 from .downlink import deliver_pending
 from .effects import EffectSettings
-from .keys import GROUP, ORIGIN_CONFIG, ShardKeys
+from .keys import GROUP, ShardKeys
 from .settings import OriginSettings
 
 __all__ = ["Worker"]
@@ -60,7 +61,7 @@ class Worker:
             with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
                 await self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
         await self.applier.load(self.r)
-        await self.r.hsetnx(ORIGIN_CONFIG, "shards", str(self.s.shards))
+        await claim_shard_count(self.r, self.s.shards, "--shards")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; Redis errors are logged and retried."""

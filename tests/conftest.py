@@ -56,7 +56,8 @@ def edge_factory(redis_url: str, tmp_path_factory: pytest.TempPathFactory
     started: list[EdgeProcess] = []
     logdir = tmp_path_factory.mktemp("edges")
 
-    def make(edge_id: str = "edge-a", *extra: str, redis: bool = True) -> EdgeProcess:
+    def make(edge_id: str = "edge-a", *extra: str, redis: bool = True,
+             redis_url: str = redis_url) -> EdgeProcess:
         e = spawn_edge(redis_url=redis_url if redis else "", secret=SECRET, edge_id=edge_id,
                        extra_args=list(extra), log_path=str(logdir / f"{edge_id}.log"))
         started.append(e)

@@ -2,6 +2,7 @@
 with a bounded on-disk spool (store-and-forward).  See ``docs/origin.md``."""
 
 from .breaker import BreakerState, CircuitBreaker
+from .shards import ShardCountMismatch, claim_shard_count
 from .spool import AppendResult, Spool
 from .uplink import Uplink, UplinkSettings
 from .wire import KINDS, Entry, WireError, downlink_key, shard_of, stream_key
@@ -12,10 +13,12 @@ __all__ = [
     "CircuitBreaker",
     "Entry",
     "KINDS",
+    "ShardCountMismatch",
     "Spool",
     "Uplink",
     "UplinkSettings",
     "WireError",
+    "claim_shard_count",
     "downlink_key",
     "shard_of",
     "stream_key",

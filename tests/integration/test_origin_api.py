@@ -237,3 +237,58 @@ async def test_tokens_minted_for_edges(http: httpx.AsyncClient) -> None:
     claims = verify_token(out["token"], (SECRET,), now=time.time())
     assert claims.subject == "sensor-9" and claims.kind == "device"
     assert out["expires"] > time.time()
+
+
+async def test_sdk_bootstraps_from_discovery(origin: OriginProcess, server: RedisServer,
+                                             edge_factory: Any, token: Any) -> None:
+    """The SDK asks the origin for edges (nearest first), then connects to the best."""
+    from client_sdk import DiscoveryError, connect, discover_edges
+
+    near = edge_factory("ed-disc-near", "--position", "48.85,2.35", redis_url=server.url)
+    edge_factory("ed-disc-far", "--position", "40.71,-74.0", redis_url=server.url)
+    urls: list[str] = []
+    for _ in range(50):  # both heartbeats land within a second or two
+        urls = await discover_edges(origin.http_url, KEY, position=(51.5, -0.12))
+        if near.url in urls and len([u for u in urls if "127.0.0.1" in u]) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert urls[0] == near.url
+    c = await connect(urls, token("disc"), select="rtt")
+    try:
+        assert c.edge_id is not None
+    finally:
+        await c.close()
+    with pytest.raises(DiscoveryError) as bad:
+        await discover_edges(origin.http_url, "wrong-key")
+    assert bad.value.status in (401, 403)
+    with pytest.raises(DiscoveryError, match="unreachable"):
+        await discover_edges("http://127.0.0.1:9", KEY, timeout=1.0)
+    with pytest.raises(ValueError):
+        await discover_edges("ftp://x", KEY)
+
+
+async def test_admin_drain_hands_clients_over_and_the_edge_exits(
+        http: httpx.AsyncClient, server: RedisServer, edge_factory: Any, token: Any) -> None:
+    """``POST /v1/edges/{id}/drain`` drains a live edge exactly as SIGTERM would."""
+    from client_sdk import connect
+
+    victim = edge_factory("ed-admin-drain", redis_url=server.url)
+    edge_factory("ed-admin-keep", redis_url=server.url)
+    assert (await http.post("/v1/edges/ed-admin-drain/drain")).status_code == 401
+    assert (await http.post("/v1/edges/no-such-edge/drain", headers=H)).status_code == 404
+    c = await connect(victim.url, token("adm"))
+    try:
+        for _ in range(50):  # the other edge's heartbeat makes it a neighbour
+            if c.neighbours:
+                break
+            await asyncio.sleep(0.1)
+        resp = await http.post("/v1/edges/ed-admin-drain/drain", headers=H)
+        assert resp.status_code == 202 and resp.json()["requested"] == "drain"
+        for _ in range(150):
+            if c.handoffs == 1 and c.edge_id == "ed-admin-keep" and not victim.alive():
+                break
+            await asyncio.sleep(0.1)
+        assert c.handoffs == 1 and c.reconnects == 0 and c.edge_id == "ed-admin-keep"
+        assert not victim.alive() and victim.proc.returncode == 0
+    finally:
+        await c.close()

@@ -279,3 +279,30 @@ async def test_spool_overflow_policy_is_applied_and_counted(tmp_path: Path,
     ns = [unpack_entry(d).body["n"] for _, _, d in sp.peek(1000)]
     sp.close()
     assert ns == (list(range(200, 300)) if policy == "drop_oldest" else list(range(100)))
+
+
+async def test_shard_count_mismatch_is_refused_at_start(server: RedisServer,
+                                                        tmp_path: Path) -> None:
+    """Edges and workers must read and write the same number of uplink streams: the
+    first to start records its count; a later one with another count refuses to start
+    with a clear message (exit 2, no traceback)."""
+    from edge_node.launch import spawn_edge
+    from tests.helpers import SECRET
+
+    ok = spawn_edge(redis_url=server.url, secret=SECRET, edge_id="e-sh4",
+                    extra_args=["--uplink-shards", str(SHARDS)],
+                    log_path=str(tmp_path / "ok.log"))
+    ok.stop()
+    log = tmp_path / "bad.log"
+    with pytest.raises(RuntimeError, match="exited with code 2"):
+        spawn_edge(redis_url=server.url, secret=SECRET, edge_id="e-sh8",
+                   extra_args=["--uplink-shards", "8"], log_path=str(log), timeout=10)
+    text = log.read_text()
+    assert "--uplink-shards is 8 but this deployment uses 4" in text
+    assert "Traceback" not in text
+    wlog = tmp_path / "worker.log"
+    w = spawn_worker(server.url, "w-bad", "--shards", "2", log_path=str(wlog))
+    assert w.proc.wait(timeout=15) == 2
+    text = wlog.read_text()
+    assert "origin: error: --shards is 2 but this deployment uses 4" in text
+    assert "Traceback" not in text

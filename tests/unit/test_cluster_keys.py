@@ -80,7 +80,8 @@ def test_every_key_of_a_room_shares_its_slot(room: str) -> None:
 
 
 def test_edge_keys_share_a_slot_and_origin_agrees() -> None:
-    keys = [K.edge_inbox("e1"), K.edge_info("e1"), downlink_key("e1"), edge_info("e1")]
+    keys = [K.edge_inbox("e1"), K.edge_info("e1"), K.edge_control("e1"), downlink_key("e1"),
+            edge_info("e1")]
     assert len({slot(k) for k in keys}) == 1
     assert K.edge_info("e1") == edge_info("e1")
 

@@ -84,3 +84,22 @@ async def test_closed_outbound_refuses(limit: int) -> None:
                    on_slow=lambda: None)
     out.close()
     assert not out.push(b"x")
+
+
+async def test_write_delay_joins_frames_of_several_ticks() -> None:
+    """With a write delay, frames pushed over several loop ticks leave in one write,
+    after the delay, in order; without it each tick writes its own."""
+    loop = asyncio.get_running_loop()
+    for delay, writes in ((0.02, 1), (0.0, 3)):
+        t = FakeTransport()
+        out = Outbound(t, Flusher(loop, write_delay=delay), limit=1 << 20, soft_limit=1 << 16,
+                       on_slow=lambda: None)
+        for k in range(3):
+            out.push(ws_binary_frame(bytes([k])))
+            await asyncio.sleep(0)  # one loop tick
+            await asyncio.sleep(0)
+        if delay:
+            assert t.writes == []  # nothing before the delay
+        await asyncio.sleep(delay + 0.05)
+        assert len(t.writes) == writes
+        assert b"".join(t.writes) == b"".join(ws_binary_frame(bytes([k])) for k in range(3))
