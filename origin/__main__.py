@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 
+from edge_node.redis_conn import ClusterURLError
 from edge_node.uplink import ShardCountMismatch
 
 from .settings import OriginSettings, api_keys_from_env
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(a.func(a))
     except KeyboardInterrupt:
         return 130
-    except ShardCountMismatch as exc:
+    except (ShardCountMismatch, ClusterURLError) as exc:
         print(f"origin: error: {exc}", file=sys.stderr)
         return 2
 

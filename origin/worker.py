@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from edge_node import redis_conn
 from edge_node.uplink import claim_shard_count
@@ -70,7 +70,8 @@ class Worker:
                 try:
                     await self.setup()
                     await self._loop(stop)
-                except (RedisError, OSError) as exc:
+                except (RedisError, RedisClusterException, OSError) as exc:
+                    # RedisClusterException: no cluster node answered (yet).
                     self.errors += 1
                     log.warning("worker error, retrying: %r", exc)
                     with contextlib.suppress(TimeoutError):
