@@ -632,7 +632,8 @@ class RoomSync(LeaseKeeper, LossGuard):
         while True:
             try:
                 msg = await self.pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, RuntimeError) as exc:
+                # RuntimeError: a re-subscription failed, the pubsub has no connection.
                 log.warning("live channel failed", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)
                 if self.cluster:  # its node may be gone for good: subscribe elsewhere

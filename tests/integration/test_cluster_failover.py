@@ -105,6 +105,13 @@ async def test_primary_killed_mid_run_loses_nothing_acknowledged(
             assert [n for _, n in rec.seen] == sorted(n for _, n in rec.seen)
         for c in subs:
             assert all(ev.recovered for ev in c.recoveries)
+        # Live traffic (pub/sub between the edges) works after the failover too.
+        for k in range(100):
+            await pub.publish(room, _P.pack(9, k), reliable=False)
+            if any(p == 9 for p, _ in recs[1].seen):
+                break
+            await asyncio.sleep(0.1)
+        assert any(p == 9 for p, _ in recs[1].seen), "unreliable traffic did not come back"
     finally:
         for c in [first, pub, *subs]:
             await c.close()
