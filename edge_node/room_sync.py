@@ -391,7 +391,7 @@ class RoomSync(LeaseKeeper, LossGuard):
                 commands.append(("EVALSHA", self._sha["append"], 2, K.room_owner(room),
                                  K.room_log(room), tok, self.maxlen, *args))
                 batches.append((room, chunk[-1][0], chunk[-1][1], len(chunk)))
-        if self.cluster:  # after the appends on the same node: mirrors poll now
+        if isinstance(self._writer, ClusterRespWriter):  # after the appends, same node
             for room in dict.fromkeys(b[0] for b in batches):
                 commands.append(("PUBLISH", K.room_live(room),
                                  _pack([LIVE_APPENDED, self.edge_id, room])))
