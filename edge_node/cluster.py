@@ -51,8 +51,10 @@ class LocalCluster:
             if self.with_origin:
                 from origin.launch import spawn_api
 
-                env = dict(os.environ, ORIGIN_API_KEYS=self.api_key,
-                           EDGE_RELAY_SECRET=self.secret.decode())
+                # The demand forecast samples the registry every second here (a
+                # deployment uses minutes): the demo shows its recommendation.
+                env = dict({"ORIGIN_FORECAST_STEP": "1"}, **os.environ,
+                           ORIGIN_API_KEYS=self.api_key, EDGE_RELAY_SECRET=self.secret.decode())
                 self.origin = spawn_api(self.redis_url, "--workers", str(self.origin_workers),
                                         command="run", env=env,
                                         log_path=os.path.join(self.log_dir, "origin.log"))

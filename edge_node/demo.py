@@ -101,6 +101,29 @@ def _post(url: str, api_key: str) -> int:
         return 0
 
 
+def _get_json(url: str, api_key: str) -> Any:
+    """GET a JSON body with an API key; None when it cannot be had."""
+    req = urllib.request.Request(url, headers={"X-API-Key": api_key})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _forecast_summary(cluster: LocalCluster) -> dict[str, Any]:
+    """The origin's demand forecast for the demo's region (``local``)."""
+    if cluster.origin is None:
+        return {}
+    body = _get_json(f"{cluster.origin.http_url}/v1/forecast", cluster.api_key)
+    for r in (body or {}).get("regions", []):
+        if r.get("region") == "local":
+            return {k: r.get(k) for k in ("connections", "forecast_connections",
+                                          "messages_per_s", "forecast_messages_per_s",
+                                          "recommended_replicas", "reactive_replicas")}
+    return {}
+
+
 def _scrape(http_url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     try:
@@ -259,6 +282,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     failover = _failover_summary(players, killed)
     handover = _handover_summary(players, drained, killed)
     origin = await _origin_summary(cluster)
+    forecast = await asyncio.to_thread(_forecast_summary, cluster)
     members: dict[str, list[_Player]] = defaultdict(list)
     for p in players:
         members[p.room].append(p)
@@ -325,6 +349,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         "failover": failover,
         "handover": handover,
         "origin": origin,
+        "forecast": forecast,
         "edges": edges,
         "ok": lost == 0 and dups == 0,
     }
@@ -495,6 +520,13 @@ def render_summary(s: dict[str, Any]) -> str:
             f"(room events, sessions, presence, edge status)",
             f"  origin.duplicates_ignored  {o['duplicates_ignored']}",
             f"  origin.lag_ms.p99          {lag.get('p99')}  (p50 {lag.get('p50')})",
+        ]
+    fc = s.get("forecast") or {}
+    if fc:
+        lines += [
+            f"  forecast.recommended_replicas {fc.get('recommended_replicas')}  (reactive "
+            f"{fc.get('reactive_replicas')}; forecast {fc.get('forecast_connections')} "
+            f"connections, {fc.get('connections')} now)",
         ]
     lines += ["", f"  {verdict}", ""]
     return "\n".join(lines)

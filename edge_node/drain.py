@@ -30,10 +30,22 @@ from .liveness import probe_edge
 
 if TYPE_CHECKING:
     from .server import EdgeServer
+    from .session import ClientSession
 
 __all__ = ["drain"]
 
 log = logging.getLogger("edge_node.drain")
+
+
+async def _note_handoffs(server: EdgeServer, batch: list[ClientSession]) -> None:
+    """Checkpoint the batch with its HANDOFF time (``ho``) before the frames go out, so
+    the neighbour each client resumes on can observe ``edge_handoff_seconds``."""
+    now = time.time()
+    for sess in batch:
+        server.handoff_at[sess.session_id] = now
+    if server.store is not None and batch:
+        await server.store.save_many([(sess.session_id, sess.holder, sess.attempt,
+                                       server._checkpoint_data(sess)) for sess in batch])
 
 
 async def drain(server: EdgeServer) -> dict[str, float]:
@@ -67,9 +79,9 @@ async def drain(server: EdgeServer) -> dict[str, float]:
     pause = s.drain_window / batches if batches > 1 else 0.0
     told = 0
     for i in range(0, len(sessions), per_batch):
-        for session, _ws in sessions[i : i + per_batch]:
-            if session.closed:
-                continue
+        batch = [sess for sess, _ws in sessions[i : i + per_batch] if not sess.closed]
+        await _note_handoffs(server, batch)
+        for session in batch:
             edge_id, url = neighbours[told % len(neighbours)]
             assignment[session.session_id] = edge_id
             session.moving = True

@@ -204,6 +204,14 @@ class EdgeMetrics:
             registry=self.registry,
         )
 
+        self.handoff_seconds = Histogram(
+            "edge_handoff_seconds",
+            "Clients handed over by a draining edge: time from its HANDOFF frame to the "
+            "client's resume on this edge",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         """Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

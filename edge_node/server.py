@@ -81,6 +81,9 @@ class EdgeServer:
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
         self.neighbours: list[tuple[str, str]] = []  # (edge id, url), best first
+        #: Draining: session id -> wall-clock time of its HANDOFF (in its checkpoint as
+        #: "ho", so the neighbour it resumes on measures the handover time).
+        self.handoff_at: dict[str, float] = {}
         self._conn_tokens = settings.connect_rate
         self._conn_last = time.monotonic()
         self._cpu_mark = (time.monotonic(), time.process_time())
@@ -192,7 +195,8 @@ class EdgeServer:
 
     def _load(self) -> dict[str, float]:
         """Registry heartbeat fields: load (connections, rooms, CPU % of one core since the
-        last beat, bytes queued to clients), draining flag, and position if known."""
+        last beat, bytes queued to clients, messages delivered so far), draining flag, and
+        position if known."""
         now, cpu = time.monotonic(), time.process_time()
         t0, c0 = self._cpu_mark
         self._cpu_mark = (now, cpu)
@@ -204,6 +208,8 @@ class EdgeServer:
             "draining": int(self.draining or self._stopping),
             "cpu": round(100.0 * (cpu - c0) / max(now - t0, 1e-3), 1),
             "send_queue_bytes": queued,
+            # Messages delivered so far: the origin's demand forecast takes its rate.
+            "msgs_out": self.stats.deliveries,
         }
         if self.settings.position is not None:
             load["lat"], load["lon"] = self.settings.position
@@ -381,6 +387,8 @@ class EdgeServer:
         return {
             "sub": s.claims.subject, "kind": s.claims.kind, "edge": self.settings.edge_id,
             "rooms": {r: [s.room_flags.get(r, 0), *self.hub.position(r)] for r in s.rooms},
+            **({"ho": self.handoff_at[s.session_id]} if s.session_id in self.handoff_at
+               else {}),
         }
 
     async def _checkpoint_all(self) -> None:
@@ -445,6 +453,10 @@ class EdgeServer:
                             if isinstance(ts, (int, float)):
                                 self.metrics.resume_gap_seconds.observe(
                                     max(0.0, time.time() - ts))
+                            ho = cp.get("ho")
+                            if isinstance(ho, (int, float)):
+                                self.metrics.handoff_seconds.observe(
+                                    max(0.0, time.time() - ho))
                         if (cp is not None and self.sync is not None
                                 and isinstance(cp.get("edge"), str)):
                             # The client left its previous edge: if that edge is dead,

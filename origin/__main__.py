@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
             pa.set_defaults(func=cmd_run)
         else:
             pa.set_defaults(func=cmd_api)
+    sub.add_parser("forecast-eval", add_help=False,
+                   help="evaluate the demand forecast on a generated load curve "
+                   "(see `forecast-eval --help`)")
     ps = sub.add_parser("stats", help="print the origin's counters as JSON")
     _common(ps)
     ps.set_defaults(func=cmd_stats)
@@ -164,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "forecast-eval":
+        from .forecast_eval import main as forecast_eval
+
+        return forecast_eval(argv[1:])
     parser = build_parser()
     a = parser.parse_args(argv)
     if not getattr(a, "func", None):
@@ -171,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from .forecast import ForecastSettingsError
+
     try:
         return int(a.func(a))
+    except ForecastSettingsError as exc:
+        print(f"origin: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except (ShardCountMismatch, ClusterURLError) as exc:

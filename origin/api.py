@@ -29,6 +29,8 @@ from edge_node.config import secrets_from_env
 
 from .downlink import enqueue_command
 from .effects import to_json
+from .forecast import ForecastSettings
+from .forecast_service import ForecastService
 from .keys import ShardKeys
 from .metrics import render_metrics
 from .settings import OriginSettings
@@ -103,10 +105,17 @@ R = Annotated[aioredis.Redis, Depends(_redis)]
 
 def create_app(settings: OriginSettings) -> FastAPI:
     """The API app; it opens its Redis client on startup and closes it on shutdown."""
+    # Demand forecast (ORIGIN_FORECAST_* settings; a bad value raises here, at start).
+    forecast_settings = ForecastSettings.from_env()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis = redis_conn.connect(settings.redis_url, socket_timeout=5.0)
+        app.state.forecast = ForecastService(app.state.redis, forecast_settings,
+                                             settings.edge_ttl)
+        app.state.forecast.start()
         yield
+        await app.state.forecast.stop()
         await app.state.redis.aclose()
 
     app = FastAPI(title="edge-relay origin", version="1", lifespan=lifespan,
@@ -128,16 +137,24 @@ def create_app(settings: OriginSettings) -> FastAPI:
         return JSONResponse({"status": "ok", "pid": os.getpid()})
 
     @app.get("/metrics", tags=["ops"], dependencies=authed, response_class=PlainTextResponse)
-    async def metrics(r: R) -> PlainTextResponse:
+    async def metrics(r: R, request: Request) -> PlainTextResponse:
         """Prometheus text: origin totals, lag histogram, backlog and pending per consumer."""
         stats = await origin_stats(r, settings)
-        body = await asyncio.to_thread(render_metrics, stats)
+        recs = request.app.state.forecast.latest()
+        body = await asyncio.to_thread(render_metrics, stats, recs)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/stats", tags=["ops"], dependencies=authed)
     async def stats(r: R) -> dict[str, Any]:
         """The origin's counters as JSON (what the demo summary reads)."""
         return await origin_stats(r, settings)
+
+    @app.get("/v1/forecast", tags=["ops"], dependencies=authed)
+    async def forecast(request: Request) -> dict[str, Any]:
+        """Demand forecast per region: observed and forecast connections and messages/s,
+        recommended and reactive edge replicas (see docs/deployment.md)."""
+        svc: ForecastService = request.app.state.forecast
+        return svc.as_dict()
 
     @app.get("/v1/edges", tags=["discovery"], dependencies=authed)
     async def edges(r: R, lat: Annotated[float | None, Query(ge=-90, le=90)] = None,

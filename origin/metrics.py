@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -15,6 +15,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .effects import bucket_ms
+from .forecast import Recommendation
 
 __all__ = ["render_metrics"]
 
@@ -76,8 +77,39 @@ class _Stats(Collector):
         yield g
 
 
-def render_metrics(stats: dict[str, Any]) -> bytes:
-    """Prometheus text for :func:`origin.view.origin_stats` output (blocking: run in a thread)."""
+class _Forecast(Collector):
+    """Per-region demand forecast (see origin.forecast); what the HPA scales on."""
+
+    def __init__(self, recs: Sequence[Recommendation]) -> None:
+        self.recs = recs
+
+    def collect(self) -> Iterator[Metric]:
+        for name, attr, doc in (
+            ("origin_observed_connections", "connections",
+             "Connections on the region's live edges at the last forecast step"),
+            ("origin_observed_messages_per_second", "messages",
+             "Messages/s delivered by the region's live edges at the last forecast step"),
+            ("origin_forecast_connections", "forecast_connections",
+             "Forecast peak of connections over the forecast horizon"),
+            ("origin_forecast_messages_per_second", "forecast_messages",
+             "Forecast peak of messages/s over the forecast horizon"),
+            ("origin_recommended_replicas", "replicas",
+             "Edge replicas the forecast peak needs (never below the reactive count)"),
+            ("origin_reactive_replicas", "reactive_replicas",
+             "Edge replicas the load observed now needs"),
+        ):
+            g = GaugeMetricFamily(name, doc, labels=["region"])
+            for r in self.recs:
+                g.add_metric([r.region], float(getattr(r, attr)))
+            yield g
+
+
+def render_metrics(stats: dict[str, Any],
+                   forecast: Sequence[Recommendation] | None = None) -> bytes:
+    """Prometheus text for :func:`origin.view.origin_stats` output and the latest
+    forecast recommendations (blocking: run in a thread)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(_Stats(stats))
+    if forecast is not None:
+        reg.register(_Forecast(forecast))
     return generate_latest(reg)
