@@ -16,14 +16,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import time
 from collections import deque
 from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from . import history, redis_conn
@@ -34,6 +32,7 @@ from .resp_cluster import ClusterRespWriter
 from .resp_writer import RespWriter
 from .room_leases import LeaseKeeper
 from .room_loss import LossGuard
+from .room_tail import ClusterReading
 from .room_types import Lease, SyncListener, SyncUnavailable
 from .tasks import spawn
 
@@ -58,7 +57,7 @@ LIVE_OWNER = 4
 LIVE_APPENDED = 5
 
 
-class RoomSync(LeaseKeeper, LossGuard):
+class RoomSync(LeaseKeeper, LossGuard, ClusterReading):
     """All of one edge's Redis traffic for rooms.  Call :meth:`start` first."""
 
     def __init__(
@@ -155,15 +154,6 @@ class RoomSync(LeaseKeeper, LossGuard):
         ]
         if self.cluster:
             self._tasks.append(loop.create_task(self._tail_loop(), name="sync-tail"))
-
-    def _new_pubsub(self) -> Any:
-        """A pub/sub connection.  On a cluster, plain PUBLISH is broadcast to every node,
-        so one subscription on any primary hears every room (see docs/redis-cluster.md)."""
-        if isinstance(self.r, RedisCluster):
-            nodes = self.r.get_primaries()
-            if nodes:
-                return self.r.pubsub(node=random.choice(nodes), ignore_subscribe_messages=True)
-        return self.r.pubsub(ignore_subscribe_messages=True)
 
     async def _load_scripts(self) -> None:
         for name, src in _SCRIPTS.items():
@@ -535,65 +525,17 @@ class RoomSync(LeaseKeeper, LossGuard):
                 if skey == self._inbox:
                     for eid, fields in entries:
                         self._inbox_last = eid
-                        self._on_inbox(fields)
+                        handed = self._on_inbox(fields)
+                        if handed is not None:
+                            # A handover: own the room before handling the publishes
+                            # forwarded to us after it (their order is the room's).
+                            await self._adopt_quiet(handed, fields)
                     continue
                 room = skey[len(K.PREFIX) + 6 : -5]  # "er:{room:" ... "}:log"
                 self._deliver(room, entries)
 
-    def _deliver(self, room: str, entries: list[Any]) -> int:
-        """Hand newly read entries of a mirrored room to the hub, skipping any that a
-        concurrent catch-up already delivered.  Returns how many were new."""
-        n = 0
-        for eid, fields in entries:
-            last = self._tails.get(room)
-            if last is None:
-                break
-            if split_id(eid) <= split_id(last):
-                continue
-            self._tails[room] = eid
-            self.stats.remote_deliveries += 1
-            n += 1
-            self.listener.on_remote_message(room, history.parse_entry(eid, fields))
-        return n
-
-    async def _tail_sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._tail_wake.wait(), seconds)
-        self._tail_wake.clear()
-
-    async def _tail_loop(self) -> None:
-        """Cluster mode: read every mirrored room's stream (one pipeline, one round trip per
-        node) when an owner announces an append (``LIVE_APPENDED``), at once again while
-        entries arrive, and every ``tail_poll`` s anyway (pub/sub may drop a notice)."""
-        backoff = 0.1
-        while True:
-            rooms = list(self._tails.items())
-            if not rooms:
-                await self._tail_sleep(self.tail_poll)
-                continue
-            pipe = self.r.pipeline(transaction=False)
-            for room, last in rooms:
-                pipe.xread({K.room_log(room): last}, count=1000)
-            try:
-                res: Any = await pipe.execute(raise_on_error=False)
-                backoff = 0.1
-            except (RedisError, OSError) as exc:
-                log.warning("stream poll failed", extra={"error": str(exc)})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            got = 0
-            for (room, _last), reply in zip(rooms, res, strict=True):
-                if isinstance(reply, Exception) or not reply:
-                    continue
-                for _key, entries in reply:
-                    got += self._deliver(room, entries)
-            if got:
-                await asyncio.sleep(0)  # more may follow: read again right away
-            else:
-                await self._tail_sleep(self.tail_poll)
-
-    def _on_inbox(self, fields: dict[bytes, bytes]) -> None:
+    def _on_inbox(self, fields: dict[bytes, bytes]) -> str | None:
+        """Handle one inbox entry; returns the room of a handover notice (to adopt)."""
         try:
             if b"p" in fields:
                 room, sender, payload, origin, req_id, idem = msgpack.unpackb(
@@ -605,9 +547,18 @@ class RoomSync(LeaseKeeper, LossGuard):
             elif b"h" in fields:
                 room, token = msgpack.unpackb(fields[b"h"], raw=False)
                 if room in self._tails and isinstance(token, str):
-                    spawn(self._adopt(room, token))
+                    return str(room)
         except (ValueError, TypeError, msgpack.UnpackException):
             log.warning("bad inbox entry dropped")
+        return None
+
+    async def _adopt_quiet(self, room: str, fields: dict[bytes, bytes]) -> None:
+        _room, token = msgpack.unpackb(fields[b"h"], raw=False)
+        try:
+            await self._adopt(room, token)
+        except RedisError as exc:  # the lease poll adopts it later
+            log.warning("adopting a handed-over room failed",
+                        extra={"room": room, "error": str(exc)})
 
     async def _subscribe(self, room: str) -> None:
         ch = K.room_live(room)
@@ -620,13 +571,6 @@ class RoomSync(LeaseKeeper, LossGuard):
         if ch in self._subscribed:
             self._subscribed.discard(ch)
             await self.pubsub.unsubscribe(ch)
-
-    async def _resubscribe(self) -> None:
-        old, self.pubsub = self.pubsub, self._new_pubsub()
-        with contextlib.suppress(Exception):
-            await old.aclose()
-        with contextlib.suppress(RedisError, OSError):
-            await self.pubsub.subscribe(K.room_live("\x00none"), *self._subscribed)
 
     async def _live_loop(self) -> None:
         while True:
