@@ -415,12 +415,12 @@ async def _origin_summary(cluster: LocalCluster) -> dict[str, Any]:
     """What reached the origin through the uplink (waits until it settles, bounded)."""
     if cluster.origin is None:
         return {"enabled": False}
-    import redis.asyncio as aioredis
-
     from origin.settings import OriginSettings
     from origin.view import origin_stats
 
-    r = aioredis.Redis.from_url(cluster.redis_url)
+    from .redis_conn import connect
+
+    r = connect(cluster.redis_url)
     try:
         last, stats = -1, {}
         for _ in range(40):
@@ -469,11 +469,10 @@ def _failover_summary(players: list[_Player], killed: dict[str, Any]) -> dict[st
 
 
 async def _history(url: str, rooms: list[str]) -> dict[str, Any]:
-    import redis.asyncio as aioredis
-
+    from .redis_conn import connect
     from .redis_keys import room_log
 
-    r = aioredis.Redis.from_url(url)
+    r = connect(url)
     try:
         n = 0
         for room in rooms:

@@ -36,6 +36,7 @@ from client_sdk.protocol import (
     verify_token,
 )
 
+from . import redis_conn
 from . import redis_keys as K
 from .config import EdgeSettings
 from .connection import ConnectionGone, SessionConn, WsConn
@@ -115,11 +116,14 @@ class EdgeServer:
         loop = asyncio.get_running_loop()
         self._flusher = Flusher(loop, s.write_delay)
         if s.redis_url:
-            self.sync = RoomSync(
-                s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
-                stream_maxlen=s.stream_maxlen, append_batch=s.append_batch, stats=self.stats,
-                edge_ttl=s.heartbeat_ttl, append_linger=s.append_linger,
-            )
+            try:
+                self.sync = RoomSync(
+                    s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
+                    stream_maxlen=s.stream_maxlen, append_batch=s.append_batch,
+                    stats=self.stats, edge_ttl=s.heartbeat_ttl, append_linger=s.append_linger,
+                )
+            except redis_conn.ClusterURLError as exc:
+                raise RuntimeError(f"bad Redis URL {s.redis_url!r}: {exc}") from exc
             try:
                 await self.sync.start()
             except (RedisError, OSError) as exc:
@@ -162,8 +166,8 @@ class EdgeServer:
         self.port = sock.getsockname()[1]
         if s.redis_url:
             # Bounded and blocking (see RoomSync): storms queue instead of failing.
-            self._redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-                s.redis_url, max_connections=64, timeout=10, socket_timeout=5.0))
+            self._redis = redis_conn.connect(s.redis_url, max_connections=64,
+                                             blocking_pool=True, socket_timeout=5.0)
             self.store = SessionStore(self._redis, s.resume_window)
             url = s.public_url or f"ws://{s.host}:{self.port}"
             self.registry = Registry(

@@ -24,7 +24,7 @@ import pytest
 from client_sdk import Client, connect
 from client_sdk.protocol import mint_token
 from edge_node.launch import EdgeProcess, spawn_edge
-from edge_node.redis_server import start_redis
+from edge_node.redis_server import RedisClusterServer, start_cluster, start_redis
 from tests.helpers import SECRET
 
 
@@ -143,3 +143,23 @@ async def clients(edge_factory: Any) -> AsyncIterator[Callable[..., Awaitable[Cl
     yield make
     for c in made:
         await c.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServer]:
+    """A local 6-node Redis Cluster (3 primaries, 3 replicas) for the whole session.
+
+    Tests that kill a primary must leave the cluster whole again
+    (``RedisClusterServer.restart`` brings the old node back as a replica).
+    """
+    cluster = start_cluster(3, 1)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisClusterServer) -> str:
+    """``redis+cluster://`` URL of the session's Redis Cluster."""
+    return redis_cluster.url

@@ -7,10 +7,9 @@ import os
 import signal
 
 import pytest
-import redis.asyncio as aioredis
 
 from client_sdk import Client, connect
-from edge_node import lua_scripts, redis_keys
+from edge_node import lua_scripts, redis_conn, redis_keys
 from edge_node.launch import spawn_edge
 from tests.helpers import PAIR as _P
 from tests.helpers import SECRET, Recorder, http_get
@@ -144,7 +143,7 @@ async def test_gap_outside_history_is_reported(edge_factory, token, redis_url) -
         for _ in range(6000):  # >> ring (4096) and >> stream cap (50, approximate)
             pub.publish_nowait("rs4", b"y" * 8)
         await _wait(lambda: pub.outbox_size == 0, 20, "publishes durable")
-        r = aioredis.Redis.from_url(redis_url)
+        r = redis_conn.connect(redis_url)
         info = await r.xinfo_stream(redis_keys.room_log("rs4"))
         await r.aclose()
         assert info["length"] < 6000
@@ -163,7 +162,7 @@ async def test_gap_outside_history_is_reported(edge_factory, token, redis_url) -
 
 async def test_stale_owner_cannot_write(redis_url) -> None:
     """Fencing is checked in Redis: an append under an old lease token is refused."""
-    r = aioredis.Redis.from_url(redis_url)
+    r = redis_conn.connect(redis_url)
     room = f"fence-{os.getpid()}"
     try:
         acquire = r.register_script(lua_scripts.ACQUIRE)
@@ -282,7 +281,7 @@ async def test_leases_survive_a_script_cache_flush(edge_factory, token, redis_ur
     its scripts: its lease keeps being renewed and publishes stay durable."""
     e = edge_factory("edge-sf1")
     a = await connect(e.url, token("a"))
-    r = aioredis.Redis.from_url(redis_url)
+    r = redis_conn.connect(redis_url)
     try:
         await a.join("rs8")
         first = await a.publish("rs8", b"before")
