@@ -162,6 +162,30 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     for module in SCENARIO_MODULES:
         importlib.import_module(module).register(subs)
 
+    from bench.scenarios.iot import add_parser as add_iot_parser
+
+    add_iot_parser(subs, DEFAULT_OUT)
+
+    tr = subs.add_parser(
+        "transports",
+        help="WebSocket vs QUIC stream vs QUIC datagram: RTT, saturation, handshake CPU",
+        description="One edge on both transports; per mode: RTT p50/p99, deliveries/s at "
+        "saturation with edge CPU per delivery, edge CPU per handshake; median of --runs.",
+    )
+    tr.add_argument("--rtt-samples", type=_positive_int, default=2000, help="(default: 2000)")
+    tr.add_argument("--subscribers", type=_positive_int, default=20, help="(default: 20)")
+    tr.add_argument("--messages", type=_positive_int, default=5000,
+                    help="messages published in the saturation phase (default: 5000)")
+    tr.add_argument("--window", type=_positive_int, default=500,
+                    help="unconfirmed reliable publishes at most (default: 500)")
+    tr.add_argument("--payload-size", type=_positive_int, default=64, help="(default: 64)")
+    tr.add_argument("--handshakes", type=_positive_int, default=100, help="(default: 100)")
+    tr.add_argument("--runs", type=_positive_int, default=3, help="(default: 3)")
+    tr.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
+                    help=f"report directory (default: {DEFAULT_OUT})")
+    tr.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    tr.set_defaults(func=_cmd_transports)
+
     cmp = subs.add_parser(
         "compare",
         help="show the change of every figure between two reports",
@@ -284,6 +308,16 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise BenchFailure(MISSING)
     print(f"plot: {png}", file=sys.stderr)
     return 0
+
+
+def _cmd_transports(args: argparse.Namespace) -> int:
+    from bench.scenarios.transports import TransportsParams, run_transports_cli
+
+    params = TransportsParams(rtt_samples=args.rtt_samples, subscribers=args.subscribers,
+                              messages=args.messages, window=args.window,
+                              payload_size=args.payload_size, handshakes=args.handshakes,
+                              runs=args.runs)
+    return run_transports_cli(params, args.out, args.quiet)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

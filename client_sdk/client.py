@@ -1,6 +1,7 @@
 """The asyncio client.
 
 >>> client = await connect(["ws://127.0.0.1:8701", "ws://127.0.0.1:8702"], token)
+>>> client = await connect("quic://127.0.0.1:8711", token)  # QUIC: same API
 >>> sub = await client.join("lobby")
 >>> await client.publish("lobby", b"hello")
 >>> async for msg in sub:
@@ -18,6 +19,12 @@ reliable message exactly once, or is told (``recovered=False``) what it
 missed.  Other requests in flight fail with :class:`ConnectionLostError`.  A
 non-retryable close (bad token, ...) ends the client: iterators stop and calls
 raise :class:`ClientClosedError`.
+
+Transports (:mod:`client_sdk.transport`): ``ws://``/``wss://`` URLs use
+WebSocket, ``quic://`` URLs QUIC, where ``publish(..., reliable=False)`` goes
+as a datagram.  Each edge's WELCOME names its URL on the other transport; when
+a QUIC edge cannot be reached (UDP blocked) the client tries that edge's
+WebSocket URL next, and vice versa.
 """
 
 from __future__ import annotations
@@ -32,10 +39,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.asyncio.connection import broadcast
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from .backoff import Backoff
 from .errors import (
@@ -82,6 +86,7 @@ from .protocol import (
 )
 from .retry import publish_retryable
 from .subscription import PresenceEvent, RecoveryEvent, Subscription
+from .transport import Link, LinkClosed, RefusedError, TlsOptions, open_link, scheme_of
 
 __all__ = ["Client", "Position", "ReceivedMessage", "connect"]
 
@@ -109,7 +114,8 @@ class Client:
                  reconnect: bool = True, request_timeout: float = 10.0,
                  connect_timeout: float = 5.0, backoff_base: float = 0.5,
                  backoff_cap: float = 20.0, max_send_buffer: int = 4 * 1024 * 1024,
-                 ping_interval: float | None = 2.5, ping_timeout: float | None = 2.5) -> None:
+                 ping_interval: float | None = 2.5, ping_timeout: float | None = 2.5,
+                 tls: TlsOptions | None = None) -> None:
         if not urls:
             raise ValueError("at least one URL is required")
         self.urls = list(urls)
@@ -121,6 +127,10 @@ class Client:
         self.max_send_buffer = max_send_buffer
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.tls = tls or TlsOptions()
+        #: The same edge on the other transport (ws URL <-> quic URL), from WELCOMEs.
+        self._alternates: dict[str, str] = {}
+        self._prefer_quic = scheme_of(self.urls[0]) == "quic"
         #: Other edges announced by the current edge (WELCOME, NEIGHBOURS), best first.
         self.neighbours: list[str] = []
         #: Completed make-before-break moves (HANDOFF from a draining edge).
@@ -142,11 +152,13 @@ class Client:
         #: Called after each make-before-break move to another edge (HANDOFF).
         self.on_handoff: Callable[[Client], None] | None = None
         self.recoveries: list[RecoveryEvent] = []
+        #: Frames this class does not handle itself (device frames: see client_sdk.device).
+        self.on_other_frame: Callable[[Frame], None] | None = None
         self._outbox = Outbox()
         self._raw_futures: dict[int, asyncio.Future[tuple[int, int]]] = {}
         self._resume_token = ""
         self._backoff = Backoff(backoff_base, backoff_cap)
-        self._ws: ClientConnection | None = None
+        self._link: Link | None = None
         self._req_ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Frame]] = {}
         self._pings: dict[int, asyncio.Future[float]] = {}
@@ -166,41 +178,43 @@ class Client:
         return {"sid": self.session_id, "rt": self._resume_token, "att": self._attempt,
                 "rooms": {r: [s.flags, *s.position] for r, s in self._subs.items()}}
 
-    async def _open(self, url: str) -> tuple[ClientConnection, Welcome]:
+    async def _open(self, url: str) -> tuple[Link, Welcome]:
         self._attempt += 1
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
             # cancellation that races its timeout, leaving a reconnect loop running.
             async with asyncio.timeout(self.connect_timeout):
-                ws = await ws_connect(
-                    url, compression=None, max_size=None, max_queue=None,
-                    open_timeout=self.connect_timeout, close_timeout=1.0,
-                    # Client-side keepalive: a half-open link (network cut, frozen
-                    # edge) is noticed within ping_interval + ping_timeout.
-                    ping_interval=self.ping_interval, ping_timeout=self.ping_timeout)
-        except InvalidStatus as exc:
-            hint = exc.response.headers.get("X-Retry-After-Ms")
-            if exc.response.status_code == 503 and hint and hint.isdigit():
-                self._retry_hint = max(self._retry_hint, int(hint) / 1000.0)
-            raise ConnectError(f"{url}: refused with HTTP {exc.response.status_code}") from exc
+                # Client-side keepalive: a half-open link (network cut, frozen
+                # edge) is noticed within ping_interval + ping_timeout.
+                link = await open_link(url, connect_timeout=self.connect_timeout,
+                                       ping_interval=self.ping_interval,
+                                       ping_timeout=self.ping_timeout, tls=self.tls)
+        except RefusedError as exc:
+            self._retry_hint = max(self._retry_hint, exc.retry_hint)
+            raise
+        except ValueError as exc:
+            raise InvalidURI(url, str(exc)) from exc
         try:
-            await ws.send(encode(Hello(PROTOCOL_VERSION, self.token, self.name,
-                                       self._resume_map())))
+            link.send(encode(Hello(PROTOCOL_VERSION, self.token, self.name,
+                                   self._resume_map())))
             async with asyncio.timeout(self.connect_timeout):
-                raw = await ws.recv()
-            frame = self._decoder.decode(raw if isinstance(raw, bytes) else raw.encode())
+                raw = await link.recv()
+            frame = self._decoder.decode(raw)
             if not isinstance(frame, Welcome):
                 raise ConnectError(f"{url}: expected WELCOME, got {type(frame).__name__}")
-            return ws, frame
-        except ConnectionClosed as exc:
-            rcvd = exc.rcvd
-            code, reason = (rcvd.code, rcvd.reason) if rcvd else (None, "")
+            return link, frame
+        except LinkClosed as exc:
+            code, reason = exc.code, exc.reason
             if code is not None and retry_for_close(code) is Retry.NEVER:
                 raise error_for_code(code, reason or "rejected") from exc
+            if code == ErrorCode.OVERLOADED and "retry in " in reason:
+                tail = reason.rsplit("retry in ", 1)[1].removesuffix(" ms")
+                if tail.isdigit():
+                    self._retry_hint = max(self._retry_hint, int(tail) / 1000.0)
             raise ConnectError(f"{url}: closed during handshake ({code} {reason})") from exc
         except BaseException:
             with contextlib.suppress(Exception):
-                await ws.close()
+                await link.close()
             raise
 
     def _candidates(self, elsewhere: bool) -> list[str]:
@@ -210,11 +224,25 @@ class Client:
         order += self.neighbours + self.urls
         if elsewhere and self.url:
             order.append(self.url)  # still worth a try after all the others
+        if self._prefer_quic:
+            # Each edge over QUIC first, then over WebSocket: a client whose UDP
+            # is blocked falls back.  (WebSocket clients never try QUIC: a dead
+            # or filtered UDP port costs a timeout, a dead TCP port nothing.)
+            expanded: list[str] = []
+            for u in order:
+                alt = self._alternates.get(u)
+                if alt is None:
+                    expanded.append(u)
+                elif scheme_of(u) == "quic":
+                    expanded += [u, alt]
+                else:
+                    expanded += [alt, u]
+            order = expanded
         seen: set[str] = set()
         return [u for u in order if not (u in seen or seen.add(u))]  # type: ignore[func-returns-value]
 
-    def _adopt(self, ws: ClientConnection, url: str, welcome: Welcome) -> None:
-        self._ws = ws
+    def _adopt(self, link: Link, url: str, welcome: Welcome) -> None:
+        self._link = link
         self.url = url
         self.session_id = welcome.session_id
         self.edge_id = welcome.edge_id
@@ -224,13 +252,22 @@ class Client:
         nb = welcome.info.get("neighbours")
         if isinstance(nb, list):
             self.neighbours = [u for u in nb if isinstance(u, str)]
+        ws_url, quic_url = welcome.info.get("ws_url"), welcome.info.get("quic_url")
+        if isinstance(ws_url, str) and isinstance(quic_url, str) and ws_url and quic_url:
+            self._alternates[ws_url] = quic_url
+            self._alternates[quic_url] = ws_url
+
+    @property
+    def transport(self) -> str:
+        """Transport of the current connection: ``"ws"`` or ``"quic"``."""
+        return self._link.transport if self._link is not None else ""
 
     async def _connect_any(self, candidates: list[str] | None = None) -> None:
         """Try each candidate once, in order; adopt the first that welcomes us."""
         errors = []
         for url in candidates if candidates is not None else self.urls:
             try:
-                ws, welcome = await self._open(url)
+                link, welcome = await self._open(url)
             except EdgeRelayError as exc:
                 if getattr(exc, "code", None) is not None and retry_for_close(
                         getattr(exc, "code", 0)) is Retry.NEVER:
@@ -242,7 +279,7 @@ class Client:
                 continue
             except InvalidURI as exc:
                 raise ConnectError(f"invalid URL {url!r}") from exc
-            self._adopt(ws, url, welcome)
+            self._adopt(link, url, welcome)
             return
         raise ConnectError("could not connect to any edge: " + "; ".join(errors))
 
@@ -253,21 +290,16 @@ class Client:
 
     async def _run(self) -> None:
         while True:
-            ws = self._ws
-            assert ws is not None
-            code: int | None = None
-            reason = ""
+            link = self._link
+            assert link is not None
             try:
-                async for raw in ws:
+                async for raw in link.messages():
                     if isinstance(raw, bytes):
                         self._on_frame(raw)
-            except ConnectionClosed:
+            except (ConnectionClosed, LinkClosed):
                 pass
-            finally:
-                rcvd = ws.protocol.close_rcvd
-                if rcvd is not None:
-                    code, reason = rcvd.code, rcvd.reason
-            if ws is not self._ws and self._closed is None:
+            code, reason = link.close_code, link.close_reason
+            if link is not self._link and self._closed is None:
                 continue  # handed off: the new connection is already in place
             self._connected.clear()
             self._outbox.unbind_all()
@@ -309,9 +341,9 @@ class Client:
         return False
 
     @staticmethod
-    async def _close_quietly(ws: ClientConnection, code: int, reason: str) -> None:
+    async def _close_quietly(link: Link, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
-            await ws.close(code, reason)
+            await link.close(code, reason)
 
     async def _handoff(self, url: str) -> None:
         """Make before break: resume on ``url`` while the old connection still
@@ -319,20 +351,20 @@ class Client:
         if self._handing_off or self._closed is not None:
             return
         self._handing_off = True
-        old = self._ws
+        old = self._link
         try:
             for target in [url, *self._candidates(elsewhere=True)]:
                 if target == self.url:
                     continue
                 try:
-                    ws, welcome = await self._open(target)
+                    link, welcome = await self._open(target)
                 except (EdgeRelayError, OSError, TimeoutError, InvalidHandshake,
                         ProtocolError):
                     continue
                 if self._closed is not None:
-                    await ws.close()
+                    await link.close()
                     return
-                self._adopt(ws, target, welcome)
+                self._adopt(link, target, welcome)
                 self.handoffs += 1
                 if self.on_handoff is not None:
                     self.on_handoff(self)
@@ -393,9 +425,9 @@ class Client:
         """Close the connection; subscriptions end.  Safe to call twice."""
         if self._closed is None:
             self._shutdown(ClientClosedError("client closed"))
-        if self._ws is not None:
+        if self._link is not None:
             with contextlib.suppress(Exception):
-                await self._ws.close()
+                await self._link.close()
         for task in list(self._tasks):
             task.cancel()
         if self._runner is not None:
@@ -488,21 +520,26 @@ class Client:
             sub = self._subs.get(f.room)
             if sub is not None:
                 sub._presence(PresenceEvent(f.room, isinstance(f, PresenceJoin), f.member))
+        elif self.on_other_frame is not None:
+            self.on_other_frame(f)
 
     # -- outbound -------------------------------------------------------------
 
-    def _send(self, data: bytes) -> None:
-        ws = self._ws
+    def _send(self, data: bytes, reliable: bool = True) -> None:
+        link = self._link
         if self._closed is not None:
             raise self._closed
-        if ws is None or not self._connected.is_set():
+        if link is None or not self._connected.is_set():
             raise ConnectionLostError("not connected")
-        broadcast([ws], data)  # synchronous write; see max_send_buffer for the bound
+        # Synchronous write; see max_send_buffer for the bound.
+        if reliable:
+            link.send(data)
+        else:
+            link.send_unreliable(data)
 
     async def _wait_writable(self) -> None:
-        ws = self._ws
-        while (ws is not None  # noqa: ASYNC110 (websockets exposes no drain event) and ws.transport is not None
-               and ws.transport.get_write_buffer_size() > self.max_send_buffer):
+        link = self._link
+        while link is not None and link.buffered() > self.max_send_buffer:  # noqa: ASYNC110 (no drain event)
             await asyncio.sleep(0.001)
 
     async def _request(self, frame: Join | Leave | PresenceList | Publish) -> Frame:
@@ -606,7 +643,7 @@ class Client:
             raise self._closed
         if not reliable:
             self._check_size(room, payload)
-            self._send(encode(Publish(0, room, payload, False, 0)))
+            self._send(encode(Publish(0, room, payload, False, 0)), reliable=False)
             return None
         if self._outbox.full():
             raise EdgeRelayError("outbox full: too many unconfirmed publishes")
@@ -693,13 +730,16 @@ async def connect(urls: str | Sequence[str], token: str, *, name: str = "",
                   reconnect: bool = True, request_timeout: float = 10.0,
                   connect_timeout: float = 5.0, backoff_base: float = 0.5,
                   backoff_cap: float = 20.0, ping_interval: float | None = 2.5,
-                  ping_timeout: float | None = 2.5, select: str = "order") -> Client:
+                  ping_timeout: float | None = 2.5, select: str = "order",
+                  tls: TlsOptions | None = None) -> Client:
     """Connect to an edge in ``urls`` that accepts ``token``.
 
     ``select="order"`` tries the URLs in the given order; ``select="rtt"``
     first measures the round trip to each and tries the nearest first.  The
     client pings every ``ping_interval`` seconds and treats a missing pong
     after ``ping_timeout`` as a dead link (then reconnects and resumes).
+    ``quic://`` URLs connect over QUIC; ``tls`` says how the edge's
+    certificate is checked (default: verified, see :class:`TlsOptions`).
     Raises :class:`AuthError` if the token is refused and :class:`ConnectError`
     if no edge could be reached.
     """
@@ -712,6 +752,6 @@ async def connect(urls: str | Sequence[str], token: str, *, name: str = "",
                     reconnect=reconnect, request_timeout=request_timeout,
                     connect_timeout=connect_timeout, backoff_base=backoff_base,
                     backoff_cap=backoff_cap, ping_interval=ping_interval,
-                    ping_timeout=ping_timeout)
+                    ping_timeout=ping_timeout, tls=tls)
     await client._start()
     return client

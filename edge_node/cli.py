@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 from client_sdk.protocol import KINDS, Limits, mint_token
 
@@ -98,8 +99,49 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-replay", type=int,
                    default=int(_env("MAX_REPLAY", str(d.max_replay))),
                    help="most messages replayed per room on resume")
+    qp = _env("QUIC_PORT", "")
+    p.add_argument("--quic-port", type=int, default=int(qp) if qp.strip() else None,
+                   help="also listen for QUIC and WebTransport on this UDP port "
+                   "(0 = any free port; default: QUIC off)")
+    p.add_argument("--quic-cert", default=_env("QUIC_CERT", ""),
+                   help="PEM certificate for QUIC (default: a development certificate made "
+                   "at start; see `edge-relay cert`)")
+    p.add_argument("--quic-key", default=_env("QUIC_KEY", ""), help="PEM private key for QUIC")
+    p.add_argument("--quic-public-url", default=_env("QUIC_PUBLIC_URL", ""),
+                   help="URL clients use to reach this edge over QUIC "
+                   "(default quic://HOST:QUIC_PORT)")
+    p.add_argument("--quic-idle-timeout", type=float,
+                   default=float(_env("QUIC_IDLE_TIMEOUT", str(d.quic_idle_timeout))),
+                   help="seconds without packets before a QUIC connection is dropped")
     p.add_argument("--log-format", choices=["json", "text"], default=_env("LOG_FORMAT", "json"))
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    add_iot_args(p)
+
+
+def add_iot_args(p: argparse.ArgumentParser) -> None:
+    """IoT flags (docs/iot.md)."""
+    d = EdgeSettings()
+    p.add_argument("--iot-window-ms", type=int,
+                   default=int(_env("IOT_WINDOW_MS", str(d.iot_window_ms))),
+                   help="telemetry window length, ms (default 1000)")
+    p.add_argument("--iot-grace-ms", type=int,
+                   default=int(_env("IOT_GRACE_MS", str(d.iot_grace_ms))),
+                   help="how long a window waits for late samples, ms (default 500)")
+    p.add_argument("--iot-raw", action="store_true", default=_env("IOT_RAW", "") == "1",
+                   help="also forward raw samples to the origin")
+    p.add_argument("--iot-alerts-room", default=_env("IOT_ALERTS_ROOM", d.iot_alerts_room),
+                   help="room that receives anomaly alerts (default 'alerts'; '' = none)")
+    p.add_argument("--iot-detector", choices=["ewma", "mad", "both", "any"],
+                   default=_env("IOT_DETECTOR", d.iot_detector), help="anomaly detector mode")
+
+
+def iot_settings_from_args(a: argparse.Namespace) -> dict[str, Any]:
+    """The ``iot_*`` fields of :class:`EdgeSettings` from parsed arguments."""
+    if a.iot_window_ms < 10 or a.iot_grace_ms < 0:
+        raise UserError("--iot-window-ms must be >= 10 and --iot-grace-ms >= 0")
+    return {"iot_window_ms": a.iot_window_ms, "iot_grace_ms": a.iot_grace_ms,
+            "iot_raw": a.iot_raw, "iot_alerts_room": a.iot_alerts_room,
+            "iot_detector": a.iot_detector}
 
 
 def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
@@ -108,6 +150,12 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         raise UserError(f"--port must be 0..65535, not {a.port}")
     if a.max_frame_bytes < 256:
         raise UserError("--max-frame-bytes must be at least 256")
+    if a.quic_port is not None and not 0 <= a.quic_port <= 65535:
+        raise UserError(f"--quic-port must be 0..65535, not {a.quic_port}")
+    if bool(a.quic_cert) != bool(a.quic_key) and not a.quic_cert:
+        raise UserError("--quic-key needs --quic-cert")
+    if a.quic_idle_timeout <= 0:
+        raise UserError("--quic-idle-timeout must be positive")
     position = parse_position(a.position) if a.position else None
     if not 0 <= a.write_delay_ms <= 100:
         raise UserError("--write-delay-ms must be 0..100")
@@ -127,7 +175,9 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         drain_timeout=a.drain_timeout, connect_rate=a.connect_rate,
         uplink_spool=a.uplink_spool, uplink_shards=a.uplink_shards,
         uplink_rooms=tuple(p for p in a.uplink_rooms.split(",") if p),
-        log_level=a.log_level,
+        log_level=a.log_level, **iot_settings_from_args(a),
+        quic_port=a.quic_port, quic_cert=a.quic_cert, quic_key=a.quic_key,
+        quic_public_url=a.quic_public_url, quic_idle_timeout=a.quic_idle_timeout,
     )
 
 
@@ -205,12 +255,33 @@ def cmd_token(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cert(a: argparse.Namespace) -> int:
+    """Write a self-signed development certificate and key; print its SHA-256."""
+    from .quic.tls import MAX_HASH_PIN_DAYS, write_self_signed
+
+    if not 0 < a.days <= MAX_HASH_PIN_DAYS:
+        raise UserError(f"--days must be in (0, {MAX_HASH_PIN_DAYS}]: browsers refuse "
+                        "longer certificates pinned by hash")
+    hosts = [h.strip() for h in a.hosts.split(",") if h.strip()]
+    if not hosts:
+        raise UserError("--hosts needs at least one name or address")
+    try:
+        digest = write_self_signed(a.cert, a.key, hosts, a.days)
+    except OSError as exc:
+        raise UserError(f"cannot write the certificate: {exc}") from exc
+    print(f"certificate: {a.cert}\nkey:         {a.key}\nsha256:      {digest}\n"
+          f"valid:       {a.days:g} days for {', '.join(hosts)}\n"
+          f"use:         edge-relay edge --quic-port 8711 --quic-cert {a.cert} "
+          f"--quic-key {a.key}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``edge-relay`` argument parser."""
     p = argparse.ArgumentParser(
         prog="edge-relay",
         description="Edge relay for real-time games and IoT.  Commands: edge, up, demo, "
-        "token, bench.  Configuration: flags, or EDGE_RELAY_* and REDIS_URL environment "
+        "token, cert, bench.  Configuration: flags, or EDGE_RELAY_* and REDIS_URL environment "
         "variables (see docs/configuration.md).",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -235,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--rooms", type=int, default=10, help="rooms (default 10)")
     pd.add_argument("--rate", type=float, default=20.0, help="publishes/s per player (default 20)")
     pd.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
+    pd.add_argument("--devices", type=int, default=500,
+                    help="simulated IoT devices at 10 samples/s each (default 500; 0 = none)")
     pd.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
     pd.add_argument("--no-kill", action="store_true",
                     help="do not SIGKILL an edge half-way (steady state only)")
@@ -249,6 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--publish", default="", help="publish patterns (default: same as --rooms)")
     pt.add_argument("--ttl", type=float, default=3600.0, help="seconds until expiry")
     pt.set_defaults(func=cmd_token)
+
+    pc = sub.add_parser("cert", help="make a self-signed certificate for QUIC/WebTransport",
+                        description="Write an ECDSA P-256 self-signed certificate and key "
+                        "for development and print its SHA-256 (browsers accept it with "
+                        "serverCertificateHashes; Python clients with tls ca_file or "
+                        "EDGE_RELAY_CA_FILE).")
+    pc.add_argument("--cert", default="edge-cert.pem", help="certificate path (PEM)")
+    pc.add_argument("--key", default="edge-key.pem", help="private key path (PEM, mode 0600)")
+    pc.add_argument("--hosts", default="localhost,127.0.0.1,::1",
+                    help="comma-separated DNS names / IP addresses (default %(default)s)")
+    pc.add_argument("--days", type=float, default=13.0,
+                    help="validity in days, at most 14 (default %(default)s)")
+    pc.set_defaults(func=cmd_cert)
 
     po = sub.add_parser("origin", help="run origin workers and the HTTP API "
                         "(see `edge-relay origin --help`)", add_help=False)

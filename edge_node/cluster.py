@@ -28,7 +28,7 @@ class LocalCluster:
     def __init__(self, n_edges: int = 3, *, base_port: int = 0, secret: bytes | None = None,
                  redis_url: str | None = None, edge_args: list[str] | None = None,
                  log_dir: str | None = None, origin: bool = True,
-                 origin_workers: int = 2) -> None:
+                 origin_workers: int = 2, quic: bool = True) -> None:
         self.n_edges = n_edges
         self.base_port = base_port
         self.secret = secret or secrets.token_urlsafe(24).encode()
@@ -41,6 +41,10 @@ class LocalCluster:
         self.origin_workers = origin_workers
         self.origin: Any = None
         self.api_key = secrets.token_urlsafe(16)
+        #: Edges also listen for QUIC, with one development certificate (CA file
+        #: for clients: ``ca_file``).
+        self.quic = quic
+        self.ca_file = ""
 
     def start(self) -> LocalCluster:
         """Start Redis (unless a URL was given) and the edges; wait until healthy."""
@@ -58,6 +62,13 @@ class LocalCluster:
                 self.origin = spawn_api(self.redis_url, "--workers", str(self.origin_workers),
                                         command="run", env=env,
                                         log_path=os.path.join(self.log_dir, "origin.log"))
+            key_file = ""
+            if self.quic:
+                from .quic.tls import write_self_signed
+
+                self.ca_file = os.path.join(self.log_dir, "quic-cert.pem")
+                key_file = os.path.join(self.log_dir, "quic-key.pem")
+                write_self_signed(self.ca_file, key_file)
             for i in range(self.n_edges):
                 port = self.base_port + i if self.base_port else free_port()
                 self.edges.append(spawn_edge(
@@ -66,6 +77,7 @@ class LocalCluster:
                     extra_args=[*self.edge_args, "--uplink-spool",
                                 os.path.join(self.log_dir, f"edge-{i + 1}.spool")],
                     log_path=os.path.join(self.log_dir, f"edge-{i + 1}.log"),
+                    quic=self.quic, quic_cert=self.ca_file, quic_key=key_file,
                 ))
         except BaseException:
             self.stop()
@@ -77,13 +89,21 @@ class LocalCluster:
         """WebSocket URLs of the edges, in order."""
         return [e.url for e in self.edges]
 
+    @property
+    def quic_urls(self) -> list[str]:
+        """QUIC URLs of the edges, in order ("" for an edge without QUIC)."""
+        return [e.quic_url for e in self.edges]
+
     def describe(self) -> dict[str, Any]:
         """Addresses and pids, for printing."""
         return {
             "redis": self.redis_url,
             "embedded_redis": self.redis is not None,
             "origin": self.origin.http_url if self.origin else None,
-            "edges": [{"id": e.edge_id, "url": e.url, "pid": e.pid} for e in self.edges],
+            "edges": [{"id": e.edge_id, "url": e.url, "pid": e.pid,
+                       **({"quic_url": e.quic_url} if e.quic_url else {})}
+                      for e in self.edges],
+            **({"quic_ca_file": self.ca_file} if self.ca_file else {}),
             "logs": self.log_dir,
         }
 

@@ -95,6 +95,35 @@ class EdgeSettings:
     uplink_overflow: str = "drop_oldest"
     uplink_fsync: str = "NORMAL"
     uplink_rooms: tuple[str, ...] = ()
+    #: IoT telemetry (docs/iot.md): window length and grace (ms), forward raw
+    #: samples too, the alerts room, detector mode (ewma|mad|both|any) and the
+    #: raise threshold.
+    iot_window_ms: int = 1000
+    iot_grace_ms: int = 500
+    iot_raw: bool = False
+    iot_alerts_room: str = "alerts"
+    iot_detector: str = "any"
+    iot_z_on: float = 6.0
+    #: QUIC listener (raw QUIC + WebTransport on one UDP port): None = off,
+    #: 0 = any free port.  Certificate and key are PEM files; without them the
+    #: edge makes a development certificate at start (ECDSA P-256, 13 days) and
+    #: logs its SHA-256 (see ``edge-relay cert``).
+    quic_port: int | None = None
+    quic_cert: str = ""
+    quic_key: str = ""
+    #: URL clients use to reach this edge over QUIC (default quic://HOST:QUIC_PORT).
+    quic_public_url: str = ""
+    #: Seconds without any packet before a QUIC connection is dropped (the SDK
+    #: pings every 2.5 s; the edge sends a QUIC PING every ``ping_interval``).
+    quic_idle_timeout: float = 10.0
+    #: Largest payload sent as a datagram (aioquic never sends, and then blocks
+    #: behind, a datagram over the path's packet size); larger updates use the stream.
+    quic_max_datagram: int = 1150
+    #: Datagrams queued per connection before the stalest is dropped.
+    quic_datagram_queue: int = 64
+    #: Inbound bytes queued per QUIC connection, unprocessed (over it: datagrams
+    #: are dropped, a stream record closes the connection with 4003).
+    quic_inbound_queue: int = 4 * 1024 * 1024
     #: Structured log format: "json" or "text".
     log_format: str = "json"
     log_level: str = "INFO"

@@ -34,6 +34,7 @@ from hdrh.histogram import HdrHistogram
 from client_sdk import Client, ReceivedMessage, connect
 from client_sdk.errors import EdgeRelayError
 from client_sdk.protocol import mint_token
+from client_sdk.transport import TlsOptions
 
 from .cluster import LocalCluster
 from .redis_server import RedisUnavailable
@@ -54,6 +55,9 @@ class DemoConfig:
     rate: float = 20.0
     duration: float = 20.0
     payload_size: int = 64
+    #: Simulated IoT devices and their samples/s each (0 devices: none).
+    devices: int = 500
+    device_rate: float = 10.0
 
 
 @dataclass
@@ -68,6 +72,7 @@ class _Player:
     acked: set[int] = field(default_factory=set)
     failed: int = 0
     sent: int = 0
+    transport: str = "ws"  # the transport it started on
 
 
 class _Progress:
@@ -149,6 +154,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     steady = HdrHistogram(1, 60_000_000, 3)  # intended before the kill
     kill_ns = [2**62]
     players: list[_Player] = []
+    # Latency per transport the receiving player started on (every 3rd is QUIC).
+    by_transport = {t: HdrHistogram(1, 60_000_000, 3) for t in ("ws", "quic")}
 
     def on_message(p: _Player) -> Any:
         def cb(m: ReceivedMessage) -> None:
@@ -161,6 +168,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             if n == 0:
                 us = max(1, (now_ns - intended) // 1000)
                 hist.record_value(us)
+                by_transport[p.transport].record_value(us)
                 if intended < kill_ns[0]:
                     steady.record_value(us)
         return cb
@@ -169,12 +177,23 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         # Rotate edges so each room has members on several edges.
         url = urls[i % len(urls)]
         order = [url] + [u for u in urls if u != url]
+        quic_url = cluster.quic_urls[i % len(urls)]
+        transport = "quic" if quic_url and i % 3 == 2 else "ws"
+        if transport == "quic":
+            order = [quic_url, *order]  # its edge's WebSocket URL is the fallback
         tok = mint_token(cluster.secret, f"player-{i}", "player", ["room-*"], now=now)
         client = await connect(order, tok, name=f"demo-player-{i}", backoff_base=0.2,
-                               backoff_cap=2.0)
-        players.append(_Player(i, f"room-{i % cfg.rooms}", client))
+                               backoff_cap=2.0, tls=TlsOptions(ca_file=cluster.ca_file or None))
+        players.append(_Player(i, f"room-{i % cfg.rooms}", client, transport=transport))
     for p in players:
         await p.client.join(p.room, echo=False, on_message=on_message(p))
+    fleet = None
+    if cfg.devices:
+        from .iot.demo_devices import DeviceFleet
+
+        fleet = DeviceFleet(urls, cluster.secret, cluster.redis_url, devices=cfg.devices,
+                            rate=cfg.device_rate)
+        await fleet.start()
     await asyncio.sleep(0.3)  # let cross-edge tails and presence settle
 
     interval = 1.0 / cfg.rate
@@ -261,7 +280,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     chaos = [loop.create_task(drainer())] if drain_enabled else []
     if cfg.kill and len(cluster.edges) > 1:
         chaos.append(loop.create_task(killer()))
-    await asyncio.gather(*(publisher(p) for p in players))
+    await asyncio.gather(*(publisher(p) for p in players),
+                         *([fleet.run(cfg.duration)] if fleet is not None else []))
     await asyncio.gather(*chaos)
     # Drain: wait until every ack is in and deliveries stop changing (bounded).
     deadline = time.perf_counter() + 15.0
@@ -282,6 +302,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     failover = _failover_summary(players, killed)
     handover = _handover_summary(players, drained, killed)
     origin = await _origin_summary(cluster)
+    iot = await fleet.summary() if fleet is not None else {"devices": 0}
     forecast = await asyncio.to_thread(_forecast_summary, cluster)
     members: dict[str, list[_Player]] = defaultdict(list)
     for p in players:
@@ -344,14 +365,21 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             k: round(steady.get_value_at_percentile(v) / 1000, 3)
             for k, v in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))},
         "rtt_ms": {"median": round(rtts[len(rtts) // 2] * 1000, 3) if rtts else None},
+        "latency_by_transport_ms": {
+            t: {"players": sum(1 for p in players if p.transport == t),
+                "deliveries": h.get_total_count(),
+                **{k: round(h.get_value_at_percentile(v) / 1000, 3)
+                   for k, v in (("p50", 50), ("p99", 99))}}
+            for t, h in by_transport.items()},
         "throughput": {"deliveries_per_s": round(delivered / max(elapsed, 1e-9), 1)},
         "history": history,
         "failover": failover,
         "handover": handover,
         "origin": origin,
+        "iot": iot,
         "forecast": forecast,
         "edges": edges,
-        "ok": lost == 0 and dups == 0,
+        "ok": lost == 0 and dups == 0 and iot.get("lost", 0) == 0,
     }
 
 
@@ -387,12 +415,12 @@ async def _origin_summary(cluster: LocalCluster) -> dict[str, Any]:
     """What reached the origin through the uplink (waits until it settles, bounded)."""
     if cluster.origin is None:
         return {"enabled": False}
-    import redis.asyncio as aioredis
-
     from origin.settings import OriginSettings
     from origin.view import origin_stats
 
-    r = aioredis.Redis.from_url(cluster.redis_url)
+    from .redis_conn import connect
+
+    r = connect(cluster.redis_url)
     try:
         last, stats = -1, {}
         for _ in range(40):
@@ -441,11 +469,10 @@ def _failover_summary(players: list[_Player], killed: dict[str, Any]) -> dict[st
 
 
 async def _history(url: str, rooms: list[str]) -> dict[str, Any]:
-    import redis.asyncio as aioredis
-
+    from .redis_conn import connect
     from .redis_keys import room_log
 
-    r = aioredis.Redis.from_url(url)
+    r = connect(url)
     try:
         n = 0
         for room in rooms:
@@ -476,6 +503,9 @@ def render_summary(s: dict[str, Any]) -> str:
         f"{s['latency_before_kill_ms']['p90']:.3f}  p99 {s['latency_before_kill_ms']['p99']:.3f}"
         f"  (latency counts from the intended send time, so outages show)",
         f"  rtt_ms (median)      {s['rtt_ms']['median']}",
+        *(f"  latency_ms via {t:<5} p50 {v['p50']:.3f}  p99 {v['p99']:.3f}  "
+          f"({v['players']} players started on {t}, {v['deliveries']} deliveries)"
+          for t, v in s.get("latency_by_transport_ms", {}).items() if v["players"]),
         f"  deliveries/s         {s['throughput']['deliveries_per_s']:>10}",
         f"  history              {s['history']['stream_entries']} entries in "
         f"{s['history']['rooms']} room streams (Redis)",
@@ -522,6 +552,18 @@ def render_summary(s: dict[str, Any]) -> str:
             f"  origin.duplicates_ignored  {o['duplicates_ignored']}",
             f"  origin.lag_ms.p99          {lag.get('p99')}  (p50 {lag.get('p50')})",
         ]
+    iot = s.get("iot") or {}
+    if iot.get("devices"):
+        lines += [
+            "",
+            f"  iot.samples                {iot['samples']} from {iot['devices']} devices at "
+            f"{iot['rate_hz']:g} Hz ({iot['resent_batches']} batches re-sent after failover)",
+            f"  iot.rollups_at_origin      {iot['rollups_at_origin']} rollups; "
+            f"{iot['samples_at_origin']} samples counted",
+            f"  iot.alerts                 {iot['alerts']} raised "
+            f"({iot['anomalies_injected']} anomalies injected)",
+            f"  iot.lost                   {iot['lost']}",
+        ]
     fc = s.get("forecast") or {}
     if fc:
         lines += [
@@ -538,11 +580,13 @@ def cmd_demo(a: Any) -> int:
     from .cli import UserError, install_uvloop
 
     cfg = DemoConfig(edges=a.edges, players=a.players, rooms=a.rooms, rate=a.rate,
-                     duration=a.duration, kill=not a.no_kill)
+                     duration=a.duration, kill=not a.no_kill,
+                     devices=getattr(a, "devices", 500))
     if not (1 <= cfg.edges <= 16 and 2 <= cfg.players <= 5000 and 1 <= cfg.rooms
-            <= cfg.players and 0 < cfg.rate <= 1000 and 0 < cfg.duration <= 3600):
+            <= cfg.players and 0 < cfg.rate <= 1000 and 0 < cfg.duration <= 3600
+            and 0 <= cfg.devices <= 5000):
         raise UserError("need 1-16 edges, 2-5000 players, 1..players rooms, "
-                        "0 < rate <= 1000, 0 < duration <= 3600")
+                        "0 < rate <= 1000, 0 < duration <= 3600, 0-5000 devices")
     if a.json:
         parent = os.path.dirname(os.path.abspath(a.json))
         if not os.path.isdir(parent):

@@ -149,6 +149,8 @@ class Hub:
         self.draining = False
         self.handoff_target: Any = None
         self._handed: dict[str, str] = {}  # room -> edge we handed its lease to
+        #: room -> publishes forwarded to us while we take the room over (settle).
+        self._settling: dict[str, list[tuple[str, str, bytes, str, int, int]]] = {}
         #: Origin-bound messages of rooms that closed before they were durable.
         self._retired: dict[str, deque[tuple[int, int, str, bytes]]] = {}
         #: Uplink to the origin, and the room patterns whose messages it gets.
@@ -429,6 +431,10 @@ class Hub:
     def on_forwarded_publish(self, room_name: str, sender: str, payload: bytes,
                              origin_edge: str, req_id: int, idem: int) -> None:
         """A publish another edge forwarded to us as the room's owner."""
+        held = self._settling.get(room_name)
+        if held is not None:  # taking the room over: handled once the lease is applied
+            held.append((room_name, sender, payload, origin_edge, req_id, idem))
+            return
         room = self.rooms.get(room_name)
         if room is None or not room.mine:
             target = self._handed.get(room_name)
@@ -499,17 +505,24 @@ class Hub:
         synced = room.synced
 
         async def remirror() -> None:
-            try:
-                lease = await sync.activate(room_name, since=synced)
-            except SyncUnavailable:
+            # Redis may be failing over right now: keep trying while the room is used,
+            # or the room would stay owner-less here for good.
+            delay = 0.1
+            while self.rooms.get(room_name) is room:
+                try:
+                    lease = await sync.activate(room_name, since=synced)
+                except SyncUnavailable:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if self.rooms.get(room_name) is room:
+                    await self._apply_lease(room, lease)
+                    if not lease.mine:
+                        # Members here saw only what this edge served: replay from the
+                        # last stored position (the new owner's messages come after it).
+                        room.epoch, room.seq = min(synced, (room.epoch, room.seq))
+                    self._reforward(room)
                 return
-            if self.rooms.get(room_name) is room:
-                await self._apply_lease(room, lease)
-                if not lease.mine:
-                    # Members here saw only what this edge served: replay from the
-                    # last stored position (the new owner's messages come after it).
-                    room.epoch, room.seq = min(synced, (room.epoch, room.seq))
-                self._reforward(room)
 
         spawn(remirror())
 
@@ -519,9 +532,17 @@ class Hub:
         if room is None:
             return
         log.info("took over room", extra={"room": room_name, "epoch": lease.epoch})
+        # Publishes forwarded to us from now on wait until the lease is applied, then go
+        # in arrival order (refusing them would let later ones overtake their retries).
+        self._settling.setdefault(room_name, [])
 
         async def settle() -> None:
-            await self._apply_lease(room, lease)
+            try:
+                await self._apply_lease(room, lease)
+            finally:
+                held = self._settling.pop(room_name, [])
+            for args in held:
+                self.on_forwarded_publish(*args)
             self._reforward(room)
 
         spawn(settle())

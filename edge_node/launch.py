@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,14 +20,21 @@ from types import TracebackType
 
 from .redis_server import free_port
 
-__all__ = ["EdgeProcess", "spawn_edge", "free_port"]
+__all__ = ["EdgeProcess", "spawn_edge", "free_port", "free_udp_port"]
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """Return a UDP port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 class EdgeProcess:
     """A running edge child process."""
 
     def __init__(self, proc: subprocess.Popen[bytes], edge_id: str, host: str, port: int,
-                 log_path: str | None) -> None:
+                 log_path: str | None, quic_port: int | None = None) -> None:
         self.proc = proc
         self.edge_id = edge_id
         self.host = host
@@ -34,6 +42,11 @@ class EdgeProcess:
         self.url = f"ws://{host}:{port}"
         self.http_url = f"http://{host}:{port}"
         self.log_path = log_path
+        #: UDP port of the QUIC listener and its URL ("" when QUIC is off).
+        self.quic_port = quic_port
+        self.quic_url = f"quic://{host}:{quic_port}" if quic_port else ""
+        #: The WebSocket URL (``url`` may be pointed at ``quic_url`` by tests).
+        self.ws_url = self.url
 
     @property
     def pid(self) -> int:
@@ -101,11 +114,24 @@ def spawn_edge(
     env: dict[str, str] | None = None,
     log_path: str | None = None,
     timeout: float = 15.0,
+    quic: bool = False,
+    quic_port: int = 0,
+    quic_cert: str = "",
+    quic_key: str = "",
 ) -> EdgeProcess:
-    """Start one edge process and wait until it is healthy."""
+    """Start one edge process and wait until it is healthy.
+
+    ``quic=True`` also listens for QUIC on UDP ``quic_port`` (0: a free one),
+    with ``quic_cert`` and ``quic_key`` if given, else a development certificate.
+    """
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "edge_node", "edge", "--host", host, "--port", str(port),
            "--edge-id", edge_id, *extra_args]
+    udp_port = (quic_port or free_udp_port(host)) if quic else None
+    if udp_port is not None:
+        cmd += ["--quic-port", str(udp_port)]
+        if quic_cert:
+            cmd += ["--quic-cert", quic_cert, "--quic-key", quic_key or quic_cert]
     if redis_url:
         cmd += ["--redis-url", redis_url]
     child_env = dict(os.environ if env is None else env)
@@ -118,7 +144,7 @@ def spawn_edge(
     finally:
         if log_path and not isinstance(out, int):
             out.close()
-    edge = EdgeProcess(proc, edge_id, host, port, log_path)
+    edge = EdgeProcess(proc, edge_id, host, port, log_path, udp_port)
     try:
         wait_healthy(edge.http_url, proc, timeout)
     except BaseException:

@@ -4,7 +4,7 @@ Cluster slot), so they stay valid on Redis Cluster.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "RENEW", "RELEASE", "APPEND", "STEAL", "HANDOVER"]
+__all__ = ["ACQUIRE", "RENEW", "RELEASE", "APPEND", "STEAL", "HANDOVER", "EPOCH_FLOOR"]
 
 #: KEYS: owner, epoch; ARGV: edge_id, lease_ms.  Returns ``{1, token}`` when the
 #: lease was free and is now ours (new epoch), else ``{0, current_token}``.
@@ -99,4 +99,12 @@ local colon = string.find(cur, ':[^:]*$')
 local tok = ARGV[2] .. string.sub(cur, colon)
 redis.call('SET', KEYS[1], tok, 'PX', ARGV[3])
 return tok
+"""
+
+#: KEYS: epoch; ARGV: floor.  Raises the epoch counter to at least ``floor`` (after a
+#: failover lost entries of epoch ``floor``: the next ACQUIRE must not reissue it).
+EPOCH_FLOOR = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
 """

@@ -48,6 +48,8 @@ class EdgeStats:
         self.remote_deliveries = 0
         self.forwarded_publishes = 0
         self.stream_dropped = 0
+        self.stream_unreplicated = 0  # append batches held back: WAIT saw too few replicas
+        self.stream_lost = 0  # rooms whose stream lost acknowledged entries (failover)
         self.lease_takeovers = 0
         self.lease_steals = 0
         self.handovers = 0
@@ -81,6 +83,12 @@ _PLAIN: tuple[tuple[str, str, str, str], ...] = (
     ("counter", "edge_forwarded_publishes", "Publishes forwarded to owners",
      "forwarded_publishes"),
     ("counter", "edge_stream_dropped", "Queued appends dropped after fencing", "stream_dropped"),
+    ("counter", "edge_stream_unreplicated",
+     "Append batches not yet acknowledged: fewer replicas than required confirmed (WAIT)",
+     "stream_unreplicated"),
+    ("counter", "edge_stream_lost",
+     "Rooms whose stream lost acknowledged entries in a Redis failover (detected)",
+     "stream_lost"),
     ("counter", "edge_lease_takeovers", "Rooms taken over after an owner's lease lapsed",
      "lease_takeovers"),
     ("counter", "edge_lease_steals",

@@ -11,6 +11,7 @@ __all__ = [
     "room_epoch",
     "room_members",
     "room_live",
+    "room_lost",
     "edge_inbox",
     "edge_info",
     "edge_control",
@@ -46,6 +47,12 @@ def room_members(room: str) -> str:
 def room_live(room: str) -> str:
     """Pub/sub channel for ephemeral traffic: presence events, unreliable messages."""
     return f"{PREFIX}{{room:{room}}}:live"
+
+
+def room_lost(room: str) -> str:
+    """Hash of history ranges lost in a Redis failover: ``after`` -> ``upto`` (positions
+    ``E-S``); a resume across one is answered ``recovered: false``."""
+    return f"{PREFIX}{{room:{room}}}:lost"
 
 
 def edge_inbox(edge_id: str) -> str:

@@ -15,21 +15,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from . import history
+from . import history, redis_conn
 from . import lua_scripts as lua
 from . import redis_keys as K
 from .history import Entry, split_id
-from .liveness import probe_edge
+from .resp_cluster import ClusterRespWriter
 from .resp_writer import RespWriter
+from .room_leases import LeaseKeeper
+from .room_loss import LossGuard
+from .room_tail import ClusterReading
+from .room_types import Lease, SyncListener, SyncUnavailable
 from .tasks import spawn
 
 __all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
@@ -41,59 +45,26 @@ log = logging.getLogger("edge_node.sync")
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
-            "append": lua.APPEND, "steal": lua.STEAL, "handover": lua.HANDOVER}
+            "append": lua.APPEND, "steal": lua.STEAL, "handover": lua.HANDOVER,
+            "epoch_floor": lua.EPOCH_FLOOR}
 
 LIVE_PRESENCE_JOIN = 1
 LIVE_PRESENCE_LEAVE = 2
 LIVE_UNRELIABLE = 3
 #: The room's lease was handed to another edge (drain): ``[new owner edge id]``.
 LIVE_OWNER = 4
+#: Cluster mode, internal: the owner appended to the room stream (mirrors read it now).
+LIVE_APPENDED = 5
 
 
-class SyncUnavailable(RuntimeError):
-    """Redis could not be reached for an operation that needs it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """Result of activating a room: who owns it and where its history ends."""
-
-    owner_edge: str
-    epoch: int
-    mine: bool
-    token: str
-    last_epoch: int
-    last_seq: int
-
-
-class SyncListener(Protocol):
-    """Upcalls from :class:`RoomSync` into the hub."""
-
-    def on_remote_message(self, room: str, e: Entry) -> None: ...
-
-    def on_forwarded_publish(self, room: str, sender: str, payload: bytes, origin_edge: str,
-                             req_id: int, idem: int) -> None: ...
-
-    def on_remote_ack(self, sender: str, req_id: int, epoch: int, seq: int) -> None: ...
-
-    def on_durable(self, room: str, epoch: int, seq: int) -> None: ...
-
-    def on_live(self, room: str, kind: int, body: list[Any]) -> None: ...
-
-    def on_lease_lost(self, room: str) -> None: ...
-
-    def on_lease_acquired(self, room: str, lease: Lease) -> None: ...
-
-    def on_owner_changed(self, room: str, owner_edge: str) -> None: ...
-
-
-class RoomSync:
+class RoomSync(LeaseKeeper, LossGuard, ClusterReading):
     """All of one edge's Redis traffic for rooms.  Call :meth:`start` first."""
 
     def __init__(
         self, url: str, edge_id: str, listener: SyncListener, *, lease_ms: int,
         stream_maxlen: int, append_batch: int, stats: Any, edge_ttl: float = 5.0,
         max_backlog: int = 1_000_000, append_linger: float = 0.0,
+        wait_replicas: int | None = None, wait_ms: int = 200, tail_poll: float = 0.25,
     ) -> None:
         self.append_linger = append_linger
         self.url = url
@@ -105,17 +76,25 @@ class RoomSync:
         self.stats = stats
         self.edge_ttl = edge_ttl
         self.max_backlog = max_backlog
+        #: On a Redis Cluster (``redis+cluster://``) room streams live on different slots:
+        #: mirrored rooms are read when their owner announces an append (and every
+        #: ``tail_poll`` s) instead of by one blocking XREAD over all of them.  Durable
+        #: acks wait for ``wait_replicas`` replicas (``WAIT``; env ``REDIS_WAIT_REPLICAS``,
+        #: default 1 on a cluster, 0 on one server): a failover cannot lose them.
+        self.cluster = redis_conn.is_cluster(url)
+        if wait_replicas is None:
+            wait_replicas = int(os.environ.get("REDIS_WAIT_REPLICAS",
+                                               "1" if self.cluster else "0"))
+        self.wait_replicas = wait_replicas
+        self.wait_ms = wait_ms
+        self.tail_poll = tail_poll
         # A bounded pool that makes callers wait for a connection: a reconnect
         # storm must queue its Redis calls, not fail with "too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=64, timeout=10, socket_timeout=5.0, socket_connect_timeout=2.0,
-            health_check_interval=0)
-        self.r: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self.r: aioredis.Redis = redis_conn.connect(
+            url, max_connections=64, blocking_pool=True, socket_timeout=5.0)
         # Blocking reads need a connection without a short socket timeout (PITFALLS).
-        self.blocking: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=None, socket_connect_timeout=2.0
-        )
-        self.pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+        self.blocking: aioredis.Redis = redis_conn.connect(url, socket_timeout=None)
+        self.pubsub = self._new_pubsub()
         self._inbox = K.edge_inbox(edge_id)
         self._inbox_last: bytes = b"0-0"
         self._tails: dict[str, bytes] = {}  # room -> last stream id read (mirror rooms)
@@ -126,10 +105,11 @@ class RoomSync:
         self._flush_lock = asyncio.Lock()
         self._forwards: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
+        self._tail_wake = asyncio.Event()  # cluster mode: an owner appended (LIVE_APPENDED)
         self._tasks: list[asyncio.Task[None]] = []
         self._sha: dict[str, str] = {}
         # The append path's own lean connection (resp_writer); None: redis-py (TLS URLs).
-        self._writer: RespWriter | None = None
+        self._writer: RespWriter | ClusterRespWriter | None = None
         self._subscribed: set[str] = set()
         self.lag_observer: Any = None  # callable(seconds) for the sync-lag histogram
         #: callable(seconds): time from a dead owner's last heartbeat to this edge
@@ -137,14 +117,28 @@ class RoomSync:
         self.failover_observer: Any = None
         self._failed_over: dict[str, float] = {}  # dead edge id -> when observed
         self._suspected: dict[str, float] = {}  # edge id -> when we last probed it
+        # room -> last position Redis confirmed (acked to publishers) while we own it.
+        self._durable: dict[str, tuple[int, int]] = {}
+        self._verify = False  # check stream ends against _durable before the next flush
 
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
-        """Load scripts, create the inbox, start background tasks."""
-        await self._load_scripts()
-        self._writer = RespWriter.from_url(self.url, connect_timeout=2.0, timeout=5.0,
-                                           scripts=[lua.APPEND])
+        """Load scripts, create the inbox, start background tasks.  Raises a
+        :class:`~redis.exceptions.RedisError` (or ``OSError``) if Redis cannot be reached."""
+        try:
+            await self._load_scripts()
+        except RedisClusterException as exc:  # not a RedisError: no node answered
+            raise RedisError(str(exc)) from exc
+        if self.cluster:
+            seeds, opts = redis_conn.cluster_seeds(self.url)
+            self._writer = None if opts.get("ssl") else ClusterRespWriter(
+                seeds, username=opts.get("username"), password=opts.get("password"),
+                connect_timeout=2.0, timeout=5.0, scripts=[lua.APPEND],
+                wait_replicas=self.wait_replicas, wait_ms=self.wait_ms)
+        else:
+            self._writer = RespWriter.from_url(self.url, connect_timeout=2.0, timeout=5.0,
+                                               scripts=[lua.APPEND])
         if self._writer is not None:
             await self._writer.connect()
         first: Any = await self.r.xadd(self._inbox, {"w": b"1"}, maxlen=10_000,
@@ -158,6 +152,8 @@ class RoomSync:
             loop.create_task(self._lease_loop(), name="sync-lease"),
             loop.create_task(self._live_loop(), name="sync-live"),
         ]
+        if self.cluster:
+            self._tasks.append(loop.create_task(self._tail_loop(), name="sync-tail"))
 
     async def _load_scripts(self) -> None:
         for name, src in _SCRIPTS.items():
@@ -185,7 +181,7 @@ class RoomSync:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         with contextlib.suppress(Exception):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self.pubsub.aclose()
         if self._writer is not None:
             await self._writer.close()
         await self.r.aclose()
@@ -238,6 +234,7 @@ class RoomSync:
                 await self.flush()
                 if not self._appends.get(room) and self._owned.get(room) == tok:
                     del self._owned[room]
+                    self._durable.pop(room, None)
                     if hand_to:
                         new: Any = await self._script(
                             "handover", 1, K.room_owner(room), tok, hand_to,
@@ -335,6 +332,8 @@ class RoomSync:
         """Entries after a position, whether trimming left a gap, first available."""
         try:
             gap, first = await history.gap_after(self.r, room, epoch, seq)
+            if not gap:  # entries acked once, gone since a failover (room_loss)
+                gap = await self.lost_gap(room, epoch, seq)
             entries = [] if gap else await history.range_after(self.r, room, epoch, seq, limit)
         except RedisError as exc:
             raise SyncUnavailable(str(exc)) from exc
@@ -361,6 +360,8 @@ class RoomSync:
             return await self._flush()
 
     async def _flush(self) -> bool:
+        if self._verify:
+            await self._check_tails()
         forwards, self._forwards = self._forwards, []
         batches: list[tuple[str, int, int, int]] = []  # room, last epoch, last seq, count
         commands: list[tuple[Any, ...]] = []
@@ -380,6 +381,10 @@ class RoomSync:
                 commands.append(("EVALSHA", self._sha["append"], 2, K.room_owner(room),
                                  K.room_log(room), tok, self.maxlen, *args))
                 batches.append((room, chunk[-1][0], chunk[-1][1], len(chunk)))
+        if isinstance(self._writer, ClusterRespWriter):  # after the appends, same node
+            for room in dict.fromkeys(b[0] for b in batches):
+                commands.append(("PUBLISH", K.room_live(room),
+                                 _pack([LIVE_APPENDED, self.edge_id, room])))
         for owner, data in forwards:
             commands.append(("XADD", K.edge_inbox(owner), "MAXLEN", "~", 10_000, "*", "p", data))
         if not commands:
@@ -389,6 +394,7 @@ class RoomSync:
         except (RedisError, OSError) as exc:
             self.stats.stream_errors += 1
             self._forwards[:0] = forwards
+            self._verify = bool(self._durable)  # a failover? check the tails first
             raise SyncUnavailable(str(exc)) from exc
         self.stats.stream_batches += 1
         now = time.monotonic()
@@ -402,11 +408,19 @@ class RoomSync:
                         refused = True  # same epoch again: the batch goes next round
                         continue
                     del self._owned[room]
+                    # A lost lease: lost entries too (a failover)?  Check before next flush.
+                    self._verify = self._verify or room in self._durable
                     if rq is not None:
                         self.stats.stream_backlog -= len(rq)
                         self.stats.stream_dropped += len(rq)
                         del self._appends[room]
                     self.listener.on_lease_lost(room)
+                elif str(res).startswith("UNREPLICATED"):
+                    # In Redis, not yet on a replica: no ack yet; re-sent (idempotent).
+                    refused = True
+                    self.stats.stream_unreplicated += 1
+                elif str(res).startswith("GAP") and self._lost(room, str(res)):
+                    refused = True
                 else:
                     refused = True
                     log.error("append refused", extra={"room": room, "error": str(res)})
@@ -423,6 +437,7 @@ class RoomSync:
                 del self._appends[room]
             self.stats.stream_backlog -= n
             self.stats.stream_appended += n
+            self._durable[room] = (epoch, seq)
             self.listener.on_durable(room, epoch, seq)
         self.stats.forwarded_publishes += len(forwards)
         return refused
@@ -494,8 +509,9 @@ class RoomSync:
         backoff = 0.1
         while True:
             streams: dict[Any, Any] = {self._inbox: self._inbox_last}
-            for room, last in self._tails.items():
-                streams[K.room_log(room)] = last
+            if not self.cluster:  # one slot per room: a cluster polls them (_tail_loop)
+                for room, last in self._tails.items():
+                    streams[K.room_log(room)] = last
             try:
                 res: Any = await self.blocking.xread(streams, count=1000, block=1000)
                 backoff = 0.1
@@ -509,17 +525,17 @@ class RoomSync:
                 if skey == self._inbox:
                     for eid, fields in entries:
                         self._inbox_last = eid
-                        self._on_inbox(fields)
+                        handed = self._on_inbox(fields)
+                        if handed is not None:
+                            # A handover: own the room before handling the publishes
+                            # forwarded to us after it (their order is the room's).
+                            await self._adopt_quiet(handed, fields)
                     continue
                 room = skey[len(K.PREFIX) + 6 : -5]  # "er:{room:" ... "}:log"
-                for eid, fields in entries:
-                    if room not in self._tails:
-                        break
-                    self._tails[room] = eid
-                    self.stats.remote_deliveries += 1
-                    self.listener.on_remote_message(room, history.parse_entry(eid, fields))
+                self._deliver(room, entries)
 
-    def _on_inbox(self, fields: dict[bytes, bytes]) -> None:
+    def _on_inbox(self, fields: dict[bytes, bytes]) -> str | None:
+        """Handle one inbox entry; returns the room of a handover notice (to adopt)."""
         try:
             if b"p" in fields:
                 room, sender, payload, origin, req_id, idem = msgpack.unpackb(
@@ -531,150 +547,18 @@ class RoomSync:
             elif b"h" in fields:
                 room, token = msgpack.unpackb(fields[b"h"], raw=False)
                 if room in self._tails and isinstance(token, str):
-                    spawn(self._adopt(room, token))
+                    return str(room)
         except (ValueError, TypeError, msgpack.UnpackException):
             log.warning("bad inbox entry dropped")
+        return None
 
-    async def _lease_loop(self) -> None:
-        period = self.lease_ms / 4000.0
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await self._renew_and_takeover()
-            except RedisError as exc:
-                log.warning("lease renewal failed", extra={"error": str(exc)})
-            except Exception:
-                log.exception("lease loop error")
-
-    async def _renew_and_takeover(self) -> None:
-        owned = list(self._owned.items())
-        mirrors = list(self._tails)
-        pipe = self.r.pipeline(transaction=False)
-        for room, tok in owned:
-            pipe.evalsha(self._sha["renew"], 2, K.room_owner(room), K.room_epoch(room), tok,
-                         self.lease_ms)
-        for room in mirrors:
-            pipe.get(K.room_owner(room))
-        if not owned and not mirrors:
-            return
+    async def _adopt_quiet(self, room: str, fields: dict[bytes, bytes]) -> None:
+        _room, token = msgpack.unpackb(fields[b"h"], raw=False)
         try:
-            res = await pipe.execute()
-        except NoScriptError:
-            await self._load_scripts()  # renewed on the next round, well inside the lease
-            return
-        for (room, tok), ok in zip(owned, res[: len(owned)], strict=True):
-            if not ok and self._owned.get(room) == tok:
-                del self._owned[room]
-                self.listener.on_lease_lost(room)
-        for room, cur in zip(mirrors, res[len(owned):], strict=True):
-            if room not in self._tails:
-                continue
-            if cur is not None:
-                owner = cur.decode().rpartition(":")[0]
-                if owner != self._owners.get(room):
-                    self._owners[room] = owner
-                    if owner == self.edge_id:  # handed to us (drain of another edge)
-                        await self._adopt(room, cur.decode())
-                        continue
-                    self.listener.on_owner_changed(room, owner)
-                continue
-            await self._takeover(room)
-
-    def suspect(self, edge_id: str) -> None:
-        """Something suggests ``edge_id`` is dead: probe it, and if it does not
-        answer, steal the leases it holds on rooms we mirror (at most one probe
-        per edge per second)."""
-        if edge_id == self.edge_id or not edge_id:
-            return
-        now = time.monotonic()
-        if now - self._suspected.get(edge_id, -10.0) < 1.0:
-            return
-        self._suspected[edge_id] = now
-        spawn(self._probe_and_steal(edge_id))
-
-    async def _probe_and_steal(self, edge_id: str) -> None:
-        try:
-            info: Any = await self.r.hgetall(K.edge_info(edge_id))
-            url = (info.get(b"url") or b"").decode()
-            if url and await probe_edge(url):
-                return  # alive: its leases stand
-            rooms = [r for r, owner in self._owners.items() if owner == edge_id]
-            if not rooms:
-                return
-            log.warning("edge does not answer: taking its rooms over",
-                        extra={"dead_edge": edge_id, "rooms": len(rooms)})
-            for room in rooms:
-                if await self._script("steal", 1, K.room_owner(room), edge_id):
-                    self.stats.lease_steals += 1
-                if room in self._tails:
-                    await self._takeover(room)
-        except RedisError as exc:
-            log.warning("probe/steal failed", extra={"error": str(exc)})
-
-    async def _adopt(self, room: str, token: str) -> None:
-        """A draining owner handed us the room's lease (same epoch): read the
-        stream to its end, then own the room and continue its positions."""
-        if room not in self._tails or not token.startswith(self.edge_id + ":"):
-            return
-        await self._catch_up(room)
-        cur: Any = await self.r.get(K.room_owner(room))
-        if cur is None or cur.decode() != token or room not in self._tails:
-            return
-        last = self._tails.pop(room)
-        self._owners.pop(room, None)
-        self._owned[room] = token
-        le, ls = split_id(last)
-        self.listener.on_lease_acquired(
-            room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
-
-    async def _takeover(self, room: str) -> None:
-        """The owner's lease lapsed: read the stream to its end, then take the lease."""
-        await self._catch_up(room)
-        acq: Any = await self._script(
-                "acquire", 2, K.room_owner(room), K.room_epoch(room),
-            self.edge_id, self.lease_ms,
-        )
-        ok, tok = acq
-        if not ok or room not in self._tails:
-            return
-        await self._catch_up(room)
-        last = self._tails.pop(room)
-        prev_owner = self._owners.pop(room, None)
-        token = tok.decode()
-        self._owned[room] = token
-        le, ls = split_id(last)
-        self.stats.lease_takeovers += 1
-        if prev_owner:
-            await self._observe_failover(prev_owner)
-        self.listener.on_lease_acquired(
-            room, Lease(self.edge_id, int(token.rpartition(":")[2]), True, token, le, ls))
-
-    async def _observe_failover(self, edge_id: str) -> None:
-        """Record how long after its last heartbeat a dead owner's rooms moved here."""
-        now = time.time()
-        seen = self._failed_over.get(edge_id)
-        if self.failover_observer is None or (seen is not None and now - seen < 60.0):
-            return
-        self._failed_over[edge_id] = now
-        if len(self._failed_over) > 1000:
-            self._failed_over.clear()
-        try:
-            last: Any = await self.r.zscore(K.EDGES, edge_id)
-        except RedisError:
-            return
-        if last is not None:
-            self.failover_observer(max(0.0, now - float(last)))
-
-    async def _catch_up(self, room: str) -> None:
-        last = self._tails.get(room)
-        if last is None:
-            return
-        entries: Any = await self.r.xrange(K.room_log(room), min=b"(" + last, count=100_000)
-        for eid, fields in entries:
-            if self._tails.get(room) is None:
-                return
-            self._tails[room] = eid
-            self.listener.on_remote_message(room, history.parse_entry(eid, fields))
+            await self._adopt(room, token)
+        except RedisError as exc:  # the lease poll adopts it later
+            log.warning("adopting a handed-over room failed",
+                        extra={"room": room, "error": str(exc)})
 
     async def _subscribe(self, room: str) -> None:
         ch = K.room_live(room)
@@ -692,15 +576,22 @@ class RoomSync:
         while True:
             try:
                 msg = await self.pubsub.get_message(timeout=1.0)
-            except RedisError as exc:
+            except (RedisError, OSError, RuntimeError) as exc:
+                # RuntimeError: a re-subscription failed, the pubsub has no connection.
                 log.warning("live channel failed", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)
+                if self.cluster:  # its node may be gone for good: subscribe elsewhere
+                    await self._resubscribe()
                 continue
             if msg is None or msg.get("type") != "message":
                 continue
             try:
                 kind, edge, room, *body = msgpack.unpackb(msg["data"], raw=False)
             except (ValueError, TypeError, msgpack.UnpackException):
+                continue
+            if kind == LIVE_APPENDED:
+                if room in self._tails:
+                    self._tail_wake.set()
                 continue
             if edge == self.edge_id:
                 continue

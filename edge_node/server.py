@@ -1,5 +1,10 @@
-"""The edge's composition root: WebSocket listener, sessions, hub, Redis sync,
-registry, ``/metrics`` and ``/healthz`` on the same port (no helper thread).
+"""The edge's composition root: WebSocket listener, QUIC/WebTransport listener,
+sessions, hub, Redis sync, registry, ``/metrics`` and ``/healthz`` on the
+WebSocket port (no helper thread).
+
+The session loop (:meth:`EdgeServer.serve_conn`: HELLO, resume, checkpoint,
+frames, cleanup) is written once over :class:`~edge_node.connection.SessionConn`;
+WebSocket and QUIC connections are adapted to it.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -31,10 +36,14 @@ from client_sdk.protocol import (
     verify_token,
 )
 
+from . import redis_conn
 from . import redis_keys as K
 from .config import EdgeSettings
+from .connection import ConnectionGone, SessionConn, WsConn
+from .downlink import DownlinkConsumer
 from .geo import rank_edges
 from .hub import Hub, HubSettings
+from .iot.service import IotService, iot_settings
 from .metrics import EdgeMetrics
 from .outbound import Flusher
 from .registry import Registry, live_edges
@@ -48,6 +57,9 @@ from .session_store import (
 )
 from .tasks import spawn
 from .uplink import ShardCountMismatch, Uplink, UplinkSettings, claim_shard_count
+
+if TYPE_CHECKING:
+    from .quic import QuicListener
 
 __all__ = ["EdgeServer"]
 
@@ -68,7 +80,7 @@ class EdgeServer:
         self.store: SessionStore | None = None
         self.uplink: Uplink | None = None
         self.decoder = Decoder(settings.limits)
-        self.sessions: dict[str, tuple[ClientSession, ServerConnection]] = {}
+        self.sessions: dict[str, tuple[ClientSession, SessionConn]] = {}
         self.server: Server | None = None
         self.sync: RoomSync | None = None
         self.registry: Registry | None = None
@@ -90,6 +102,11 @@ class EdgeServer:
         #: runner then drains exactly as on SIGTERM.
         self.drain_requested = asyncio.Event()
         self.port = settings.port
+        self.iot = IotService(iot_settings(settings), self.hub, settings.edge_id)
+        self.iot.register_metrics(self.metrics.registry)
+        self.downlink: DownlinkConsumer | None = None
+        self.quic: QuicListener | None = None
+        self.quic_handshakes = 0
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -99,11 +116,14 @@ class EdgeServer:
         loop = asyncio.get_running_loop()
         self._flusher = Flusher(loop, s.write_delay)
         if s.redis_url:
-            self.sync = RoomSync(
-                s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
-                stream_maxlen=s.stream_maxlen, append_batch=s.append_batch, stats=self.stats,
-                edge_ttl=s.heartbeat_ttl, append_linger=s.append_linger,
-            )
+            try:
+                self.sync = RoomSync(
+                    s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
+                    stream_maxlen=s.stream_maxlen, append_batch=s.append_batch,
+                    stats=self.stats, edge_ttl=s.heartbeat_ttl, append_linger=s.append_linger,
+                )
+            except redis_conn.ClusterURLError as exc:
+                raise RuntimeError(f"bad Redis URL {s.redis_url!r}: {exc}") from exc
             try:
                 await self.sync.start()
             except (RedisError, OSError) as exc:
@@ -124,7 +144,44 @@ class EdgeServer:
             self.hub.uplink = self.uplink
             self.hub.uplink_rooms = s.uplink_rooms
             self.metrics.uplink = self.uplink
-        self.server = await serve(
+            self.iot.start(self.uplink)  # right after uplink.start(): see IotService.start
+            self.downlink = self.iot.downlink = DownlinkConsumer(
+                s.redis_url, s.edge_id, self.iot.deliver_command)
+            self.downlink.start()
+        else:
+            self.iot.start(None)
+        if s.quic_port is not None:
+            # Before the WebSocket port: once /healthz answers, QUIC is up too.
+            from .quic import QuicListener  # aioquic is only imported when QUIC is on
+
+            self.quic = QuicListener(self)
+            await self.quic.start()
+        try:
+            self.server = await self._serve_ws()
+        except BaseException:
+            if self.quic is not None:
+                self.quic.stop()
+            raise
+        sock = next(iter(self.server.sockets))
+        self.port = sock.getsockname()[1]
+        if s.redis_url:
+            # Bounded and blocking (see RoomSync): storms queue instead of failing.
+            self._redis = redis_conn.connect(s.redis_url, max_connections=64,
+                                             blocking_pool=True, socket_timeout=5.0)
+            self.store = SessionStore(self._redis, s.resume_window)
+            url = s.public_url or f"ws://{s.host}:{self.port}"
+            self.registry = Registry(
+                self._redis, s.edge_id, url=url, region=s.region,
+                interval=s.heartbeat_interval, ttl=s.heartbeat_ttl, load=self._load,
+            )
+            self.registry.start()
+        self._housekeeping = loop.create_task(self._housekeep(), name="housekeeping")
+        log.info("edge listening", extra={"edge_id": s.edge_id, "port": self.port,
+                                          "redis": bool(s.redis_url)})
+
+    async def _serve_ws(self) -> Server:
+        s = self.settings
+        return await serve(
             self._handle,
             s.host,
             s.port,
@@ -139,44 +196,32 @@ class EdgeServer:
             backlog=s.backlog,
             server_header=None,
         )
-        sock = next(iter(self.server.sockets))
-        self.port = sock.getsockname()[1]
-        if s.redis_url:
-            # Bounded and blocking (see RoomSync): storms queue instead of failing.
-            self._redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-                s.redis_url, max_connections=64, timeout=10, socket_timeout=5.0))
-            self.store = SessionStore(self._redis, s.resume_window)
-            url = s.public_url or f"ws://{s.host}:{self.port}"
-            self.registry = Registry(
-                self._redis, s.edge_id, url=url, region=s.region,
-                interval=s.heartbeat_interval, ttl=s.heartbeat_ttl, load=self._load,
-            )
-            self.registry.start()
-        self._housekeeping = loop.create_task(self._housekeep(), name="housekeeping")
-        log.info("edge listening", extra={"edge_id": s.edge_id, "port": self.port,
-                                          "redis": bool(s.redis_url)})
 
     async def stop(self) -> None:
         """Close every client with 4100 (go to a neighbour), flush, deregister."""
         self._stopping = True
         if self.server is not None:
             self.server.close(close_connections=False)
-        conns = [ws for _, ws in list(self.sessions.values())]
+        conns = [conn for _, conn in list(self.sessions.values())]
 
-        async def close_one(ws: ServerConnection) -> None:
+        async def close_one(conn: SessionConn) -> None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(ErrorCode.SHUTTING_DOWN, "edge shutting down"),
+                await asyncio.wait_for(conn.close(ErrorCode.SHUTTING_DOWN, "edge shutting down"),
                                        1.5)
-            if ws.transport is not None and not ws.transport.is_closing():
-                ws.transport.abort()  # a client that does not answer the close
+            conn.abort()  # a client that does not answer the close
 
         # All at once, under one deadline: a slow client must not delay the others.
         await asyncio.gather(*(close_one(ws) for ws in conns))
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 3.0)
+        if self.quic is not None:
+            self.quic.stop()
         if self._housekeeping:
             self._housekeeping.cancel()
+        if self.downlink is not None:
+            await self.downlink.stop()
+        await self.iot.stop()  # closes open windows: their rollups go to the uplink
         if self.uplink:
             up, self.uplink, self.hub.uplink = self.uplink, None, None  # no submit after stop
             up.submit("edge_status", self.settings.edge_id,
@@ -252,8 +297,12 @@ class EdgeServer:
             log.warning("drain requested through the origin")
             self.drain_requested.set()
 
-    def _admit(self) -> float:
-        """0 to admit a new connection, else seconds the client should wait."""
+    def admit(self) -> float:
+        """0 to admit a new connection (any transport), else seconds the client should
+        wait (counted in ``edge_connects_rejected_total``)."""
+        if self.draining or self._stopping:
+            self.stats.connects_rejected += 1
+            return 1.0
         rate = self.settings.connect_rate
         now = time.monotonic()
         self._conn_tokens = min(rate, self._conn_tokens + (now - self._conn_last) * rate)
@@ -261,6 +310,7 @@ class EdgeServer:
         if self._conn_tokens >= 1.0:
             self._conn_tokens -= 1.0
             return 0.0
+        self.stats.connects_rejected += 1
         return (1.0 - self._conn_tokens) / rate
 
     async def _housekeep(self) -> None:
@@ -303,12 +353,14 @@ class EdgeServer:
             return self._response(200, body, "application/json")
         if path == "/metrics":
             return self._response(200, self.metrics.render(), _PROM_CT)
+        if self.quic is not None and path in self.quic.pages:
+            status, ctype, page = self.quic.page(path)
+            return self._response(status, page, ctype)
         if "upgrade" not in request.headers.get("Connection", "").lower():
             return self._response(404, b"not found: try /healthz, /metrics or a WebSocket\n",
                                   "text/plain")
-        wait = 1.0 if (self.draining or self._stopping) else self._admit()
+        wait = self.admit()
         if wait:
-            self.stats.connects_rejected += 1
             resp = self._response(503, b"edge busy or draining: retry later\n", "text/plain")
             resp.headers["Retry-After"] = str(max(1, round(wait)))
             resp.headers["X-Retry-After-Ms"] = str(max(1, int(wait * 1000)))
@@ -317,17 +369,17 @@ class EdgeServer:
 
     @staticmethod
     def _response(status: int, body: bytes, ctype: str) -> Response:
-        reasons = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
+        reasons = {200: "OK", 404: "Not Found", 409: "Conflict", 503: "Service Unavailable"}
         headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
                            ("Cache-Control", "no-store")])
         return Response(status, reasons.get(status, ""), headers, body)
 
     # -- WebSocket sessions -------------------------------------------------
 
-    async def _handshake(self, ws: ServerConnection) -> tuple[Hello, Any]:
+    async def _handshake(self, conn: SessionConn) -> tuple[Hello, Any]:
         s = self.settings
         try:
-            raw = await asyncio.wait_for(ws.recv(), s.handshake_timeout)
+            raw = await asyncio.wait_for(conn.recv(), s.handshake_timeout)
         except TimeoutError:
             raise SessionClose(ErrorCode.HANDSHAKE_TIMEOUT, "no HELLO in time") from None
         if isinstance(raw, str):
@@ -392,7 +444,7 @@ class EdgeServer:
             return
         # Only sessions whose first (taking-over) write is done: before it, the
         # checkpoint may still name the previous connection.
-        live = [(s, ws) for s, ws in self.sessions.values() if not s.closed]
+        live = [(s, conn) for s, conn in self.sessions.values() if not s.closed]
         # Connections whose first (taking-over) write has not succeeded yet write
         # with force; the others only while they still hold the checkpoint.
         for force in (True, False):
@@ -420,12 +472,16 @@ class EdgeServer:
                                    "session resumed on another connection"))
 
     async def _handle(self, ws: ServerConnection) -> None:
+        await self.serve_conn(WsConn(ws))
+
+    async def serve_conn(self, conn: SessionConn) -> None:
+        """Run one client connection (any transport) from HELLO to cleanup."""
         stats = self.stats
         session: ClientSession | None = None
         clean = False
         try:
             try:
-                hello, claims = await self._handshake(ws)
+                hello, claims = await self._handshake(conn)
                 sid, resumed, invalid = new_session_id(), False, ""
                 attempt = 0
                 rooms: dict[str, Any] = {}
@@ -463,15 +519,15 @@ class EdgeServer:
                     stats.resumes[invalid or "resumed"] += 1
             except SessionClose as exc:
                 stats.errors[exc.code] += 1
-                await ws.close(exc.code, exc.reason)
+                await conn.close(exc.code, exc.reason)
                 return
-            assert self._flusher is not None and ws.transport is not None
+            assert self._flusher is not None
             old = self.sessions.get(sid)
             if old is not None and old[0].attempt > attempt:
                 # A late, abandoned connection attempt: the client is already on a
                 # newer connection here; refuse this one instead of the live one.
                 stats.errors[ErrorCode.SESSION_TAKEN_OVER] += 1
-                await ws.close(ErrorCode.SESSION_TAKEN_OVER, "a newer connection holds it")
+                await conn.close(ErrorCode.SESSION_TAKEN_OVER, "a newer connection holds it")
                 return
             if old is not None:  # the same session on a connection that is now stale
                 old[0].closed = True
@@ -480,17 +536,18 @@ class EdgeServer:
                                    "session resumed on a newer connection here"))
 
             def slow() -> None:
-                spawn(ws.close(ErrorCode.SLOW_CONSUMER, "send queue full: slow consumer"))
+                spawn(conn.close(ErrorCode.SLOW_CONSUMER, "send queue full: slow consumer"))
 
             session = ClientSession(
-                session_id=sid, claims=claims, transport=ws.transport, flusher=self._flusher,
+                session_id=sid, claims=claims, conn=conn, flusher=self._flusher,
                 hub=self.hub, settings=self.settings, decoder=self.decoder, stats=stats,
                 on_slow=slow,
             )
             session.attempt = attempt
+            session.iot = self.iot
             if old is not None:
                 old[0].cleanup()
-            self.sessions[sid] = (session, ws)
+            self.sessions[sid] = (session, conn)
             self._no_sessions.clear()
             stats.connections += 1
             stats.connections_total += 1
@@ -505,10 +562,14 @@ class EdgeServer:
                 "resume_token": resume_token(self.settings.secrets[0], sid, claims.subject),
                 "resume_window": self.settings.resume_window,
                 "resumed": resumed and not invalid,
+                "transport": conn.transport_name,
+                **({"quic_url": self.quic.url} if self.quic is not None else {}),
+                "ws_url": self.settings.public_url or f"ws://{self.settings.host}:{self.port}",
             })))
             if self.uplink is not None:
                 self.uplink.submit("session", claims.subject, {
                     "online": True, "kind": claims.kind, "sid": sid})
+            self.iot.attach(session)
             if hello.resume is not None:
                 await self._resume(session, rooms, invalid)
             if self.store is not None:
@@ -516,28 +577,29 @@ class EdgeServer:
                     [(sid, session.holder, attempt, self._checkpoint_data(session))], force=True)
                 if result is not None and result[1]:  # a newer connection holds it
                     session.moving = True
-                    await ws.close(ErrorCode.SESSION_TAKEN_OVER, "a newer connection holds it")
+                    await conn.close(ErrorCode.SESSION_TAKEN_OVER, "a newer connection holds it")
                     return
                 # On a Redis error the periodic checkpoint retries the take-over.
                 session.holding = result is not None
             try:
-                async for raw in ws:
+                async for raw in conn.messages():
                     await session.handle(raw)
-                clean = ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1000
+                clean = conn.clean
             except SessionClose as exc:
                 stats.errors[exc.code] += 1
                 session.out.flush()
-                await ws.close(exc.code, exc.reason)
-        except ConnectionClosed:
+                await conn.close(exc.code, exc.reason)
+        except (ConnectionClosed, ConnectionGone):
             pass
         except Exception:
             log.exception("session failed")
             stats.errors[ErrorCode.INTERNAL] += 1
             with contextlib.suppress(Exception):
-                await ws.close(ErrorCode.INTERNAL, "internal error")
+                await conn.close(ErrorCode.INTERNAL, "internal error")
         finally:
             if session is not None:
                 current = self.sessions.get(session.session_id)
+                self.iot.detach(session)
                 if current is not None and current[0] is session:
                     del self.sessions[session.session_id]
                     if self.uplink is not None and not session.moving:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from client_sdk.protocol import (
     Ack,
     Claims,
+    CommandAck,
     Decoder,
     Error,
     ErrorCode,
@@ -30,15 +31,19 @@ from client_sdk.protocol import (
     PresenceMembers,
     ProtocolError,
     Publish,
+    ReportState,
+    Telemetry,
     UnknownMessageType,
     encode,
 )
 
-from .outbound import Flusher, Outbound, TransportLike, ws_binary_frame
+from .outbound import Flusher, ws_binary_frame
 
 if TYPE_CHECKING:
     from .config import EdgeSettings
+    from .connection import SessionConn
     from .hub import Hub
+    from .iot.service import IotService
     from .metrics import EdgeStats
 
 __all__ = ["ClientSession", "SessionClose", "new_session_id"]
@@ -73,7 +78,7 @@ class ClientSession:
         *,
         session_id: str,
         claims: Claims,
-        transport: TransportLike,
+        conn: SessionConn,
         flusher: Flusher,
         hub: Hub,
         settings: EdgeSettings,
@@ -99,8 +104,9 @@ class ClientSession:
         self.holding = False
         #: The client's connection-attempt number (orders concurrent connections).
         self.attempt = 0
-        self.out = Outbound(
-            transport, flusher, limit=settings.send_queue_bytes,
+        #: The transport's send path (plain or QUIC): see ``SessionConn.outbound``.
+        self.out = conn.outbound(
+            flusher, limit=settings.send_queue_bytes,
             soft_limit=settings.unreliable_drop_bytes, on_slow=self._on_slow,
         )
         self._on_slow_cb = on_slow
@@ -109,6 +115,8 @@ class ClientSession:
         self._last = time.monotonic()
         self._violations = 0
         self._window_start = time.monotonic()
+        #: The edge's IoT service (device frames), set by the server; None = none.
+        self.iot: IotService | None = None
 
     def send(self, data: bytes) -> None:
         """Queue one encoded protocol frame to the client."""
@@ -140,7 +148,7 @@ class ClientSession:
         return False
 
     async def handle(self, raw: bytes | str) -> None:
-        """Process one inbound WebSocket message."""
+        """Process one inbound message (a WebSocket message, QUIC record or datagram)."""
         self.stats.frames_in += 1
         if isinstance(raw, str):
             self._error(0, ErrorCode.BAD_REQUEST, "text frames are not supported; send binary")
@@ -191,6 +199,8 @@ class ClientSession:
         elif t is PresenceList:
             assert isinstance(frame, PresenceList)
             await self._presence(frame)
+        elif self.iot is not None and isinstance(frame, (Telemetry, CommandAck, ReportState)):
+            self.iot.handle(self, frame)
         else:
             req = getattr(frame, "req_id", 0)
             self._error(req if isinstance(req, int) else 0, ErrorCode.BAD_REQUEST,

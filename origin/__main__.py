@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 
+from edge_node.redis_conn import ClusterURLError
 from edge_node.uplink import ShardCountMismatch
 
 from .settings import OriginSettings, api_keys_from_env
@@ -115,14 +116,14 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def cmd_stats(a: argparse.Namespace) -> int:
     """Print the origin's counters as JSON."""
-    import redis.asyncio as aioredis
+    from edge_node import redis_conn
 
     from .view import origin_stats
 
     s = settings_from_args(a)
 
     async def run() -> None:
-        r = aioredis.Redis.from_url(s.redis_url, socket_timeout=5.0)
+        r = redis_conn.connect(s.redis_url, socket_timeout=5.0)
         try:
             print(json.dumps(await origin_stats(r, s), indent=2))
         finally:
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except ShardCountMismatch as exc:
+    except (ShardCountMismatch, ClusterURLError) as exc:
         print(f"origin: error: {exc}", file=sys.stderr)
         return 2
 

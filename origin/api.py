@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from client_sdk.protocol import mint_token
+from edge_node import redis_conn
 from edge_node import redis_keys as edge_keys
 from edge_node.config import secrets_from_env
 
@@ -109,7 +110,7 @@ def create_app(settings: OriginSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+        app.state.redis = redis_conn.connect(settings.redis_url, socket_timeout=5.0)
         app.state.forecast = ForecastService(app.state.redis, forecast_settings,
                                              settings.edge_ttl)
         app.state.forecast.start()

@@ -30,7 +30,8 @@ __all__ = ["APPLY_LUA", "Applier", "Prepared"]
 APPLY_LUA = r"""
 local ops_all = cmsgpack.unpack(ARGV[4])
 local expired = {}
-local function run(op)
+local run
+function run(op)
   local c = op[1]
   if c == 'LWW' then
     local ts = tonumber(op[4])
@@ -46,6 +47,28 @@ local function run(op)
     local v = tonumber(op[4])
     if (not cur) or (c == 'HMIN' and v < tonumber(cur)) or (c == 'HMAX' and v > tonumber(cur)) then
       redis.call('HSET', op[2], op[3], op[4])
+    end
+  elseif c == 'ONCE' then
+    -- op = {'ONCE', set_key, member, ttl_ms, dup_counter, sub_op, ...}: the sub-ops run
+    -- only the first time member is added (a telemetry piece counted once across edges);
+    -- a repeat counts in the stats hash field dup_counter.
+    if redis.call('SADD', op[2], op[3]) == 1 then
+      if not expired[op[2]] then
+        redis.call('PEXPIRE', op[2], op[4])
+        expired[op[2]] = true
+      end
+      for i = 6, #op do run(op[i]) end
+    else
+      redis.call('HINCRBY', KEYS[2], op[5], 1)
+    end
+  elseif c == 'KEEP' then
+    -- op = {'KEEP', done_zset, keep, hash1, hash2, ...}: drop the oldest finished ids
+    -- beyond keep from the zset and from each hash.
+    local n = redis.call('ZCARD', op[2]) - tonumber(op[3])
+    if n > 0 then
+      local ids = redis.call('ZRANGE', op[2], 0, n - 1)
+      for i = 4, #op do redis.call('HDEL', op[i], unpack(ids)) end
+      redis.call('ZREMRANGEBYRANK', op[2], 0, n - 1)
     end
   elseif c == 'EXP' then
     if not expired[op[2]] then

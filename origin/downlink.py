@@ -7,7 +7,10 @@ edge where the device is online, at once if it is, else when its ``session`` ent
 says it came online (the worker calls :func:`deliver_pending`).  Unacknowledged commands
 are pushed again each time the device comes online, so devices must deduplicate by
 command id.  A ``command_ack`` entry from the device ends the command; past its expiry
-an unacknowledged command is marked ``expired`` and not sent again.
+an unacknowledged command is marked ``expired`` and not sent again.  Finished commands
+(acked or expired) go to the ``cmddone`` zset; only the newest ``commands_keep`` of
+them keep their records (the apply script's ``KEEP`` op and :data:`_EXPIRE`), so a
+device's command hashes do not grow without bound.
 
 Downlink stream entry fields: ``t`` = ``command``, ``device``, ``id``, ``body`` (JSON),
 ``expires`` (Unix ms).
@@ -35,6 +38,26 @@ if s == 'pending' or (s and string.sub(s, 1, 5) == 'sent:') then
   return 1
 end
 return 0
+"""
+
+# Expire one command: mark it (if still open), move it to the finished set and keep only
+# the newest ARGV[3] finished commands (their records and statuses are deleted).
+# KEYS: cmdstatus, cmdq, cmddone, cmds; ARGV: id, now_ms, keep.
+_EXPIRE = """
+local s = redis.call('HGET', KEYS[1], ARGV[1])
+if s == 'pending' or (s and string.sub(s, 1, 5) == 'sent:') then
+  redis.call('HSET', KEYS[1], ARGV[1], 'expired')
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+local n = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[3])
+if n > 0 then
+  local ids = redis.call('ZRANGE', KEYS[3], 0, n - 1)
+  redis.call('HDEL', KEYS[4], unpack(ids))
+  redis.call('HDEL', KEYS[1], unpack(ids))
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, n - 1)
+end
+return 1
 """
 
 
@@ -82,8 +105,8 @@ async def deliver_pending(r: aioredis.Redis, s: OriginSettings, device: str,
     status_key, q = k.dev(device, "cmdstatus"), k.dev(device, "cmdq")
     overdue: Any = await r.zrangebyscore(q, "-inf", now)
     for cid in overdue:
-        await _set_if_open(r, status_key, cid.decode(), "expired")
-        await r.zrem(q, cid)
+        await r.eval(_EXPIRE, 4, status_key, q, k.dev(device, "cmddone"),
+                     k.dev(device, "cmds"), cid.decode(), str(now), str(s.commands_keep))
     edge = edge or await device_location(r, s, device)
     if edge is None:
         return 0

@@ -8,7 +8,13 @@ apply script's own operations:
   timestamp of that field is newer (last writer wins by edge timestamp, so entries
   applied out of order by concurrent workers leave the newest value);
 - ``["HMIN"|"HMAX", key, field, value]``: keep the minimum/maximum;
-- ``["EXP", key, ms]``: PEXPIRE once per script call.
+- ``["EXP", key, ms]``: PEXPIRE once per script call;
+- ``["ONCE", set_key, member, ttl_ms, dup_field, op, ...]``: run the nested ops only if
+  ``member`` is new in the set, else count ``dup_field`` in the shard's stats (telemetry
+  pieces: each ``(window, batch)`` counted once, whichever edge sent it and however
+  often; device alerts: each raised once per sample);
+- ``["KEEP", done_zset, keep, hash, ...]``: keep only the newest ``keep`` finished ids
+  (finished commands do not pile up).
 
 The apply script runs an entry's ops only if its idempotency id was not seen before.
 Values are stored as JSON text (bytes as ``{"$b64": ...}``) so the API returns them as-is.
@@ -28,7 +34,7 @@ from .keys import ShardKeys
 
 __all__ = ["EffectSettings", "compile_entry", "to_json", "lag_bucket", "bucket_ms"]
 
-Op = list[str]
+Op = list[Any]
 
 #: Lag buckets: bucket ``b`` holds lags in ``[1.1**(b-1) - 1, 1.1**b - 1)`` ms (10 % wide).
 _LOG_BASE = math.log(1.1)
@@ -42,6 +48,11 @@ class EffectSettings:
     alerts_keep: int = 1000
     dead_keep: int = 1000
     rollup_ttl_ms: int = 24 * 3600 * 1000
+    #: Finished (acked or expired) commands kept per device; window summaries and raw
+    #: samples kept per device.
+    commands_keep: int = 50
+    windows_keep: int = 120
+    raw_keep: int = 1000
 
 
 def _default(o: Any) -> Any:
@@ -67,6 +78,64 @@ def bucket_ms(b: int) -> float:
 
 def _num(v: Any) -> bool:
     return type(v) in (int, float) and math.isfinite(v)
+
+
+def _rollup(k: ShardKeys, e: Entry, cfg: EffectSettings) -> list[Op]:
+    """A closed telemetry window: each ``(window, batch)`` piece adds to the per-minute
+    rollup once (``ONCE``); the window summary is kept in a capped list."""
+    body = e.body
+    if not isinstance(body, dict) or type(body.get("w")) is not int:
+        return []
+    w = body["w"]
+    pieces = body.get("p")
+    if not isinstance(pieces, list):
+        return []
+    minute = w // 60000
+    rk, meta = k.dev(e.key, f"roll:{minute}"), k.dev(e.key, "meta")
+    seen = k.dev(e.key, f"pieces:{minute}")
+    ttl = str(cfg.rollup_ttl_ms)
+    ops: list[Op] = []
+    for piece in pieces:
+        if not (isinstance(piece, list) and len(piece) == 2 and type(piece[0]) is int
+                and isinstance(piece[1], dict)):
+            continue
+        sub: list[Op] = []
+        total = 0
+        for name, agg in piece[1].items():
+            if not (isinstance(name, str) and isinstance(agg, list) and len(agg) == 4
+                    and type(agg[0]) is int and agg[0] > 0 and all(_num(x) for x in agg)):
+                continue
+            n = agg[0]
+            total += n
+            sub += [["HINCRBY", rk, f"{name}:count", str(n)],
+                    ["HINCRBYFLOAT", rk, f"{name}:sum", repr(float(agg[1]))],
+                    ["HMIN", rk, f"{name}:min", repr(float(agg[2]))],
+                    ["HMAX", rk, f"{name}:max", repr(float(agg[3]))]]
+        if not sub:
+            continue
+        sub += [["HINCRBY", meta, "samples", str(total)],
+                ["HINCRBY", k.stats, "iot_samples", str(total)],
+                ["HINCRBY", k.stats, "iot_pieces", "1"]]
+        ops.append(["ONCE", seen, f"{w}:{piece[0]}", ttl, "iot_piece_dups", *sub])
+    ops += [["EXP", rk, ttl], ["HINCRBY", k.stats, "iot_rollups", "1"],
+            ["HMAX", meta, "last_seen", str(e.ts_ms)]]
+    metrics = body.get("m")
+    if isinstance(metrics, dict) and metrics:
+        win = to_json({"w": w, "len": body.get("len"), "n": body.get("n"), "m": metrics,
+                       "edge_ts": e.ts_ms})
+        ops += [["LPUSH", k.dev(e.key, "windows"), win],
+                ["LTRIM", k.dev(e.key, "windows"), "0", str(cfg.windows_keep - 1)]]
+        last = [x for name, m in metrics.items() if isinstance(name, str)
+                and isinstance(m, dict) and _num(m.get("last"))
+                for x in (name, to_json(m["last"]))]
+        if last:
+            ops.append(["LWW", k.dev(e.key, "last"), k.dev(e.key, "last_ts"),
+                        str(w + int(body.get("len") or 0)), *last])
+    raw = body.get("raw")
+    if isinstance(raw, list) and raw:
+        ops += [["LPUSH", k.dev(e.key, "raw"), *(to_json(x) for x in raw[-cfg.raw_keep:])],
+                ["LTRIM", k.dev(e.key, "raw"), "0", str(cfg.raw_keep - 1)]]
+    return ops
 
 
 def compile_entry(k: ShardKeys, edge: str, e: Entry, cfg: EffectSettings) -> list[Op]:
@@ -95,20 +164,33 @@ def compile_entry(k: ShardKeys, edge: str, e: Entry, cfg: EffectSettings) -> lis
             ops.append(["LWW", k.dev(e.key, "last"), k.dev(e.key, "last_ts"), ts, *last])
         ops.append(["HMAX", k.dev(e.key, "meta"), "last_seen", ts])
         return ops
+    if e.kind == "rollup":
+        return _rollup(k, e, cfg)
     if e.kind == "shadow":
         if not isinstance(body, dict) or not body:
             return []
-        fields = [x for name, v in body.items() if isinstance(name, str)
+        # "_v": the device's own version (edges send it); else count versions here.
+        ver = body.get("_v")
+        fields = [x for name, v in body.items() if isinstance(name, str) and name != "_v"
                   for x in (name, to_json(v))]
-        return [["LWW", k.dev(e.key, "reported"), k.dev(e.key, "reported_ts"), ts, *fields],
-                ["HINCRBY", k.dev(e.key, "meta"), "version", "1"],
-                ["HMAX", k.dev(e.key, "meta"), "last_seen", ts]]
+        vop = (["HMAX", k.dev(e.key, "meta"), "version", str(ver)]
+               if type(ver) is int and ver >= 0 else
+               ["HINCRBY", k.dev(e.key, "meta"), "version", "1"])
+        ops = [vop, ["HMAX", k.dev(e.key, "meta"), "last_seen", ts]]
+        if fields:
+            ops.insert(0, ["LWW", k.dev(e.key, "reported"), k.dev(e.key, "reported_ts"), ts,
+                           *fields])
+        return ops
     if e.kind == "command_ack":
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             return []
         cid, status = body["id"], str(body.get("status", "acked"))
+        done = k.dev(e.key, "cmddone")
         return [["HSET", k.dev(e.key, "cmdstatus"), cid, status],
-                ["ZREM", k.dev(e.key, "cmdq"), cid]]
+                ["ZREM", k.dev(e.key, "cmdq"), cid],
+                ["ZADD", done, ts, cid],
+                ["KEEP", done, str(cfg.commands_keep), k.dev(e.key, "cmds"),
+                 k.dev(e.key, "cmdstatus")]]
     if e.kind == "room_snapshot":
         return [["LWW", k.room(e.key, "snap"), k.room(e.key, "snap_ts"), ts,
                  "snapshot", to_json(body), "edge", edge, "ts", ts]]
@@ -132,7 +214,14 @@ def compile_entry(k: ShardKeys, edge: str, e: Entry, cfg: EffectSettings) -> lis
                  "online", online, "edge", where, "state", to_json(body), "ts", ts]]
     if e.kind == "alert":
         al = to_json({"edge": edge, "key": e.key, "ts": e.ts_ms, "body": body})
-        return [["LPUSH", k.alerts, al], ["LTRIM", k.alerts, "0", str(cfg.alerts_keep - 1)]]
+        ops = [["LPUSH", k.alerts, al], ["LTRIM", k.alerts, "0", str(cfg.alerts_keep - 1)]]
+        if isinstance(body, dict) and type(body.get("ts")) is int and body.get("metric"):
+            # A device alert names its sample: the same one raised again (the batch was
+            # re-sent to another edge after a failover) is recorded once.
+            return [["ONCE", k.dev(e.key, "alerts_seen"),
+                     f"{body['metric']}:{body['ts']}:{body.get('state', '')}",
+                     str(cfg.rollup_ttl_ms), "iot_alert_dups", *ops]]
+        return ops
     # edge_status
     return [["LWW", k.edge(e.key, "status"), k.edge(e.key, "status_ts"), ts,
              "status", to_json(body), "ts", ts]]

@@ -38,6 +38,8 @@ class OriginSettings:
     #: Downlink stream cap per edge (approximate) and default command expiry, seconds.
     downlink_maxlen: int = 10_000
     command_ttl: float = 300.0
+    #: Finished (acked or expired) commands whose records are kept per device.
+    commands_keep: int = 50
     #: An edge is healthy if its registry heartbeat is younger than this, seconds.
     edge_ttl: float = 5.0
     #: API keys accepted by the HTTP API (env ORIGIN_API_KEYS).

@@ -53,9 +53,13 @@ def lag_quantiles(buckets: dict[int, int], qs: tuple[float, ...] = (0.5, 0.9, 0.
 async def origin_stats(r: aioredis.Redis, s: OriginSettings) -> dict[str, Any]:
     """Totals over all shards: ``applied``, ``duplicates_ignored``, ``dead``, ``trimmed``,
     ``claimed``, ``lag_ms`` quantiles, ``lag_buckets``, ``by_kind``, per-shard
-    ``stream_length``/``group_lag``/``pending`` and ``pending_by_consumer``."""
+    ``stream_length``/``group_lag``/``pending``, ``pending_by_consumer`` and ``iot``
+    (telemetry ``samples`` counted into rollups, ``pieces`` applied and
+    ``pieces_duplicate`` ignored, ``rollups`` entries applied, ``alerts_duplicate``:
+    device alerts raised again for the same sample and ignored)."""
     tot: dict[str, int] = {"applied": 0, "duplicates": 0, "dead": 0, "trimmed": 0,
-                           "claimed": 0}
+                           "claimed": 0, "iot_samples": 0, "iot_pieces": 0,
+                           "iot_piece_dups": 0, "iot_rollups": 0, "iot_alert_dups": 0}
     buckets: dict[int, int] = {}
     kinds: dict[str, int] = {}
     shards: list[dict[str, Any]] = []
@@ -91,7 +95,10 @@ async def origin_stats(r: aioredis.Redis, s: OriginSettings) -> dict[str, Any]:
     return {"applied": tot["applied"], "duplicates_ignored": tot["duplicates"],
             "dead": tot["dead"], "trimmed": tot["trimmed"], "claimed": tot["claimed"],
             "lag_ms": lag_quantiles(buckets), "lag_buckets": buckets, "by_kind": kinds,
-            "shards": shards, "pending_by_consumer": consumers}
+            "shards": shards, "pending_by_consumer": consumers,
+            "iot": {"samples": tot["iot_samples"], "pieces": tot["iot_pieces"],
+                    "pieces_duplicate": tot["iot_piece_dups"], "rollups": tot["iot_rollups"],
+                    "alerts_duplicate": tot["iot_alert_dups"]}}
 
 
 async def room_view(r: aioredis.Redis, s: OriginSettings, room: str,
@@ -117,7 +124,9 @@ async def room_view(r: aioredis.Redis, s: OriginSettings, room: str,
 async def device_view(r: aioredis.Redis, s: OriginSettings, device: str,
                       minutes: int = 10) -> dict[str, Any] | None:
     """The device shadow (reported, desired, version), latest values, per-minute rollups of
-    the last ``minutes``, session state and commands; None if unknown."""
+    the last ``minutes``, ``samples`` (telemetry samples counted, exact), the newest
+    edge window summaries (``windows``: count/min/max/mean/last/p50/p95/p99 per metric),
+    session state and commands; None if unknown."""
     k = ShardKeys.of(device, s.shards)
     reported: Any = await r.hgetall(k.dev(device, "reported"))
     desired: Any = await r.hgetall(k.dev(device, "desired"))
@@ -125,6 +134,7 @@ async def device_view(r: aioredis.Redis, s: OriginSettings, device: str,
     last: Any = await r.hgetall(k.dev(device, "last"))
     sess: Any = await r.hgetall(k.sess(device, "state"))
     cmds = await command_states(r, s, device)
+    wins: Any = await r.lrange(k.dev(device, "windows"), 0, 9)
     if not (reported or desired or meta or last or sess or cmds):
         return None
     now_min = int(time.time() // 60)
@@ -150,6 +160,8 @@ async def device_view(r: aioredis.Redis, s: OriginSettings, device: str,
         "last_seen_ms": int(meta.get(b"last_seen", b"0")) or None,
         "latest": _jmap(last),
         "rollups": rollups,
+        "samples": int(meta.get(b"samples", b"0")),
+        "windows": [json.loads(w) for w in wins],
         "online": sess.get(b"online") == b"1",
         "edge": _s(sess.get(b"edge", b"")) or None,
         "commands": cmds,

@@ -20,8 +20,9 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
+from edge_node import redis_conn
 from edge_node.uplink import claim_shard_count
 
 from .apply import Applier
@@ -47,9 +48,12 @@ class Worker:
         self.streams = {ShardKeys(i).stream: i for i in range(settings.shards)}
         self.applied = self.duplicates = self.dead = 0
         self.claimed = self.trimmed = self.batches = self.errors = 0
-        self.r = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10.0)
+        self.r: aioredis.Redis = redis_conn.connect(settings.redis_url, socket_timeout=10.0)
         # PITFALLS: a socket timeout shorter than BLOCK makes redis-py retry silently.
-        self.rb = aioredis.Redis.from_url(settings.redis_url, socket_timeout=None)
+        self.rb: aioredis.Redis = redis_conn.connect(settings.redis_url, socket_timeout=None)
+        # On a Redis Cluster each uplink stream is in its own slot: one XREADGROUP per
+        # stream (a multi-stream read would be refused with CROSSSLOT).
+        self.cluster = redis_conn.is_cluster(settings.redis_url)
 
     async def setup(self) -> None:
         """Create the consumer groups (idempotent), load the script, record the shard count."""
@@ -66,7 +70,8 @@ class Worker:
                 try:
                     await self.setup()
                     await self._loop(stop)
-                except (RedisError, OSError) as exc:
+                except (RedisError, RedisClusterException, OSError) as exc:
+                    # RedisClusterException: no cluster node answered (yet).
                     self.errors += 1
                     log.warning("worker error, retrying: %r", exc)
                     with contextlib.suppress(TimeoutError):
@@ -76,9 +81,26 @@ class Worker:
             await self.rb.aclose()
 
     async def _loop(self, stop: asyncio.Event) -> None:
+        if not self.cluster:
+            await self._read(stop, list(self.streams), claim=True)
+            return
+        # One reader per stream (concurrent blocking reads on the cluster client's
+        # per-node pools); the first one also claims.  One failing fails all (retried).
+        tasks = [asyncio.ensure_future(self._read(stop, [k], claim=i == 0))
+                 for i, k in enumerate(self.streams)]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read(self, stop: asyncio.Event, keys: list[str], *, claim: bool) -> None:
         loop = asyncio.get_running_loop()
-        next_claim = 0.0
-        streams: Any = {k: ">" for k in self.streams}
+        next_claim = 0.0 if claim else float("inf")
+        streams: Any = {k: ">" for k in keys}
         while not stop.is_set():
             if loop.time() >= next_claim:
                 await self.claim_once()
@@ -121,7 +143,9 @@ class Worker:
         for attempt in (0, 1):
             pipe = self.r.pipeline(transaction=False)
             for p in preps:
-                pipe.evalsha(self.applier.sha, len(p.keys), *p.keys, *p.args)
+                # execute_command: redis-py's cluster pipeline blocks evalsha().
+                pipe.execute_command("EVALSHA", self.applier.sha, len(p.keys), *p.keys,
+                                     *p.args)
             try:
                 results: Any = await pipe.execute()
                 break

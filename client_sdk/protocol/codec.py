@@ -19,6 +19,8 @@ from .errors import FrameTooLarge, MalformedFrame, ProtocolError, UnknownMessage
 from .limits import DEFAULT_LIMITS, Limits
 from .messages import (
     Ack,
+    Command,
+    CommandAck,
     Error,
     Frame,
     Handoff,
@@ -37,8 +39,13 @@ from .messages import (
     PresenceList,
     PresenceMembers,
     Publish,
+    ReportState,
     Resume,
     Resumed,
+    ShadowDelta,
+    Telemetry,
+    TelemetryAck,
+    TelemetryError,
     Welcome,
 )
 
@@ -127,6 +134,28 @@ def encode(frame: Frame) -> bytes:
     elif t is Neighbours:
         assert isinstance(frame, Neighbours)
         body = [19, list(frame.urls)]
+    elif t is Telemetry:
+        assert isinstance(frame, Telemetry)
+        body = [20, frame.batch_id,
+                [list(x) if isinstance(x, tuple) else x for x in frame.samples]]
+    elif t is TelemetryAck:
+        assert isinstance(frame, TelemetryAck)
+        body = [21, frame.batch_id, frame.accepted, frame.rejected]
+    elif t is TelemetryError:
+        assert isinstance(frame, TelemetryError)
+        body = [22, frame.batch_id, [list(e) for e in frame.errors]]
+    elif t is Command:
+        assert isinstance(frame, Command)
+        body = [23, frame.command_id, frame.name, frame.args, frame.expires_ms]
+    elif t is CommandAck:
+        assert isinstance(frame, CommandAck)
+        body = [24, frame.command_id, frame.status, frame.result]
+    elif t is ReportState:
+        assert isinstance(frame, ReportState)
+        body = [25, frame.req_id, frame.version, frame.state]
+    elif t is ShadowDelta:
+        assert isinstance(frame, ShadowDelta)
+        body = [26, frame.version, frame.desired_version, frame.delta, frame.command_id]
     else:
         raise TypeError(f"not a protocol frame: {t.__name__}")
     return _packb(body)
@@ -206,11 +235,11 @@ class Decoder:
 
 
 #: Client frames that carry a request id in their second element.
-_REQUESTS = frozenset({3, 5, 6, 11})
+_REQUESTS = frozenset({3, 5, 6, 11, 25})
 
 
 def _request_id(obj: list[Any]) -> int:
-    """Request id of a JOIN/LEAVE/PUBLISH/PRESENCE_LIST array, else 0."""
+    """Request id of a JOIN/LEAVE/PUBLISH/PRESENCE_LIST/REPORT_STATE array, else 0."""
     if (len(obj) > 1 and type(obj[0]) is int and obj[0] in _REQUESTS
             and type(obj[1]) is int and 0 < obj[1] <= _UINT64_MAX):
         return int(obj[1])
@@ -371,6 +400,71 @@ def _p_neighbours(d: Decoder, o: list[Any]) -> Neighbours:
     return Neighbours(tuple(_str(u, "url") for u in o[1]))
 
 
+def _map(v: object, what: str) -> dict[str, Any]:
+    if not isinstance(v, dict) or not all(type(k) is str for k in v):
+        raise MalformedFrame(f"{what} must be a map with string keys")
+    return v
+
+
+def _p_telemetry(d: Decoder, o: list[Any]) -> Telemetry:
+    _arity(o, 3, "TELEMETRY")
+    if not isinstance(o[2], list):
+        raise MalformedFrame("samples must be an array of [metric, value, ts_ms]")
+    if len(o[2]) > d.limits.max_batch_samples:
+        raise MalformedFrame(f"more than {d.limits.max_batch_samples} samples in one batch")
+    # Sample contents are checked by the edge's validator, per sample.
+    samples = tuple(tuple(x) if isinstance(x, list) else x for x in o[2])
+    return Telemetry(_uint(o[1], "batch_id"), samples)
+
+
+def _p_telemetry_ack(d: Decoder, o: list[Any]) -> TelemetryAck:
+    _arity(o, 4, "TELEMETRY_ACK")
+    return TelemetryAck(_uint(o[1], "batch_id"), _uint(o[2], "accepted"),
+                        _uint(o[3], "rejected"))
+
+
+def _p_telemetry_error(d: Decoder, o: list[Any]) -> TelemetryError:
+    _arity(o, 3, "TELEMETRY_ERROR")
+    if not isinstance(o[2], list):
+        raise MalformedFrame("errors must be an array of [index, reason, message]")
+    errs = []
+    for e in o[2]:
+        if not isinstance(e, list) or len(e) != 3:
+            raise MalformedFrame("each error must be [index, reason, message]")
+        errs.append((_uint(e[0], "index"), _str(e[1], "reason"), _str(e[2], "message")))
+    return TelemetryError(_uint(o[1], "batch_id"), tuple(errs))
+
+
+def _p_command(d: Decoder, o: list[Any]) -> Command:
+    _arity(o, 5, "COMMAND")
+    return Command(_str(o[1], "command_id"), _str(o[2], "name"), _map(o[3], "args"),
+                   _uint(o[4], "expires_ms"))
+
+
+def _p_command_ack(d: Decoder, o: list[Any]) -> CommandAck:
+    _arity(o, 4, "COMMAND_ACK", optional=1)
+    cid = _str(o[1], "command_id")
+    if not cid or len(cid) > 128:
+        raise MalformedFrame("command_id must be 1 to 128 characters")
+    status = _str(o[2], "status")
+    if not status or len(status) > 64:
+        raise MalformedFrame("status must be 1 to 64 characters")
+    result = _map(o[3], "result") if len(o) > 3 else {}
+    return CommandAck(cid, status, result)
+
+
+def _p_report_state(d: Decoder, o: list[Any]) -> ReportState:
+    _arity(o, 4, "REPORT_STATE")
+    return ReportState(_uint(o[1], "req_id"), _uint(o[2], "version"), _map(o[3], "state"))
+
+
+def _p_shadow_delta(d: Decoder, o: list[Any]) -> ShadowDelta:
+    _arity(o, 5, "SHADOW_DELTA", optional=1)
+    cid = _str(o[4], "command_id") if len(o) > 4 else ""
+    return ShadowDelta(_uint(o[1], "version"), _uint(o[2], "desired_version"),
+                       _map(o[3], "delta"), cid)
+
+
 _PARSERS: dict[int, Any] = {
     1: _p_hello,
     2: _p_welcome,
@@ -391,6 +485,13 @@ _PARSERS: dict[int, Any] = {
     17: _p_resumed,
     18: _p_handoff,
     19: _p_neighbours,
+    20: _p_telemetry,
+    21: _p_telemetry_ack,
+    22: _p_telemetry_error,
+    23: _p_command,
+    24: _p_command_ack,
+    25: _p_report_state,
+    26: _p_shadow_delta,
 }
 
 _DEFAULT_DECODER = Decoder()

@@ -31,6 +31,10 @@ class Limits:
     max_text: int = 1024
     #: Most members returned in one presence list.
     max_presence_list: int = 1000
+    #: Most samples in one TELEMETRY batch.
+    max_batch_samples: int = 1000
+    #: Longest metric name in bytes.
+    max_metric_name: int = 64
 
 
 DEFAULT_LIMITS = Limits()

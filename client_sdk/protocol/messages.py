@@ -40,6 +40,13 @@ __all__ = [
     "Resumed",
     "Handoff",
     "Neighbours",
+    "Telemetry",
+    "TelemetryAck",
+    "TelemetryError",
+    "Command",
+    "CommandAck",
+    "ReportState",
+    "ShadowDelta",
     "Frame",
     "JOIN_PRESENCE",
     "JOIN_NO_ECHO",
@@ -68,6 +75,13 @@ class MessageType(enum.IntEnum):
     RESUMED = 17
     HANDOFF = 18
     NEIGHBOURS = 19
+    TELEMETRY = 20
+    TELEMETRY_ACK = 21
+    TELEMETRY_ERROR = 22
+    COMMAND = 23
+    COMMAND_ACK = 24
+    REPORT_STATE = 25
+    SHADOW_DELTA = 26
 
 
 #: JOIN flag: deliver presence join/leave events for this room.
@@ -298,6 +312,102 @@ class Neighbours:
     urls: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """Device → edge: ``[20, batch_id, [[metric, value, ts_ms], ...]]``.
+
+    ``batch_id`` is unique per device (the SDK counts up from its start time in
+    µs) and names the batch across reconnects and edges: a re-sent batch is
+    recognised and counted once.  Samples are kept as decoded (tuples when the
+    sample is an array); their shape, types and ranges are checked by the
+    edge's telemetry validator, which rejects single samples, not the batch.
+    Answered by TELEMETRY_ERROR (if any sample was refused) and, once the
+    accepted samples are durable, TELEMETRY_ACK.
+    """
+
+    batch_id: int
+    samples: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryAck:
+    """Edge → device: ``[21, batch_id, accepted, rejected]``: the batch is done.
+
+    ``accepted`` samples are durable (in Redis, or accepted by an edge without
+    Redis); the device may forget the batch.
+    """
+
+    batch_id: int
+    accepted: int
+    rejected: int
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryError:
+    """Edge → device: ``[22, batch_id, [[index, reason, message], ...]]``.
+
+    One entry per refused sample (``index`` into the batch); ``reason`` is one
+    of ``bad_sample``, ``unknown_metric``, ``bad_type``, ``out_of_range``,
+    ``too_old``, ``too_new``.
+    """
+
+    batch_id: int
+    errors: tuple[tuple[int, str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Edge → device: ``[23, command_id, name, args, expires_ms]``.
+
+    May arrive more than once (at-least-once downlink): deduplicate by
+    ``command_id``.  ``expires_ms`` is Unix milliseconds.
+    """
+
+    command_id: str
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    expires_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAck:
+    """Device → edge: ``[24, command_id, status, result]`` (status e.g. ``done``)."""
+
+    command_id: str
+    status: str = "done"
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportState:
+    """Device → edge: ``[25, req_id, version, state]``.
+
+    ``version`` must be greater than the reported version the edge knows, else
+    ERROR 4408 (stale version; the message names the current one).  Answered
+    by ACK ``(0, version)``.
+    """
+
+    req_id: int
+    version: int
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowDelta:
+    """Edge → device: ``[26, version, desired_version, delta, command_id]``.
+
+    ``delta``: desired fields that differ from the reported state.  Sent on
+    connect when non-empty and whenever desired changes; ``command_id`` names
+    the ``desired`` command that carried the change ("" on connect), which the
+    SDK acknowledges.
+    """
+
+    version: int
+    desired_version: int
+    delta: dict[str, Any]
+    command_id: str = ""
+
+
 Frame = (
     Hello
     | Welcome
@@ -318,4 +428,11 @@ Frame = (
     | Resumed
     | Handoff
     | Neighbours
+    | Telemetry
+    | TelemetryAck
+    | TelemetryError
+    | Command
+    | CommandAck
+    | ReportState
+    | ShadowDelta
 )

@@ -6,6 +6,9 @@ Claims:
 ``kind``  ``player`` | ``device`` | ``service``, required
 ``rooms`` room-name patterns the holder may join (``fnmatch`` style, ``*``/``?``)
 ``pub``   patterns the holder may publish to (defaults to ``rooms``)
+``metrics`` (kind ``device``) telemetry the device may send: a map
+          ``metric -> [min, max]`` (declared range; ``null`` for an open end);
+          absent = any metric, any finite value
 ``exp``   expiry, Unix seconds, required
 ``iat``   issue time, Unix seconds (informational)
 
@@ -43,6 +46,8 @@ class Claims:
     rooms: tuple[str, ...]
     publish: tuple[str, ...]
     expires_at: float
+    #: Allowed metrics with their declared ranges ``(name, lo, hi)``; None = any.
+    metrics: tuple[tuple[str, float, float], ...] | None = None
 
     def may_join(self, room: str) -> bool:
         """True when ``room`` matches one of the ``rooms`` patterns."""
@@ -74,10 +79,14 @@ def mint_token(
     rooms: tuple[str, ...] | list[str] = ("*",),
     *,
     publish: tuple[str, ...] | list[str] | None = None,
+    metrics: dict[str, tuple[float | None, float | None]] | None = None,
     now: float,
     ttl: float = 3600.0,
 ) -> str:
-    """Return a signed token for ``subject`` valid for ``ttl`` seconds after ``now``."""
+    """Return a signed token for ``subject`` valid for ``ttl`` seconds after ``now``.
+
+    ``metrics`` (devices): allowed metric names with their declared ``(min, max)``
+    range (``None`` for an open end)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     if not subject:
@@ -91,6 +100,8 @@ def mint_token(
     }
     if publish is not None:
         claims["pub"] = list(publish)
+    if metrics is not None:
+        claims["metrics"] = {k: [lo, hi] for k, (lo, hi) in metrics.items()}
     head = _b64e(json.dumps(_HEADER, separators=(",", ":")).encode())
     body = _b64e(json.dumps(claims, separators=(",", ":")).encode())
     signing_input = f"{head}.{body}".encode("ascii")
@@ -145,7 +156,30 @@ def verify_token(token: str, secrets: list[bytes] | tuple[bytes, ...], *, now: f
     rooms = _str_list(claims.get("rooms", []), "rooms")
     pub = _str_list(claims["pub"], "pub") if "pub" in claims else rooms
     assert isinstance(kind, str)
-    return Claims(sub, kind, rooms, pub, float(exp))
+    metrics = _metrics(claims["metrics"]) if "metrics" in claims else None
+    return Claims(sub, kind, rooms, pub, float(exp), metrics)
+
+
+def _bound(v: object, default: float) -> float:
+    if v is None:
+        return default
+    if type(v) not in (int, float) or not math.isfinite(v):  # type: ignore[arg-type]
+        raise TokenError("metric bounds must be finite numbers or null")
+    return float(v)  # type: ignore[arg-type]
+
+
+def _metrics(v: object) -> tuple[tuple[str, float, float], ...]:
+    if not isinstance(v, dict):
+        raise TokenError("claim 'metrics' must be a map metric -> [min, max]")
+    out = []
+    for name, rng in v.items():
+        if not name or not isinstance(rng, list) or len(rng) != 2:
+            raise TokenError("claim 'metrics' must be a map metric -> [min, max]")
+        lo, hi = _bound(rng[0], -math.inf), _bound(rng[1], math.inf)
+        if lo > hi:
+            raise TokenError(f"metric {name!r}: min is greater than max")
+        out.append((str(name), lo, hi))
+    return tuple(out)
 
 
 @lru_cache(maxsize=1024)

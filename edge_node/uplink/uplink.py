@@ -33,6 +33,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from .. import redis_conn
 from .breaker import BreakerState, CircuitBreaker
 from .spool import OVERFLOW_POLICIES, Spool
 from .wire import pack_batch, pack_entry, shard_of, stream_key
@@ -149,7 +150,7 @@ class Uplink:
         # spool file was lost, as long as fewer than 10^6 entries/s are submitted.
         self._seq, self._seq_hi = await self._db(spool.reserve_seq, time.time_ns() // 1000,
                                                  SEQ_BLOCK)
-        self._redis = aioredis.Redis.from_url(
+        self._redis = redis_conn.connect(
             s.redis_url, socket_timeout=s.call_timeout, socket_connect_timeout=s.call_timeout,
             retry=Retry(NoBackoff(), 0))
         self._task = asyncio.get_running_loop().create_task(self._run(), name="uplink")
@@ -285,6 +286,8 @@ class Uplink:
             await asyncio.wait_for(pipe.execute(), s.call_timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
+            with contextlib.suppress(RedisError, OSError):
+                await redis_conn.rediscover(self._redis)  # a cluster failover? re-map
             self.breaker.record_failure(self.clock())
             if self.breaker.state is BreakerState.OPEN:
                 log.warning("uplink breaker open", extra={"error": repr(exc)})

@@ -43,6 +43,7 @@ KINDS = frozenset({
     "session",        # a client session came or went; key = subject (device id, player)
     "presence",       # a member joined/left a room; key = room
     "telemetry",      # device samples {name: number}; key = device
+    "rollup",         # a closed telemetry window with per-batch pieces; key = device
     "shadow",         # device reported state {field: value}; key = device
     "command_ack",    # a device acknowledged a command {"id": ..., "status": ...}; key = device
     "alert",          # an alert raised at the edge; key = device or room

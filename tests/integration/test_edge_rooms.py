@@ -19,6 +19,9 @@ from tests.helpers import uid
 
 ClientFactory = Callable[..., Awaitable[Client]]
 
+#: Every test here runs over WebSocket and over QUIC (see tests/conftest.py).
+TRANSPORTS = ("ws", "quic")
+
 
 
 

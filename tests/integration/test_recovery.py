@@ -7,20 +7,22 @@ import os
 import signal
 
 import pytest
-import redis.asyncio as aioredis
 
 from client_sdk import Client, connect
-from edge_node import lua_scripts, redis_keys
+from edge_node import lua_scripts, redis_conn, redis_keys
 from edge_node.launch import spawn_edge
 from tests.helpers import PAIR as _P
 from tests.helpers import SECRET, Recorder, http_get
 from tests.helpers import wait_until as _wait
 
+#: Every edge test here runs over WebSocket and over QUIC (see tests/conftest.py).
+TRANSPORTS = ("ws", "quic")
+
 
 def _drop_connection(c: Client) -> None:
     """Cut the client's TCP connection without a close handshake (like a network drop)."""
-    assert c._ws is not None and c._ws.transport is not None
-    c._ws.transport.abort()
+    assert c._link is not None
+    c._link.abort()
 
 
 async def test_resume_same_edge_replays_missed(edge_factory, token) -> None:
@@ -141,7 +143,7 @@ async def test_gap_outside_history_is_reported(edge_factory, token, redis_url) -
         for _ in range(6000):  # >> ring (4096) and >> stream cap (50, approximate)
             pub.publish_nowait("rs4", b"y" * 8)
         await _wait(lambda: pub.outbox_size == 0, 20, "publishes durable")
-        r = aioredis.Redis.from_url(redis_url)
+        r = redis_conn.connect(redis_url)
         info = await r.xinfo_stream(redis_keys.room_log("rs4"))
         await r.aclose()
         assert info["length"] < 6000
@@ -160,7 +162,7 @@ async def test_gap_outside_history_is_reported(edge_factory, token, redis_url) -
 
 async def test_stale_owner_cannot_write(redis_url) -> None:
     """Fencing is checked in Redis: an append under an old lease token is refused."""
-    r = aioredis.Redis.from_url(redis_url)
+    r = redis_conn.connect(redis_url)
     room = f"fence-{os.getpid()}"
     try:
         acquire = r.register_script(lua_scripts.ACQUIRE)
@@ -217,7 +219,8 @@ async def test_frozen_owner_is_fenced(edge_factory, token) -> None:
         await b.close()
 
 
-async def test_resume_window_expires(edge_factory, token, redis_url, tmp_path) -> None:
+async def test_resume_window_expires(edge_factory, token, redis_url, tmp_path,
+                                     quic_cert) -> None:
     e = edge_factory("edge-w1", "--resume-window", "1")
     sub = await connect(e.url, token("sub"), backoff_base=0.05, backoff_cap=0.2)
     replacement = None
@@ -228,11 +231,13 @@ async def test_resume_window_expires(edge_factory, token, redis_url, tmp_path) -
         await asyncio.sleep(2.0)
         replacement = spawn_edge(port=e.port, redis_url=redis_url, secret=SECRET,
                                  edge_id="edge-w1b", extra_args=["--resume-window", "1"],
-                                 log_path=str(tmp_path / "w1b.log"))
+                                 log_path=str(tmp_path / "w1b.log"),
+                                 quic=e.quic_port is not None, quic_port=e.quic_port or 0,
+                                 quic_cert=quic_cert[0], quic_key=quic_cert[1])
         ev = await s.next_recovery(15)
         assert not ev.recovered and ev.reason == "session_expired"
         assert sub.session_id == sid  # the same identity, but no replay promised
-        pub = await connect(replacement.url, token("pub"))
+        pub = await connect(replacement.quic_url or replacement.url, token("pub"))
         await pub.join("rs6")
         pos = await pub.publish("rs6", b"after")
         assert pos is not None
@@ -276,7 +281,7 @@ async def test_leases_survive_a_script_cache_flush(edge_factory, token, redis_ur
     its scripts: its lease keeps being renewed and publishes stay durable."""
     e = edge_factory("edge-sf1")
     a = await connect(e.url, token("a"))
-    r = aioredis.Redis.from_url(redis_url)
+    r = redis_conn.connect(redis_url)
     try:
         await a.join("rs8")
         first = await a.publish("rs8", b"before")

@@ -47,6 +47,15 @@ from client_sdk.protocol import (
     encode,
     encode_message,
 )
+from client_sdk.protocol.messages import (
+    Command,
+    CommandAck,
+    ReportState,
+    ShadowDelta,
+    Telemetry,
+    TelemetryAck,
+    TelemetryError,
+)
 
 FUZZ = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -158,12 +167,29 @@ FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
                                    resumed_reason, resumed_info),
     MessageType.HANDOFF: st.builds(Handoff, url, handoff_reason, uint64),
     MessageType.NEIGHBOURS: st.builds(Neighbours, st.lists(url, max_size=8).map(tuple)),
+    MessageType.TELEMETRY: st.builds(
+        Telemetry, uint64,
+        st.lists(st.tuples(text, st.floats(allow_nan=False) | msgint, uint64),
+                 max_size=20).map(tuple)),
+    MessageType.TELEMETRY_ACK: st.builds(TelemetryAck, uint64, uint64, uint64),
+    MessageType.TELEMETRY_ERROR: st.builds(
+        TelemetryError, uint64, st.lists(st.tuples(uint64, text, text), max_size=5).map(tuple)),
+    MessageType.COMMAND: st.builds(Command, text, text, st.dictionaries(text, value, max_size=5),
+                                   uint64),
+    MessageType.COMMAND_ACK: st.builds(
+        CommandAck, st.text(_chars, min_size=1, max_size=30),
+        st.text(_chars, min_size=1, max_size=16), st.dictionaries(text, value, max_size=5)),
+    MessageType.REPORT_STATE: st.builds(ReportState, uint64, uint64,
+                                        st.dictionaries(text, value, max_size=5)),
+    MessageType.SHADOW_DELTA: st.builds(ShadowDelta, uint64, uint64,
+                                        st.dictionaries(text, value, max_size=5), text),
 }
 any_frame = st.one_of(*FRAME_STRATEGIES.values())
 
 _FRAME_CLASSES = (
     Hello, Welcome, Join, Joined, Leave, Publish, Message, Ack, PresenceJoin, PresenceLeave,
     PresenceList, PresenceMembers, Ping, Pong, Error, Resume, Resumed, Handoff, Neighbours,
+    Telemetry, TelemetryAck, TelemetryError, Command, CommandAck, ReportState, ShadowDelta,
 )
 
 
@@ -380,10 +406,18 @@ _FIELDS: dict[MessageType, list[str]] = {
     MessageType.RESUMED: ["room", "bool", "uint", "uint", "uint", "str", "map"],
     MessageType.HANDOFF: ["str", "str", "uint"],
     MessageType.NEIGHBOURS: ["urls"],
+    MessageType.TELEMETRY: ["uint", "array"],
+    MessageType.TELEMETRY_ACK: ["uint", "uint", "uint"],
+    MessageType.TELEMETRY_ERROR: ["uint", "array"],
+    MessageType.COMMAND: ["str", "str", "map", "uint"],
+    MessageType.COMMAND_ACK: ["str", "str", "map"],
+    MessageType.REPORT_STATE: ["uint", "uint", "map"],
+    MessageType.SHADOW_DELTA: ["uint", "uint", "map", "str"],
 }
 # Fields that may be left out at the end of the array.
 _OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 1, MessageType.PUBLISH: 2,
-             MessageType.MESSAGE: 1}
+             MessageType.MESSAGE: 1, MessageType.COMMAND_ACK: 1,
+             MessageType.SHADOW_DELTA: 1}
 
 
 def test_field_table_covers_every_concrete_type() -> None:
@@ -414,6 +448,8 @@ _WRONG: dict[str, st.SearchStrategy[Any]] = {
     "members": st.none() | text | msgint | st.dictionaries(text, text, max_size=2)
     | st.tuples(st.just(["s", "u", "player"]), msgint).map(list)
     | st.tuples(st.lists(text, min_size=2, max_size=2)).map(list),
+    "array": st.none() | st.booleans() | msgint | st.floats() | text | st.binary(max_size=4)
+    | st.dictionaries(text, text, max_size=2),
     # Not an array, or an array with a non-string among the URLs.
     "urls": st.none() | st.booleans() | msgint | st.floats() | text | st.binary(max_size=4)
     | st.dictionaries(text, text, max_size=2)

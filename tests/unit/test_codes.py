@@ -36,6 +36,8 @@ EXPECTED: dict[ErrorCode, Retry] = {
     ErrorCode.UNSUPPORTED_VERSION: Retry.NEVER,
     ErrorCode.UNKNOWN_TYPE: Retry.NEVER,
     ErrorCode.TOO_MANY_ROOMS: Retry.NEVER,
+    # A device reported a shadow version not above the one the edge knows.
+    ErrorCode.STALE_VERSION: Retry.NEVER,
     ErrorCode.FRAME_TOO_LARGE: Retry.NEVER,
 }
 

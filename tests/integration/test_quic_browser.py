@@ -1,0 +1,91 @@
+"""The edge's WebTransport page in headless Chromium: connect, join, exchange.
+
+The page (served by the edge at ``/webtransport``) connects to the edge's QUIC
+port over WebTransport with ``serverCertificateHashes``, joins a room and
+answers each reliable ``ping:N`` with a reliable ``pong:N`` (stream) and an
+unreliable ``dgram:N`` (datagram).  A Python SDK client in the same room sends
+the pings and checks both answers.  Needs Debian's ``chromium`` (``.ci/run``
+installs it when it can); skipped with the reason when it is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from client_sdk import ReceivedMessage
+from tests.helpers import http_get, uid
+
+pytestmark = pytest.mark.parametrize("transport", ["quic"], indirect=True)
+
+
+def find_chromium() -> str | None:
+    """Chromium on PATH or at /usr/bin/chromium."""
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+
+
+def start_chromium(chromium: str, url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+    """Headless Chromium on ``url`` with a fresh profile, in its own process group."""
+    with open(tmp_path / "chromium.log", "wb") as log:
+        return subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--remote-debugging-port=0", url],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            start_new_session=True)
+
+
+async def test_browser_page_joins_and_exchanges_over_webtransport(edge, clients, token,
+                                                                  tmp_path) -> None:
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium not found on PATH or at /usr/bin/chromium "
+                    "(Debian: apt-get install chromium)")
+    status, ctype, page = await http_get(edge.http_url + "/webtransport")
+    assert status == 200 and ctype.startswith("text/html")
+    assert str(edge.quic_port).encode() in page
+
+    room = uid("browser")
+    got: list[ReceivedMessage] = []
+    py = await clients(edge.url, token("py"))
+    await py.join(room, on_message=got.append)
+    url = (f"{edge.http_url}/webtransport?room={quote(room)}&name=chromium"
+           f"&token={quote(token('browser'))}")
+    proc = start_chromium(chromium, url, tmp_path)
+    try:
+        pongs: set[bytes] = set()
+        dgrams: set[bytes] = set()
+        async with asyncio.timeout(45):
+            n = 0
+            while not (pongs and dgrams):
+                n += 1
+                await py.publish(room, b"ping:%d" % n)
+                await asyncio.sleep(0.3)
+                assert proc.poll() is None, "chromium exited"
+                for m in got:
+                    if m.payload.startswith(b"pong:") and m.seq:
+                        pongs.add(m.payload[5:])
+                    elif m.payload.startswith(b"dgram:") and not m.seq:
+                        dgrams.add(m.payload[6:])
+        browser = [m for m in got if m.payload.startswith((b"pong:", b"dgram:"))]
+        assert browser and all(m.sender != py.session_id for m in browser), \
+            "answers come from the browser's session"
+        members = await py.presence(room)
+        assert "browser" in {m.subject for m in members}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
