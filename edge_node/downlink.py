@@ -23,9 +23,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from . import redis_conn
 from .uplink.wire import downlink_key
 
 __all__ = ["DownlinkConsumer", "GROUP"]
@@ -66,8 +66,8 @@ class DownlinkConsumer:
         self.block_ms = block_ms
         self.count = count
         # No socket timeout below BLOCK: a blocking read must not time out client-side.
-        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=block_ms / 1000 + 5,
-                                              socket_connect_timeout=2.0)
+        self._redis = redis_conn.connect(redis_url, socket_timeout=block_ms / 1000 + 5,
+                                         socket_connect_timeout=2.0)
         self._task: asyncio.Task[None] | None = None
         self.received = 0
         self.bad = 0

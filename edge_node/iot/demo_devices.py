@@ -17,10 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from client_sdk.device import Device
 from client_sdk.protocol import mint_token
+from edge_node import redis_conn
 
 __all__ = ["DeviceFleet"]
 
@@ -111,7 +110,7 @@ class DeviceFleet:
         from origin.settings import OriginSettings
         from origin.view import origin_stats, recent_alerts
 
-        r = aioredis.Redis.from_url(self.redis_url)
+        r = redis_conn.connect(self.redis_url)
         try:
             counted = 0
             while True:
