@@ -53,6 +53,8 @@ def register(subs: Any) -> None:
                     help="seconds per step (default: 5)")
     sp.add_argument("--warmup", type=non_negative_float, default=1.0, help="(default: 1)")
     sp.add_argument("--drain", type=non_negative_float, default=2.0, help="(default: 2)")
+    sp.add_argument("--receiver", choices=["sdk", "lean"], default="sdk",
+                    help="edge subscribers, as for fanout (default: sdk)")
     sp.add_argument("--procs", type=positive_int, default=1, help="(default: 1)")
     sp.add_argument("--pin", action="store_true", help="as for fanout")
     sp.add_argument("--out", type=Path, default=Path("bench-results"),
@@ -101,7 +103,7 @@ def cmd(args: argparse.Namespace) -> int:
 
     def params(rate: float) -> FanoutParams:
         return FanoutParams(args.subscribers, args.publishers, rate, args.payload_size,
-                            args.duration, args.warmup, args.drain)
+                            args.duration, args.warmup, args.drain, args.receiver)
 
     validate(params(args.start_rate), args.procs)
     history: list[tuple[float, bool]] = []
