@@ -15,38 +15,21 @@ from typing import Any
 from bench.errors import BenchError, BenchFailure
 from bench.runner import RunOptions
 from bench.targets import TARGETS
+from bench.validators import non_negative_float as _non_negative_float
+from bench.validators import positive_float as _positive_float
+from bench.validators import positive_int as _positive_int
 
 DEFAULT_OUT = "bench-results"
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
+#: Scenario modules that register their own sub-command: each has
+#: ``register(subparsers)`` that adds a parser with ``func`` set. Add one line here.
+SCENARIO_MODULES: tuple[str, ...] = (
+    "bench.scenarios.rooms",
+    "bench.scenarios.telemetry",
+    "bench.scenarios.storm",
+    "bench.sweep",
+    "bench.recv_path",
+)
 
 
 def _common(sub: argparse.ArgumentParser, default_procs: int | None) -> None:
@@ -103,6 +86,10 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                      help="seconds excluded from the figures at the start (default: 1)")
     fan.add_argument("--drain", type=_non_negative_float, default=2.0,
                      help="seconds to wait for late messages after the last publish (default: 2)")
+    fan.add_argument("--receiver", choices=["sdk", "lean"], default="sdk",
+                     help="edge subscribers: the public SDK, or bench.lean_client (same "
+                     "protocol, cheaper receive path, for rates where the SDK load generator "
+                     "saturates; the SDK's own figure: recv-path) (default: sdk)")
     _common(fan, 1)
     fan.set_defaults(func=_cmd_fanout)
 
@@ -131,8 +118,26 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
         "Reports time until every client is served again, the gap each client saw, "
         "and lost / duplicated reliable messages.",
     )
-    fo.add_argument("--action", choices=["kill", "stop", "drain"], default="kill",
-                    help="what happens to the edge (default: kill)")
+    fo.add_argument("--action", choices=["kill", "stop", "drain", "redis-stop"],
+                    default="kill",
+                    help="what happens to edge 1 (redis-stop: Redis frozen for --outage s; "
+                    "needs --load other than default) (default: kill)")
+    fo.add_argument("--load", choices=["default", "fanout", "rooms", "telemetry"],
+                    default="default",
+                    help="the load under the fault: 'default' is this command's own (clients "
+                    "on edge 1, publishers elsewhere); 'fanout' (--clients subscribers on edge "
+                    "1, --publishers elsewhere, one room per publisher up to --rooms), 'rooms' "
+                    "(--clients players in --rooms rooms spread over the edges, --rate "
+                    "publishes/s in total) or 'telemetry' (--clients devices on edge 1, "
+                    "--rate samples/s, origin running) run on the cluster-scenario engine, "
+                    "with timelines and plots (default: default)")
+    fo.add_argument("--outage", type=_positive_float, default=2.0,
+                    help="redis-stop: seconds Redis stays frozen (default: 2)")
+    fo.add_argument("--procs", type=_positive_int, default=1,
+                    help="load processes (--load other than default) (default: 1)")
+    fo.add_argument("--pin", action="store_true",
+                    help="pin edges to CPU 0, the rest to CPU 1 (--load other than default)")
+    fo.add_argument("--no-plot", action="store_true", help="no PNG plots")
     fo.add_argument("--clients", type=_positive_int, default=200,
                     help="clients on the edge (default: 200)")
     fo.add_argument("--rooms", type=_positive_int, default=20, help="(default: 20)")
@@ -151,6 +156,11 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                     help=f"report directory (default: {DEFAULT_OUT})")
     fo.add_argument("--quiet", action="store_true", help="no progress on stderr")
     fo.set_defaults(func=_cmd_failover)
+
+    import importlib
+
+    for module in SCENARIO_MODULES:
+        importlib.import_module(module).register(subs)
 
     from bench.scenarios.iot import add_parser as add_iot_parser
 
@@ -187,6 +197,17 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     cmp.add_argument("--changed-only", action="store_true",
                      help="list only the figures that changed")
     cmp.set_defaults(func=_cmd_compare)
+
+    plo = subs.add_parser(
+        "plot",
+        help="one PNG of the latency percentiles of several reports",
+        description="Latency percentiles (medians) of several JSON reports side by side, "
+        "one group per scenario and target (or transport).",
+    )
+    plo.add_argument("reports", type=Path, nargs="+", help="JSON reports")
+    plo.add_argument("-o", "--output", type=Path, default=Path("latency-by-scenario.png"),
+                     help="PNG to write (default: latency-by-scenario.png)")
+    plo.set_defaults(func=_cmd_plot)
     return parser
 
 
@@ -212,7 +233,10 @@ def _finish(doc: dict[str, Any], options: RunOptions, rows: list[tuple[str, str]
     print(f"report: {json_path}", file=sys.stderr)
     print(f"summary: {md_path}", file=sys.stderr)
     if options.plot:
-        from bench.plots import plot_latency
+        from bench.plots import MISSING, plot_latency, pyplot
+
+        if pyplot() is None:
+            print(f"note: {MISSING}", file=sys.stderr)
 
         png = plot_latency(doc, json_path.with_suffix(".png"))
         if png is not None:
@@ -232,6 +256,7 @@ def _cmd_fanout(args: argparse.Namespace) -> int:
         duration=args.duration,
         warmup=args.warmup,
         drain=args.drain,
+        receiver=args.receiver,
     )
     options = _options(args, args.procs)
     return _finish(run_fanout(params, options), options, ROWS)
@@ -261,10 +286,28 @@ def _cmd_failover(args: argparse.Namespace) -> int:
         raise BenchError("--rooms must be at most 64 (publishers join every room)")
     if args.at >= args.duration:
         raise BenchError("--at must be before the end of --duration")
+    if args.load != "default":
+        from bench.scenarios.failover_loads import run_failover_load
+
+        return run_failover_load(args)
+    if args.action == "redis-stop":
+        raise BenchError("--action redis-stop needs --load fanout, rooms or telemetry")
     params = FailoverParams(action=args.action, clients=args.clients, rooms=args.rooms,
                             publishers=args.publishers, rate=args.rate, edges=args.edges,
                             at=args.at, duration=args.duration, connect_rate=args.connect_rate)
     return run_failover_cli(params, args.runs, args.out, args.quiet)
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from bench import report
+    from bench.plots import MISSING, plot_reports
+
+    docs = [report.load(p) for p in args.reports]
+    png = plot_reports(docs, args.output)
+    if png is None:
+        raise BenchFailure(MISSING)
+    print(f"plot: {png}", file=sys.stderr)
+    return 0
 
 
 def _cmd_transports(args: argparse.Namespace) -> int:

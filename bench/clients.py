@@ -181,10 +181,32 @@ def _sdk_callback(on_payload: OnPayload) -> Callable[[Any], None]:
 # --- the adaptor ------------------------------------------------------------------------
 
 
-async def open_subscriber(spec: TargetSpec, name: str, on_payload: OnPayload) -> Connection:
-    """Connect a client that receives the room's messages."""
+class _LeanConnection:
+    def __init__(self, proto: Any) -> None:
+        self.proto = proto
+
+    def is_open(self) -> bool:
+        return bool(self.proto.is_open())
+
+    async def close(self) -> None:
+        await self.proto.close()
+
+
+async def open_subscriber(spec: TargetSpec, name: str, on_payload: OnPayload,
+                          receiver: str = "sdk") -> Connection:
+    """Connect a client that receives the room's messages.
+
+    ``receiver="lean"`` (edge targets only) uses :mod:`bench.lean_client` instead of
+    the SDK: the same protocol, a much cheaper receive path, no reconnect.
+    """
     if spec.kind.startswith("baseline"):
         return await _ws_open(spec, on_payload)
+    if receiver == "lean":
+        from bench.lean_client import open_lean
+
+        proto = await open_lean(spec.url, _token(spec, name), name, spec.room,
+                                _sdk_callback(on_payload))
+        return _LeanConnection(proto)
     sdk_client = await _sdk_open(spec, name)
     await sdk_client.client.join(spec.room, on_message=_sdk_callback(on_payload))
     return sdk_client

@@ -12,6 +12,7 @@ import asyncio
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.sharedctypes
+import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,9 @@ class WorkerContext:
         self._counter = counter
 
     def send(self, kind: str, data: Any = None) -> None:
+        # uvloop's add_reader (in recv) leaves the pipe non-blocking: a result larger
+        # than the pipe buffer would then be written in part and corrupt the stream.
+        os.set_blocking(self._conn.fileno(), True)
         self._conn.send((kind, data))
 
     async def recv(self) -> Message:
@@ -162,8 +166,10 @@ class WorkerPool:
                 i = self._conns.index(conn)
                 try:
                     got_kind, data = conn.recv()
-                except EOFError as exc:
-                    raise BenchFailure(f"load process {i} exited unexpectedly") from exc
+                except (EOFError, OSError) as exc:
+                    self._procs[i].join(1.0)
+                    raise BenchFailure(f"load process {i} exited unexpectedly "
+                                       f"(exit code {self._procs[i].exitcode})") from exc
                 if got_kind == "error":
                     tail = "\n".join(str(data).rstrip().splitlines()[-12:])
                     raise BenchFailure(f"load process {i} failed:\n{tail}")

@@ -9,7 +9,6 @@ publishes).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Generic, TypeVar
 
 __all__ = ["RecentKeys"]
@@ -18,13 +17,22 @@ V = TypeVar("V")
 
 
 class RecentKeys(Generic[V]):
-    """The last ``size`` keys seen, each with a value (e.g. its position)."""
+    """The last ``size`` keys seen, each with a value (e.g. its position).
 
-    __slots__ = ("_items", "size")
+    A plain dict holds the values and a fixed ring of slots the arrival order
+    (cheaper per message than an ``OrderedDict``; this is on every receive).
+    Adding a key that is already present updates its value and keeps its place.
+    """
+
+    __slots__ = ("_items", "_next", "_ring", "size")
 
     def __init__(self, size: int = 1024) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
         self.size = size
-        self._items: OrderedDict[int, V] = OrderedDict()
+        self._items: dict[int, V] = {}
+        self._ring: list[int | None] = [None] * size
+        self._next = 0
 
     def get(self, key: int) -> V | None:
         """The value stored with ``key``, or ``None`` if not (or no longer) seen."""
@@ -38,6 +46,14 @@ class RecentKeys(Generic[V]):
 
     def add(self, key: int, value: V) -> None:
         """Remember ``key``; forget the oldest key beyond the window."""
-        self._items[key] = value
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
+        items = self._items
+        if key in items:
+            items[key] = value
+            return
+        i = self._next
+        old = self._ring[i]
+        if old is not None:
+            del items[old]
+        self._ring[i] = key
+        items[key] = value
+        self._next = i + 1 if i + 1 < self.size else 0

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Subscription", "PresenceEvent", "RecoveryEvent"]
 
+#: Idempotency keys remembered per sender and room (copies re-published after a
+#: failover arrive within a few hundred messages of the original).
+IDEM_WINDOW = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class PresenceEvent:
@@ -76,20 +80,23 @@ class Subscription:
         self._ended = False
 
     def _deliver(self, m: Message) -> None:
-        if m.epoch:
-            pos = (m.epoch, m.seq)
+        """Hand one MESSAGE to the application (hot path: once per message)."""
+        epoch = m.epoch
+        if epoch:
+            pos = (epoch, m.seq)
             if pos <= self.position:
                 self.duplicates += 1
                 return
             self.position = pos
-            if m.idem:
+            idem = m.idem
+            if idem:
                 seen = self._idems.get(m.sender)
                 if seen is None:
-                    seen = self._idems[m.sender] = RecentKeys(1024)
-                elif m.idem in seen:
+                    seen = self._idems[m.sender] = RecentKeys(IDEM_WINDOW)
+                elif idem in seen:
                     self.duplicates += 1
                     return
-                seen.add(m.idem, True)
+                seen.add(idem, True)
         self.received += 1
         cb = self._on_message
         if cb is not None:

@@ -160,11 +160,11 @@ def run_once(
         pool.close()
     out = assemble(session.kind, p, schedule, results, (server0, server1), helpers0, helpers1)
     host = {k: host1[k] - host0[k] for k in host0}
-    _host_figures(out, host, self1 - self0, results, server1.t - server0.t)
+    host_figures(out, host, self1 - self0, results, server1.t - server0.t)
     return out
 
 
-def _host_figures(
+def host_figures(
     out: dict[str, Any],
     host: dict[str, float],
     parent_cpu_s: float,
@@ -175,7 +175,8 @@ def _host_figures(
     if wall_s <= 0:
         return
     ours = out["server"]["cpu_s"] + parent_cpu_s + sum(float(r["cpu_s"]) for r in results)
-    ours += float(out.get("redis", {}).get("cpu_s", 0.0))
+    for helper in ("redis", "origin"):
+        ours += float(out.get(helper, {}).get("cpu_s", 0.0))
     other_pct = max(0.0, 100.0 * (host["task"] - ours) / wall_s)
     out["host"] = {
         "task_percent": round(100.0 * host["task"] / wall_s, 1),
@@ -277,7 +278,7 @@ def assemble(
             else 0.0,
             "rss_bytes": helpers1[role].rss,
         }
-    out["warnings"] = _warnings(kind, out, results)
+    out["warnings"] = _warnings(kind if p.receiver == "sdk" else "lean", out, results)
     return out
 
 

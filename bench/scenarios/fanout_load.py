@@ -27,6 +27,8 @@ class FanoutParams:
     duration: float
     warmup: float
     drain: float
+    #: Subscribers on edge targets: "sdk" (the public SDK) or "lean" (bench.lean_client).
+    receiver: str = "sdk"
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,8 @@ async def run_fanout_worker(ctx: WorkerContext) -> dict[str, Any]:
 
     t_connect = time.monotonic()
     subs: list[Connection] = await _bounded(
-        [open_subscriber(spec, f"bench-sub-{i}", counts.subscriber()) for i in share.subscribers],
+        [open_subscriber(spec, f"bench-sub-{i}", counts.subscriber(), p.receiver)
+         for i in share.subscribers],
         CONNECT_CONCURRENCY,
     )
     pubs: list[Publisher] = await _bounded(
