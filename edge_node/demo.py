@@ -568,8 +568,9 @@ def render_summary(s: dict[str, Any]) -> str:
     if fc:
         lines += [
             f"  forecast.recommended_replicas {fc.get('recommended_replicas')}  (reactive "
-            f"{fc.get('reactive_replicas')}; forecast {fc.get('forecast_connections')} "
-            f"connections, {fc.get('connections')} now)",
+            f"{fc.get('reactive_replicas')}; {fc.get('connections')} connections now, "
+            f"{fc.get('forecast_connections')} forecast from this run's ramp-up: a "
+            "deployment learns a daily season)",
         ]
     lines += ["", f"  {verdict}", ""]
     return "\n".join(lines)
