@@ -8,11 +8,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
 from client_sdk import ReceivedMessage
+from origin.launch import OriginProcess, spawn_api
 
 #: Token signing key of the test edges (``tests/conftest.py`` starts them with it).
 SECRET = b"test-secret"
@@ -69,3 +70,17 @@ class Recorder:
 
     def __call__(self, m: ReceivedMessage) -> None:
         self.seen.append(PAIR.unpack_from(m.payload))
+
+
+def origin_api(redis_url: str, tmp_path_factory: pytest.TempPathFactory, api_keys: str,
+               secret: bytes = SECRET) -> Iterator[OriginProcess]:
+    """Body of a module-scoped ``origin`` fixture: ``python -m origin run`` (API + one
+    worker, 4 shards) against ``redis_url``, stopped afterwards.  ``yield from`` it."""
+    log = tmp_path_factory.mktemp("origin") / "origin.log"
+    p = spawn_api(redis_url, "--workers", "1", "--shards", "4", command="run",
+                  env={"ORIGIN_API_KEYS": api_keys, "EDGE_RELAY_SECRET": secret.decode()},
+                  log_path=str(log))
+    try:
+        yield p
+    finally:
+        p.stop()

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from client_sdk import Client, Position, PresenceEvent, ReceivedMessage, Subscription
-from tests.helpers import uid
+from tests.helpers import eventually, uid
 
 ClientFactory = Callable[..., Awaitable[Client]]
 
@@ -46,17 +46,6 @@ async def collect_until(sub: Subscription, payload: bytes,
     while not out or out[-1].payload != payload:
         out.append(await sub.get(max(0.0, deadline - loop.time())))
     return out
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 3.0,
-                     what: str = "condition") -> None:
-    """Poll ``check`` until it is true; fail with ``what`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def strictly_increasing(positions: list[tuple[int, int]]) -> bool:

@@ -23,8 +23,8 @@ from client_sdk.protocol import Command, ErrorCode, ShadowDelta, mint_token
 from edge_node.launch import EdgeProcess, spawn_edge
 from edge_node.redis_server import RedisServer, start_redis
 from origin.keys import ShardKeys
-from origin.launch import OriginProcess, spawn_api
-from tests.helpers import SECRET, http_get, uid, wait_until
+from origin.launch import OriginProcess
+from tests.helpers import SECRET, http_get, origin_api, uid, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 KEY = "iot-cmd-key"
@@ -33,24 +33,15 @@ H = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    s = start_redis()
-    try:
+    """A Redis server for these tests alone (they may pause or cut it)."""
+    with start_redis() as s:  # stopped (and resumed first) on exit
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")
 def origin(server: RedisServer, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[OriginProcess]:
-    log = tmp_path_factory.mktemp("origin") / "origin.log"
-    p = spawn_api(server.url, "--workers", "1", "--shards", "4", command="run",
-                  env={"ORIGIN_API_KEYS": KEY, "EDGE_RELAY_SECRET": SECRET.decode()},
-                  log_path=str(log))
-    try:
-        yield p
-    finally:
-        p.stop()
+    yield from origin_api(server.url, tmp_path_factory, KEY)
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,9 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
-    s = start_redis()
-    try:
+    """A Redis server for these tests alone (they may pause or cut it)."""
+    with start_redis() as s:  # stopped (and resumed first) on exit
         yield s
-    finally:
-        s.stop()
 
 
 def cmd(device: str, cid: str, name: str = "reboot") -> dict[str, str]:

@@ -16,8 +16,9 @@ from client_sdk.protocol import verify_token
 from edge_node.redis_server import RedisServer, start_redis
 from edge_node.uplink import Uplink, UplinkSettings, downlink_key
 from origin.api import create_app
-from origin.launch import OriginProcess, spawn_api
+from origin.launch import OriginProcess
 from origin.settings import OriginSettings
+from tests.helpers import origin_api
 
 pytestmark = pytest.mark.timeout(60)
 KEY = "test-api-key"
@@ -27,24 +28,15 @@ H = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    s = start_redis()
-    try:
+    """A Redis server for these tests alone (they may pause or cut it)."""
+    with start_redis() as s:  # stopped (and resumed first) on exit
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")
 def origin(server: RedisServer, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[OriginProcess]:
-    log = tmp_path_factory.mktemp("origin") / "origin.log"
-    p = spawn_api(server.url, "--workers", "1", "--shards", "4", command="run",
-                  env={"ORIGIN_API_KEYS": f"other,{KEY}", "EDGE_RELAY_SECRET": SECRET.decode()},
-                  log_path=str(log))
-    try:
-        yield p
-    finally:
-        p.stop()
+    yield from origin_api(server.url, tmp_path_factory, f"other,{KEY}", SECRET)
 
 
 @pytest.fixture

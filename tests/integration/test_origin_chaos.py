@@ -34,21 +34,19 @@ _P = struct.Struct(">II")
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
-    s = start_redis()
-    try:
+    """A Redis server for these tests alone (they may pause or cut it)."""
+    with start_redis() as s:  # stopped (and resumed first) on exit
         yield s
-    finally:
-        s.resume()
-        s.stop()
 
 
-async def _room_events_at_origin(url: str) -> int:
+async def _origin_kind(url: str, kind: str) -> int:
+    """Entries of ``kind`` the origin has applied (each idempotency id once)."""
     r = aioredis.Redis.from_url(url, socket_timeout=5.0)
     try:
         stats: dict[str, Any] = await origin_stats(r, OriginSettings(redis_url=url))
     finally:
         await r.aclose()
-    return int(stats["by_kind"].get("room_event", 0))
+    return int(stats["by_kind"].get(kind, 0))
 
 
 async def _history_payloads(url: str, room: str) -> list[bytes]:
@@ -97,11 +95,11 @@ async def _publish_through_outage(edge_factory: Any, token: Any, tmp_path: Any,
         positions = await asyncio.wait_for(asyncio.gather(*acks), 30)
         assert len(set(positions)) == n  # every publish acknowledged once, distinct positions
         deadline = time.monotonic() + 30
-        while (got := await _room_events_at_origin(redis_url)) < n:
+        while (got := await _origin_kind(redis_url, "room_event")) < n:
             assert time.monotonic() < deadline, f"origin applied {got} of {n} room events"
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # anything extra (a double apply) would show up by now
-        assert await _room_events_at_origin(redis_url) == n
+        assert await _origin_kind(redis_url, "room_event") == n
         # The room's history (what a resuming client replays) holds each message once.
         assert await _history_payloads(redis_url, "oc:1") == [_P.pack(1, k) for k in range(n)]
     finally:
@@ -204,15 +202,6 @@ async def test_cut_edge_loses_its_room_to_a_neighbour_nothing_lost_or_doubled(
                 await c.close()
     finally:
         await proxy.stop()
-
-
-async def _origin_kind(url: str, kind: str) -> int:
-    r = aioredis.Redis.from_url(url, socket_timeout=5.0)
-    try:
-        stats: dict[str, Any] = await origin_stats(r, OriginSettings(redis_url=url))
-    finally:
-        await r.aclose()
-    return int(stats["by_kind"].get(kind, 0))
 
 
 async def test_edge_restarted_with_a_non_empty_spool_drains_it(

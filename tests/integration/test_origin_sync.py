@@ -30,11 +30,9 @@ SHARDS = 4
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
-    s = start_redis()
-    try:
+    """A Redis server for these tests alone (they may pause or cut it)."""
+    with start_redis() as s:  # stopped (and resumed first) on exit
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
