@@ -94,33 +94,29 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _post(url: str, api_key: str) -> int:
-    """POST with an API key; the HTTP status (0 when nothing answered)."""
-    req = urllib.request.Request(url, method="POST", headers={"X-API-Key": api_key})
+def _origin_call(url: str, api_key: str, method: str = "GET") -> tuple[int, Any]:
+    """``(HTTP status, JSON body or None)`` of an origin API call with an API key;
+    status 0 when nothing answered."""
+    req = urllib.request.Request(url, method=method, headers={"X-API-Key": api_key})
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
-            return int(resp.status)
+            raw = resp.read()
+            status = int(resp.status)
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return int(exc.code), None
     except OSError:
-        return 0
-
-
-def _get_json(url: str, api_key: str) -> Any:
-    """GET a JSON body with an API key; None when it cannot be had."""
-    req = urllib.request.Request(url, headers={"X-API-Key": api_key})
+        return 0, None
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return json.loads(resp.read())
-    except (OSError, ValueError):
-        return None
+        return status, json.loads(raw)
+    except ValueError:
+        return status, None
 
 
 def _forecast_summary(cluster: LocalCluster) -> dict[str, Any]:
     """The origin's demand forecast for the demo's region (``local``)."""
     if cluster.origin is None:
         return {}
-    body = _get_json(f"{cluster.origin.http_url}/v1/forecast", cluster.api_key)
+    _, body = _origin_call(f"{cluster.origin.http_url}/v1/forecast", cluster.api_key)
     for r in (body or {}).get("regions", []):
         if r.get("region") == "local":
             return {k: r.get(k) for k in ("connections", "forecast_connections",
@@ -252,9 +248,9 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         how = "SIGTERM"
         if cluster.origin is not None:
             # An operator's drain through the origin's admin API (same path as SIGTERM).
-            status = await asyncio.to_thread(
-                _post, f"{cluster.origin.http_url}/v1/edges/{victim.edge_id}/drain",
-                cluster.api_key)
+            status, _ = await asyncio.to_thread(
+                _origin_call, f"{cluster.origin.http_url}/v1/edges/{victim.edge_id}/drain",
+                cluster.api_key, "POST")
             how = "POST /v1/edges/{id}/drain" if status == 202 else how
         if how == "SIGTERM":
             victim.signal(signal.SIGTERM)
