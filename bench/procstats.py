@@ -1,4 +1,5 @@
-"""CPU and memory of processes, CPU pinning and file-descriptor limits."""
+"""CPU and memory of processes, CPU pinning, file-descriptor limits, and counters read
+from a server's ``/metrics``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import os
 import resource
 import time
+import urllib.request
 from dataclasses import dataclass
 
 import psutil
@@ -99,3 +101,15 @@ def raise_nofile_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
+
+
+def metric_total(http_url: str, name: str) -> float:
+    """Sum of every series of metric ``name`` on ``http_url/metrics`` (0 when the
+    server does not answer: a killed edge)."""
+    try:
+        with urllib.request.urlopen(http_url + "/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import signal
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from bench.procstats import (
     ProcSample,
     can_pin,
     cpu_between,
+    metric_total,
     pin_pid,
     pin_self,
     sample,
@@ -157,16 +157,6 @@ def _cpu(procs: list[psutil.Process], a: dict[int, ProcSample], b: dict[int, Pro
     return total, pcts, rss
 
 
-def _metric(http_url: str, name: str) -> float:
-    try:
-        with urllib.request.urlopen(http_url + "/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + " ") or line.startswith(name + "{"))
-
-
 def _run_once(layout: Layout, opts: ClusterOptions, fault: Fault | None, pinned: bool,
               progress: Progress) -> dict[str, Any]:
     from edge_node.cluster import LocalCluster
@@ -287,7 +277,7 @@ def _drive(cluster: Any, plan: ClusterPlan, procs: dict[str, list[psutil.Process
     host_figures(out, host, self1 - self0, results, wall)
     if fault is not None and fault.action != "redis-stop":
         out["failover"]["connects_rejected"] = sum(
-            _metric(e.http_url, "edge_connects_rejected_total") for e in cluster.edges[1:])
+            metric_total(e.http_url, "edge_connects_rejected_total") for e in cluster.edges[1:])
     if opts.origin:
         out["origin"] = {**out.get("origin", {}), **_origin_figures(cluster, out, lag0)}
     out["warnings"] += _warnings(out) + out.pop("notes", [])

@@ -30,10 +30,11 @@ import statistics
 import struct
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.procstats import metric_total
 
 __all__ = ["FailoverParams", "run_failover_cli"]
 
@@ -88,16 +89,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return str(int(v)) if v.is_integer() and abs(v) < 1e12 else f"{v:.3g}"
     return str(v)
-
-
-def _metric(http_url: str, name: str) -> float:
-    try:
-        with urllib.request.urlopen(http_url + "/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
 async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
@@ -212,7 +203,7 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
             window = [t for t in rc.arrivals if w0 <= t <= w1]
             edges_ = [w0, *window, min(w1, t_end) if window else w1]
             gaps.append(max(b - a for a, b in itertools.pairwise(edges_)))
-        rejected = sum(_metric(e.http_url, "edge_connects_rejected_total") for e in others)
+        rejected = sum(metric_total(e.http_url, "edge_connects_rejected_total") for e in others)
         result = {
             "clients": p.clients,
             "served_again": len(resume),
