@@ -30,8 +30,12 @@ class Registry:
     """Heartbeats one edge into Redis until :meth:`stop`."""
 
     def __init__(self, r: aioredis.Redis, edge_id: str, *, url: str, region: str,
-                 interval: float, ttl: float, load: Callable[[], dict[str, float]]) -> None:
+                 interval: float, ttl: float, load: Callable[[], dict[str, float]],
+                 on_control: Callable[[bytes], None] | None = None) -> None:
         self.r = r
+        #: Called with an operator request the origin left for this edge (e.g.
+        #: ``b"drain"``), consumed in the same round trip as the heartbeat.
+        self.on_control = on_control
         self.edge_id = edge_id
         self.url = url
         self.region = region
@@ -50,7 +54,11 @@ class Registry:
         pipe.hset(key, mapping={k: str(v) for k, v in info.items()})
         pipe.pexpire(key, int(self.ttl * 1000))
         pipe.zadd(K.EDGES, {self.edge_id: now})
-        await pipe.execute()
+        if self.on_control is not None:
+            pipe.getdel(K.edge_control(self.edge_id))
+        res = await pipe.execute()
+        if self.on_control is not None and res[-1]:
+            self.on_control(res[-1])
 
     async def _run(self) -> None:
         while True:

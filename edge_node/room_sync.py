@@ -399,12 +399,14 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading):
         self.stats.stream_batches += 1
         now = time.monotonic()
         refused = False
+        reclaimed: set[str] = set()
         for (room, epoch, seq, n), res in zip(batches, results, strict=False):
             rq = self._appends.get(room)
             if isinstance(res, ResponseError):
                 self.stats.stream_errors += 1
                 if "FENCED" in str(res) and room in self._owned:
-                    if await self._reclaim(room):
+                    if room in reclaimed or await self._reclaim(room):
+                        reclaimed.add(room)  # one check per room, not per batch
                         refused = True  # same epoch again: the batch goes next round
                         continue
                     del self._owned[room]

@@ -37,7 +37,6 @@ from client_sdk.protocol import (
 )
 
 from . import redis_conn
-from . import redis_keys as K
 from .config import EdgeSettings
 from .connection import ConnectionGone, SessionConn, WsConn
 from .downlink import DownlinkConsumer
@@ -173,6 +172,7 @@ class EdgeServer:
             self.registry = Registry(
                 self._redis, s.edge_id, url=url, region=s.region,
                 interval=s.heartbeat_interval, ttl=s.heartbeat_ttl, load=self._load,
+                on_control=self._on_control,
             )
             self.registry.start()
         self._housekeeping = loop.create_task(self._housekeep(), name="housekeeping")
@@ -285,15 +285,9 @@ class EdgeServer:
             for session, _ws in list(self.sessions.values()):
                 session.send(frame)
 
-    async def _poll_control(self) -> None:
-        """Consume an operator request left by the origin (``drain``)."""
-        if self._redis is None or self.drain_requested.is_set():
-            return
-        try:
-            req = await self._redis.getdel(K.edge_control(self.settings.edge_id))
-        except RedisError:
-            return
-        if req == b"drain":
+    def _on_control(self, request: bytes) -> None:
+        """An operator request left by the origin (``drain``), read with the heartbeat."""
+        if request == b"drain" and not self.drain_requested.is_set():
             log.warning("drain requested through the origin")
             self.drain_requested.set()
 
@@ -331,7 +325,6 @@ class EdgeServer:
                     await self._refresh_neighbours()
                 except Exception:
                     log.exception("neighbour refresh failed")
-                await self._poll_control()
             if now - last_cp >= self.settings.checkpoint_interval:
                 last_cp = now
                 try:
