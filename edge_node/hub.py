@@ -21,8 +21,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 
@@ -95,6 +96,16 @@ class _Forwarded:
     payload: bytes
     idem: int
     deadline: float
+
+
+_Q = TypeVar("_Q", bound=tuple[Any, ...])
+
+
+def _durable_upto(queue: deque[_Q], pos: Pos) -> Iterator[_Q]:
+    """Pop and yield the items of a position-ordered queue (``(epoch, seq, ...)``) up to
+    ``pos`` inclusive."""
+    while queue and (queue[0][0], queue[0][1]) <= pos:
+        yield queue.popleft()
 
 
 @dataclass(slots=True)
@@ -385,8 +396,8 @@ class Hub:
         pos = (epoch, seq)
         retired = self._retired.get(room_name)
         if retired is not None:
-            while retired and (retired[0][0], retired[0][1]) <= pos:
-                self._uplink_event(room_name, *retired.popleft())
+            for item in _durable_upto(retired, pos):
+                self._uplink_event(room_name, *item)
             if not retired:
                 del self._retired[room_name]
         room = self.rooms.get(room_name)
@@ -394,14 +405,11 @@ class Hub:
             return
         if pos > room.synced:
             room.synced = pos
-        waiters = room.ack_waiters
-        while waiters and (waiters[0][0], waiters[0][1]) <= pos:
-            e, sq, s, req_id = waiters.popleft()
+        for e, sq, s, req_id in _durable_upto(room.ack_waiters, pos):
             if not s.closed:
                 s.send(encode(Ack(req_id, e, sq)))
-        up = room.uplink_wait
-        while up and (up[0][0], up[0][1]) <= pos:
-            self._uplink_event(room_name, *up.popleft())
+        for item in _durable_upto(room.uplink_wait, pos):
+            self._uplink_event(room_name, *item)
 
     def on_remote_message(self, room_name: str, e: Entry) -> None:
         """A message from the room stream (room owned elsewhere)."""
