@@ -135,7 +135,15 @@ class Client:
         self.neighbours: list[str] = []
         #: Completed make-before-break moves (HANDOFF from a draining edge).
         self.handoffs = 0
+        #: Messages a handed-off client took from its *old* connection after switching
+        #: to the new one (the overlap of make before break; copies are dropped).
+        self.handoff_overlap_messages = 0
         self._handing_off = False
+        #: Rooms not yet resumed on the connection a handoff moved to, and the event
+        #: set when none is left (the old connection is closed then).
+        self._unresumed: set[str] = set()
+        self._all_resumed = asyncio.Event()
+        self._retiring: set[Link] = set()
         self._retry_hint = 0.0
         self._attempt = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -295,12 +303,15 @@ class Client:
             try:
                 async for raw in link.messages():
                     if isinstance(raw, bytes):
-                        self._on_frame(raw)
+                        if link is self._link:
+                            self._on_frame(raw)
+                        else:
+                            self._on_retiring_frame(raw)
             except (ConnectionClosed, LinkClosed):
                 pass
             code, reason = link.close_code, link.close_reason
-            if link is not self._link and self._closed is None:
-                continue  # handed off: the new connection is already in place
+            if link is not self._link:
+                return  # handed off: another runner reads the new connection
             self._connected.clear()
             self._outbox.unbind_all()
             self._fail_pending(ConnectionLostError(f"connection lost ({code} {reason})"))
@@ -350,9 +361,11 @@ class Client:
         with contextlib.suppress(Exception):
             await link.close(code, reason)
 
-    async def _handoff(self, url: str) -> None:
+    async def _handoff(self, url: str, deadline_ms: int) -> None:
         """Make before break: resume on ``url`` while the old connection still
-        delivers, then switch and close the old one (code 4101)."""
+        delivers, switch to it, and close the old one (code 4101) only once the new
+        edge has resumed every room (or ``deadline_ms`` has passed): until then
+        messages arrive on both and copies are dropped by position."""
         if self._handing_off or self._closed is not None:
             return
         self._handing_off = True
@@ -373,24 +386,66 @@ class Client:
                 self.handoffs += 1
                 if self.on_handoff is not None:
                     self.on_handoff(self)
-                # Switch reading to the new connection now; frames still queued on
-                # the old one are not needed: the new edge replays everything after
-                # the positions our HELLO carried, and the outbox re-sends
-                # unconfirmed publishes.
-                if self._runner is not None:
-                    self._runner.cancel()
+                # Requests, acks and everything but messages now go over the new
+                # connection; the old one's runner keeps reading it and passes on
+                # only its messages (the new edge replays everything after the
+                # positions our HELLO carried, so nothing depends on them, but until
+                # the new edge has resumed the rooms they are the freshest copies).
+                self._unresumed = set(self._subs)
+                self._all_resumed.clear()
+                if not self._unresumed:
+                    self._all_resumed.set()
                 self._fail_pending(ConnectionLostError("moved to another edge; retry"))
                 self._outbox.unbind_all()
+                if self._runner is not None:
+                    if self._connected.is_set():
+                        # Still reading the old connection: let it run out.
+                        self._tasks.add(self._runner)
+                        self._runner.add_done_callback(self._tasks.discard)
+                    else:  # the old connection died meanwhile: stop its reconnect loop
+                        self._runner.cancel()
+                        self._connected.set()
                 self._runner = asyncio.get_running_loop().create_task(self._run(),
                                                                       name="client-run")
                 self._resend_outbox()
                 if old is not None:
-                    self._background(self._close_quietly(old, 4101, "moved"))
+                    self._retiring.add(old)
+                    self._background(self._retire(old, deadline_ms / 1000.0))
                 return
             # No neighbour took us: the old edge will close us (4100) and the
             # reconnect loop takes over from there.
         finally:
             self._handing_off = False
+
+    #: Longest overlap of a handoff: the old connection is closed after this even if
+    #: the new edge has not resumed every room (it replays them anyway).
+    HANDOFF_OVERLAP_MAX = 5.0
+
+    async def _retire(self, old: Link, deadline: float) -> None:
+        """Close the connection a handoff left once the new one has resumed every room
+        (RESUMED for each), or after ``deadline`` s (capped), whichever comes first."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(max(deadline, 0.0), self.HANDOFF_OVERLAP_MAX)):
+                    await self._all_resumed.wait()
+        finally:
+            self._retiring.discard(old)
+            await self._close_quietly(old, 4101, "moved")
+
+    def _on_retiring_frame(self, raw: bytes) -> None:
+        """A frame on a connection a handoff left: only its messages still count (the
+        new connection carries requests, acks, pings and control frames)."""
+        try:
+            f = self._decoder.decode(raw)
+        except ProtocolError:
+            return
+        if type(f) is Message:
+            assert isinstance(f, Message)
+            sub = self._subs.get(f.room)
+            if sub is not None:
+                before = sub.received
+                sub._deliver(f)
+                self.handoff_overlap_messages += sub.received - before
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task the client keeps a reference to until it ends."""
@@ -433,6 +488,9 @@ class Client:
         if self._link is not None:
             with contextlib.suppress(Exception):
                 await self._link.close()
+        for old in list(self._retiring):
+            await self._close_quietly(old, 1000, "")
+        self._retiring.clear()
         for task in list(self._tasks):
             task.cancel()
         if self._runner is not None:
@@ -505,7 +563,7 @@ class Client:
             self._send(encode(Pong(f.stamp)))
         elif t is Handoff:
             assert isinstance(f, Handoff)
-            self._background(self._handoff(f.url))
+            self._background(self._handoff(f.url, f.deadline_ms))
         elif t is Neighbours:
             assert isinstance(f, Neighbours)
             self.neighbours = list(f.urls)
@@ -515,6 +573,10 @@ class Client:
                                dict(f.info))
             self.recoveries.append(ev)
             del self.recoveries[:-1000]
+            if self._unresumed:
+                self._unresumed.discard(f.room)
+                if not self._unresumed:
+                    self._all_resumed.set()
             sub = self._subs.get(f.room)
             if sub is not None:
                 sub._recovered(ev)

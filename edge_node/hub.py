@@ -282,8 +282,34 @@ class Hub:
             self._retired[name] = room.uplink_wait
         if self.sync is not None:
             if hand_to:
-                self._handed[name] = hand_to
+                # A room already handed over at the start of the drain keeps its owner.
+                self._handed.setdefault(name, hand_to)
             spawn(self.sync.deactivate(name, hand_to))
+
+    async def hand_over(self, name: str, to: str) -> bool:
+        """Draining: give the lease of room ``name`` (ours) to edge ``to`` now, same
+        epoch.  The room stays here as a mirror while its members move: their
+        publishes are forwarded to ``to`` and its messages reach them from the
+        stream.  False (the room stays ours) if the lease could not be handed."""
+        room = self.rooms.get(name)
+        sync = self.sync
+        if room is None or not room.mine or sync is None or not room.epoch \
+                or not sync.owns(name):
+            return False
+        # From here on nothing is assigned here: local publishes take the forwarding
+        # path (held back until the new owner has been told).
+        room.mine, room.owner = False, to
+        self._handed[name] = to
+        try:
+            ok = await sync.hand_over(name, to, (room.epoch, room.seq))
+        except SyncUnavailable as exc:
+            log.warning("room handover failed", extra={"room": name, "error": str(exc)})
+            ok = False
+        if not ok and sync.owns(name) and self.rooms.get(name) is room:
+            room.mine, room.owner = True, self.edge_id
+            self._handed.pop(name, None)
+            self._reforward(room)  # publishes forwarded meanwhile are assigned here
+        return ok
 
     # -- publishing ---------------------------------------------------------
 

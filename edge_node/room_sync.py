@@ -30,6 +30,7 @@ from . import redis_keys as K
 from .history import Entry, split_id
 from .resp_cluster import ClusterRespWriter
 from .resp_writer import RespWriter
+from .room_handover import LIVE_OWNER, RoomHandover
 from .room_leases import LeaseKeeper
 from .room_loss import LossGuard
 from .room_tail import ClusterReading
@@ -51,13 +52,11 @@ _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
 LIVE_PRESENCE_JOIN = 1
 LIVE_PRESENCE_LEAVE = 2
 LIVE_UNRELIABLE = 3
-#: The room's lease was handed to another edge (drain): ``[new owner edge id]``.
-LIVE_OWNER = 4
 #: Cluster mode, internal: the owner appended to the room stream (mirrors read it now).
 LIVE_APPENDED = 5
 
 
-class RoomSync(LeaseKeeper, LossGuard, ClusterReading):
+class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
     """All of one edge's Redis traffic for rooms.  Call :meth:`start` first."""
 
     def __init__(
@@ -104,6 +103,7 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading):
         self._appends: dict[str, deque[tuple[int, int, bytes, float]]] = {}
         self._flush_lock = asyncio.Lock()
         self._forwards: list[tuple[str, bytes]] = []
+        self._handing: dict[str, list[tuple[str, bytes]]] = {}
         self._wake = asyncio.Event()
         self._tail_wake = asyncio.Event()  # cluster mode: an owner appended (LIVE_APPENDED)
         self._tasks: list[asyncio.Task[None]] = []
@@ -223,35 +223,29 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading):
 
         With ``hand_to`` (draining), the lease goes to that edge with the same
         epoch instead, and it is told at once through its inbox so it adopts
-        the room without waiting for its lease poll.
+        the room without waiting for its lease poll (see room_handover).
         """
         self._tails.pop(room, None)
         self._owners.pop(room, None)
         tok = self._owned.get(room)
         try:
             await self._unsubscribe(room)
-            if tok is not None:
-                await self.flush()
-                if not self._appends.get(room) and self._owned.get(room) == tok:
-                    del self._owned[room]
-                    self._durable.pop(room, None)
-                    if hand_to:
-                        new: Any = await self._script(
-                            "handover", 1, K.room_owner(room), tok, hand_to,
-                            self.lease_ms)
-                        if new:
-                            self.stats.handovers += 1
-                            token = new.decode() if isinstance(new, bytes) else str(new)
-                            await self.r.xadd(K.edge_inbox(hand_to),
-                                              {"h": _pack([room, token])},
-                                              maxlen=10_000, approximate=True)
-                            # Mirrors learn the new owner now, not at their next
-                            # lease poll: their publishes must not go to an inbox
-                            # nobody reads once this edge has exited.
-                            await self._publish_live(room, _pack(
-                                [LIVE_OWNER, self.edge_id, room, hand_to]))
-                            return
-                    await self._script("release", 1, K.room_owner(room), tok)
+            if tok is None:
+                return
+            if hand_to:
+                self._handing.setdefault(room, [])
+                try:
+                    token = await self._pass_lease(room, tok, hand_to)
+                    if token is not None:
+                        await self._announce(room, hand_to, token)
+                        return
+                finally:
+                    self._release_forwards(room)
+            await self.flush()
+            if not self._appends.get(room) and self._owned.get(room) == tok:
+                del self._owned[room]
+                self._durable.pop(room, None)
+                await self._script("release", 1, K.room_owner(room), tok)
         except (RedisError, SyncUnavailable) as exc:
             log.warning("deactivate failed", extra={"room": room, "error": str(exc)})
 
@@ -274,8 +268,12 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading):
         self._wake.set()
 
     def forward(self, owner_edge: str, body: list[Any]) -> None:
-        """Queue a publish for the owner edge's inbox."""
-        self._forwards.append((owner_edge, _pack(body)))
+        """Queue a publish for the owner edge's inbox (``body[0]`` is the room); held
+        back while this edge hands the room's lease over (see room_handover)."""
+        data = _pack(body)
+        if self._handing and self._hold_forward(owner_edge, str(body[0]), data):
+            return
+        self._forwards.append((owner_edge, data))
         self._wake.set()
 
     def forward_ack(self, origin_edge: str, sender: str, req_id: int, epoch: int,

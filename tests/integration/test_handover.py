@@ -79,6 +79,58 @@ async def test_drain_moves_every_client_before_closing(edge_factory, token) -> N
             await c.close()
 
 
+async def test_drain_hands_rooms_to_the_neighbour_that_mirrors_them(edge_factory,
+                                                                     token) -> None:
+    """Room ``ra`` has a member on neighbour r2: its lease goes to r2 when the drain
+    starts and every member of ``ra`` moves to r2 (the new owner's own fan-out).
+    Room ``rb`` has members only on the draining edge, one of them publishing: its
+    members are spread over both neighbours and its lease follows its last member.
+    Publishes go on throughout: nothing lost, repeated or reordered, same epochs."""
+    draining, n1 = edge_factory("edge-r1"), edge_factory("edge-r2")
+    edge_factory("edge-r3")
+    clients: list[Client] = []
+    recs: dict[str, list[tuple[Client, Recorder]]] = {"ra": [], "rb": []}
+    pub_a = await connect(n1.url, token("pub-a"))
+    try:
+        pub_b = await connect([draining.url, n1.url], token("pub-b"))
+        clients.append(pub_b)
+        for room in ("ra", "rb"):
+            for i in range(4):
+                c = await connect([draining.url, n1.url], token(f"{room}{i}"))
+                r = Recorder()
+                await c.join(room, on_message=r)
+                clients.append(c)
+                recs[room].append((c, r))
+        await pub_b.join("rb", echo=False)  # rb: owned by the draining edge, no mirror
+        await pub_a.join("ra", echo=False)  # ra: owned by the draining edge, r2 mirrors
+        first_a = await pub_a.publish("ra", _P.pack(1, 0))
+        first_b = await pub_b.publish("rb", _P.pack(2, 0))
+        assert first_a is not None and first_b is not None
+        await _wait(lambda: all(r.seen for v in recs.values() for _c, r in v), 5,
+                    "first messages")
+        tasks = [asyncio.create_task(_steady(pub_a, "ra", 60, 0.02, 1)),
+                 asyncio.create_task(_steady(pub_b, "rb", 60, 0.02, 2))]
+        await asyncio.sleep(0.3)
+        draining.signal(signal.SIGTERM)
+        await asyncio.gather(*tasks)
+        for room, idx in (("ra", 1), ("rb", 2)):
+            expect = [(idx, k) for k in range(61)]
+            for c, r in recs[room]:
+                await _wait(lambda r=r, n=len(expect): len(r.seen) >= n, 10, "all messages")
+                assert r.seen == expect, "lost, repeated or reordered messages"
+                assert c.handoffs == 1 and c.reconnects == 0
+        assert {c.edge_id for c, _r in recs["ra"]} == {"edge-r2"}, "not on ra's new owner"
+        assert {c.edge_id for c, _r in recs["rb"]} <= {"edge-r2", "edge-r3"}
+        after_a = await pub_a.publish("ra", _P.pack(1, 999))
+        after_b = await pub_b.publish("rb", _P.pack(2, 999))
+        assert after_a is not None and after_a.epoch == first_a.epoch
+        assert after_b is not None and after_b.epoch == first_b.epoch
+        await _wait(lambda: not draining.alive(), 15, "the drained edge to exit")
+        assert draining.proc.returncode == 0
+    finally:
+        await asyncio.gather(*(c.close() for c in [pub_a, *clients]), return_exceptions=True)
+
+
 async def test_frozen_edge_is_detected_by_missed_pongs(edge_factory, token) -> None:
     """SIGSTOP: the connection stays open but silent; the SDK's keepalive notices and
     the client resumes on a neighbour with nothing lost."""
