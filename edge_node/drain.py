@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from client_sdk.protocol import Handoff, encode
 
+from .gc_policy import stop_for_drain
 from .liveness import probe_edge
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ async def drain(server: EdgeServer) -> dict[str, float]:
     """
     s = server.settings
     t0 = time.monotonic()
+    stop_for_drain()  # no GC pause while clients move (the process exits after this)
     server.draining = True
     server.hub.draining = True
     if server.registry is not None:
