@@ -203,7 +203,6 @@ def install_uvloop() -> None:
 
 def cmd_edge(a: argparse.Namespace) -> int:
     """Run one edge until SIGINT/SIGTERM."""
-    from .gc_policy import freeze_startup
     from .logs import setup_logging
     from .server import EdgeServer
 
@@ -222,7 +221,6 @@ def cmd_edge(a: argparse.Namespace) -> int:
                             ) from exc
         except RuntimeError as exc:
             raise UserError(str(exc)) from exc
-        freeze_startup()  # shorter full GC pauses from now on (see gc_policy)
         stop = asyncio.Event()
         graceful = asyncio.Event()
         loop = asyncio.get_running_loop()

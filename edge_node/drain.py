@@ -24,13 +24,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import TYPE_CHECKING
 
 from client_sdk.protocol import Handoff, encode
 
-from .gc_policy import stop_for_drain
 from .liveness import probe_edge
 
 if TYPE_CHECKING:
@@ -97,7 +97,10 @@ async def drain(server: EdgeServer) -> dict[str, float]:
     """
     s = server.settings
     t0 = time.monotonic()
-    stop_for_drain()  # no GC pause while clients move (the process exits after this)
+    # No full collection while clients move: measured 38-41 ms pauses on an edge during a
+    # drain, every client of it silent meanwhile.  The process exits after the drain, so
+    # its garbage is bounded by drain_window + drain_timeout.
+    gc.disable()
     server.draining = True
     server.hub.draining = True
     if server.registry is not None:

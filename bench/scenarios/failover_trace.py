@@ -226,6 +226,7 @@ async def run_trace(p: TraceParams) -> dict[str, Any]:
             await asyncio.sleep(1.0)  # the last messages
         return _figures(p, clients, recs, start, t_act, lags, cpu)
     finally:
+        gc.unfreeze()
         await asyncio.gather(*(c.close() for c in [*clients, *pubs]), return_exceptions=True)
         await asyncio.to_thread(cluster.stop)
 
