@@ -40,8 +40,9 @@ def _common(sub: argparse.ArgumentParser, default_procs: int | None) -> None:
         default="both",
         help="server(s) to measure; 'both' runs the baseline and the edge alternately with "
         "the same parameters and reports ratios; 'all' adds edge-local (the edge without "
-        "Redis, to show what durability costs) and baseline-default (the baseline with "
-        "websockets' defaults: compression on, asyncio loop) (default: both)",
+        "Redis, to show what durability costs), baseline-default (the baseline with "
+        "websockets' defaults: compression on, asyncio loop) and nats (the NATS server, Go, "
+        "over WebSocket: a compiled broker side by side) (default: both)",
     )
     g.add_argument("--runs", type=_positive_int, default=1,
                    help="runs per target; the report shows the median of each figure (default: 1)")

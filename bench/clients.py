@@ -1,7 +1,8 @@
 """Client connections of the load generator, one adaptor per target kind.
 
 The baseline is reached with a plain ``websockets`` client (``compression=None``, like
-the server); our edge through the public SDK (``client_sdk``), so the benchmark
+the server), NATS with the NATS protocol over ``websockets`` (:mod:`bench.nats_client`);
+our edge through the public SDK (``client_sdk``), so the benchmark
 measures what an application sees. Both adaptors have the same shape: a subscriber
 calls ``on_payload(payload, recv_ns)`` for each message; a publisher sends payloads
 and drains (and reports) whatever the server sends it.
@@ -21,6 +22,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from bench.nats_client import NatsWsClient, open_nats
 from bench.targets import TargetSpec
 
 OnPayload = Callable[[bytes, int], None]
@@ -178,6 +180,17 @@ def _sdk_callback(on_payload: OnPayload) -> Callable[[Any], None]:
     return on_message
 
 
+# --- nats: a Go broker over WebSocket ---------------------------------------------------
+
+
+async def _nats_open(spec: TargetSpec, on_payload: OnPayload | None,
+                     subscribe: bool) -> NatsWsClient:
+    client = await open_nats(spec.url, spec.room, on_payload)
+    if subscribe:
+        await client.subscribe()
+    return client
+
+
 # --- the adaptor ------------------------------------------------------------------------
 
 
@@ -201,6 +214,8 @@ async def open_subscriber(spec: TargetSpec, name: str, on_payload: OnPayload,
     """
     if spec.kind.startswith("baseline"):
         return await _ws_open(spec, on_payload)
+    if spec.kind == "nats":
+        return await _nats_open(spec, on_payload, subscribe=True)
     if receiver == "lean":
         from bench.lean_client import open_lean
 
@@ -221,6 +236,8 @@ async def open_publisher(spec: TargetSpec, name: str, on_receipt: OnPayload) -> 
     """
     if spec.kind.startswith("baseline"):
         return await _ws_open(spec, on_receipt)
+    if spec.kind == "nats":  # echo off: the others' messages, not its own
+        return await _nats_open(spec, on_receipt, subscribe=True)
     sdk_client = await _sdk_open(spec, name)
     await sdk_client.client.join(spec.room, echo=False, on_message=_sdk_callback(on_receipt))
     return sdk_client
@@ -230,4 +247,6 @@ async def open_idle(spec: TargetSpec, name: str) -> Connection:
     """Connect a client that only stays connected."""
     if spec.kind.startswith("baseline"):
         return await _ws_open(spec, None)
+    if spec.kind == "nats":
+        return await _nats_open(spec, None, subscribe=False)
     return await _sdk_open(spec, name)

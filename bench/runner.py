@@ -125,21 +125,12 @@ def run_all(
         "ratios": {},
         "warnings": warnings,
     }
-    if "edge" in targets and "baseline" in targets:
-        edge, base = targets["edge"]["median"], targets["baseline"]["median"]
-        doc["ratios"]["edge/baseline"] = {
-            fig: report.ratio(edge.get(fig), base.get(fig)) for fig in ratio_figures
-        }
-    if "edge" in targets and "baseline-default" in targets:
-        edge, base = targets["edge"]["median"], targets["baseline-default"]["median"]
-        doc["ratios"]["edge/baseline-default"] = {
-            fig: report.ratio(edge.get(fig), base.get(fig)) for fig in ratio_figures
-        }
-    if "edge" in targets and "edge-local" in targets:
-        edge, local = targets["edge"]["median"], targets["edge-local"]["median"]
-        doc["ratios"]["edge/edge-local"] = {
-            fig: report.ratio(edge.get(fig), local.get(fig)) for fig in ratio_figures
-        }
+    for other in ("baseline", "baseline-default", "edge-local", "nats"):
+        if "edge" in targets and other in targets:
+            edge, base = targets["edge"]["median"], targets[other]["median"]
+            doc["ratios"][f"edge/{other}"] = {
+                fig: report.ratio(edge.get(fig), base.get(fig)) for fig in ratio_figures
+            }
     return doc
 
 

@@ -24,8 +24,9 @@ from bench.errors import BenchError, BenchFailure
 #: ``edge-local`` is our edge without Redis (no history, no durability): it shows
 #: what the durability path costs next to ``edge`` in the same run.
 #: ``baseline-default`` is the baseline with websockets' default settings
-#: (compression on) on the standard asyncio loop.
-TARGETS = ("baseline", "edge", "edge-local", "baseline-default")
+#: (compression on) on the standard asyncio loop.  ``nats`` is the NATS server (Go)
+#: with its WebSocket listener: a compiled broker side by side (:mod:`bench.nats_target`).
+TARGETS = ("baseline", "edge", "edge-local", "baseline-default", "nats")
 #: HMAC secret of the throw-away edge the benchmark starts.
 BENCH_SECRET = b"edge-relay-bench-secret-not-for-production"
 ROOM = "bench-room"
@@ -88,11 +89,18 @@ def start_target(kind: str) -> RunningTarget:
         return _start_edge()
     if kind == "edge-local":
         return _start_edge(with_redis=False)
+    if kind == "nats":
+        return _start_nats()
     raise BenchError(f"unknown target {kind!r} (choose from {', '.join(TARGETS)})")
 
 
 def check_available(kind: str) -> None:
     """Raise :class:`BenchError` if ``kind`` cannot be started in this installation."""
+    if kind == "nats":
+        from bench.nats_target import nats_binary
+
+        nats_binary()
+        return
     if kind not in ("edge", "edge-local"):
         return
     for module in ("client_sdk", "edge_node.launch", "edge_node.redis_server"):
@@ -170,6 +178,13 @@ def _start_baseline(defaults: bool = False) -> RunningTarget:
         raise
     spec = TargetSpec("baseline-default" if defaults else "baseline", f"ws://127.0.0.1:{port}")
     return RunningTarget(spec, proc.pid, {}, [handle])
+
+
+def _start_nats() -> RunningTarget:
+    from bench.nats_target import start_nats
+
+    nats = start_nats()
+    return RunningTarget(TargetSpec("nats", nats.url), nats.pid, {}, [nats])
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], log_path: str) -> int:

@@ -323,3 +323,30 @@ def test_schedule_covers_every_message_once(rate: float, publishers: int, durati
     assert read_payload(payload) == (2, 7, 123, 456)
     with pytest.raises(ValueError):
         PayloadMaker(HEADER_SIZE - 1)
+
+
+def test_nats_target_tiny(tmp_path: Path) -> None:
+    """The NATS server (Go, over WebSocket) as a fanout and connections target: every
+    subscriber gets every message once, and the report carries the edge/nats ratios."""
+    rc = main([
+        "fanout", "--subscribers", "3", "--publishers", "2", "--rate", "40",
+        "--duration", "1.5", "--warmup", "0.3", "--drain", "2",
+        "--target", "nats", "--out", str(tmp_path), "--quiet", "--no-plot",
+    ])
+    assert rc == 0
+    doc = json.loads(next(tmp_path.glob("fanout-*.json")).read_text())
+    run = doc["targets"]["nats"]["runs"][0]
+    msgs = run["messages"]
+    assert msgs["sent"] == 60
+    assert msgs["delivered"] == 180, run["warnings"]
+    assert msgs["lost"] == 0 and msgs["duplicates"] == 0 and msgs["invalid"] == 0
+    # echo off: each publisher gets the other one's messages, never its own
+    assert msgs["publisher_receipts"] == 60
+    assert run["server"]["cpu_s"] > 0 and run["server"]["rss_bytes"] > 0
+    rc = main([
+        "connections", "--count", "20", "--batch", "10", "--settle", "0.2",
+        "--target", "nats", "--out", str(tmp_path), "--quiet", "--no-plot",
+    ])
+    assert rc == 0
+    doc = json.loads(next(tmp_path.glob("connections-*.json")).read_text())
+    assert doc["targets"]["nats"]["runs"][0]["connections"]["connected"] == 20
