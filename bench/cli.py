@@ -91,6 +91,10 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                      help="edge subscribers: the public SDK, or bench.lean_client (same "
                      "protocol, cheaper receive path, for rates where the SDK load generator "
                      "saturates; the SDK's own figure: recv-path) (default: sdk)")
+    fan.add_argument("--edge-write-delay-ms", type=_non_negative_float, default=0.0,
+                     help="edge targets: collect each client's frames this long before "
+                     "writing (the edge's --write-delay-ms: fewer system calls, up to that "
+                     "much more latency) (default: 0)")
     _common(fan, 1)
     fan.set_defaults(func=_cmd_fanout)
 
@@ -222,6 +226,8 @@ def _options(args: argparse.Namespace, procs: int) -> RunOptions:
         out=args.out,
         quiet=args.quiet,
         plot=not args.no_plot,
+        edge_args=("--write-delay-ms", f"{delay:g}")
+        if (delay := getattr(args, "edge_write_delay_ms", 0.0)) else (),
     )
 
 

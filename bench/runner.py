@@ -37,15 +37,17 @@ class RunOptions:
     out: Path
     quiet: bool = False
     plot: bool = True
+    #: Extra command-line options for edge targets (e.g. ``--write-delay-ms 1``).
+    edge_args: tuple[str, ...] = ()
 
 
 class TargetSession:
     """A freshly started target, pinned if asked; a context manager that stops it."""
 
-    def __init__(self, kind: str, pin: bool) -> None:
+    def __init__(self, kind: str, pin: bool, edge_args: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self.pin = pin
-        self.target: RunningTarget = start_target(kind)
+        self.target: RunningTarget = start_target(kind, edge_args)
         try:
             self.proc = psutil.Process(self.target.pid)
             self.helpers = {
@@ -107,7 +109,7 @@ def run_all(
         for k in range(options.runs):
             for kind in options.targets:
                 progress.label = f"[{scenario} {kind} run {k + 1}/{options.runs}]"
-                with TargetSession(kind, pinned) as session:
+                with TargetSession(kind, pinned, options.edge_args) as session:
                     result = run_once(session, progress)
                 progress.done()
                 runs[kind].append(result)
@@ -140,6 +142,7 @@ def _option_params(options: RunOptions, pinned: bool) -> dict[str, Any]:
         "runs": options.runs,
         "procs": options.procs,
         "pin": pinned,
+        "edge_args": list(options.edge_args),
     }
 
 

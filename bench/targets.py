@@ -79,16 +79,19 @@ class _RedisHandle(Protocol):
     def stop(self) -> None: ...
 
 
-def start_target(kind: str) -> RunningTarget:
-    """Start a fresh server of ``kind`` on a free loopback port and wait until it serves."""
+def start_target(kind: str, edge_args: tuple[str, ...] = ()) -> RunningTarget:
+    """Start a fresh server of ``kind`` on a free loopback port and wait until it serves.
+
+    ``edge_args`` are extra command-line options for the edge targets (ignored by the others).
+    """
     if kind == "baseline":
         return _start_baseline()
     if kind == "baseline-default":
         return _start_baseline(defaults=True)
     if kind == "edge":
-        return _start_edge()
+        return _start_edge(edge_args=edge_args)
     if kind == "edge-local":
-        return _start_edge(with_redis=False)
+        return _start_edge(with_redis=False, edge_args=edge_args)
     if kind == "nats":
         return _start_nats()
     raise BenchError(f"unknown target {kind!r} (choose from {', '.join(TARGETS)})")
@@ -210,7 +213,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], log_path: str) -> int:
     raise BenchFailure(f"baseline server did not become ready: {tail.strip() or 'no output'}")
 
 
-def _start_edge(with_redis: bool = True) -> RunningTarget:
+def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = ()) -> RunningTarget:
     kind = "edge" if with_redis else "edge-local"
     check_available(kind)
     redis_mod = importlib.import_module("edge_node.redis_server")
@@ -235,6 +238,7 @@ def _start_edge(with_redis: bool = True) -> RunningTarget:
                 redis_url=redis.url if redis else "",
                 secret=BENCH_SECRET,
                 edge_id="bench-edge",
+                extra_args=edge_args,
                 env=env,
                 log_path=log_path,
             ),

@@ -1,4 +1,5 @@
-"""The benchmark's NATS protocol parser (sans-I/O): any chunking gives the same events."""
+"""Benchmark target plumbing: the NATS protocol parser (sans-I/O: any chunking gives the
+same events) and the edge options of a fanout run."""
 
 from __future__ import annotations
 
@@ -56,3 +57,12 @@ def test_partial_message_waits_for_its_payload() -> None:
 def test_unknown_or_malformed_lines_raise(line: bytes) -> None:
     with pytest.raises(NatsError):
         NatsParser().feed(line)
+
+
+def test_fanout_edge_write_delay_reaches_the_edge_command_line() -> None:
+    from bench.cli import _options, build_parser
+
+    args = build_parser().parse_args(["fanout", "--edge-write-delay-ms", "1.5"])
+    assert _options(args, 1).edge_args == ("--write-delay-ms", "1.5")
+    args = build_parser().parse_args(["fanout"])
+    assert _options(args, 1).edge_args == ()
