@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,12 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                      help="edge subscribers: the public SDK, or bench.lean_client (same "
                      "protocol, cheaper receive path, for rates where the SDK load generator "
                      "saturates; the SDK's own figure: recv-path) (default: sdk)")
+    fan.add_argument("--transport", choices=["ws", "quic-stream", "quic-datagram"],
+                     default="ws",
+                     help="edge targets: WebSocket, QUIC with reliable publishes on the "
+                     "stream, or QUIC with unreliable publishes sent as datagrams (loss "
+                     "allowed and reported); with a QUIC transport --target both means "
+                     "the edge alone (the baselines have no QUIC) (default: ws)")
     fan.add_argument("--edge-write-delay-ms", type=_non_negative_float, default=0.0,
                      help="edge targets: collect each client's frames this long before "
                      "writing (the edge's --write-delay-ms: fewer system calls, up to that "
@@ -264,8 +271,17 @@ def _cmd_fanout(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         drain=args.drain,
         receiver=args.receiver,
+        transport=args.transport,
     )
+    if args.transport != "ws" and args.receiver == "lean":
+        raise BenchError("--receiver lean speaks WebSocket only: use --receiver sdk with "
+                         f"--transport {args.transport}")
     options = _options(args, args.procs)
+    if args.transport != "ws":
+        if args.target == "both":
+            # The baselines have no QUIC: compare the edge with and without Redis instead.
+            options = replace(options, targets=("edge",))
+        options = replace(options, quic=True)
     return _finish(run_fanout(params, options), options, ROWS)
 
 

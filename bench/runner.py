@@ -39,15 +39,18 @@ class RunOptions:
     plot: bool = True
     #: Extra command-line options for edge targets (e.g. ``--write-delay-ms 1``).
     edge_args: tuple[str, ...] = ()
+    #: Start edge targets with their QUIC listener too (for QUIC transports).
+    quic: bool = False
 
 
 class TargetSession:
     """A freshly started target, pinned if asked; a context manager that stops it."""
 
-    def __init__(self, kind: str, pin: bool, edge_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, pin: bool, edge_args: tuple[str, ...] = (),
+                 quic: bool = False) -> None:
         self.kind = kind
         self.pin = pin
-        self.target: RunningTarget = start_target(kind, edge_args)
+        self.target: RunningTarget = start_target(kind, edge_args, quic)
         try:
             self.proc = psutil.Process(self.target.pid)
             self.helpers = {
@@ -91,6 +94,9 @@ def run_all(
     """Run ``run_once`` ``options.runs`` times per target; return the report document."""
     for kind in options.targets:
         check_available(kind)
+        if options.quic and kind not in ("edge", "edge-local"):
+            raise BenchError(f"the {kind} target has no QUIC listener: QUIC transports need "
+                             "--target edge or edge-local")
     warnings: list[str] = []
     pinned = options.pin and can_pin()
     if options.pin and not pinned:
@@ -109,7 +115,8 @@ def run_all(
         for k in range(options.runs):
             for kind in options.targets:
                 progress.label = f"[{scenario} {kind} run {k + 1}/{options.runs}]"
-                with TargetSession(kind, pinned, options.edge_args) as session:
+                with TargetSession(kind, pinned, options.edge_args,
+                                   options.quic) as session:
                     result = run_once(session, progress)
                 progress.done()
                 runs[kind].append(result)

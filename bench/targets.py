@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import os
 import selectors
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,10 +38,13 @@ START_TIMEOUT_S = 20.0
 class TargetSpec:
     """How a load process reaches a server under test."""
 
-    kind: str  # "baseline" or "edge"
+    kind: str  # a name of TARGETS
     url: str
     secret: bytes = BENCH_SECRET
     room: str = ROOM
+    #: Edge targets started with QUIC: its ``quic://`` URL and the CA file of its certificate.
+    quic_url: str = ""
+    ca_file: str = ""
 
 
 @dataclass
@@ -68,6 +72,7 @@ class _Stopper(Protocol):
 class _EdgeHandle(Protocol):
     pid: int
     url: str
+    quic_url: str
 
     def stop(self) -> None: ...
 
@@ -79,19 +84,24 @@ class _RedisHandle(Protocol):
     def stop(self) -> None: ...
 
 
-def start_target(kind: str, edge_args: tuple[str, ...] = ()) -> RunningTarget:
+def start_target(kind: str, edge_args: tuple[str, ...] = (), quic: bool = False) -> RunningTarget:
     """Start a fresh server of ``kind`` on a free loopback port and wait until it serves.
 
-    ``edge_args`` are extra command-line options for the edge targets (ignored by the others).
+    ``edge_args`` are extra command-line options for the edge targets; ``quic`` also
+    opens the edge's QUIC listener (with a throw-away certificate).  The other targets
+    ignore ``edge_args`` and refuse ``quic``.
     """
+    if quic and kind not in ("edge", "edge-local"):
+        raise BenchError(f"the {kind} target has no QUIC listener: QUIC transports need "
+                         "--target edge or edge-local")
     if kind == "baseline":
         return _start_baseline()
     if kind == "baseline-default":
         return _start_baseline(defaults=True)
     if kind == "edge":
-        return _start_edge(edge_args=edge_args)
+        return _start_edge(edge_args=edge_args, quic=quic)
     if kind == "edge-local":
-        return _start_edge(with_redis=False, edge_args=edge_args)
+        return _start_edge(with_redis=False, edge_args=edge_args, quic=quic)
     if kind == "nats":
         return _start_nats()
     raise BenchError(f"unknown target {kind!r} (choose from {', '.join(TARGETS)})")
@@ -145,6 +155,14 @@ class _RemoveFile:
     def stop(self) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+
+
+class _RemoveTree:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def stop(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _repo_root() -> str:
@@ -213,7 +231,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], log_path: str) -> int:
     raise BenchFailure(f"baseline server did not become ready: {tail.strip() or 'no output'}")
 
 
-def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = ()) -> RunningTarget:
+def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = (),
+                quic: bool = False) -> RunningTarget:
     kind = "edge" if with_redis else "edge-local"
     check_available(kind)
     redis_mod = importlib.import_module("edge_node.redis_server")
@@ -230,6 +249,14 @@ def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = ()) -> Run
     os.close(log_fd)
     target._stoppers.append(_RemoveFile(log_path))
     env = _child_env()
+    cert = key = ""
+    if quic:
+        from edge_node.quic.tls import write_self_signed
+
+        cert_dir = tempfile.mkdtemp(prefix="bench-edge-cert-")
+        target._stoppers.append(_RemoveTree(cert_dir))
+        cert, key = os.path.join(cert_dir, "cert.pem"), os.path.join(cert_dir, "key.pem")
+        write_self_signed(cert, key)
     try:
         edge = cast(
             _EdgeHandle,
@@ -241,6 +268,9 @@ def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = ()) -> Run
                 extra_args=edge_args,
                 env=env,
                 log_path=log_path,
+                quic=quic,
+                quic_cert=cert,
+                quic_key=key,
             ),
         )
     except Exception as exc:
@@ -248,6 +278,7 @@ def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = ()) -> Run
         target.stop()
         raise BenchFailure(f"could not start the edge: {exc}\n{tail}") from exc
     target._stoppers.append(edge)
-    target.spec = TargetSpec(kind, edge.url)
+    target.spec = TargetSpec(kind, edge.url, quic_url=edge.quic_url if quic else "",
+                             ca_file=cert)
     target.pid = edge.pid
     return target

@@ -350,3 +350,35 @@ def test_nats_target_tiny(tmp_path: Path) -> None:
     assert rc == 0
     doc = json.loads(next(tmp_path.glob("connections-*.json")).read_text())
     assert doc["targets"]["nats"]["runs"][0]["connections"]["connected"] == 20
+
+
+@pytest.mark.parametrize("transport", ["quic-stream", "quic-datagram"])
+def test_fanout_over_quic_tiny(tmp_path: Path, transport: str) -> None:
+    """fanout through the edge's QUIC listener: reliable publishes on the stream lose
+    nothing; datagrams may be dropped, but never arrive twice."""
+    rc = main([
+        "fanout", "--transport", transport, "--subscribers", "3", "--publishers", "2",
+        "--rate", "40", "--duration", "1.5", "--warmup", "0.3", "--drain", "2",
+        "--out", str(tmp_path), "--quiet", "--no-plot",
+    ])
+    assert rc == 0
+    doc = json.loads(next(tmp_path.glob("fanout-*.json")).read_text())
+    assert doc["meta"]["params"]["transport"] == transport
+    assert set(doc["targets"]) == {"edge"}  # "both" means the edge alone over QUIC
+    msgs = doc["targets"]["edge"]["runs"][0]["messages"]
+    assert msgs["sent"] == 60 and msgs["expected"] == 180
+    assert msgs["duplicates"] == 0 and msgs["invalid"] == 0
+    assert msgs["delivered"] + msgs["lost"] == 180
+    if transport == "quic-stream":
+        assert msgs["lost"] == 0 and msgs["publish_acked"] == 60
+    else:
+        assert msgs["delivered"] > 0
+
+
+def test_fanout_refuses_quic_for_targets_without_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fanout", "--transport", "quic-stream", "--target", "baseline",
+                 "--quiet"]) == 2
+    assert "no QUIC listener" in capsys.readouterr().err
+    assert main(["fanout", "--transport", "quic-datagram", "--receiver", "lean",
+                 "--quiet"]) == 2
+    assert "WebSocket only" in capsys.readouterr().err
