@@ -28,6 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.errors import BenchError, BenchFailure
+from bench.procstats import stop_process
 
 __all__ = ["nats_binary", "start_nats"]
 
@@ -63,13 +64,7 @@ class NatsProcess:
 
     def stop(self) -> None:
         """Terminate (then kill) the server and remove its files; safe to call twice."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from bench.errors import BenchError, BenchFailure
+from bench.procstats import stop_process
 
 #: ``edge-local`` is our edge without Redis (no history, no durability): it shows
 #: what the durability path costs next to ``edge`` in the same run.
@@ -135,13 +136,7 @@ class _BaselineProcess:
         self.log_path = log_path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         with contextlib.suppress(OSError):

@@ -342,7 +342,7 @@ def test_nats_target_tiny(tmp_path: Path) -> None:
     assert msgs["lost"] == 0 and msgs["duplicates"] == 0 and msgs["invalid"] == 0
     # echo off: each publisher gets the other one's messages, never its own
     assert msgs["publisher_receipts"] == 60
-    assert run["server"]["cpu_s"] > 0 and run["server"]["rss_bytes"] > 0
+    assert run["server"]["rss_bytes"] > 0  # (CPU is in 10 ms ticks: may read 0 at this rate)
     rc = main([
         "connections", "--count", "20", "--batch", "10", "--settle", "0.2",
         "--target", "nats", "--out", str(tmp_path), "--quiet", "--no-plot",
