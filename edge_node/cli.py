@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -221,6 +222,11 @@ def cmd_edge(a: argparse.Namespace) -> int:
                             ) from exc
         except RuntimeError as exc:
             raise UserError(str(exc)) from exc
+        # What exists now (modules, settings, scripts, connection pools) lives as
+        # long as the process: keep it out of every later collection, so the
+        # collector's pauses scale with the live sessions, not with the imports.
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         graceful = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -164,7 +164,7 @@ async def run_fanout_worker(ctx: WorkerContext) -> dict[str, Any]:
         ],
         CONNECT_CONCURRENCY,
     )
-    ctx.send("ready", {"connect_s": time.monotonic() - t_connect})
+    ctx.ready({"connect_s": time.monotonic() - t_connect})
 
     kind, t0 = await ctx.recv()
     if kind != "go":
