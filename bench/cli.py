@@ -102,6 +102,10 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                      help="edge targets: collect each client's frames this long before "
                      "writing (the edge's --write-delay-ms: fewer system calls, up to that "
                      "much more latency) (default: 0)")
+    fan.add_argument("--edge-write-interval-ms", type=_non_negative_float, default=0.0,
+                     help="edge targets: write to a client at most once per this interval "
+                     "(the edge's --write-interval-ms: no added latency at low rates, fewer "
+                     "system calls at high ones) (default: 0)")
     _common(fan, 1)
     fan.set_defaults(func=_cmd_fanout)
 
@@ -233,9 +237,19 @@ def _options(args: argparse.Namespace, procs: int) -> RunOptions:
         out=args.out,
         quiet=args.quiet,
         plot=not args.no_plot,
-        edge_args=("--write-delay-ms", f"{delay:g}")
-        if (delay := getattr(args, "edge_write_delay_ms", 0.0)) else (),
+        edge_args=_edge_args(args),
     )
+
+
+def _edge_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The edge options a scenario's ``--edge-*`` flags ask for."""
+    out: list[str] = []
+    for flag, attr in (("--write-delay-ms", "edge_write_delay_ms"),
+                       ("--write-interval-ms", "edge_write_interval_ms")):
+        value = getattr(args, attr, 0.0)
+        if value:
+            out += [flag, f"{value:g}"]
+    return tuple(out)
 
 
 def _finish(doc: dict[str, Any], options: RunOptions, rows: list[tuple[str, str]]) -> int:

@@ -382,3 +382,19 @@ def test_fanout_refuses_quic_for_targets_without_it(capsys: pytest.CaptureFixtur
     assert main(["fanout", "--transport", "quic-datagram", "--receiver", "lean",
                  "--quiet"]) == 2
     assert "WebSocket only" in capsys.readouterr().err
+
+
+def test_fanout_with_write_interval_loses_nothing(tmp_path: Path) -> None:
+    """An edge started with --write-interval-ms (frames held and joined under load)
+    still delivers every message once to every subscriber."""
+    rc = main([
+        "fanout", "--target", "edge", "--edge-write-interval-ms", "5", "--subscribers", "4",
+        "--publishers", "2", "--rate", "400", "--duration", "1.5", "--warmup", "0.3",
+        "--drain", "2", "--receiver", "lean", "--out", str(tmp_path), "--quiet", "--no-plot",
+    ])
+    assert rc == 0
+    doc = json.loads(next(tmp_path.glob("fanout-*.json")).read_text())
+    assert doc["meta"]["params"]["edge_args"] == ["--write-interval-ms", "5"]
+    msgs = doc["targets"]["edge"]["runs"][0]["messages"]
+    assert msgs["sent"] == 600 and msgs["delivered"] == 2400, msgs
+    assert msgs["lost"] == 0 and msgs["duplicates"] == 0 and msgs["publish_errors"] == 0

@@ -66,3 +66,5 @@ def test_fanout_edge_write_delay_reaches_the_edge_command_line() -> None:
     assert _options(args, 1).edge_args == ("--write-delay-ms", "1.5")
     args = build_parser().parse_args(["fanout"])
     assert _options(args, 1).edge_args == ()
+    args = build_parser().parse_args(["fanout", "--edge-write-interval-ms", "2"])
+    assert _options(args, 1).edge_args == ("--write-interval-ms", "2")
