@@ -7,7 +7,9 @@ process died), 2 a usage error.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -375,8 +377,14 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench") -> int
         parser.print_help(sys.stderr)
         return 2
     func: Callable[[argparse.Namespace], int] = args.func
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the servers, Redis and
+    # load processes this run started are stopped instead of left running.
+    old_term = _on_sigterm()
     try:
         return func(args)
+    except _Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143
     except BenchError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -386,3 +394,22 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench") -> int
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwind (running every cleanup) and exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _on_sigterm() -> Any:
+    """Make SIGTERM raise :class:`_Terminated`; return the previous handler (None if
+    not in the main thread, where signal handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)

@@ -398,3 +398,43 @@ def test_fanout_with_write_interval_loses_nothing(tmp_path: Path) -> None:
     msgs = doc["targets"]["edge"]["runs"][0]["messages"]
     assert msgs["sent"] == 600 and msgs["delivered"] == 2400, msgs
     assert msgs["lost"] == 0 and msgs["duplicates"] == 0 and msgs["publish_errors"] == 0
+
+
+def test_sigterm_stops_everything_the_run_started(tmp_path: Path) -> None:
+    """A bench run that is SIGTERMed (CI timeout, kill) exits 143 after stopping its
+    edge, its Redis and its load processes: nothing is left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "fanout", "--target", "edge", "--duration", "30",
+         "--subscribers", "5", "--publishers", "1", "--rate", "50", "--out", str(tmp_path),
+         "--quiet", "--no-plot"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ),
+    )
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 60
+        kids: list[psutil.Process] = []
+        while time.monotonic() < deadline:  # edge, Redis and a load worker
+            kids = parent.children(recursive=True)
+            if any("spawn_main" in " ".join(k.cmdline()) for k in kids if k.is_running()):
+                break
+            time.sleep(0.2)
+        roles = " ".join(" ".join(k.cmdline()) for k in kids)
+        assert "edge_node" in roles and "spawn_main" in roles, roles
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        assert b"terminated" in err
+        _gone, alive = psutil.wait_procs(kids, timeout=10)
+        assert alive == [], [k.cmdline() for k in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
