@@ -14,7 +14,8 @@ arrival time, the edge that delivered it) and the steps of its handoff, and prin
   drain (the noise floor: one publish interval plus latency jitter) and from the drain to
   the end of publishing; ``excess_ms``: the longest silence beyond the publish schedule
   (arrival gap minus intended-send gap), before and after;
-- ``latency_max_ms`` by 100 ms of intended send time around the drain;
+- ``latency_max_ms`` by 100 ms of intended send time around the drain, and the latency
+  of every delivery before the drain and once all clients have moved (p50, max);
 - the load generator's event-loop lag, and CPU (% of one core) of the load generator, each
   edge, Redis and everything else on the host (other processes), by 100 ms.
 
@@ -270,6 +271,11 @@ def _figures(p: TraceParams, clients: list[Any], recs: dict[int, _Rec], start: f
                 if last is not None:
                     switch.append(first - last)
     lat: dict[int, float] = {}
+    settled = t_act + p.at / 2 + 1.0  # well after the handoffs (drain window 1 s)
+    lat_before = [arr - due for rec in recs.values() for arr, due, _e in rec.arrivals
+                  if start + 0.5 <= due < t_act]
+    lat_after = [arr - due for rec in recs.values() for arr, due, _e in rec.arrivals
+                 if settled <= due < end]
     for rec in recs.values():
         for arr, due, _edge in rec.arrivals:
             b = int((due - t_act) // 0.1) * 100
@@ -292,6 +298,10 @@ def _figures(p: TraceParams, clients: list[Any], recs: dict[int, _Rec], start: f
         "excess_before_ms": _spread(exc_b),
         "excess_ms": _spread(exc_a),
         "latency_max_ms_by_100ms": {k: round(v * 1000, 1) for k, v in sorted(lat.items())},
+        # Delivery latency before the drain (clients on edge 1) and once every client
+        # has moved (``at / 2 + 1`` s after it): where the clients landed shows here.
+        "latency_before_ms": _spread(lat_before),
+        "latency_after_ms": _spread(lat_after),
         "loadgen_lag_max_ms": round(max((x for _t, x in lags), default=0.0) * 1000, 1),
         "loadgen_lags_over_10ms": [(round(t * 1000), round(x * 1000, 1))
                                    for t, x in lags if x > 0.01],
