@@ -173,11 +173,11 @@ class WsLink(asyncio.Protocol):
             if not rest:
                 return
             data = rest
+        error: WsProtocolError | None = None
         try:
             events = self._reader.feed(data)
         except WsProtocolError as exc:
-            self._fail(exc.code, str(exc))
-            return
+            events, error = exc.events, exc  # deliver what came before the violation
         q = self._queue
         n = len(q)
         for ev in events:
@@ -195,6 +195,8 @@ class WsLink(asyncio.Protocol):
             if len(q) > self._max_queue and not self._paused and self._tx is not None:
                 self._paused = True
                 self._tx.pause_reading()
+        if error is not None and not self._ended:
+            self._fail(error.code, str(error))
 
     def _handshake(self, data: bytes) -> bytes:
         """Collect the response head; the bytes after it (frames) are returned."""

@@ -58,11 +58,16 @@ class Close(NamedTuple):
 
 
 class WsProtocolError(Exception):
-    """The peer broke RFC 6455; ``code`` is the close code to send (1002, 1007, 1009)."""
+    """The peer broke RFC 6455; ``code`` is the close code to send (1002, 1007, 1009).
+
+    ``events`` are those the same ``feed`` call completed before the violation
+    (still valid: deliver them before ending the connection).
+    """
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.events: list[bytes | str | Ping | Pong | Close] = []
 
 
 def _valid_close_code(code: int) -> bool:
@@ -164,6 +169,14 @@ class FrameReader:
             src = data
         self._want = 0
         out: list[bytes | str | Ping | Pong | Close] = []
+        try:
+            self._parse(src, out)
+        except WsProtocolError as exc:
+            exc.events = out
+            raise
+        return out
+
+    def _parse(self, src: bytes, out: list[bytes | str | Ping | Pong | Close]) -> None:
         pos, end, limit = 0, len(src), self.max_size
         while end - pos >= 2:
             b0, b1 = src[pos], src[pos + 1]
@@ -198,8 +211,7 @@ class FrameReader:
             else:
                 self._other(op, bool(b0 & 0x80), payload, out)
         if pos < end:
-            buf += src[pos:] if pos else src
-        return out
+            self._buf += src[pos:] if pos else src
 
     def _other(self, op: int, fin: bool, payload: bytes,
                out: list[bytes | str | Ping | Pong | Close]) -> None:
