@@ -340,6 +340,7 @@ class WsLink(asyncio.Protocol):
         """Messages until the end: returns after a normal close, else raises
         :class:`LinkClosed`."""
         q = self._queue
+        new_future = asyncio.get_running_loop().create_future
         while True:
             while q:
                 yield self._take() if self._paused else q.popleft()
@@ -347,7 +348,12 @@ class WsLink(asyncio.Protocol):
                 if self._code in _NORMAL:
                     return
                 raise LinkClosed(self._code, self._reason or self._why)
-            await self._wait()
+            # Inlined _wait(): this is the once-per-socket-read hot path.
+            self._waiter = w = new_future()
+            try:
+                await w
+            finally:
+                self._waiter = None
 
     @property
     def close_code(self) -> int | None:
