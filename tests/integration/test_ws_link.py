@@ -55,9 +55,10 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 @asynccontextmanager
 async def raw_server(script: Script, *, status: bytes = b"", accept: str | None = None,
-                     requests: list[str] | None = None) -> AsyncIterator[str]:
+                     requests: list[str] | None = None, early: bytes = b"") -> AsyncIterator[str]:
     """A server on loopback: answers the upgrade (or ``status``, a whole non-101
-    response), then runs ``script``; yields its ``ws://`` URL."""
+    response; ``early`` bytes go in the same write as the 101), then runs ``script``;
+    yields its ``ws://`` URL."""
     tasks: list[asyncio.Task[None]] = []
     writers: list[asyncio.StreamWriter] = []
 
@@ -77,7 +78,7 @@ async def raw_server(script: Script, *, status: bytes = b"", accept: str | None 
                        if line.lower().startswith("sec-websocket-key:"))
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                          b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-                         + (accept or accept_for(key)).encode() + b"\r\n\r\n")
+                         + (accept or accept_for(key)).encode() + b"\r\n\r\n" + early)
             await script(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -185,6 +186,13 @@ async def test_connect_timeout_when_the_server_never_answers() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_frames_in_the_same_packet_as_the_101() -> None:
+    early = frame(OP_BINARY, b"first") + frame(OP_CLOSE, b"\x03\xe9going away")
+    async with raw_server(idle, early=early) as url:
+        got, end = await drain(await open_ws(url))
+    assert got == [b"first"] and end is None  # 1001 is a normal end
 
 
 async def test_unsupported_urls() -> None:

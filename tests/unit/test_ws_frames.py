@@ -31,6 +31,7 @@ from client_sdk.transport.ws_handshake import (
     check_upgrade,
     parse_response,
 )
+from tests.unit.test_layering import PROTOCOL_FORBIDDEN, SDK, imported_names
 
 KEY = bytes.fromhex("37fa213d")  # the masking key of RFC 6455 §5.7
 
@@ -175,3 +176,11 @@ def test_violations_carry_their_close_code(data: bytes, code: int) -> None:
     with pytest.raises(WsProtocolError) as err:
         FrameReader(2000).feed(data)
     assert err.value.code == code
+
+
+@pytest.mark.parametrize("name", ["ws_frames", "ws_handshake"])
+def test_codec_modules_are_sans_io(name: str) -> None:
+    """Same rule as client_sdk/protocol (tests/unit/test_layering.py): no loop, no network."""
+    src = (SDK / "transport" / f"{name}.py").read_text()
+    names = imported_names(src, f"client_sdk.transport.{name}")
+    assert not {n for n in names if n.split(".")[0] in PROTOCOL_FORBIDDEN}
