@@ -23,7 +23,9 @@ Contract, beyond :class:`~client_sdk.transport.Link`:
   read (TCP pushes back to the edge) until the reader catches up to a quarter.
 - Keepalive: with ``ping_interval``, a ping every ``ping_interval`` s; no pong
   within ``ping_timeout`` ends the link like a cut (close_code None): a
-  half-open link is noticed within ``ping_interval + ping_timeout``.
+  half-open link is noticed within ``ping_interval + ping_timeout``.  (Not while
+  reading is paused by flow control: the pong may be unread behind the backlog,
+  so the wait goes on until reading resumes.)
 - Close: ``close_code``/``close_reason`` are those of the edge's close frame
   (1005 for an empty one), None/"" when the link was lost without one.
   ``messages()`` ends normally after a close handshake with 1000/1001/1005 from
@@ -289,17 +291,21 @@ class WsLink(asyncio.Protocol):
             self._pong = (payload, fut)
             self._tx.write(encode_frame(OP_PING, payload))
             try:
-                async with asyncio.timeout(timeout):
-                    await fut
-            except TimeoutError:
+                while True:
+                    await asyncio.wait((fut,), timeout=timeout)
+                    # While reading is paused (the application is behind) the pong
+                    # may sit unread in the socket: judge only once reading resumed.
+                    if fut.done() or not self._paused or self._ended:
+                        break
+            finally:
+                self._pong = None
+            if not fut.done() and not self._ended:
                 # Half-open (network cut, frozen edge): end like a lost connection.
                 self._why = "keepalive ping timeout"
                 if self._state == _OPEN:
                     self._tx.write(encode_close(1011, "keepalive ping timeout"))
                 self.abort()
                 return
-            finally:
-                self._pong = None
 
     # -- Link -----------------------------------------------------------------------
 

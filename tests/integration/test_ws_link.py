@@ -377,6 +377,32 @@ async def test_flow_control_pauses_and_resumes_without_loss() -> None:
     assert end is None
 
 
+async def test_keepalive_waits_while_reading_is_paused() -> None:
+    """The pong sits behind a backlog the application has not read yet: not a dead link."""
+    count = 3000
+    pings = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal pings
+        writer.write(b"".join(frame(OP_BINARY, bytes(200)) for _ in range(count)))
+        while pings < 3:
+            op, payload = await read_frame(reader)
+            if op == OP_PING:
+                pings += 1
+                writer.write(frame(OP_PONG, payload))
+        writer.write(frame(OP_CLOSE, b"\x03\xe8"))
+        await reader.read()
+
+    async with raw_server(script) as url:
+        link = await open_ws(url, max_queue=8, ping_interval=0.05, ping_timeout=0.1)
+        await until(lambda: link._paused)
+        await until(lambda: pings >= 1)  # a ping went out and was answered...
+        await asyncio.sleep(0.3)  # ...but the pong is unread, past ping_timeout
+        assert link.close_code is None and not link._ended
+        got, end = await drain(link)
+    assert len(got) == count and end is None
+
+
 async def test_abort_drops_without_close_frame() -> None:
     frames: list[bytes] = []
 
