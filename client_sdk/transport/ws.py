@@ -320,7 +320,7 @@ class WsLink(asyncio.Protocol):
         m = self._queue.popleft()
         if self._paused and len(self._queue) <= self._max_queue // 4:
             self._paused = False
-            if self._tx is not None and self._state != _CLOSED:
+            if self._tx is not None and not self._tx.is_closing():
                 self._tx.resume_reading()
         return m
 
