@@ -82,6 +82,12 @@ def test_length_forms_and_mask_round_trip(size: int, head: str) -> None:
     assert FrameReader(1 << 20).feed(encode_frame(OP_BINARY, payload, mask=False)) == [payload]
 
 
+def test_default_mask_keys_are_fresh_and_valid() -> None:
+    frames = [encode_frame(OP_BINARY, b"same payload") for _ in range(2500)]  # > one key pool
+    assert len({f[2:6] for f in frames}) > 2400  # 32-bit random keys: collisions are rare
+    assert all(_unmask(f) == (OP_BINARY, True, b"same payload") for f in frames)
+
+
 def test_close_frames() -> None:
     assert encode_close(1000, key=KEY) == bytes.fromhex("888237fa213d3412")
     assert encode_close(CLOSE_NO_STATUS, key=KEY) == bytes.fromhex("888037fa213d")
