@@ -15,7 +15,8 @@ Contract, beyond :class:`~client_sdk.transport.Link`:
   (``retry_hint`` from ``X-Retry-After-Ms`` on a 503), a bad 101 ``ConnectError``,
   all within ``connect_timeout`` (else ``TimeoutError``).
 - Messages: binary messages are frames of the edge protocol; text messages are
-  yielded by ``messages()`` as ``str`` and skipped by ``recv()``.  A server
+  yielded by ``messages()`` as ``str`` and skipped by ``recv()``.  One reader at a
+  time: ``recv()`` and ``messages()`` must not wait concurrently.  A server
   frame that breaks RFC 6455 (masked, oversized: over ``max_size`` bytes, ...)
   ends the link: we send close 1002/1007/1009 and drop the TCP connection;
   ``close_code`` is then None (the edge sent no close frame).
