@@ -60,7 +60,6 @@ class RoomHandover:
 
     flush: Callable[[], Awaitable[bool]]
     _script: Callable[..., Awaitable[Any]]
-    _publish_live: Callable[[str, bytes], Awaitable[None]]
     _wake_reader: Callable[[], None]
 
     def _hold_forward(self, owner_edge: str, room: str, data: bytes) -> bool:
@@ -125,7 +124,13 @@ class RoomHandover:
 
     async def _announce(self, room: str, to: str, token: str) -> None:
         """Tell the new owner (inbox: it adopts at once) and the room's mirrors (live
-        channel: their publishes go to the new owner, not to an edge about to exit)."""
-        await self.r.xadd(K.edge_inbox(to), {"h": _pack([room, token])},
-                          maxlen=10_000, approximate=True)
-        await self._publish_live(room, _pack([LIVE_OWNER, self.edge_id, room, to]))
+        channel: their publishes go to the new owner, not to an edge about to exit), in
+        one round trip.  If the notice is lost, the new owner adopts the room at its
+        next lease poll."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xadd(K.edge_inbox(to), {"h": _pack([room, token])}, maxlen=10_000,
+                  approximate=True)
+        pipe.publish(K.room_live(room), _pack([LIVE_OWNER, self.edge_id, room, to]))
+        res = await pipe.execute(raise_on_error=False)
+        if isinstance(res[0], Exception):
+            raise SyncUnavailable(str(res[0]))

@@ -125,10 +125,16 @@ class LeaseKeeper:
     async def _adopt(self, room: str, token: str) -> None:
         """A draining owner handed us the room's lease (same epoch): read the
         stream to its end, then own the room and continue its positions."""
-        if room not in self._tails or not token.startswith(self.edge_id + ":"):
+        tail = self._tails.get(room)
+        if tail is None or not token.startswith(self.edge_id + ":"):
             return
-        await self._catch_up(room)
-        cur: Any = await self.r.get(K.room_owner(room))
+        # One round trip: the stream's rest, then the lease (the old owner is fenced
+        # since the handover, so nothing can follow what this read returns).
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xrange(K.room_log(room), min=b"(" + tail, count=100_000)
+        pipe.get(K.room_owner(room))
+        entries, cur = await pipe.execute()
+        self._deliver_caught_up(room, entries)
         if cur is None or cur.decode() != token or room not in self._tails:
             return
         last = self._tails.pop(room)
@@ -181,6 +187,9 @@ class LeaseKeeper:
         if last is None:
             return
         entries: Any = await self.r.xrange(K.room_log(room), min=b"(" + last, count=100_000)
+        self._deliver_caught_up(room, entries)
+
+    def _deliver_caught_up(self, room: str, entries: Any) -> None:
         for eid, fields in entries:
             if self._tails.get(room) is None:
                 return
