@@ -131,9 +131,12 @@ async def drain(server: EdgeServer) -> dict[str, float]:
         async with sem:
             return await server.hub.hand_over(room, targets[room][0])
 
-    handed = await asyncio.gather(*(hand_over(r) for r in mine))
-    for r, ok in zip(mine, handed, strict=True):
-        if not ok:
+    results = await asyncio.gather(*(hand_over(r) for r in mine), return_exceptions=True)
+    handed = [ok is True for ok in results]
+    for r, ok, res in zip(mine, handed, results, strict=True):
+        if isinstance(res, BaseException):  # never let one room stop the drain
+            log.warning("room handover failed", extra={"room": r, "error": repr(res)})
+        if not ok and server.hub.rooms.get(r) is not None and server.hub.rooms[r].mine:
             del targets[r]  # still ours: its lease moves with its last member
     assignment: dict[str, str] = {}
     server.hub.handoff_target = assignment.get

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from . import redis_keys as K
 from .room_types import SyncUnavailable
@@ -61,6 +61,8 @@ class RoomHandover:
     flush: Callable[[], Awaitable[bool]]
     _script: Callable[..., Awaitable[Any]]
     _wake_reader: Callable[[], None]
+    _publish_live: Callable[[str, bytes], Awaitable[None]]
+    cluster: bool
 
     def _hold_forward(self, owner_edge: str, room: str, data: bytes) -> bool:
         """Hold a forward of ``room`` while its lease is being handed over."""
@@ -99,7 +101,7 @@ class RoomHandover:
             self._wake_reader()
             await self._announce(room, to, token)
             return True
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise SyncUnavailable(str(exc)) from exc
         finally:
             self._release_forwards(room)
@@ -127,10 +129,15 @@ class RoomHandover:
         channel: their publishes go to the new owner, not to an edge about to exit), in
         one round trip.  If the notice is lost, the new owner adopts the room at its
         next lease poll."""
+        notice = {"h": _pack([room, token])}
+        live = _pack([LIVE_OWNER, self.edge_id, room, to])
+        if self.cluster:  # redis-py refuses PUBLISH in a cluster pipeline
+            await self.r.xadd(K.edge_inbox(to), notice, maxlen=10_000, approximate=True)
+            await self._publish_live(room, live)
+            return
         pipe = self.r.pipeline(transaction=False)
-        pipe.xadd(K.edge_inbox(to), {"h": _pack([room, token])}, maxlen=10_000,
-                  approximate=True)
-        pipe.publish(K.room_live(room), _pack([LIVE_OWNER, self.edge_id, room, to]))
+        pipe.xadd(K.edge_inbox(to), notice, maxlen=10_000, approximate=True)
+        pipe.publish(K.room_live(room), live)
         res = await pipe.execute(raise_on_error=False)
         if isinstance(res[0], Exception):
             raise SyncUnavailable(str(res[0]))

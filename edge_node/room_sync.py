@@ -246,7 +246,7 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
                 del self._owned[room]
                 self._durable.pop(room, None)
                 await self._script("release", 1, K.room_owner(room), tok)
-        except (RedisError, SyncUnavailable) as exc:
+        except (RedisError, RedisClusterException, SyncUnavailable) as exc:
             log.warning("deactivate failed", extra={"room": room, "error": str(exc)})
 
     def last_queued(self, room: str) -> tuple[int, int] | None:

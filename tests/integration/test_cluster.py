@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from edge_node import redis_conn
 from edge_node.redis_server import RedisClusterServer
 from tests.integration.test_handover import (  # noqa: F401  (collected here again)
+    test_drain_hands_rooms_to_the_neighbour_that_mirrors_them,
     test_drain_moves_every_client_before_closing,
 )
 from tests.integration.test_origin_sync import (  # noqa: F401
