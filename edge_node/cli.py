@@ -18,6 +18,7 @@ from typing import Any
 from client_sdk.protocol import KINDS, Limits, mint_token
 
 from .config import DEV_SECRET, EdgeSettings, secrets_from_env
+from .gc_tuning import tune_gc
 
 __all__ = ["main", "build_parser"]
 
@@ -242,6 +243,7 @@ def cmd_edge(a: argparse.Namespace) -> int:
         await server.stop()
 
     install_uvloop()
+    tune_gc()  # long loop stalls from full collections otherwise (edge_node/gc_tuning.py)
     asyncio.run(run())
     return 0
 

@@ -108,8 +108,11 @@ class Worker:
             reply: Any = await self.rb.xreadgroup(GROUP, self.consumer, streams,
                                                   count=self.s.read_count,
                                                   block=self.s.block_ms)
-            for stream, entries in reply or []:
-                await self.apply(self.streams[stream.decode()], entries)
+            if reply:
+                # Every stream of the reply in one pipeline: one round trip per read,
+                # so the last stream's entries do not wait for the others' replies.
+                await self.apply_many([(self.streams[stream.decode()], entries)
+                                       for stream, entries in reply])
 
     async def claim_once(self) -> int:
         """XAUTOCLAIM every stream once (to the end); apply what was claimed."""
@@ -139,7 +142,16 @@ class Worker:
 
     async def apply(self, shard: int, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Apply (and XACK) stream entries of one shard, in order, in one pipeline."""
-        preps = [self.applier.prepare(shard, sid.decode(), fields) for sid, fields in entries]
+        await self.apply_many([(shard, entries)])
+
+    async def apply_many(self, parts: list[tuple[int, list[tuple[bytes, dict[bytes, bytes]]]]]
+                         ) -> None:
+        """Apply (and XACK) the stream entries of several shards, each shard's in order,
+        in one pipeline (one script call per stream entry)."""
+        preps = [self.applier.prepare(shard, sid.decode(), fields)
+                 for shard, entries in parts for sid, fields in entries]
+        if not preps:
+            return
         for attempt in (0, 1):
             pipe = self.r.pipeline(transaction=False)
             for p in preps:
