@@ -64,9 +64,15 @@ class UplinkSettings:
     fsync: str = "NORMAL"
     #: Entries held in memory before they must be sent or spooled (same overflow policy).
     max_memory_entries: int = 200_000
-    #: Entries per XADD (one stream entry) and how long to wait for more, seconds.
+    #: Entries per XADD (one stream entry) and how long to wait for more, seconds: a
+    #: send goes out once the oldest waiting entry has waited ``linger`` (or a full
+    #: batch is waiting), so an entry waits at most ``linger`` plus the send before it.
     batch_max: int = 500
     linger: float = 0.002
+    #: Most entries one round trip sends (one pipeline of XADDs of ``batch_max`` each).
+    #: A busy edge loop makes each round trip long; a small cap would then bound the
+    #: uplink's rate and let the backlog (and the lag) grow.
+    send_max: int = 20_000
     #: Rows read from the spool per drain round trip.
     drain_rows: int = 5_000
     #: A Redis round trip slower than this counts as a failure, seconds.
@@ -81,8 +87,9 @@ class UplinkSettings:
     stop_timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.shards < 1 or self.batch_max < 1 or self.max_memory_entries < 1:
-            raise ValueError("shards, batch_max and max_memory_entries must be >= 1")
+        if self.shards < 1 or self.batch_max < 1 or self.max_memory_entries < 1 \
+                or self.send_max < 1:
+            raise ValueError("shards, batch_max, send_max and max_memory_entries must be >= 1")
         if self.overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}")
 
@@ -107,6 +114,8 @@ class Uplink:
         self.batches = 0
         self.errors = 0
         self._queue: deque[tuple[int, bytes]] = deque()
+        #: Monotonic time the oldest entry of the memory queue was submitted.
+        self._first_at = 0.0
         self._inflight: list[tuple[int, bytes]] = []
         self._spool: Spool | None = None
         self._spool_count = 0
@@ -202,7 +211,10 @@ class Uplink:
                 return
             q.popleft()
         q.append((shard_of(key, self.settings.shards), data))
-        if len(q) == 1 or len(q) >= self.settings.batch_max:
+        if len(q) == 1:
+            self._first_at = time.monotonic()
+            self._wake.set()
+        elif len(q) >= self.settings.batch_max:
             self._wake.set()
 
     async def _reserve(self) -> None:
@@ -229,9 +241,15 @@ class Uplink:
                     return
                 continue
             if s.linger and len(self._queue) < s.batch_max and not self._closing:
-                await asyncio.sleep(s.linger)
-            n = min(len(self._queue), s.batch_max * s.shards)
+                # Entries that came in while the last send was in flight have waited
+                # already: linger only for what is left of the oldest one's wait.
+                wait = self._first_at + s.linger - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            n = min(len(self._queue), s.send_max)
             self._inflight = [self._queue.popleft() for _ in range(n)]
+            if self._queue:
+                self._first_at = time.monotonic()
             if await self._send(self._inflight):
                 self.sent += n
             else:
