@@ -7,8 +7,11 @@ process died), 2 a usage error.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +43,9 @@ def _common(sub: argparse.ArgumentParser, default_procs: int | None) -> None:
         default="both",
         help="server(s) to measure; 'both' runs the baseline and the edge alternately with "
         "the same parameters and reports ratios; 'all' adds edge-local (the edge without "
-        "Redis, to show what durability costs) and baseline-default (the baseline with "
-        "websockets' defaults: compression on, asyncio loop) (default: both)",
+        "Redis, to show what durability costs), baseline-default (the baseline with "
+        "websockets' defaults: compression on, asyncio loop) and nats (the NATS server, Go, "
+        "over WebSocket: a compiled broker side by side) (default: both)",
     )
     g.add_argument("--runs", type=_positive_int, default=1,
                    help="runs per target; the report shows the median of each figure (default: 1)")
@@ -90,6 +94,20 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                      help="edge subscribers: the public SDK, or bench.lean_client (same "
                      "protocol, cheaper receive path, for rates where the SDK load generator "
                      "saturates; the SDK's own figure: recv-path) (default: sdk)")
+    fan.add_argument("--transport", choices=["ws", "quic-stream", "quic-datagram"],
+                     default="ws",
+                     help="edge targets: WebSocket, QUIC with reliable publishes on the "
+                     "stream, or QUIC with unreliable publishes sent as datagrams (loss "
+                     "allowed and reported); with a QUIC transport --target both means "
+                     "the edge alone (the baselines have no QUIC) (default: ws)")
+    fan.add_argument("--edge-write-delay-ms", type=_non_negative_float, default=0.0,
+                     help="edge targets: collect each client's frames this long before "
+                     "writing (the edge's --write-delay-ms: fewer system calls, up to that "
+                     "much more latency) (default: 0)")
+    fan.add_argument("--edge-write-interval-ms", type=_non_negative_float, default=0.0,
+                     help="edge targets: write to a client at most once per this interval "
+                     "(the edge's --write-interval-ms: no added latency at low rates, fewer "
+                     "system calls at high ones) (default: 0)")
     _common(fan, 1)
     fan.set_defaults(func=_cmd_fanout)
 
@@ -221,7 +239,19 @@ def _options(args: argparse.Namespace, procs: int) -> RunOptions:
         out=args.out,
         quiet=args.quiet,
         plot=not args.no_plot,
+        edge_args=_edge_args(args),
     )
+
+
+def _edge_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The edge options a scenario's ``--edge-*`` flags ask for."""
+    out: list[str] = []
+    for flag, attr in (("--write-delay-ms", "edge_write_delay_ms"),
+                       ("--write-interval-ms", "edge_write_interval_ms")):
+        value = getattr(args, attr, 0.0)
+        if value:
+            out += [flag, f"{value:g}"]
+    return tuple(out)
 
 
 def _finish(doc: dict[str, Any], options: RunOptions, rows: list[tuple[str, str]]) -> int:
@@ -257,8 +287,17 @@ def _cmd_fanout(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         drain=args.drain,
         receiver=args.receiver,
+        transport=args.transport,
     )
+    if args.transport != "ws" and args.receiver == "lean":
+        raise BenchError("--receiver lean speaks WebSocket only: use --receiver sdk with "
+                         f"--transport {args.transport}")
     options = _options(args, args.procs)
+    if args.transport != "ws":
+        if args.target == "both":
+            # The baselines have no QUIC: compare the edge with and without Redis instead.
+            options = replace(options, targets=("edge",))
+        options = replace(options, quic=True)
     return _finish(run_fanout(params, options), options, ROWS)
 
 
@@ -338,8 +377,14 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench") -> int
         parser.print_help(sys.stderr)
         return 2
     func: Callable[[argparse.Namespace], int] = args.func
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the servers, Redis and
+    # load processes this run started are stopped instead of left running.
+    old_term = _on_sigterm()
     try:
         return func(args)
+    except _Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143
     except BenchError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -349,3 +394,22 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench") -> int
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwind (running every cleanup) and exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _on_sigterm() -> Any:
+    """Make SIGTERM raise :class:`_Terminated`; return the previous handler (None if
+    not in the main thread, where signal handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)

@@ -1,7 +1,8 @@
 """Client connections of the load generator, one adaptor per target kind.
 
 The baseline is reached with a plain ``websockets`` client (``compression=None``, like
-the server); our edge through the public SDK (``client_sdk``), so the benchmark
+the server), NATS with the NATS protocol over ``websockets`` (:mod:`bench.nats_client`);
+our edge through the public SDK (``client_sdk``), so the benchmark
 measures what an application sees. Both adaptors have the same shape: a subscriber
 calls ``on_payload(payload, recv_ns)`` for each message; a publisher sends payloads
 and drains (and reports) whatever the server sends it.
@@ -21,6 +22,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from bench.nats_client import NatsWsClient, open_nats
 from bench.targets import TargetSpec
 
 OnPayload = Callable[[bytes, int], None]
@@ -104,11 +106,13 @@ async def _ws_open(spec: TargetSpec, on_payload: OnPayload | None) -> _WsConnect
 
 
 class _SdkClient:
-    """An SDK client. Publishes are reliable; their acks are counted, not awaited."""
+    """An SDK client. Reliable publishes' acks are counted, not awaited; unreliable
+    ones (QUIC datagrams) have no ack and count as ``acked`` once sent."""
 
-    def __init__(self, client: Any, room: str) -> None:
+    def __init__(self, client: Any, room: str, reliable: bool = True) -> None:
         self.client = client
         self.room = room
+        self.reliable = reliable
         self.acked = 0
         self.errors = 0
         self.last_error = ""
@@ -134,12 +138,14 @@ class _SdkClient:
 
     async def send(self, payload: bytes) -> None:
         try:
-            fut = self.client.publish_nowait(self.room, payload, reliable=True)
+            fut = self.client.publish_nowait(self.room, payload, reliable=self.reliable)
         except Exception as exc:
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             return
-        if fut is not None:
+        if fut is None:
+            self.acked += 1
+        else:
             self._pending += 1
             self._all_acked.clear()
             fut.add_done_callback(self._on_ack)
@@ -164,9 +170,22 @@ def _token(spec: TargetSpec, subject: str) -> str:
     return mint(spec.secret, subject, "service", ["*"], now=time.time(), ttl=3600)
 
 
-async def _sdk_open(spec: TargetSpec, name: str) -> _SdkClient:
-    client = await _sdk().connect([spec.url], _token(spec, name), name=name, reconnect=False)
-    return _SdkClient(client, spec.room)
+#: Transports of the fanout scenario: WebSocket, QUIC with reliable publishes on the
+#: stream, QUIC with unreliable publishes delivered as datagrams.
+TRANSPORTS = ("ws", "quic-stream", "quic-datagram")
+
+
+async def _sdk_open(spec: TargetSpec, name: str, transport: str = "ws") -> _SdkClient:
+    if transport == "ws":
+        client = await _sdk().connect([spec.url], _token(spec, name), name=name,
+                                      reconnect=False)
+    else:
+        if not spec.quic_url:
+            raise RuntimeError(f"{transport}: the target was started without QUIC")
+        tls = importlib.import_module("client_sdk.transport").TlsOptions(ca_file=spec.ca_file)
+        client = await _sdk().connect([spec.quic_url], _token(spec, name), name=name,
+                                      reconnect=False, tls=tls)
+    return _SdkClient(client, spec.room, reliable=transport != "quic-datagram")
 
 
 def _sdk_callback(on_payload: OnPayload) -> Callable[[Any], None]:
@@ -176,6 +195,17 @@ def _sdk_callback(on_payload: OnPayload) -> Callable[[Any], None]:
         on_payload(msg.payload, monotonic_ns())
 
     return on_message
+
+
+# --- nats: a Go broker over WebSocket ---------------------------------------------------
+
+
+async def _nats_open(spec: TargetSpec, on_payload: OnPayload | None,
+                     subscribe: bool) -> NatsWsClient:
+    client = await open_nats(spec.url, spec.room, on_payload)
+    if subscribe:
+        await client.subscribe()
+    return client
 
 
 # --- the adaptor ------------------------------------------------------------------------
@@ -193,26 +223,30 @@ class _LeanConnection:
 
 
 async def open_subscriber(spec: TargetSpec, name: str, on_payload: OnPayload,
-                          receiver: str = "sdk") -> Connection:
+                          receiver: str = "sdk", transport: str = "ws") -> Connection:
     """Connect a client that receives the room's messages.
 
-    ``receiver="lean"`` (edge targets only) uses :mod:`bench.lean_client` instead of
-    the SDK: the same protocol, a much cheaper receive path, no reconnect.
+    ``receiver="lean"`` (edge targets, WebSocket only) uses :mod:`bench.lean_client`
+    instead of the SDK: the same protocol, a much cheaper receive path, no reconnect.
+    ``transport`` (edge targets) is one of :data:`TRANSPORTS`.
     """
     if spec.kind.startswith("baseline"):
         return await _ws_open(spec, on_payload)
+    if spec.kind == "nats":
+        return await _nats_open(spec, on_payload, subscribe=True)
     if receiver == "lean":
         from bench.lean_client import open_lean
 
         proto = await open_lean(spec.url, _token(spec, name), name, spec.room,
                                 _sdk_callback(on_payload))
         return _LeanConnection(proto)
-    sdk_client = await _sdk_open(spec, name)
+    sdk_client = await _sdk_open(spec, name, transport)
     await sdk_client.client.join(spec.room, on_message=_sdk_callback(on_payload))
     return sdk_client
 
 
-async def open_publisher(spec: TargetSpec, name: str, on_receipt: OnPayload) -> Publisher:
+async def open_publisher(spec: TargetSpec, name: str, on_receipt: OnPayload,
+                         transport: str = "ws") -> Publisher:
     """Connect a client that publishes to the room.
 
     On both targets a publisher receives the *other* publishers' messages, not its
@@ -221,7 +255,9 @@ async def open_publisher(spec: TargetSpec, name: str, on_receipt: OnPayload) -> 
     """
     if spec.kind.startswith("baseline"):
         return await _ws_open(spec, on_receipt)
-    sdk_client = await _sdk_open(spec, name)
+    if spec.kind == "nats":  # echo off: the others' messages, not its own
+        return await _nats_open(spec, on_receipt, subscribe=True)
+    sdk_client = await _sdk_open(spec, name, transport)
     await sdk_client.client.join(spec.room, echo=False, on_message=_sdk_callback(on_receipt))
     return sdk_client
 
@@ -230,4 +266,6 @@ async def open_idle(spec: TargetSpec, name: str) -> Connection:
     """Connect a client that only stays connected."""
     if spec.kind.startswith("baseline"):
         return await _ws_open(spec, None)
+    if spec.kind == "nats":
+        return await _nats_open(spec, None, subscribe=False)
     return await _sdk_open(spec, name)

@@ -204,7 +204,7 @@ async def run_cluster_worker(ctx: WorkerContext) -> dict[str, Any]:
             rec.all_complete.set()
         for lv in lives:
             lv.start_edge = plan.urls.index(lv.client.url) if lv.client.url in plan.urls else -1
-        ctx.send("ready", {"connect_s": time.monotonic() - t_connect})
+        ctx.ready({"connect_s": time.monotonic() - t_connect})
         kind, go = await ctx.recv()
         if kind != "go":
             raise RuntimeError(f"expected 'go', got {kind!r}")

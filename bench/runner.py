@@ -37,15 +37,20 @@ class RunOptions:
     out: Path
     quiet: bool = False
     plot: bool = True
+    #: Extra command-line options for edge targets (e.g. ``--write-delay-ms 1``).
+    edge_args: tuple[str, ...] = ()
+    #: Start edge targets with their QUIC listener too (for QUIC transports).
+    quic: bool = False
 
 
 class TargetSession:
     """A freshly started target, pinned if asked; a context manager that stops it."""
 
-    def __init__(self, kind: str, pin: bool) -> None:
+    def __init__(self, kind: str, pin: bool, edge_args: tuple[str, ...] = (),
+                 quic: bool = False) -> None:
         self.kind = kind
         self.pin = pin
-        self.target: RunningTarget = start_target(kind)
+        self.target: RunningTarget = start_target(kind, edge_args, quic)
         try:
             self.proc = psutil.Process(self.target.pid)
             self.helpers = {
@@ -89,6 +94,9 @@ def run_all(
     """Run ``run_once`` ``options.runs`` times per target; return the report document."""
     for kind in options.targets:
         check_available(kind)
+        if options.quic and kind not in ("edge", "edge-local"):
+            raise BenchError(f"the {kind} target has no QUIC listener: QUIC transports need "
+                             "--target edge or edge-local")
     warnings: list[str] = []
     pinned = options.pin and can_pin()
     if options.pin and not pinned:
@@ -107,7 +115,8 @@ def run_all(
         for k in range(options.runs):
             for kind in options.targets:
                 progress.label = f"[{scenario} {kind} run {k + 1}/{options.runs}]"
-                with TargetSession(kind, pinned) as session:
+                with TargetSession(kind, pinned, options.edge_args,
+                                   options.quic) as session:
                     result = run_once(session, progress)
                 progress.done()
                 runs[kind].append(result)
@@ -125,21 +134,12 @@ def run_all(
         "ratios": {},
         "warnings": warnings,
     }
-    if "edge" in targets and "baseline" in targets:
-        edge, base = targets["edge"]["median"], targets["baseline"]["median"]
-        doc["ratios"]["edge/baseline"] = {
-            fig: report.ratio(edge.get(fig), base.get(fig)) for fig in ratio_figures
-        }
-    if "edge" in targets and "baseline-default" in targets:
-        edge, base = targets["edge"]["median"], targets["baseline-default"]["median"]
-        doc["ratios"]["edge/baseline-default"] = {
-            fig: report.ratio(edge.get(fig), base.get(fig)) for fig in ratio_figures
-        }
-    if "edge" in targets and "edge-local" in targets:
-        edge, local = targets["edge"]["median"], targets["edge-local"]["median"]
-        doc["ratios"]["edge/edge-local"] = {
-            fig: report.ratio(edge.get(fig), local.get(fig)) for fig in ratio_figures
-        }
+    for other in ("baseline", "baseline-default", "edge-local", "nats"):
+        if "edge" in targets and other in targets:
+            edge, base = targets["edge"]["median"], targets[other]["median"]
+            doc["ratios"][f"edge/{other}"] = {
+                fig: report.ratio(edge.get(fig), base.get(fig)) for fig in ratio_figures
+            }
     return doc
 
 
@@ -149,6 +149,7 @@ def _option_params(options: RunOptions, pinned: bool) -> dict[str, Any]:
         "runs": options.runs,
         "procs": options.procs,
         "pin": pinned,
+        "edge_args": list(options.edge_args),
     }
 
 

@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import os
 import selectors
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,12 +21,14 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from bench.errors import BenchError, BenchFailure
+from bench.procstats import stop_process
 
 #: ``edge-local`` is our edge without Redis (no history, no durability): it shows
 #: what the durability path costs next to ``edge`` in the same run.
 #: ``baseline-default`` is the baseline with websockets' default settings
-#: (compression on) on the standard asyncio loop.
-TARGETS = ("baseline", "edge", "edge-local", "baseline-default")
+#: (compression on) on the standard asyncio loop.  ``nats`` is the NATS server (Go)
+#: with its WebSocket listener: a compiled broker side by side (:mod:`bench.nats_target`).
+TARGETS = ("baseline", "edge", "edge-local", "baseline-default", "nats")
 #: HMAC secret of the throw-away edge the benchmark starts.
 BENCH_SECRET = b"edge-relay-bench-secret-not-for-production"
 ROOM = "bench-room"
@@ -36,10 +39,13 @@ START_TIMEOUT_S = 20.0
 class TargetSpec:
     """How a load process reaches a server under test."""
 
-    kind: str  # "baseline" or "edge"
+    kind: str  # a name of TARGETS
     url: str
     secret: bytes = BENCH_SECRET
     room: str = ROOM
+    #: Edge targets started with QUIC: its ``quic://`` URL and the CA file of its certificate.
+    quic_url: str = ""
+    ca_file: str = ""
 
 
 @dataclass
@@ -67,6 +73,7 @@ class _Stopper(Protocol):
 class _EdgeHandle(Protocol):
     pid: int
     url: str
+    quic_url: str
 
     def stop(self) -> None: ...
 
@@ -78,21 +85,36 @@ class _RedisHandle(Protocol):
     def stop(self) -> None: ...
 
 
-def start_target(kind: str) -> RunningTarget:
-    """Start a fresh server of ``kind`` on a free loopback port and wait until it serves."""
+def start_target(kind: str, edge_args: tuple[str, ...] = (), quic: bool = False) -> RunningTarget:
+    """Start a fresh server of ``kind`` on a free loopback port and wait until it serves.
+
+    ``edge_args`` are extra command-line options for the edge targets; ``quic`` also
+    opens the edge's QUIC listener (with a throw-away certificate).  The other targets
+    ignore ``edge_args`` and refuse ``quic``.
+    """
+    if quic and kind not in ("edge", "edge-local"):
+        raise BenchError(f"the {kind} target has no QUIC listener: QUIC transports need "
+                         "--target edge or edge-local")
     if kind == "baseline":
         return _start_baseline()
     if kind == "baseline-default":
         return _start_baseline(defaults=True)
     if kind == "edge":
-        return _start_edge()
+        return _start_edge(edge_args=edge_args, quic=quic)
     if kind == "edge-local":
-        return _start_edge(with_redis=False)
+        return _start_edge(with_redis=False, edge_args=edge_args, quic=quic)
+    if kind == "nats":
+        return _start_nats()
     raise BenchError(f"unknown target {kind!r} (choose from {', '.join(TARGETS)})")
 
 
 def check_available(kind: str) -> None:
     """Raise :class:`BenchError` if ``kind`` cannot be started in this installation."""
+    if kind == "nats":
+        from bench.nats_target import nats_binary
+
+        nats_binary()
+        return
     if kind not in ("edge", "edge-local"):
         return
     for module in ("client_sdk", "edge_node.launch", "edge_node.redis_server"):
@@ -114,13 +136,7 @@ class _BaselineProcess:
         self.log_path = log_path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         with contextlib.suppress(OSError):
@@ -134,6 +150,14 @@ class _RemoveFile:
     def stop(self) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+
+
+class _RemoveTree:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def stop(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _repo_root() -> str:
@@ -172,6 +196,13 @@ def _start_baseline(defaults: bool = False) -> RunningTarget:
     return RunningTarget(spec, proc.pid, {}, [handle])
 
 
+def _start_nats() -> RunningTarget:
+    from bench.nats_target import start_nats
+
+    nats = start_nats()
+    return RunningTarget(TargetSpec("nats", nats.url), nats.pid, {}, [nats])
+
+
 def _wait_ready(proc: subprocess.Popen[bytes], log_path: str) -> int:
     """Read the server's stdout until ``READY port=P``; return P."""
     assert proc.stdout is not None
@@ -195,7 +226,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], log_path: str) -> int:
     raise BenchFailure(f"baseline server did not become ready: {tail.strip() or 'no output'}")
 
 
-def _start_edge(with_redis: bool = True) -> RunningTarget:
+def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = (),
+                quic: bool = False) -> RunningTarget:
     kind = "edge" if with_redis else "edge-local"
     check_available(kind)
     redis_mod = importlib.import_module("edge_node.redis_server")
@@ -212,6 +244,14 @@ def _start_edge(with_redis: bool = True) -> RunningTarget:
     os.close(log_fd)
     target._stoppers.append(_RemoveFile(log_path))
     env = _child_env()
+    cert = key = ""
+    if quic:
+        from edge_node.quic.tls import write_self_signed
+
+        cert_dir = tempfile.mkdtemp(prefix="bench-edge-cert-")
+        target._stoppers.append(_RemoveTree(cert_dir))
+        cert, key = os.path.join(cert_dir, "cert.pem"), os.path.join(cert_dir, "key.pem")
+        write_self_signed(cert, key)
     try:
         edge = cast(
             _EdgeHandle,
@@ -220,8 +260,12 @@ def _start_edge(with_redis: bool = True) -> RunningTarget:
                 redis_url=redis.url if redis else "",
                 secret=BENCH_SECRET,
                 edge_id="bench-edge",
+                extra_args=edge_args,
                 env=env,
                 log_path=log_path,
+                quic=quic,
+                quic_cert=cert,
+                quic_key=key,
             ),
         )
     except Exception as exc:
@@ -229,6 +273,7 @@ def _start_edge(with_redis: bool = True) -> RunningTarget:
         target.stop()
         raise BenchFailure(f"could not start the edge: {exc}\n{tail}") from exc
     target._stoppers.append(edge)
-    target.spec = TargetSpec(kind, edge.url)
+    target.spec = TargetSpec(kind, edge.url, quic_url=edge.quic_url if quic else "",
+                             ca_file=cert)
     target.pid = edge.pid
     return target

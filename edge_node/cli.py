@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -62,6 +63,12 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    default=float(_env("WRITE_DELAY_MS", str(d.write_delay * 1000))),
                    help="collect each client's frames this long before writing them "
                         "(fewer system calls under load, that much more latency; "
+                        "default %(default)s = every loop tick)")
+    p.add_argument("--write-interval-ms", type=float,
+                   default=float(_env("WRITE_INTERVAL_MS", str(d.write_interval * 1000))),
+                   help="write to a client at most once per this interval: a frame after a "
+                        "quiet interval goes at once, under load frames leave together "
+                        "(no added latency at low rates, at most this much at high ones; "
                         "default %(default)s = every loop tick)")
     p.add_argument("--rate", type=float, default=float(_env("RATE_PER_SEC", str(d.rate_per_sec))),
                    help="inbound frames/s per connection (kind=service exempt)")
@@ -160,6 +167,8 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
     position = parse_position(a.position) if a.position else None
     if not 0 <= a.write_delay_ms <= 100:
         raise UserError("--write-delay-ms must be 0..100")
+    if not 0 <= a.write_interval_ms <= 100:
+        raise UserError("--write-interval-ms must be 0..100")
     if a.uplink_shards < 1:
         raise UserError("--uplink-shards must be at least 1")
     return EdgeSettings(
@@ -169,6 +178,7 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         limits=Limits(max_frame_bytes=a.max_frame_bytes, max_rooms_per_connection=a.max_rooms),
         ping_interval=a.ping_interval, ping_timeout=a.ping_timeout,
         send_queue_bytes=a.send_queue_bytes, write_delay=a.write_delay_ms / 1000.0,
+        write_interval=a.write_interval_ms / 1000.0,
         rate_per_sec=a.rate, rate_burst=a.burst,
         stream_maxlen=a.stream_maxlen, backlog=a.backlog, log_format=a.log_format,
         resume_window=a.resume_window, lease_ms=a.lease_ms, max_replay=a.max_replay,
@@ -222,6 +232,11 @@ def cmd_edge(a: argparse.Namespace) -> int:
                             ) from exc
         except RuntimeError as exc:
             raise UserError(str(exc)) from exc
+        # What exists now (modules, settings, scripts, connection pools) lives as
+        # long as the process: keep it out of every later collection, so the
+        # collector's pauses scale with the live sessions, not with the imports.
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         graceful = asyncio.Event()
         loop = asyncio.get_running_loop()

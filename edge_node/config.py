@@ -52,6 +52,10 @@ class EdgeSettings:
     #: Seconds to collect a client's frames before writing them (0 = every loop tick).
     #: A few ms cut the system calls per delivery under load, at that much latency.
     write_delay: float = 0.0
+    #: Minimum seconds between two writes to a client (0 = every loop tick): a frame
+    #: after a quiet interval goes at once; under load frames wait for the interval
+    #: and leave together.  No added latency at low rates, at most this much at high.
+    write_interval: float = 0.0
     #: Above this many queued bytes unreliable messages are dropped for that client.
     unreliable_drop_bytes: int = 64 * 1024
     #: Per-connection inbound rate limit (frames/s and burst); kind=service is exempt.

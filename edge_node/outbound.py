@@ -42,20 +42,31 @@ class TransportLike(Protocol):
 
 class Flusher:
     """Collects dirty outbounds and flushes them once per event-loop tick, or
-    ``write_delay`` seconds after the first frame of a batch when that is set.
+    ``write_delay`` seconds after the first frame of a batch when that is set, or
+    no sooner than ``write_interval`` seconds after the previous flush.
 
-    A write delay (Centrifugo's ``write_delay``) trades a little latency for CPU:
-    under load each client's frames of several ticks go out in one ``write`` (one
-    system call) instead of one each.  0 (the default) writes every tick.
+    Both trade a little latency for CPU: under load each client's frames of several
+    ticks go out in one ``write`` (one system call) instead of one each.
+
+    - ``write_delay`` (Centrifugo's ``write_delay``) always waits that long after
+      the first frame of a batch.
+    - ``write_interval`` waits only when the previous flush was less than that long
+      ago: a frame after a quiet interval goes out on the next tick, so light
+      traffic gets no added latency and heavy traffic at most ``write_interval``.
+
+    0 for both (the default) writes every tick.  ``write_delay`` wins if both are set.
     """
 
-    __slots__ = ("_dirty", "_loop", "_scheduled", "write_delay")
+    __slots__ = ("_dirty", "_last", "_loop", "_scheduled", "write_delay", "write_interval")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, write_delay: float = 0.0) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, write_delay: float = 0.0,
+                 write_interval: float = 0.0) -> None:
         self._loop = loop
         self._dirty: list[Outbound] = []
         self._scheduled = False
+        self._last = float("-inf")  # loop time of the previous flush
         self.write_delay = write_delay
+        self.write_interval = write_interval
 
     def mark(self, out: Outbound) -> None:
         """Schedule ``out`` for the next flush."""
@@ -64,12 +75,20 @@ class Flusher:
             self._scheduled = True
             if self.write_delay > 0:
                 self._loop.call_later(self.write_delay, self.flush)
+            elif self.write_interval > 0:
+                wait = self._last + self.write_interval - self._loop.time()
+                if wait > 0:
+                    self._loop.call_later(wait, self.flush)
+                else:
+                    self._loop.call_soon(self.flush)
             else:
                 self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write every dirty outbound's pending frames (one write each)."""
         self._scheduled = False
+        if self.write_interval > 0:
+            self._last = self._loop.time()
         dirty, self._dirty = self._dirty, []
         for out in dirty:
             out.flush()  # never raises: one dying connection must not stall the others

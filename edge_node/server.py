@@ -113,7 +113,7 @@ class EdgeServer:
         """Connect to Redis (if configured), then listen."""
         s = self.settings
         loop = asyncio.get_running_loop()
-        self._flusher = Flusher(loop, s.write_delay)
+        self._flusher = Flusher(loop, s.write_delay, s.write_interval)
         if s.redis_url:
             try:
                 self.sync = RoomSync(

@@ -38,7 +38,7 @@ async def run_connections_worker(ctx: WorkerContext) -> dict[str, Any]:
     """``ready``; on ``go`` (t0) connect in paced batches; ``connected``; on ``stop`` close."""
     share: ConnectionsShare = ctx.job.params
     spec = ctx.job.spec
-    ctx.send("ready", None)
+    ctx.ready(None)
     kind, t0 = await ctx.recv()
     if kind != "go":
         raise RuntimeError(f"expected 'go', got {kind!r}")

@@ -279,6 +279,9 @@ def assemble(
             "rss_bytes": helpers1[role].rss,
         }
     out["warnings"] = _warnings(kind if p.receiver == "sdk" else "lean", out, results)
+    if p.transport == "quic-datagram" and out["messages"]["lost"]:
+        out["warnings"] = [w + " (unreliable QUIC datagrams: loss is allowed)"
+                           if w.endswith("deliveries lost") else w for w in out["warnings"]]
     return out
 
 

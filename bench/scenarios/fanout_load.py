@@ -29,6 +29,9 @@ class FanoutParams:
     drain: float
     #: Subscribers on edge targets: "sdk" (the public SDK) or "lean" (bench.lean_client).
     receiver: str = "sdk"
+    #: Edge targets: "ws", "quic-stream" (reliable publishes on the QUIC stream) or
+    #: "quic-datagram" (unreliable publishes, delivered as QUIC datagrams: loss allowed).
+    transport: str = "ws"
 
 
 @dataclass(frozen=True)
@@ -150,18 +153,18 @@ async def run_fanout_worker(ctx: WorkerContext) -> dict[str, Any]:
 
     t_connect = time.monotonic()
     subs: list[Connection] = await _bounded(
-        [open_subscriber(spec, f"bench-sub-{i}", counts.subscriber(), p.receiver)
+        [open_subscriber(spec, f"bench-sub-{i}", counts.subscriber(), p.receiver, p.transport)
          for i in share.subscribers],
         CONNECT_CONCURRENCY,
     )
     pubs: list[Publisher] = await _bounded(
         [
-            open_publisher(spec, f"bench-pub-{i}", counts.publisher_receipt(i))
+            open_publisher(spec, f"bench-pub-{i}", counts.publisher_receipt(i), p.transport)
             for i in share.publishers
         ],
         CONNECT_CONCURRENCY,
     )
-    ctx.send("ready", {"connect_s": time.monotonic() - t_connect})
+    ctx.ready({"connect_s": time.monotonic() - t_connect})
 
     kind, t0 = await ctx.recv()
     if kind != "go":

@@ -346,3 +346,118 @@ def test_schedule_covers_every_message_once(rate: float, publishers: int, durati
     assert read_payload(payload) == (2, 7, 123, 456)
     with pytest.raises(ValueError):
         PayloadMaker(HEADER_SIZE - 1)
+
+
+def test_nats_target_tiny(tmp_path: Path) -> None:
+    """The NATS server (Go, over WebSocket) as a fanout and connections target: every
+    subscriber gets every message once, and the report carries the edge/nats ratios."""
+    rc = main([
+        "fanout", "--subscribers", "3", "--publishers", "2", "--rate", "40",
+        "--duration", "1.5", "--warmup", "0.3", "--drain", "2",
+        "--target", "nats", "--out", str(tmp_path), "--quiet", "--no-plot",
+    ])
+    assert rc == 0
+    doc = json.loads(next(tmp_path.glob("fanout-*.json")).read_text())
+    run = doc["targets"]["nats"]["runs"][0]
+    msgs = run["messages"]
+    assert msgs["sent"] == 60
+    assert msgs["delivered"] == 180, run["warnings"]
+    assert msgs["lost"] == 0 and msgs["duplicates"] == 0 and msgs["invalid"] == 0
+    # echo off: each publisher gets the other one's messages, never its own
+    assert msgs["publisher_receipts"] == 60
+    assert run["server"]["rss_bytes"] > 0  # (CPU is in 10 ms ticks: may read 0 at this rate)
+    rc = main([
+        "connections", "--count", "20", "--batch", "10", "--settle", "0.2",
+        "--target", "nats", "--out", str(tmp_path), "--quiet", "--no-plot",
+    ])
+    assert rc == 0
+    doc = json.loads(next(tmp_path.glob("connections-*.json")).read_text())
+    assert doc["targets"]["nats"]["runs"][0]["connections"]["connected"] == 20
+
+
+@pytest.mark.parametrize("transport", ["quic-stream", "quic-datagram"])
+def test_fanout_over_quic_tiny(tmp_path: Path, transport: str) -> None:
+    """fanout through the edge's QUIC listener: reliable publishes on the stream lose
+    nothing; datagrams may be dropped, but never arrive twice."""
+    rc = main([
+        "fanout", "--transport", transport, "--subscribers", "3", "--publishers", "2",
+        "--rate", "40", "--duration", "1.5", "--warmup", "0.3", "--drain", "2",
+        "--out", str(tmp_path), "--quiet", "--no-plot",
+    ])
+    assert rc == 0
+    doc = json.loads(next(tmp_path.glob("fanout-*.json")).read_text())
+    assert doc["meta"]["params"]["transport"] == transport
+    assert set(doc["targets"]) == {"edge"}  # "both" means the edge alone over QUIC
+    msgs = doc["targets"]["edge"]["runs"][0]["messages"]
+    assert msgs["sent"] == 60 and msgs["expected"] == 180
+    assert msgs["duplicates"] == 0 and msgs["invalid"] == 0
+    assert msgs["delivered"] + msgs["lost"] == 180
+    if transport == "quic-stream":
+        assert msgs["lost"] == 0 and msgs["publish_acked"] == 60
+    else:
+        assert msgs["delivered"] > 0
+
+
+def test_fanout_refuses_quic_for_targets_without_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fanout", "--transport", "quic-stream", "--target", "baseline",
+                 "--quiet"]) == 2
+    assert "no QUIC listener" in capsys.readouterr().err
+    assert main(["fanout", "--transport", "quic-datagram", "--receiver", "lean",
+                 "--quiet"]) == 2
+    assert "WebSocket only" in capsys.readouterr().err
+
+
+def test_fanout_with_write_interval_loses_nothing(tmp_path: Path) -> None:
+    """An edge started with --write-interval-ms (frames held and joined under load)
+    still delivers every message once to every subscriber."""
+    rc = main([
+        "fanout", "--target", "edge", "--edge-write-interval-ms", "5", "--subscribers", "4",
+        "--publishers", "2", "--rate", "400", "--duration", "1.5", "--warmup", "0.3",
+        "--drain", "2", "--receiver", "lean", "--out", str(tmp_path), "--quiet", "--no-plot",
+    ])
+    assert rc == 0
+    doc = json.loads(next(tmp_path.glob("fanout-*.json")).read_text())
+    assert doc["meta"]["params"]["edge_args"] == ["--write-interval-ms", "5"]
+    msgs = doc["targets"]["edge"]["runs"][0]["messages"]
+    assert msgs["sent"] == 600 and msgs["delivered"] == 2400, msgs
+    assert msgs["lost"] == 0 and msgs["duplicates"] == 0 and msgs["publish_errors"] == 0
+
+
+def test_sigterm_stops_everything_the_run_started(tmp_path: Path) -> None:
+    """A bench run that is SIGTERMed (CI timeout, kill) exits 143 after stopping its
+    edge, its Redis and its load processes: nothing is left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "fanout", "--target", "edge", "--duration", "30",
+         "--subscribers", "5", "--publishers", "1", "--rate", "50", "--out", str(tmp_path),
+         "--quiet", "--no-plot"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ),
+    )
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 60
+        kids: list[psutil.Process] = []
+        while time.monotonic() < deadline:  # edge, Redis and a load worker
+            kids = parent.children(recursive=True)
+            if any("spawn_main" in " ".join(k.cmdline()) for k in kids if k.is_running()):
+                break
+            time.sleep(0.2)
+        roles = " ".join(" ".join(k.cmdline()) for k in kids)
+        assert "edge_node" in roles and "spawn_main" in roles, roles
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        assert b"terminated" in err
+        _gone, alive = psutil.wait_procs(kids, timeout=10)
+        assert alive == [], [k.cmdline() for k in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

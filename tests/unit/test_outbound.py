@@ -103,3 +103,29 @@ async def test_write_delay_joins_frames_of_several_ticks() -> None:
         await asyncio.sleep(delay + 0.05)
         assert len(t.writes) == writes
         assert b"".join(t.writes) == b"".join(ws_binary_frame(bytes([k])) for k in range(3))
+
+
+async def test_write_interval_writes_at_once_after_quiet_and_joins_under_load() -> None:
+    """With a write interval the first frame after a quiet interval leaves on the next
+    tick; frames pushed within the interval after a write wait and leave together."""
+    loop = asyncio.get_running_loop()
+    t = FakeTransport()
+    out = Outbound(t, Flusher(loop, write_interval=0.05), limit=1 << 20, soft_limit=1 << 16,
+                   on_slow=lambda: None)
+    frames = [ws_binary_frame(bytes([k])) for k in range(4)]
+    out.push(frames[0])
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert t.writes == [frames[0]]  # quiet before: no wait
+    for f in frames[1:]:
+        out.push(f)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    assert t.writes == [frames[0]]  # within the interval: held
+    await asyncio.sleep(0.1)
+    assert t.writes == [frames[0], b"".join(frames[1:])]
+    await asyncio.sleep(0.06)  # quiet again
+    out.push(frames[0])
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(t.writes) == 3
