@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import sys
@@ -234,9 +233,10 @@ def cmd_edge(a: argparse.Namespace) -> int:
             raise UserError(str(exc)) from exc
         # What exists now (modules, settings, scripts, connection pools) lives as
         # long as the process: keep it out of every later collection, so the
-        # collector's pauses scale with the live sessions, not with the imports.
-        gc.collect()
-        gc.freeze()
+        # collector's pauses scale with the live sessions, not with the imports;
+        # and collect less often (edge_node/gc_tuning.py: full collections stalled
+        # the loop 65-360 ms at 20,000 uplinked messages/s).
+        tune_gc()
         stop = asyncio.Event()
         graceful = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -258,7 +258,6 @@ def cmd_edge(a: argparse.Namespace) -> int:
         await server.stop()
 
     install_uvloop()
-    tune_gc()  # long loop stalls from full collections otherwise (edge_node/gc_tuning.py)
     asyncio.run(run())
     return 0
 

@@ -124,7 +124,7 @@ async def run_device_worker(ctx: WorkerContext) -> dict[str, Any]:
 
     devs = list(await asyncio.gather(*(open_one(i) for i in share.indices)))
     try:
-        ctx.send("ready", {"devices": len(devs)})
+        ctx.ready({"devices": len(devs)})
         kind, go = await ctx.recv()
         if kind != "go":
             raise RuntimeError(f"expected 'go', got {kind!r}")
