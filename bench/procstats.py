@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import subprocess
 import time
 import urllib.request
@@ -89,19 +88,6 @@ def pin_pid(pid: int, cpus: set[int]) -> None:
 
 def pin_self(cpus: set[int]) -> None:
     os.sched_setaffinity(0, cpus)
-
-
-def raise_nofile_limit() -> int:
-    """Raise this process's soft RLIMIT_NOFILE to the hard limit; return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
 
 
 def metric_total(http_url: str, name: str) -> float:

@@ -6,10 +6,12 @@ sends ``--messages`` messages to each of ``--clients`` connections. This process
 receives them with ``--receiver``:
 
 - ``sdk``: ``client_sdk.connect`` + ``join(on_message=...)`` (the SDK's whole
-  receive path: websockets client, codec, subscription, dedupe);
+  receive path: its WebSocket link (:mod:`client_sdk.transport.ws`), codec,
+  subscription, dedupe);
 - ``websockets``: a plain ``websockets`` client and the SDK codec (no SDK
   dispatch): what the WebSocket library alone costs;
-- ``lean``: :mod:`bench.lean_client` (asyncio Protocol, own frame parser, SDK codec).
+- ``lean``: :mod:`bench.lean_client` (asyncio Protocol, the SDK's frame parser and
+  codec, messages handed over in ``data_received``: no reading task, no subscription).
 
 It reports CPU per message and messages/s per core of the receiving process (its
 CPU from the first to the last message), against the 120,000 msg/s target. With
@@ -55,6 +57,7 @@ async def _feed(port: int, clients: int, messages: int, payload_size: int,
     from websockets.asyncio.server import serve
 
     from client_sdk.protocol import Decoder, Joined, Welcome, encode, encode_message
+    from client_sdk.transport.ws_frames import OP_BINARY, encode_frame
 
     dec = Decoder()
     joined: list[Any] = []
@@ -89,7 +92,8 @@ async def _feed(port: int, clients: int, messages: int, payload_size: int,
             if rate:
                 # Paced: batches due at t0 + (message index) / rate.
                 await asyncio.sleep(max(0.0, t0 + (start - 1) / rate - time.monotonic()))
-            data = b"".join(_ws_frame(encode_message(ROOM, 1, seq, "feeder-pub", pad, seq))
+            data = b"".join(encode_frame(OP_BINARY, encode_message(ROOM, 1, seq, "feeder-pub",
+                                                                   pad, seq), mask=False)
                             for seq in range(start, min(messages, start + batch - 1) + 1))
             for w in joined:
                 w.transport.write(data)
@@ -98,16 +102,6 @@ async def _feed(port: int, clients: int, messages: int, payload_size: int,
                       for w in joined):
                 await asyncio.sleep(0.0005)
         await done.wait()
-
-
-def _ws_frame(payload: bytes) -> bytes:
-    """An unmasked binary WebSocket frame (server to client)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x82, n)) + payload
-    if n < 1 << 16:
-        return bytes((0x82, 126)) + n.to_bytes(2, "big") + payload
-    return bytes((0x82, 127)) + n.to_bytes(8, "big") + payload
 
 
 def feeder_main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from bench.errors import BenchFailure
-from bench.procstats import pin_self, raise_nofile_limit
+from bench.procstats import pin_self
 from bench.targets import TargetSpec
+from edge_node.fd_limits import raise_nofile_limit
 
 Message = tuple[str, Any]
 

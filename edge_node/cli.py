@@ -94,6 +94,10 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-rate", type=float,
                    default=float(_env("CONNECT_RATE", str(d.connect_rate))),
                    help="new connections per second before 503 + retry hint")
+    p.add_argument("--max-connections", type=int,
+                   default=int(_env("MAX_CONNECTIONS", str(d.max_connections))),
+                   help="client sessions held at most, then 503 + retry hint (default 0: "
+                   "the open-file limit, raised to its hard limit at start, minus 256)")
     p.add_argument("--uplink-spool", default=_env("UPLINK_SPOOL", ""),
                    help="SQLite file spooling origin-bound data while Redis is unreachable "
                    "(default: in memory, lost on a crash)")
@@ -168,6 +172,8 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         raise UserError("--write-delay-ms must be 0..100")
     if not 0 <= a.write_interval_ms <= 100:
         raise UserError("--write-interval-ms must be 0..100")
+    if a.max_connections < 0:
+        raise UserError("--max-connections must be 0 (from the open-file limit) or more")
     if a.uplink_shards < 1:
         raise UserError("--uplink-shards must be at least 1")
     return EdgeSettings(
@@ -183,6 +189,7 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         resume_window=a.resume_window, lease_ms=a.lease_ms, max_replay=a.max_replay,
         append_linger=a.append_linger_ms / 1000.0, drain_window=a.drain_window,
         drain_timeout=a.drain_timeout, connect_rate=a.connect_rate,
+        max_connections=a.max_connections,
         uplink_spool=a.uplink_spool, uplink_shards=a.uplink_shards,
         uplink_rooms=tuple(p for p in a.uplink_rooms.split(",") if p),
         log_level=a.log_level, **iot_settings_from_args(a),
@@ -213,6 +220,7 @@ def install_uvloop() -> None:
 
 def cmd_edge(a: argparse.Namespace) -> int:
     """Run one edge until SIGINT/SIGTERM."""
+    from .fd_limits import raise_nofile_limit
     from .logs import setup_logging
     from .server import EdgeServer
 
@@ -221,6 +229,8 @@ def cmd_edge(a: argparse.Namespace) -> int:
     if settings.secrets == (DEV_SECRET,):
         print("edge-relay: warning: using the development token secret; set EDGE_RELAY_SECRET",
               file=sys.stderr)
+
+    raise_nofile_limit()  # one descriptor per client: take what the hard limit allows
 
     async def run() -> None:
         server = EdgeServer(settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from functools import partial
 from types import TracebackType
 
 from .redis_server import free_port
@@ -118,11 +120,13 @@ def spawn_edge(
     quic_port: int = 0,
     quic_cert: str = "",
     quic_key: str = "",
+    nofile: tuple[int, int] | None = None,
 ) -> EdgeProcess:
     """Start one edge process and wait until it is healthy.
 
     ``quic=True`` also listens for QUIC on UDP ``quic_port`` (0: a free one),
     with ``quic_cert`` and ``quic_key`` if given, else a development certificate.
+    ``nofile`` starts it with that (soft, hard) open-file limit.
     """
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "edge_node", "edge", "--host", host, "--port", str(port),
@@ -139,8 +143,11 @@ def spawn_edge(
         child_env["EDGE_RELAY_SECRET"] = secret.decode()
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                env=child_env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=child_env,
+            start_new_session=True,
+            preexec_fn=None if nofile is None else partial(
+                resource.setrlimit, resource.RLIMIT_NOFILE, nofile))
     finally:
         if log_path and not isinstance(out, int):
             out.close()

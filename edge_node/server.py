@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from . import redis_conn
 from .config import EdgeSettings
 from .connection import ConnectionGone, SessionConn, WsConn
 from .downlink import DownlinkConsumer
+from .fd_limits import default_max_connections
 from .geo import rank_edges
 from .hub import Hub, HubSettings
 from .iot.service import IotService, iot_settings
@@ -96,6 +98,10 @@ class EdgeServer:
         self.handoff_at: dict[str, float] = {}
         self._conn_tokens = settings.connect_rate
         self._conn_last = time.monotonic()
+        #: Sessions admitted at most (503 + retry hint past it): set, or from the
+        #: descriptor limit this process has now.
+        self.max_connections = settings.max_connections or default_max_connections(
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         self._cpu_mark = (time.monotonic(), time.process_time())
         #: Set when an operator asked for a drain through the origin (admin API); the
         #: runner then drains exactly as on SIGTERM.
@@ -177,7 +183,8 @@ class EdgeServer:
             self.registry.start()
         self._housekeeping = loop.create_task(self._housekeep(), name="housekeeping")
         log.info("edge listening", extra={"edge_id": s.edge_id, "port": self.port,
-                                          "redis": bool(s.redis_url)})
+                                          "redis": bool(s.redis_url),
+                                          "max_connections": self.max_connections})
 
     async def _serve_ws(self) -> Server:
         s = self.settings
@@ -293,10 +300,14 @@ class EdgeServer:
 
     def admit(self) -> float:
         """0 to admit a new connection (any transport), else seconds the client should
-        wait (counted in ``edge_connects_rejected_total``)."""
+        wait (counted in ``edge_connects_rejected_total``): while draining, when
+        ``max_connections`` sessions are open, or over the connect rate."""
         if self.draining or self._stopping:
             self.stats.connects_rejected += 1
             return 1.0
+        if self.stats.connections >= self.max_connections:
+            self.stats.connects_rejected += 1
+            return 1.0  # full: the client tries a neighbour, or here again in a second
         rate = self.settings.connect_rate
         now = time.monotonic()
         self._conn_tokens = min(rate, self._conn_tokens + (now - self._conn_last) * rate)
@@ -339,7 +350,8 @@ class EdgeServer:
         if path == "/healthz":
             body = (
                 f'{{"status":"ok","edge_id":"{self.settings.edge_id}",'
-                f'"connections":{self.stats.connections},"pid":{os.getpid()}}}'
+                f'"connections":{self.stats.connections},'
+                f'"max_connections":{self.max_connections},"pid":{os.getpid()}}}'
             ).encode()
             if self._stopping or self.draining:
                 return self._response(503, b'{"status":"draining"}', "application/json")

@@ -1,6 +1,7 @@
 """Transports of the SDK: one :class:`Link` per connection to an edge.
 
-``ws://`` / ``wss://`` URLs use WebSocket (:mod:`.ws`), ``quic://`` URLs raw
+``ws://`` / ``wss://`` URLs use WebSocket (:mod:`.ws`: our own RFC 6455 client on
+an asyncio Protocol, frame codec in :mod:`.ws_frames`), ``quic://`` URLs raw
 QUIC (:mod:`.quic`, ALPN ``edge-relay/1``).  A link carries whole protocol
 frames both ways; ``send`` is reliable and ordered, ``send_unreliable`` may go
 as a QUIC datagram (or reliably where there is none).  The client above is the
@@ -45,7 +46,7 @@ class RefusedError(ConnectError):
 
 @dataclass(frozen=True, slots=True)
 class TlsOptions:
-    """How QUIC links check the edge's certificate.
+    """How QUIC and ``wss://`` links check the edge's certificate.
 
     The certificate is verified against ``ca_file`` (PEM), else the
     ``EDGE_RELAY_CA_FILE`` environment variable, else the system roots.
@@ -111,7 +112,8 @@ async def open_link(url: str, *, connect_timeout: float, ping_interval: float | 
         from .ws import WsLink
 
         return await WsLink.open(url, connect_timeout=connect_timeout,
-                                 ping_interval=ping_interval, ping_timeout=ping_timeout)
+                                 ping_interval=ping_interval, ping_timeout=ping_timeout,
+                                 tls=tls)
     if scheme == "quic":
         from .quic import QuicLink
 

@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from client_sdk import (
     AuthError,
     Client,
+    ConnectError,
     ForbiddenError,
     Position,
     RateLimitedError,
@@ -55,7 +56,7 @@ from client_sdk.protocol import (
     encode,
 )
 from client_sdk.transport import Link, LinkClosed, open_link
-from tests.helpers import http_get, uid
+from tests.helpers import eventually, http_get, uid
 
 MAX_FRAME = 64 * 1024  # the edge's default max_frame_bytes
 _INBOUND = Limits(max_frame_bytes=16 * 1024 * 1024, max_presence_list=100_000)
@@ -563,6 +564,39 @@ async def test_too_many_rooms(edge_factory, clients, token) -> None:
 
 
 # -- floods ------------------------------------------------------------------
+
+
+async def test_connection_flood_past_max_connections_is_refused(edge_factory, clients,
+                                                               token) -> None:
+    """Past --max-connections a new client is refused with a retry hint; the clients
+    already in are served as before, and a freed place can be taken again."""
+    edge = edge_factory(uid("full"), "--max-connections", "3")
+    room = uid("room")
+    inside = [await clients(edge.url, token(f"in-{i}"), reconnect=False) for i in range(3)]
+    subs = [await c.join(room) for c in inside]
+    for i in range(5):
+        with pytest.raises(ConnectError):
+            await connect(edge.url, token(f"out-{i}"), reconnect=False, connect_timeout=2.0)
+    await inside[0].publish(room, b"still served")
+    for sub in subs:
+        assert (await sub.get(5)).payload == b"still served"
+    await inside[2].close()
+
+    async def place_again() -> bool:
+        try:
+            c = await clients(edge.url, token("late"), reconnect=False, connect_timeout=2.0)
+        except ConnectError:
+            return False
+        return c.connected
+
+    await eventually(place_again, timeout=10, what="a freed place to be taken")
+    _, _, metrics = await http_get(edge.http_url + "/metrics")
+    rejected = sum(s.value for fam in text_string_to_metric_families(metrics.decode())
+                   if fam.name == "edge_connects_rejected" for s in fam.samples
+                   if s.name.endswith("_total"))
+    assert rejected >= 5
+    body = json.loads((await http_get(edge.http_url + "/healthz"))[2])
+    assert body["max_connections"] == 3 and body["connections"] == 3
 
 
 async def test_publish_flood_is_limited_and_others_are_served(edge_factory, bystander,

@@ -1,8 +1,10 @@
-"""Unit tests of the bench harness's pure parts and of the SDK's dedupe window."""
+"""Unit tests of the bench harness's pure parts and of the SDK's dedupe window.
+
+(The WebSocket framing the lean client uses is the SDK's: tests/unit/test_ws_frames.py.)
+"""
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
 from typing import Any
 
@@ -12,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.cluster_load import PAYLOAD, ClientSpec, ClusterPlan
-from bench.lean_client import LeanError, mask_frame, parse_frames
 from bench.scenarios.cluster_figures import analyse, summary_us
 from bench.sweep import bisect, next_rate, passes
 from client_sdk.dedupe import RecentKeys
@@ -58,56 +59,6 @@ def test_recent_keys_forgets_the_oldest_and_readd_keeps_place() -> None:
     assert 1 not in keys and keys.get(2) == "b" and keys.get(3) == "c"
     with pytest.raises(ValueError):
         RecentKeys(0)
-
-
-# --- lean client framing -------------------------------------------------------------
-
-
-def _unmask(frame: bytes) -> tuple[int, bytes]:
-    n = frame[1] & 0x7F
-    off = 2
-    if n == 126:
-        n, off = struct.unpack("!H", frame[2:4])[0], 4
-    elif n == 127:
-        n, off = struct.unpack("!Q", frame[2:10])[0], 10
-    key, body = frame[off:off + 4], frame[off + 4:]
-    assert frame[1] & 0x80 and len(body) == n
-    return frame[0] & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(body))
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536])
-def test_mask_frame_round_trip(size: int) -> None:
-    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
-    assert _unmask(mask_frame(0x2, payload)) == (0x2, payload)
-
-
-def _server_frame(payload: bytes, op: int = 0x2, fin: bool = True) -> bytes:
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | op
-    if n < 126:
-        return bytes((b0, n)) + payload
-    if n < 1 << 16:
-        return bytes((b0, 126)) + n.to_bytes(2, "big") + payload
-    return bytes((b0, 127)) + n.to_bytes(8, "big") + payload
-
-
-def test_parse_frames_handles_partial_input() -> None:
-    data = _server_frame(b"a" * 10) + _server_frame(b"b" * 300) + _server_frame(b"", 0x9)
-    for cut in range(len(data) + 1):
-        buf = bytearray(data[:cut])
-        frames, used = parse_frames(buf)
-        rest = bytearray(data[used:])
-        more, used2 = parse_frames(rest)
-        assert used + used2 == len(data)
-        assert [f[2] for f in frames + more] == [b"a" * 10, b"b" * 300, b""]
-        assert [f[0] for f in frames + more] == [2, 2, 9]
-
-
-def test_parse_frames_refuses_masked_and_huge() -> None:
-    with pytest.raises(LeanError):
-        parse_frames(bytearray(b"\x82\x81abcdx"))
-    with pytest.raises(LeanError):
-        parse_frames(bytearray(b"\x82\x7f" + (1 << 40).to_bytes(8, "big")))
 
 
 # --- sweep -----------------------------------------------------------------------------
