@@ -546,7 +546,8 @@ def render_summary(s: dict[str, Any]) -> str:
             f"  origin.applied             {o['applied']} uplink entries applied "
             f"(room events, sessions, presence, edge status)",
             f"  origin.duplicates_ignored  {o['duplicates_ignored']}",
-            f"  origin.lag_ms.p99          {lag.get('p99')}  (p50 {lag.get('p50')})",
+            f"  origin.lag_ms.p99          {lag.get('p99')}  (p50 {lag.get('p50')}, "
+            f"p99.9 {lag.get('p99.9')}; edge submit to origin apply)",
         ]
     iot = s.get("iot") or {}
     if iot.get("devices"):

@@ -63,10 +63,17 @@ def settings_from_args(a: argparse.Namespace) -> OriginSettings:
 
 
 def cmd_worker(a: argparse.Namespace) -> int:
-    """Run one worker until SIGINT/SIGTERM."""
+    """Run one worker until SIGINT/SIGTERM (on uvloop when it is installed)."""
+    from edge_node.gc_tuning import tune_gc
+
     from .worker import Worker
 
     s = settings_from_args(a)
+    with contextlib.suppress(ImportError):  # uvloop is a dependency on Linux/macOS
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    tune_gc()
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -3,7 +3,10 @@
 The script, for each entry of the batch: test-and-set the entry's bit in the edge's
 idempotency bitmap (``SETBIT`` returns the old bit), run the entry's ops only if the
 bit was clear, count applied/duplicate entries and lag buckets in the shard's stats
-hash, and finally ``XACK`` the stream entry, all in one atomic step.  So a batch is
+hash, and finally ``XACK`` the stream entry, all in one atomic step.  The lag of an
+applied entry is Redis's clock (``TIME``) when the script runs minus the edge's submit
+time: edge submit -> applied at the origin, including the wait in the stream and the
+apply itself (bucketed like :func:`origin.effects.lag_bucket`).  So a batch is
 applied exactly once in effect: a re-delivered stream entry (claimed after a worker
 crash) and a re-sent batch (uplink retry) both find their bits set.
 
@@ -13,7 +16,6 @@ expiring ``seen_ttl_ms`` after the last write: the deduplication window.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,7 @@ import redis.asyncio as aioredis
 
 from edge_node.uplink.wire import WireError, unpack_batch
 
-from .effects import EffectSettings, compile_entry, lag_bucket, to_json
+from .effects import EffectSettings, compile_entry, to_json
 from .keys import GROUP, ShardKeys
 
 __all__ = ["APPLY_LUA", "Applier", "Prepared"]
@@ -34,14 +36,57 @@ local run
 function run(op)
   local c = op[1]
   if c == 'LWW' then
+    -- One HMGET of the stored timestamps, then one HSET per hash for the fields
+    -- whose stored timestamp is not newer (same result as field by field).
     local ts = tonumber(op[4])
-    for i = 5, #op, 2 do
-      local cur = redis.call('HGET', op[3], op[i])
+    local names = {}
+    for i = 5, #op, 2 do names[#names + 1] = op[i] end
+    local curs = redis.call('HMGET', op[3], unpack(names))
+    local data, stamps = {}, {}
+    for j = 1, #names do
+      local cur = curs[j]
       if (not cur) or tonumber(cur) <= ts then
-        redis.call('HSET', op[2], op[i], op[i + 1])
-        redis.call('HSET', op[3], op[i], op[4])
+        data[#data + 1] = names[j]
+        data[#data + 1] = op[4 + 2 * j]
+        stamps[#stamps + 1] = names[j]
+        stamps[#stamps + 1] = op[4]
       end
     end
+    if #data > 0 then
+      redis.call('HSET', op[2], unpack(data))
+      redis.call('HSET', op[3], unpack(stamps))
+    end
+  elseif c == 'ROLL' then
+    -- op = {'ROLL', key, name, count, sum, min, max, ...}: NAME:count and NAME:sum
+    -- add up, NAME:min/NAME:max keep the extremes; one HMGET and one HSET in all.
+    local fields = {}
+    for i = 3, #op, 5 do
+      local n = op[i]
+      fields[#fields + 1] = n .. ':count'
+      fields[#fields + 1] = n .. ':sum'
+      fields[#fields + 1] = n .. ':min'
+      fields[#fields + 1] = n .. ':max'
+    end
+    local cur = redis.call('HMGET', op[2], unpack(fields))
+    local out = {}
+    local k = 0
+    for i = 3, #op, 5 do
+      out[#out + 1] = fields[k + 1]
+      out[#out + 1] = string.format('%.17g', (tonumber(cur[k + 1]) or 0) + tonumber(op[i + 1]))
+      out[#out + 1] = fields[k + 2]
+      out[#out + 1] = string.format('%.17g', (tonumber(cur[k + 2]) or 0) + tonumber(op[i + 2]))
+      local mn, mx = tonumber(cur[k + 3]), tonumber(cur[k + 4])
+      if (not mn) or tonumber(op[i + 3]) < mn then
+        out[#out + 1] = fields[k + 3]
+        out[#out + 1] = op[i + 3]
+      end
+      if (not mx) or tonumber(op[i + 4]) > mx then
+        out[#out + 1] = fields[k + 4]
+        out[#out + 1] = op[i + 4]
+      end
+      k = k + 4
+    end
+    redis.call('HSET', op[2], unpack(out))
   elseif c == 'HMIN' or c == 'HMAX' then
     local cur = redis.call('HGET', op[2], op[3])
     local v = tonumber(op[4])
@@ -81,6 +126,10 @@ function run(op)
 end
 local applied, dups, dead = 0, 0, 0
 local lags, kinds = {}, {}
+-- Lag = Redis clock at apply - the edge's submit time (ms), in 10 %-wide buckets.
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local log_base = math.log(1.1)
 for _, e in ipairs(ops_all) do
   local seq = e[1]
   local chunk = math.floor(seq / 1048576)
@@ -102,7 +151,8 @@ for _, e in ipairs(ops_all) do
     else
       for _, op in ipairs(ops) do run(op) end
       applied = applied + 1
-      lags[e[2]] = (lags[e[2]] or 0) + 1
+      local b = math.floor(math.log(math.max(now_ms - e[2], 0) + 1) / log_base)
+      lags[b] = (lags[b] or 0) + 1
       kinds[e[3]] = (kinds[e[3]] or 0) + 1
     end
   else
@@ -141,11 +191,10 @@ class Applier:
         """SCRIPT LOAD the apply script (again after a Redis restart: NOSCRIPT)."""
         self.sha = str(await r.script_load(APPLY_LUA))
 
-    def prepare(self, shard: int, stream_id: str, fields: dict[bytes, bytes],
-                now_ms: int | None = None) -> Prepared:
-        """Compile one stream entry; an undecodable batch becomes one dead letter (acked)."""
+    def prepare(self, shard: int, stream_id: str, fields: dict[bytes, bytes]) -> Prepared:
+        """Compile one stream entry; an undecodable batch becomes one dead letter (acked).
+        Each entry goes to the script as ``[seq, ts_ms, kind, ops, dead_letter]``."""
         k = ShardKeys(shard)
-        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         online: list[tuple[str, str]] = []
         try:
             edge, entries = unpack_batch(fields)
@@ -159,7 +208,7 @@ class Applier:
             ops = compile_entry(k, edge, e, self.cfg)
             dead = "" if ops else to_json({"edge": edge, "seq": e.seq, "kind": e.kind,
                                            "key": e.key, "body": e.body})
-            out.append([e.seq, lag_bucket(now - e.ts_ms), e.kind, ops, dead])
+            out.append([e.seq, e.ts_ms, e.kind, ops, dead])
             if ops and e.kind == "session" and isinstance(e.body, dict) \
                     and e.body.get("online", True):
                 online.append((e.key, str(e.body.get("edge") or edge)))

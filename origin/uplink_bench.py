@@ -1,9 +1,13 @@
 """Measure the uplink and the origin: ``python -m origin.uplink_bench --help``.
 
-Scenarios (each on a fresh embedded Redis, workers as real processes):
+Scenarios (each on a fresh embedded Redis, workers as real processes; the load starts
+once every worker reads every uplink stream, so no figure counts their start-up):
 
 - ``lag``: one edge submits ``--rate`` telemetry samples/s for ``--duration`` s; prints
-  the origin's edge->origin lag p50/p99 (10 % buckets) and how much was applied;
+  the origin's edge->origin lag p50/p90/p99/p99.9 (from the edge's submit to the
+  origin's apply, Redis clock; 10 % buckets), how much was applied, and the CPU of
+  the edge (this process), Redis, each worker and everything else on the host (from
+  the start of the load until all was applied);
 - ``max``: one edge submits as fast as it can (one core); prints sent entries/s;
 - ``outage``: ``--rate`` samples/s; Redis is paused (SIGSTOP) for ``--outage`` s;
   prints the spool peak and the time from resume to an empty uplink backlog and to
@@ -18,7 +22,9 @@ import json
 import time
 from typing import Any
 
+import psutil
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from edge_node.redis_server import start_redis
 from edge_node.uplink import Uplink, UplinkSettings
@@ -52,6 +58,63 @@ async def _backlog_at_most(up: Uplink, limit: int) -> None:
         await asyncio.sleep(0.001)
 
 
+class _Cpu:
+    """CPU of this process (the edge's uplink), Redis and the workers over the load, and
+    of everything else on the host (``other``: the host was not quiet if it is high)."""
+
+    def __init__(self, redis_pid: int, worker_pids: list[int]) -> None:
+        self.procs = {"edge": psutil.Process(), "redis": psutil.Process(redis_pid),
+                      **{f"worker{i}": psutil.Process(p) for i, p in enumerate(worker_pids)}}
+        self.t0, self.c0, self.h0 = time.monotonic(), self._ours(), self._host()
+
+    def _ours(self) -> dict[str, float]:
+        out = {}
+        for name, p in self.procs.items():
+            t = p.cpu_times()
+            out[name] = float(t.user + t.system)
+        return out
+
+    @staticmethod
+    def _host() -> float:
+        t = psutil.cpu_times()
+        return float(t.user + t.nice + t.system)
+
+    def figures(self, entries: int) -> dict[str, Any]:
+        """Percent of a core per role, µs per entry, ``other_percent`` of a core."""
+        wall = time.monotonic() - self.t0
+        c1 = self._ours()
+        used = {k: c1[k] - self.c0[k] for k in c1}
+        other = self._host() - self.h0 - sum(used.values())
+        return {"window_s": round(wall, 2),
+                "percent": {k: round(100 * v / wall, 1) for k, v in used.items()},
+                "us_per_entry": {k: round(v / entries * 1e6, 2) for k, v in used.items()}
+                if entries else {},
+                "other_percent": round(max(0.0, 100 * other / wall), 1)}
+
+
+async def _workers_reading(r: aioredis.Redis, s: OriginSettings, names: list[str],
+                           timeout: float = 60.0) -> None:
+    """Wait until every worker is a consumer of every uplink stream (it has read once):
+    a lag measured from a cold start would count the workers' own start-up."""
+    from .keys import GROUP, ShardKeys
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        seen: set[str] | None = None
+        for i in range(s.shards):
+            try:
+                got: Any = await r.xinfo_consumers(ShardKeys(i).stream, GROUP)
+            except ResponseError:  # no stream or group yet
+                got = []
+            mine = {c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
+                    for c in got}
+            seen = mine if seen is None else seen & mine
+        if seen is not None and set(names) <= seen:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"origin workers did not start reading within {timeout} s")
+
+
 async def _wait_applied(r: aioredis.Redis, s: OriginSettings, n: int, timeout: float) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -72,13 +135,16 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                                spool_max_entries=10_000_000, max_memory_entries=1_000_000))
     out: dict[str, Any] = {"scenario": a.scenario, "shards": a.shards, "workers": a.workers}
     try:
+        await _workers_reading(r, s, [w.name for w in workers])
         await up.start()
         if a.scenario == "lag":
+            cpu = _Cpu(server.pid, [w.pid for w in workers])
             n = await _paced(up, a.rate, a.duration)
             await _wait_applied(r, s, n, 120)
             st = await origin_stats(r, s)
             out |= {"rate": a.rate, "submitted": n, "applied": st["applied"],
-                    "duplicates_ignored": st["duplicates_ignored"], "lag_ms": st["lag_ms"]}
+                    "duplicates_ignored": st["duplicates_ignored"], "lag_ms": st["lag_ms"],
+                    "cpu": cpu.figures(n)}
         elif a.scenario == "max":
             t0 = time.monotonic()
             n = 0

@@ -31,9 +31,10 @@ def _jmap(h: dict[bytes, bytes]) -> dict[str, Any]:
     return {_s(k): json.loads(v) for k, v in h.items()}
 
 
-def lag_quantiles(buckets: dict[int, int], qs: tuple[float, ...] = (0.5, 0.9, 0.99)
-                  ) -> dict[str, float]:
-    """Quantiles (upper bucket bounds, ms, 10 % resolution) of a lag bucket histogram."""
+def lag_quantiles(buckets: dict[int, int],
+                  qs: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)) -> dict[str, float]:
+    """Quantiles (upper bucket bounds, ms, 10 % resolution) of a lag bucket histogram:
+    keys ``p50``, ``p90``, ``p99``, ``p99.9`` by default."""
     total = sum(buckets.values())
     out: dict[str, float] = {}
     for q in qs:

@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 from edge_node import redis_conn
 from edge_node.uplink import claim_shard_count
 
-from .apply import Applier
+from .apply import Applier, Prepared
 from .downlink import deliver_pending
 from .effects import EffectSettings
 from .keys import GROUP, ShardKeys
@@ -108,8 +108,11 @@ class Worker:
             reply: Any = await self.rb.xreadgroup(GROUP, self.consumer, streams,
                                                   count=self.s.read_count,
                                                   block=self.s.block_ms)
-            for stream, entries in reply or []:
-                await self.apply(self.streams[stream.decode()], entries)
+            if reply:
+                # The streams of the reply are applied concurrently (one pipeline each):
+                # the last stream's entries do not wait for the others' round trips.
+                await self.apply_many([(self.streams[stream.decode()], entries)
+                                       for stream, entries in reply])
 
     async def claim_once(self) -> int:
         """XAUTOCLAIM every stream once (to the end); apply what was claimed."""
@@ -139,7 +142,30 @@ class Worker:
 
     async def apply(self, shard: int, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Apply (and XACK) stream entries of one shard, in order, in one pipeline."""
-        preps = [self.applier.prepare(shard, sid.decode(), fields) for sid, fields in entries]
+        await self.apply_many([(shard, entries)])
+
+    async def apply_many(self, parts: list[tuple[int, list[tuple[bytes, dict[bytes, bytes]]]]]
+                         ) -> None:
+        """Apply (and XACK) the stream entries of several shards: one pipeline per shard
+        (one script call per stream entry, each shard's in order), sent as soon as that
+        shard is prepared, so Redis applies one shard while this process prepares the
+        next; returns when all are applied.  The first failure is raised (the others
+        still finish: unacknowledged entries are claimed again later)."""
+        tasks: list[asyncio.Future[None]] = []
+        try:
+            for shard, entries in parts:
+                preps = [self.applier.prepare(shard, sid.decode(), fields)
+                         for sid, fields in entries]
+                if preps:
+                    tasks.append(asyncio.ensure_future(self._apply_prepared(preps)))
+                    await asyncio.sleep(0)  # let it write its pipeline first
+        finally:
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+        for res in done:
+            if isinstance(res, BaseException):
+                raise res
+
+    async def _apply_prepared(self, preps: list[Prepared]) -> None:
         for attempt in (0, 1):
             pipe = self.r.pipeline(transaction=False)
             for p in preps:

@@ -204,6 +204,7 @@ def _drive(cluster: Any, plan: ClusterPlan, procs: dict[str, list[psutil.Process
     t0 = fault_ns = 0
     lag0: dict[int, int] = {}
     everyone = [*procs["edges"], *procs["redis"], *procs["origin"]]
+    loads: list[psutil.Process] = []
     s0: dict[int, ProcSample] = {}
     s1: dict[int, ProcSample] = {}
 
@@ -213,6 +214,10 @@ def _drive(cluster: Any, plan: ClusterPlan, procs: dict[str, list[psutil.Process
 
     try:
         pool.start()
+        # The parent samples the load processes too: a process behind its schedule
+        # wakes late to sample itself, which would shrink its own window.
+        loads += [psutil.Process(pid) for pid in pool.pids]
+        everyone += loads
         pool.recv_all("ready", CONNECT_TIMEOUT_S,
                       on_wait=lambda: progress.update(f"connecting {n} clients…"))
         t0 = time.monotonic_ns() + int(START_DELAY_S * 1e9)
@@ -272,6 +277,10 @@ def _drive(cluster: Any, plan: ClusterPlan, procs: dict[str, list[psutil.Process
     wall = (sched.end_ns - sched.window_start_ns) / 1e9
     _server_figures(out, procs, s0, s1)
     host = {k: host1[k] - host0[k] for k in host0}
+    for r, lp in zip(results, loads, strict=True):
+        if lp.pid in s0 and lp.pid in s1:
+            r["cpu_s"], _ = cpu_between(s0[lp.pid], s1[lp.pid])
+            r["cpu_wall_s"] = s1[lp.pid].t - s0[lp.pid].t
     out["loadgen"] = _loadgen(results, out)
     out["warnings"] = []
     host_figures(out, host, self1 - self0, results, wall)

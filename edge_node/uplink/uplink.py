@@ -26,14 +26,15 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from .. import redis_conn
+from ..resp_writer import RespWriter
 from .breaker import BreakerState, CircuitBreaker
 from .spool import OVERFLOW_POLICIES, Spool
 from .wire import pack_batch, pack_entry, shard_of, stream_key
@@ -64,9 +65,15 @@ class UplinkSettings:
     fsync: str = "NORMAL"
     #: Entries held in memory before they must be sent or spooled (same overflow policy).
     max_memory_entries: int = 200_000
-    #: Entries per XADD (one stream entry) and how long to wait for more, seconds.
+    #: Entries per XADD (one stream entry) and how long to wait for more, seconds: a
+    #: send goes out once the oldest waiting entry has waited ``linger`` (or a full
+    #: batch is waiting), so an entry waits at most ``linger`` plus the send before it.
     batch_max: int = 500
     linger: float = 0.002
+    #: Most entries one round trip sends (one pipeline of XADDs of ``batch_max`` each).
+    #: A busy edge loop makes each round trip long; a small cap would then bound the
+    #: uplink's rate and let the backlog (and the lag) grow.
+    send_max: int = 20_000
     #: Rows read from the spool per drain round trip.
     drain_rows: int = 5_000
     #: A Redis round trip slower than this counts as a failure, seconds.
@@ -81,8 +88,9 @@ class UplinkSettings:
     stop_timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.shards < 1 or self.batch_max < 1 or self.max_memory_entries < 1:
-            raise ValueError("shards, batch_max and max_memory_entries must be >= 1")
+        if self.shards < 1 or self.batch_max < 1 or self.max_memory_entries < 1 \
+                or self.send_max < 1:
+            raise ValueError("shards, batch_max, send_max and max_memory_entries must be >= 1")
         if self.overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}")
 
@@ -107,11 +115,16 @@ class Uplink:
         self.batches = 0
         self.errors = 0
         self._queue: deque[tuple[int, bytes]] = deque()
+        #: Monotonic time the oldest entry of the memory queue was submitted.
+        self._first_at = 0.0
         self._inflight: list[tuple[int, bytes]] = []
         self._spool: Spool | None = None
         self._spool_count = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-spool")
         self._redis: aioredis.Redis | None = None
+        #: The lean pipelined connection for the XADDs (plain ``redis://``/``unix://``
+        #: URLs); None: redis-py's pipeline (Redis Cluster, TLS).
+        self._writer: RespWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closing = False
@@ -150,6 +163,9 @@ class Uplink:
         # spool file was lost, as long as fewer than 10^6 entries/s are submitted.
         self._seq, self._seq_hi = await self._db(spool.reserve_seq, time.time_ns() // 1000,
                                                  SEQ_BLOCK)
+        if not redis_conn.is_cluster(s.redis_url):
+            self._writer = RespWriter.from_url(s.redis_url, connect_timeout=s.call_timeout,
+                                               timeout=s.call_timeout)
         self._redis = redis_conn.connect(
             s.redis_url, socket_timeout=s.call_timeout, socket_connect_timeout=s.call_timeout,
             retry=Retry(NoBackoff(), 0))
@@ -175,6 +191,8 @@ class Uplink:
         if self._spool is not None:
             await self._db(self._spool.close)
         self._pool.shutdown(wait=True)
+        if self._writer is not None:
+            await self._writer.close()
         if self._redis is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.aclose()
@@ -202,7 +220,10 @@ class Uplink:
                 return
             q.popleft()
         q.append((shard_of(key, self.settings.shards), data))
-        if len(q) == 1 or len(q) >= self.settings.batch_max:
+        if len(q) == 1:
+            self._first_at = time.monotonic()
+            self._wake.set()
+        elif len(q) >= self.settings.batch_max:
             self._wake.set()
 
     async def _reserve(self) -> None:
@@ -229,9 +250,15 @@ class Uplink:
                     return
                 continue
             if s.linger and len(self._queue) < s.batch_max and not self._closing:
-                await asyncio.sleep(s.linger)
-            n = min(len(self._queue), s.batch_max * s.shards)
+                # Entries that came in while the last send was in flight have waited
+                # already: linger only for what is left of the oldest one's wait.
+                wait = self._first_at + s.linger - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            n = min(len(self._queue), s.send_max)
             self._inflight = [self._queue.popleft() for _ in range(n)]
+            if self._queue:
+                self._first_at = time.monotonic()
             if await self._send(self._inflight):
                 self.sent += n
             else:
@@ -274,25 +301,38 @@ class Uplink:
         by_shard: dict[int, list[bytes]] = {}
         for shard, data in rows:
             by_shard.setdefault(shard, []).append(data)
-        pipe = self._redis.pipeline(transaction=False)
-        nb = 0
+        adds: list[tuple[str, dict[str, bytes]]] = []
         for shard, datas in by_shard.items():
             key = stream_key(shard)
             for i in range(0, len(datas), s.batch_max):
-                fields: Any = pack_batch(s.edge_id, datas[i:i + s.batch_max])
-                pipe.xadd(key, fields, maxlen=s.stream_maxlen, approximate=True)
-                nb += 1
+                adds.append((key, pack_batch(s.edge_id, datas[i:i + s.batch_max])))
         try:
-            await asyncio.wait_for(pipe.execute(), s.call_timeout)
+            if self._writer is not None:
+                # One write and one reply future: fewer event-loop turns per round trip
+                # than redis-py's pipeline (they are long on a busy edge) and a fraction
+                # of its CPU.  The writer's own timeout is call_timeout.
+                replies = await self._writer.execute([
+                    ("XADD", key, "MAXLEN", "~", s.stream_maxlen, "*",
+                     *(x for kv in fields.items() for x in kv)) for key, fields in adds])
+                bad = next((r for r in replies if isinstance(r, ResponseError)), None)
+                if bad is not None:
+                    raise bad
+            else:
+                pipe = self._redis.pipeline(transaction=False)
+                for key, fields in adds:
+                    pipe.xadd(key, cast(Any, fields), maxlen=s.stream_maxlen,
+                              approximate=True)
+                await asyncio.wait_for(pipe.execute(), s.call_timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
-            with contextlib.suppress(RedisError, OSError):
-                await redis_conn.rediscover(self._redis)  # a cluster failover? re-map
+            if self._writer is None:
+                with contextlib.suppress(RedisError, OSError):
+                    await redis_conn.rediscover(self._redis)  # a cluster failover? re-map
             self.breaker.record_failure(self.clock())
             if self.breaker.state is BreakerState.OPEN:
                 log.warning("uplink breaker open", extra={"error": repr(exc)})
             return False
-        self.batches += nb
+        self.batches += len(adds)
         self.breaker.record_success(self.clock())
         return True
 

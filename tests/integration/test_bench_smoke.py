@@ -180,6 +180,25 @@ def test_telemetry_through_a_redis_outage(tmp_path: Path) -> None:
                                                               "redis resumed"]
 
 
+def test_telemetry_device_path_tiny(tmp_path: Path) -> None:
+    """Devices send TELEMETRY batches through the IoT pipeline: every sample sent is
+    acknowledged and counted once at the origin, and the rollups' lag is reported."""
+    rc = main(["telemetry", "--path", "device", "--devices", "4", "--rate", "200",
+               "--batch", "10", "--iot-window-ms", "200", *TINY, "--out", str(tmp_path)])
+    assert rc == 0
+    found = sorted(tmp_path.glob("telemetry-*.json"))
+    assert len(found) == 1, found
+    doc = json.loads(found[0].read_text())
+    assert doc["meta"]["params"]["path"] == "device"
+    run = doc["targets"]["edge"]["runs"][0]
+    assert run["messages"]["sent"] == run["messages"]["acked"] == 400, run["warnings"]
+    org = run["origin"]
+    assert org["samples"] == 400 and org["missing"] == 0 and org["extra"] == 0
+    assert org["lag_entries"] > 0 and org["lag_ms"]["p99.9"] >= org["lag_ms"]["p50"] > 0
+    assert run["loadgen"]["procs"] == 2 and run["loadgen"]["cpu_percent_max"] >= 0
+    assert run["server"]["cpu_s"] >= 0 and "other_cpu_percent" in run["host"]
+
+
 def test_storm_tiny(tmp_path: Path) -> None:
     """A killed edge's clients come back under a low connect rate: the peak of
     resumes stays within what the limit admits, and the refusals are counted."""
@@ -276,6 +295,10 @@ def test_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ["rooms", "--fault", "kill", "--edges", "1"],
     ["rooms", "--fault", "kill", "--at", "20"],
     ["telemetry", "--duration", "1", "--warmup", "2"],
+    ["telemetry", "--path", "device", "--fault", "kill", "--edges", "2"],
+    ["telemetry", "--path", "device", "--edges", "2"],
+    ["telemetry", "--path", "device", "--iot-window-ms", "5"],
+    ["telemetry", "--path", "bulk"],
     ["failover", "--action", "redis-stop"],
     ["sweep", "--factor", "1"],
     ["recv-path", "--clients", "1000", "--messages", "10000"],
