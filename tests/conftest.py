@@ -20,11 +20,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from client_sdk import Client, connect
 from client_sdk.protocol import mint_token
 from edge_node.launch import EdgeProcess, spawn_edge
-from edge_node.redis_server import RedisClusterServer, start_cluster, start_redis
+from edge_node.redis_server import RedisClusterServer, RedisServer, start_cluster, start_redis
 from tests.helpers import SECRET
 
 
@@ -40,6 +41,23 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    """A Redis server of one test module alone (its tests may pause, cut or flush
+    it); modules whose tests each need a fresh one override this with a function-
+    scoped fixture of the same name."""
+    with start_redis() as s:  # stopped (and resumed first) on exit
+        yield s
+
+
+@pytest.fixture
+async def admin(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A redis-py client on :func:`server`, closed after the test."""
+    r = aioredis.Redis.from_url(server.url)
+    yield r
+    await r.aclose()
 
 
 @pytest.fixture

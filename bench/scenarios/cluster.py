@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,12 +102,22 @@ def run_cluster(scenario: str, params: dict[str, Any], layout: Layout, opts: Clu
                   "fault_at": fault.at if fault else None}
     stamp = report.timestamp()
     meta = report.make_meta(scenario, all_params, stamp)
+    return edge_runs_report(meta, warnings, opts, scenario,
+                            lambda progress: _run_once(layout, opts, fault, pinned, progress))
+
+
+def edge_runs_report(meta: dict[str, Any], warnings: list[str], opts: ClusterOptions,
+                     label: str, run_once: Callable[[Progress], dict[str, Any]]
+                     ) -> dict[str, Any]:
+    """Call ``run_once`` ``opts.runs`` times (a progress line labelled ``label``) and
+    return the report document: the runs, their medians, their warnings after
+    ``warnings``."""
     progress = Progress(enabled=not opts.quiet)
     runs: list[dict[str, Any]] = []
     try:
         for k in range(opts.runs):
-            progress.label = f"[{scenario} run {k + 1}/{opts.runs}]"
-            result = _run_once(layout, opts, fault, pinned, progress)
+            progress.label = f"[{label} run {k + 1}/{opts.runs}]"
+            result = run_once(progress)
             progress.done()
             runs.append(result)
             warnings += [f"edge run {k + 1}: {w}" for w in result["warnings"]]
@@ -157,11 +167,17 @@ def _cpu(procs: list[psutil.Process], a: dict[int, ProcSample], b: dict[int, Pro
     return total, pcts, rss
 
 
-def _run_once(layout: Layout, opts: ClusterOptions, fault: Fault | None, pinned: bool,
-              progress: Progress) -> dict[str, Any]:
+@contextlib.contextmanager
+def running_cluster(edges: int, edge_args: list[str], origin: bool,
+                    pinned: bool) -> Iterator[tuple[Any, dict[str, list[psutil.Process]]]]:
+    """A started :class:`~edge_node.cluster.LocalCluster` and its processes by role;
+    with ``pinned`` the edges go to the server CPU, Redis, the origin and this
+    process to the load CPU (restored on exit).  The cluster is stopped on exit."""
+    import os
+
     from edge_node.cluster import LocalCluster
 
-    cluster = LocalCluster(opts.edges, edge_args=_edge_args(opts), origin=opts.origin)
+    cluster = LocalCluster(edges, edge_args=edge_args, origin=origin)
     try:
         cluster.start()
     except Exception as exc:
@@ -171,20 +187,24 @@ def _run_once(layout: Layout, opts: ClusterOptions, fault: Fault | None, pinned:
     try:
         procs = _procs_of(cluster)
         if pinned:
-            import os
-
             old_affinity = os.sched_getaffinity(0)
             for p in procs["edges"]:
                 pin_pid(p.pid, set(SERVER_CPUS))
             for p in [*procs["redis"], *procs["origin"]]:
                 pin_pid(p.pid, set(LOAD_CPUS))
             pin_self(set(LOAD_CPUS))
-        plan = layout(tuple(cluster.urls), cluster.secret)
-        return _drive(cluster, plan, procs, opts, fault, pinned, progress)
+        yield cluster, procs
     finally:
         if old_affinity is not None:
             pin_self(set(old_affinity))
         cluster.stop()
+
+
+def _run_once(layout: Layout, opts: ClusterOptions, fault: Fault | None, pinned: bool,
+              progress: Progress) -> dict[str, Any]:
+    with running_cluster(opts.edges, _edge_args(opts), opts.origin, pinned) as (cluster, procs):
+        plan = layout(tuple(cluster.urls), cluster.secret)
+        return _drive(cluster, plan, procs, opts, fault, pinned, progress)
 
 
 def _drive(cluster: Any, plan: ClusterPlan, procs: dict[str, list[psutil.Process]],

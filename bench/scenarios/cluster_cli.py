@@ -50,6 +50,7 @@ FAILOVER_ROWS: list[tuple[str, str]] = [
     ("gap per affected client p99 (ms)", "failover.gap_ms.p99"),
     ("gap per affected client max (ms)", "failover.gap_ms.max"),
     ("longest gap of any receiver (ms)", "failover.gap_ms_all_receivers_max"),
+    ("longest gap before the fault, any receiver (ms)", "failover.gap_ms_before_fault_max"),
     ("recovered=false", "failover.recovered_false"),
     ("reconnects", "failover.reconnects"),
     ("handoffs", "failover.handoffs"),

@@ -17,6 +17,9 @@ from bench.cluster_load import ClusterPlan
 PCTS = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99_9", 99.9))
 #: Silence measured from this long before the fault.
 GAP_LEAD_S = 0.5
+#: The steady-state gaps (the noise floor a fault's gaps compare with) are taken over
+#: this long before the fault's gap window.
+STEADY_S = 2.0
 
 
 def _pct(sorted_vals: npt.NDArray[Any], q: float) -> float:
@@ -198,13 +201,19 @@ def _failover(plan: ClusterPlan, clients: list[dict[str, Any]],
     hit = [cl for cl in clients if cl["idx"] in affected]
     resume = [(cl["served_ns"] - fault_ns) / 1e9 for cl in hit if cl["served_ns"]]
     receivers = {s.idx for s in plan.clients if s.receives}
-    gaps_hit, gaps_all = [], []
+    gaps_hit, gaps_all, gaps_steady = [], [], []
     order = np.lexsort((rv, c))
     c_s, rv_s = c[order], rv[order]
     w0 = fault_ns - int(GAP_LEAD_S * 1e9)
+    s0 = w0 - int(STEADY_S * 1e9)
     for idx in sorted(receivers):
         lo, hi = np.searchsorted(c_s, idx), np.searchsorted(c_s, idx, side="right")
         times = rv_s[lo:hi]
+        # Before the fault: the longest wait between two arrivals in a steady stretch
+        # (schedule plus latency jitter: what a gap is compared with).
+        steady = times[(times >= s0) & (times < w0)]
+        if len(steady) > 1:
+            gaps_steady.append(float(np.max(np.diff(steady))) / 1e9)
         times = times[times >= w0]
         # Silence from just before the fault to the end of publishing: the stretch
         # before the first arrival, between arrivals (replays after a resume count
@@ -228,6 +237,8 @@ def _failover(plan: ClusterPlan, clients: list[dict[str, Any]],
         "resume_s": _spread(resume),
         "gap_ms": {k: (round(v * 1000, 1) if v is not None else None) for k, v in gh.items()},
         "gap_ms_all_receivers_max": round(ga["max"] * 1000, 1) if ga["max"] else 0.0,
+        # The same receivers' longest gap in the STEADY_S before the fault's window.
+        "gap_ms_before_fault_max": round(max(gaps_steady) * 1000, 1) if gaps_steady else None,
         "resumes_per_s_peak": peak,
         "recovered_false": sum(int(cl["recovered_false"]) for cl in clients),
         "recovered_false_reasons": dict(reasons),

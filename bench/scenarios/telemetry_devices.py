@@ -27,24 +27,22 @@ from typing import Any
 import psutil
 
 from bench import report
-from bench.errors import BenchFailure
 from bench.procstats import (
     LOADGEN_SATURATION_PERCENT,
     ProcSample,
     can_pin,
-    pin_pid,
-    pin_self,
     system_cpu,
 )
 from bench.progress import Progress
-from bench.runner import LOAD_CPUS, SERVER_CPUS
+from bench.runner import LOAD_CPUS
 from bench.scenarios.cluster import (
     ORIGIN_STALL_S,
     ORIGIN_WAIT_S,
     ClusterOptions,
     _cpu,
-    _procs_of,
     _sample_all,
+    edge_runs_report,
+    running_cluster,
 )
 from bench.scenarios.fanout import host_figures
 from bench.targets import TargetSpec
@@ -205,52 +203,18 @@ def run_devices(plan_args: dict[str, Any], opts: ClusterOptions, window_ms: int
     params = {**plan_args, "path": "device", "iot_window_ms": window_ms, "edges": 1,
               "procs": opts.procs, "runs": opts.runs, "pin": pinned}
     meta = report.make_meta("telemetry", params, report.timestamp())
-    progress = Progress(enabled=not opts.quiet)
-    runs: list[dict[str, Any]] = []
-    try:
-        for k in range(opts.runs):
-            progress.label = f"[telemetry devices run {k + 1}/{opts.runs}]"
-            out = _run_once(plan_args, opts, window_ms, pinned, progress)
-            progress.done()
-            runs.append(out)
-            warnings += [f"edge run {k + 1}: {w}" for w in out["warnings"]]
-    finally:
-        progress.done()
-    return {"schema": report.SCHEMA, "meta": meta,
-            "targets": {"edge": {"runs": runs, "median": report.medians(runs)}},
-            "ratios": {}, "warnings": warnings}
+    return edge_runs_report(
+        meta, warnings, opts, "telemetry devices",
+        lambda progress: _run_once(plan_args, opts, window_ms, pinned, progress))
 
 
 def _run_once(p: dict[str, Any], opts: ClusterOptions, window_ms: int, pinned: bool,
               progress: Progress) -> dict[str, Any]:
-    import os
-
-    from edge_node.cluster import LocalCluster
-
-    cluster = LocalCluster(1, edge_args=["--connect-rate", str(opts.connect_rate),
-                                         "--iot-window-ms", str(window_ms)], origin=True)
-    try:
-        cluster.start()
-    except Exception as exc:
-        cluster.stop()
-        raise BenchFailure(f"could not start the local cluster: {exc}") from exc
-    old_affinity = None
-    try:
-        procs = _procs_of(cluster)
-        if pinned:
-            old_affinity = os.sched_getaffinity(0)
-            for pr in procs["edges"]:
-                pin_pid(pr.pid, set(SERVER_CPUS))
-            for pr in [*procs["redis"], *procs["origin"]]:
-                pin_pid(pr.pid, set(LOAD_CPUS))
-            pin_self(set(LOAD_CPUS))
+    edge_args = ["--connect-rate", str(opts.connect_rate), "--iot-window-ms", str(window_ms)]
+    with running_cluster(1, edge_args, True, pinned) as (cluster, procs):
         plan = DevicePlan(cluster.urls[0], cluster.secret, p["devices"], p["rate"], p["batch"],
                           p["duration"], p["warmup"], p["drain"])
         return _drive(cluster, plan, procs, opts, pinned, progress)
-    finally:
-        if old_affinity is not None:
-            pin_self(set(old_affinity))
-        cluster.stop()
 
 
 def _drive(cluster: Any, plan: DevicePlan, procs: dict[str, Any], opts: ClusterOptions,

@@ -21,7 +21,7 @@ from client_sdk.device import Device
 from client_sdk.errors import ServerError
 from client_sdk.protocol import Command, ErrorCode, ShadowDelta, mint_token
 from edge_node.launch import EdgeProcess, spawn_edge
-from edge_node.redis_server import RedisServer, start_redis
+from edge_node.redis_server import RedisServer
 from origin.keys import ShardKeys
 from origin.launch import OriginProcess
 from tests.helpers import SECRET, http_get, origin_api, uid, wait_until
@@ -30,12 +30,6 @@ pytestmark = pytest.mark.timeout(90)
 KEY = "iot-cmd-key"
 H = {"Authorization": f"Bearer {KEY}"}
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    """A Redis server for these tests alone (they may pause or cut it)."""
-    with start_redis() as s:  # stopped (and resumed first) on exit
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from client_sdk import connect
 from client_sdk.device import Device
 from client_sdk.protocol import mint_token
 from edge_node.launch import EdgeProcess, spawn_edge
-from edge_node.redis_server import RedisServer, start_redis
+from edge_node.redis_server import RedisServer
 from origin.launch import OriginProcess
 from tests.helpers import SECRET, origin_api, uid, wait_until
 
@@ -32,12 +32,6 @@ H = {"Authorization": f"Bearer {KEY}"}
 METRICS: dict[str, tuple[float | None, float | None]] = {"temp": (-40.0, 85.0),
                                                          "hum": (0.0, 100.0)}
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    """A Redis server for these tests alone (they may pause or cut it)."""
-    with start_redis() as s:  # stopped (and resumed first) on exit
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from client_sdk.protocol import verify_token
-from edge_node.redis_server import RedisServer, start_redis
+from edge_node.redis_server import RedisServer
 from edge_node.uplink import Uplink, UplinkSettings, downlink_key
 from origin.api import create_app
 from origin.launch import OriginProcess
@@ -25,12 +25,6 @@ KEY = "test-api-key"
 SECRET = b"api-test-secret"
 H = {"Authorization": f"Bearer {KEY}"}
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    """A Redis server for these tests alone (they may pause or cut it)."""
-    with start_redis() as s:  # stopped (and resumed first) on exit
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
 import pytest
-import redis.asyncio as aioredis
 
 from edge_node import redis_keys as K
 from edge_node.history import Entry
-from edge_node.redis_server import RedisServer, start_redis
+from edge_node.redis_server import RedisServer
 from edge_node.room_sync import Lease, RoomSync
 from tests.helpers import uid
 
@@ -63,17 +62,6 @@ class _Listener:
         return [k for k, r, _ in self.events if r == room]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with start_redis() as srv:
-        yield srv
-
-
-@pytest.fixture
-async def admin(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    r = aioredis.Redis.from_url(server.url)
-    yield r
-    await r.aclose()
 
 
 @pytest.fixture

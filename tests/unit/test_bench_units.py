@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -156,6 +157,22 @@ def test_analyse_failover_gap_and_resume() -> None:
     assert fo["gap_ms"]["max"] == pytest.approx(500.0)  # from seq 2 (0.2 s) to seq 7 (0.7 s)
     assert fo["resumes_per_s_peak"] == 1
     assert out["messages"]["lost"] == 4
+
+
+def test_analyse_reports_the_steady_gap_before_the_fault() -> None:
+    """The longest gap between arrivals in the 2 s before the fault's window is
+    reported next to the fault's gaps (the floor they compare with)."""
+    plan = replace(_plan(), duration=4.0)  # 40 messages, 100 ms apart
+    t0 = 10**12
+    fault = t0 + 3_000_000_000  # steady window: 0.5 s .. 2.5 s
+    every = list(range(40))
+    res = _result(plan, t0, {0: [s for s in every if s != 10], 1: every}, fault + 10**8)
+    fo = analyse(plan, [res], t0, fault, {0})["failover"]
+    assert fo["gap_ms_before_fault_max"] == pytest.approx(200.0)  # seq 9 -> 11
+    assert fo["gap_ms"]["max"] == pytest.approx(100.0)
+    fo = analyse(_plan(), [_result(_plan(), t0, {0: list(range(10))})], t0,
+                 t0 + 300_000_000, {0})["failover"]
+    assert fo["gap_ms_before_fault_max"] is None  # no steady stretch before the fault
 
 
 def test_summary_us_empty_and_percentiles() -> None:

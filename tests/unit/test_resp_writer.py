@@ -7,29 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from edge_node.redis_server import RedisServer, free_port, start_redis
+from edge_node.redis_server import RedisServer, free_port
 from edge_node.resp_writer import RespConnectionError, RespWriter, _encode_py, encode_command
 
 SCRIPT = "return {KEYS[1], ARGV[1]}"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with start_redis() as srv:
-        yield srv
-
-
-@pytest.fixture
-async def admin(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    r = aioredis.Redis.from_url(server.url)
-    yield r
-    await r.aclose()
 
 
 @pytest.fixture
