@@ -69,6 +69,7 @@ class DownlinkConsumer:
         self._redis = redis_conn.connect(redis_url, socket_timeout=block_ms / 1000 + 5,
                                          socket_connect_timeout=2.0)
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self.received = 0
         self.bad = 0
         self.errors = 0
@@ -78,7 +79,14 @@ class DownlinkConsumer:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="downlink")
 
     async def stop(self) -> None:
-        """Stop and close the connection."""
+        """Stop and close the connection.
+
+        The loop also checks a stop flag: on Python 3.11 a cancellation that
+        lands as the blocking read's own timeout fires comes back as a timeout
+        (a ``RedisError`` here), which the retry loop would otherwise swallow,
+        leaving ``stop`` waiting for ever.
+        """
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -96,10 +104,10 @@ class DownlinkConsumer:
     async def _run(self) -> None:
         delay = 0.1
         backlog = True  # first our own pending entries (id 0), then new ones (>)
-        while True:
+        while not self._stopped:
             try:
                 await self._ensure_group()
-                while True:
+                while not self._stopped:
                     resp: Any = await self._redis.xreadgroup(
                         GROUP, self.edge_id, {self.key: "0" if backlog else ">"},
                         count=self.count, block=None if backlog else self.block_ms)
@@ -113,6 +121,8 @@ class DownlinkConsumer:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                if self._stopped:
+                    return
                 self.errors += 1
                 log.warning("downlink read failed; retrying", extra={"error": repr(exc)})
                 backlog = True  # anything read but not acked is pending: re-read it
