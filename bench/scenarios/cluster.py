@@ -359,10 +359,15 @@ def _loadgen(results: list[dict[str, Any]], out: dict[str, Any]) -> dict[str, An
             "cpu_us_per_publish": round(load_cpu / publishes * 1e6, 2) if publishes else 0.0}
 
 
-def _origin_stats(redis_url: str, expect: int | None = None) -> dict[str, Any]:
+def _room_events(st: dict[str, Any]) -> int:
+    return int(st["by_kind"].get("room_event", 0))
+
+
+def _origin_stats(redis_url: str, expect: int | None = None,
+                  count: Callable[[dict[str, Any]], int] = _room_events) -> dict[str, Any]:
     """The origin's counters (``origin.view.origin_stats``); with ``expect``, first wait
-    until it applied that many room events, or made no progress for
-    ``ORIGIN_STALL_S``, or ``ORIGIN_WAIT_S`` passed."""
+    until ``count`` of them (default: room events applied) reaches it, or made no
+    progress for ``ORIGIN_STALL_S``, or ``ORIGIN_WAIT_S`` passed."""
     import redis.asyncio as aioredis
 
     from origin.settings import OriginSettings
@@ -378,7 +383,7 @@ def _origin_stats(redis_url: str, expect: int | None = None) -> dict[str, Any]:
                 st = await origin_stats(r, s)
                 now = time.monotonic()
                 st["waited_s"] = now - t
-                applied = int(st["by_kind"].get("room_event", 0))
+                applied = count(st)
                 if applied != last:
                     last, last_t = applied, now
                 if expect is None or applied >= expect or now - t > ORIGIN_WAIT_S \

@@ -36,7 +36,6 @@ from bench.procstats import (
 from bench.progress import Progress
 from bench.runner import LOAD_CPUS
 from bench.scenarios.cluster import (
-    ORIGIN_STALL_S,
     ORIGIN_WAIT_S,
     ClusterOptions,
     _cpu,
@@ -163,36 +162,6 @@ async def _send_all(ctx: WorkerContext, plan: DevicePlan, devs: list[Any],
             "send_lag_ms_max": round(worst / 1e6, 1)}
 
 
-def _origin_samples(redis_url: str, expect: int) -> dict[str, Any]:
-    """Origin stats once it counted ``expect`` samples, stalled ``ORIGIN_STALL_S`` or
-    ``ORIGIN_WAIT_S`` passed."""
-    import redis.asyncio as aioredis
-
-    from origin.settings import OriginSettings
-    from origin.view import origin_stats
-
-    async def poll() -> dict[str, Any]:
-        r = aioredis.Redis.from_url(redis_url, socket_timeout=10)
-        s = OriginSettings(redis_url=redis_url)
-        t = last_t = time.monotonic()
-        last = -1
-        try:
-            while True:
-                st = await origin_stats(r, s)
-                now = time.monotonic()
-                st["waited_s"] = now - t
-                got = int(st["iot"]["samples"])
-                if got != last:
-                    last, last_t = got, now
-                if got >= expect or now - t > ORIGIN_WAIT_S or now - last_t > ORIGIN_STALL_S:
-                    return st
-                await asyncio.sleep(0.1)
-        finally:
-            await r.aclose()
-
-    return asyncio.run(poll())
-
-
 def run_devices(plan_args: dict[str, Any], opts: ClusterOptions, window_ms: int
                 ) -> dict[str, Any]:
     """Run ``opts.runs`` fresh one-edge clusters with the origin; the report document."""
@@ -265,7 +234,7 @@ def _drive(cluster: Any, plan: DevicePlan, procs: dict[str, Any], opts: ClusterO
     wall = (end - win0) / 1e9
     sent = sum(int(r["sent"]) for r in results)
     acked = sum(int(r["acked"]) for r in results)
-    st = _origin_samples(cluster.redis_url, sent)
+    st = _origin_stats(cluster.redis_url, sent, count=lambda st: int(st["iot"]["samples"]))
     buckets = {b: n - lag0.get(b, 0) for b, n in st["lag_buckets"].items()}
     buckets = {b: n for b, n in buckets.items() if n > 0}
     counted = int(st["iot"]["samples"])
