@@ -9,7 +9,6 @@ says ``go`` and ``stop``. A shared counter per worker feeds the progress line.
 from __future__ import annotations
 
 import asyncio
-import gc
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.sharedctypes
@@ -24,6 +23,7 @@ from bench.errors import BenchFailure
 from bench.procstats import pin_self
 from bench.targets import TargetSpec
 from edge_node.fd_limits import raise_nofile_limit
+from edge_node.gc_tuning import freeze_heap
 
 Message = tuple[str, Any]
 
@@ -66,8 +66,7 @@ class WorkerContext:
         so collections during the measured window stay short and do not show up
         as latency.
         """
-        gc.collect()
-        gc.freeze()
+        freeze_heap()
         self.send("ready", data)
 
     async def recv(self) -> Message:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procstats import metric_total
+from edge_node.gc_tuning import freeze_heap
 
 __all__ = ["FailoverParams", "run_failover_cli"]
 
@@ -157,8 +158,7 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
         # The set-up objects (clients, connections) leave the collector's reach: a full
         # collection of this process then takes a few ms, not tens, and does not show
         # up as a silence of every client (measured: docs/drain.md).
-        gc.collect()
-        gc.freeze()
+        freeze_heap()
         action = asyncio.create_task(act())
         interval = 1.0 / p.rate
         start = time.perf_counter()

@@ -39,6 +39,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_node.gc_tuning import freeze_heap
+
 __all__ = ["TraceParams", "run_trace", "main"]
 
 _P = struct.Struct("!IIq")  # room, seq, intended send (ns, perf_counter)
@@ -189,8 +191,7 @@ async def run_trace(p: TraceParams) -> dict[str, Any]:
         for c in clients:
             _instrument(c, recs[id(c)], now)
         if p.gc_freeze:
-            gc.collect()
-            gc.freeze()
+            freeze_heap()
         interval = p.rooms / p.rate
         start = now()
         t_act = start + p.at
