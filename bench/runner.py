@@ -93,10 +93,7 @@ def run_all(
 ) -> dict[str, Any]:
     """Run ``run_once`` ``options.runs`` times per target; return the report document."""
     for kind in options.targets:
-        check_available(kind)
-        if options.quic and kind not in ("edge", "edge-local"):
-            raise BenchError(f"the {kind} target has no QUIC listener: QUIC transports need "
-                             "--target edge or edge-local")
+        check_available(kind, quic=options.quic)
     warnings: list[str] = []
     pinned = options.pin and can_pin()
     if options.pin and not pinned:

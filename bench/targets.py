@@ -92,9 +92,8 @@ def start_target(kind: str, edge_args: tuple[str, ...] = (), quic: bool = False)
     opens the edge's QUIC listener (with a throw-away certificate).  The other targets
     ignore ``edge_args`` and refuse ``quic``.
     """
-    if quic and kind not in ("edge", "edge-local"):
-        raise BenchError(f"the {kind} target has no QUIC listener: QUIC transports need "
-                         "--target edge or edge-local")
+    if quic:
+        _check_quic(kind)
     if kind == "baseline":
         return _start_baseline()
     if kind == "baseline-default":
@@ -108,8 +107,17 @@ def start_target(kind: str, edge_args: tuple[str, ...] = (), quic: bool = False)
     raise BenchError(f"unknown target {kind!r} (choose from {', '.join(TARGETS)})")
 
 
-def check_available(kind: str) -> None:
-    """Raise :class:`BenchError` if ``kind`` cannot be started in this installation."""
+def _check_quic(kind: str) -> None:
+    if kind not in ("edge", "edge-local"):
+        raise BenchError(f"the {kind} target has no QUIC listener: QUIC transports need "
+                         "--target edge or edge-local")
+
+
+def check_available(kind: str, quic: bool = False) -> None:
+    """Raise :class:`BenchError` if ``kind`` cannot be started in this installation
+    (or, with ``quic``, has no QUIC listener)."""
+    if quic:
+        _check_quic(kind)
     if kind == "nats":
         from bench.nats_target import nats_binary
 
