@@ -11,7 +11,6 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ import pytest
 from client_sdk import connect
 from client_sdk.device import Device
 from client_sdk.protocol import mint_token
-from edge_node.launch import EdgeProcess, spawn_edge
+from edge_node.launch import EdgeProcess
 from edge_node.redis_server import RedisServer
 from origin.launch import OriginProcess
 from tests.helpers import SECRET, origin_api, uid, wait_until
@@ -41,18 +40,14 @@ def origin(server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def edges(server: RedisServer, tmp_path: Path) -> Iterator[Callable[..., EdgeProcess]]:
-    started: list[EdgeProcess] = []
+def edges(server: RedisServer, edge_factory: Callable[..., EdgeProcess]
+          ) -> Callable[..., EdgeProcess]:
+    """``edges(edge_id, *extra)``: edges on this module's Redis (stopped after the test)."""
 
     def make(edge_id: str, *extra: str) -> EdgeProcess:
-        e = spawn_edge(redis_url=server.url, secret=SECRET, edge_id=edge_id,
-                       extra_args=list(extra), log_path=str(tmp_path / f"{edge_id}.log"))
-        started.append(e)
-        return e
+        return edge_factory(edge_id, *extra, redis_url=server.url)
 
-    yield make
-    for e in started:
-        e.stop()
+    return make
 
 
 @pytest.fixture
