@@ -182,9 +182,10 @@ async def _sdk_open(spec: TargetSpec, name: str, transport: str = "ws") -> _SdkC
     else:
         if not spec.quic_url:
             raise RuntimeError(f"{transport}: the target was started without QUIC")
-        tls = importlib.import_module("client_sdk.transport").TlsOptions(ca_file=spec.ca_file)
+        from client_sdk.transport import TlsOptions
+
         client = await _sdk().connect([spec.quic_url], _token(spec, name), name=name,
-                                      reconnect=False, tls=tls)
+                                      reconnect=False, tls=TlsOptions(ca_file=spec.ca_file))
     return _SdkClient(client, spec.room, reliable=transport != "quic-datagram")
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 
 from websockets.asyncio.client import ClientConnection
@@ -101,7 +102,7 @@ class NatsWsClient:
         self.last_error = ""
         self._on_payload = on_payload
         self._parser = NatsParser()
-        self._pongs: list[asyncio.Future[None]] = []
+        self._pongs: deque[asyncio.Future[None]] = deque()
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -120,7 +121,7 @@ class NatsWsClient:
                         await self.ws.send(b"PONG\r\n")
                     elif kind == "PONG":
                         if self._pongs:
-                            fut = self._pongs.pop(0)
+                            fut = self._pongs.popleft()
                             if not fut.done():
                                 fut.set_result(None)
                     elif kind == "ERR":
