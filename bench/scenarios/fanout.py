@@ -278,18 +278,19 @@ def assemble(
             else 0.0,
             "rss_bytes": helpers1[role].rss,
         }
-    out["warnings"] = _warnings(kind if p.receiver == "sdk" else "lean", out, results)
-    if p.transport == "quic-datagram" and out["messages"]["lost"]:
-        out["warnings"] = [w + " (unreliable QUIC datagrams: loss is allowed)"
-                           if w.endswith("deliveries lost") else w for w in out["warnings"]]
+    out["warnings"] = _warnings(kind if p.receiver == "sdk" else "lean", out, results,
+                                lossy=p.transport == "quic-datagram")
     return out
 
 
-def _warnings(kind: str, out: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+def _warnings(kind: str, out: dict[str, Any], results: list[dict[str, Any]],
+              lossy: bool = False) -> list[str]:
+    """Warnings of one run; ``lossy``: its messages were unreliable (loss allowed)."""
     warns: list[str] = []
     msgs = out["messages"]
     if msgs["lost"]:
-        warns.append(f"{msgs['lost']} of {msgs['expected']} deliveries lost")
+        allowed = " (unreliable QUIC datagrams: loss is allowed)" if lossy else ""
+        warns.append(f"{msgs['lost']} of {msgs['expected']} deliveries lost{allowed}")
     if msgs["duplicates"]:
         warns.append(f"{msgs['duplicates']} duplicate deliveries")
     if msgs["disconnected_clients"]:
