@@ -199,10 +199,15 @@ async def test_client_side_network_cut(edge_factory, token) -> None:
 
 
 async def test_reconnect_storm_respects_the_connection_rate(edge_factory, token) -> None:
-    """1,000 clients of a killed edge reconnect to a neighbour limited to 400
-    connections/s: some are told to retry later, none exceeds the limit, all resume."""
+    """1,000 clients of a killed edge reconnect to a neighbour limited to 100
+    connections/s: some are told to retry later, none exceeds the limit, all resume.
+
+    The limit sits far below what this process can offer (it reconnects 1,000
+    clients at 400-550/s on a 2-core host), so the bucket runs dry on any machine:
+    at 400/s rejections happened only when the test process happened to be fast."""
+    rate = 100
     dead = edge_factory("edge-st1")
-    near = edge_factory("edge-st2", "--connect-rate", "400")
+    near = edge_factory("edge-st2", "--connect-rate", str(rate))
     n = 1000
     clients: list[Client] = []
     try:
@@ -230,14 +235,14 @@ async def test_reconnect_storm_respects_the_connection_rate(edge_factory, token)
         assert all(c.reconnects == 1 for c in clients)
         assert await _metric(near.http_url, "edge_connects_rejected_total") > 0
         # Connections accepted between two samples stay within the token bucket:
-        # rate x span + burst (400/s, 400), plus 100 for the skew between admission
+        # rate x span + burst (burst = rate), plus 100 for the skew between admission
         # (HTTP upgrade) and counting (after the handshake).  A count was read some
         # time between asking and answering (a busy edge answers late), so the span
         # is taken from the first sample's question to the second one's answer.
         # Without the limit all 1,000 would arrive within about a second.
         for i, (ask_i, _ans_i, vi) in enumerate(samples):
             for _ask_j, ans_j, vj in samples[i + 1:]:
-                assert vj - vi <= 400 * (ans_j - ask_i) + 400 + 100
+                assert vj - vi <= rate * (ans_j - ask_i) + rate + 100
         assert samples[-1][2] - opened0 >= n
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
