@@ -6,29 +6,19 @@ Stream entry ids are positions: ``EPOCH-SEQ``.  Entry field ``d`` is msgpack
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from . import redis_keys as K
+from .rooms.events import Record, unpack_record
 
 __all__ = ["Entry", "split_id", "parse_entry", "range_after", "gap_after", "recent"]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One reliable message of a room's history."""
-
-    epoch: int
-    seq: int
-    sender: str
-    payload: bytes
-    origin: str
-    req_id: int
-    idem: int
+#: One reliable message of a room's history (the room machine's record type).
+Entry = Record
 
 
 def split_id(entry_id: bytes | str) -> tuple[int, int]:
@@ -41,9 +31,7 @@ def split_id(entry_id: bytes | str) -> tuple[int, int]:
 def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     """Decode one stream entry."""
     epoch, seq = split_id(entry_id)
-    d = msgpack.unpackb(fields[b"d"], raw=False)
-    idem = d[4] if len(d) > 4 else 0
-    return Entry(epoch, seq, d[0], d[1], d[2], d[3], idem)
+    return unpack_record(epoch, seq, fields[b"d"])
 
 
 async def range_after(r: aioredis.Redis, room: str, epoch: int, seq: int,

@@ -407,14 +407,17 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
                         reclaimed.add(room)  # one check per room, not per batch
                         refused = True  # same epoch again: the batch goes next round
                         continue
-                    del self._owned[room]
+                    # The lease loop may have noticed the loss during the await above
+                    # (and told the hub already): only one of them reports it.
+                    lost = self._owned.pop(room, None) is not None
                     # A lost lease: lost entries too (a failover)?  Check before next flush.
                     self._verify = self._verify or room in self._durable
-                    if rq is not None:
+                    if rq is not None and self._appends.get(room) is rq:
                         self.stats.stream_backlog -= len(rq)
                         self.stats.stream_dropped += len(rq)
                         del self._appends[room]
-                    self.listener.on_lease_lost(room)
+                    if lost:
+                        self.listener.on_lease_lost(room)
                 elif str(res).startswith("UNREPLICATED"):
                     # In Redis, not yet on a replica: no ack yet; re-sent (idempotent).
                     refused = True

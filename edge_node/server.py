@@ -323,7 +323,7 @@ class EdgeServer:
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
-            self.hub.expire_forwarded(now)
+            self.hub.tick(now)
             if self.uplink is not None and now - last_st >= 5.0:
                 last_st = now
                 self.uplink.submit("edge_status", self.settings.edge_id, {

@@ -4,6 +4,9 @@
   the SDK is the bottom layer that everything else builds on.
 - ``client_sdk/protocol`` is sans-I/O: it imports no event loop, no network,
   TLS, Redis or threading library.
+- ``edge_node/rooms`` (the room machines) is sans-I/O in the same way, reads no
+  clock (``time``), and imports nothing of the edge but itself: the driver uses the
+  machines, never the reverse.
 """
 
 from __future__ import annotations
@@ -35,6 +38,16 @@ PROTOCOL_FORBIDDEN = SDK_FORBIDDEN | {
     "multiprocessing",
     "concurrent",
 }
+
+
+ROOMS = ROOT / "edge_node" / "rooms"
+#: The edge's modules the room machines may import (their own package only).
+_EDGE_MODULES = frozenset(
+    f"edge_node.{p.stem}" for p in (ROOT / "edge_node").glob("*.py") if p.stem != "__init__"
+) | frozenset(f"edge_node.{p.name}" for p in (ROOT / "edge_node").iterdir()
+              if p.is_dir() and p.name not in ("rooms", "__pycache__"))
+ROOMS_FORBIDDEN = (PROTOCOL_FORBIDDEN - {"edge_node"}) | _EDGE_MODULES | {"time", "origin",
+                                                                         "bench"}
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -130,6 +143,29 @@ def test_client_sdk_does_not_import_servers_or_bench() -> None:
 
 def test_protocol_is_sans_io() -> None:
     assert _check_tree(PROTOCOL, PROTOCOL_FORBIDDEN) == []
+
+
+def test_room_machines_are_sans_io_and_import_nothing_of_the_edge_above_them() -> None:
+    assert {"edge_node.hub", "edge_node.room_sync", "edge_node.server"} <= ROOMS_FORBIDDEN
+    assert {p.name for p in _files(ROOMS)} >= {"machine.py", "events.py", "replay.py"}
+    assert _check_tree(ROOMS, ROOMS_FORBIDDEN) == []
+
+
+@pytest.mark.parametrize("source", [
+    "import time", "from time import monotonic", "from edge_node.hub import Hub",
+    "from ..room_sync import RoomSync", "from .. import server", "import asyncio",
+    "from redis.asyncio import Redis",
+])
+def test_rooms_checker_flags_bad_sources(source: str) -> None:
+    assert violations(source, ROOMS_FORBIDDEN, importer="edge_node.rooms.machine")
+
+
+@pytest.mark.parametrize("source", [
+    "from .events import Pos", "from . import events", "from client_sdk.protocol import encode",
+    "import enum", "from collections import deque",
+])
+def test_rooms_checker_accepts_clean_sources(source: str) -> None:
+    assert violations(source, ROOMS_FORBIDDEN, importer="edge_node.rooms.machine") == []
 
 
 # -- the checker itself must be able to fail ----------------------------------------
