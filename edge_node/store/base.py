@@ -1,0 +1,98 @@
+"""The room store interface: what the rooms' driver needs from the shared state behind
+the edges (room leases with fencing, each room's ordered history, forwarding to the
+owner, reading rooms owned elsewhere, ephemeral cross-edge traffic, presence).
+
+Two implementations: :class:`edge_node.room_sync.RoomSync` (Redis or a Redis Cluster:
+production) and :class:`edge_node.store.memory.MemoryRoomStore` (one process: an edge
+without Redis, and tests).  ``tests/integration/test_room_store_contract.py`` runs one
+suite against both.
+
+A store reports back through a :class:`StoreListener` (the hub); no upcall is made
+from inside a call into the store, except where a method says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..room_types import Lease, SyncListener, SyncUnavailable
+from ..rooms.events import Pos, Record
+
+__all__ = ["RoomStore", "StoreListener", "Lease", "StoreUnavailable"]
+
+#: The upcalls a store makes (``on_durable``, ``on_remote_message``, ``on_lease_lost``, ...).
+StoreListener = SyncListener
+#: Raised when the store cannot be reached for an operation that needs it.
+StoreUnavailable = SyncUnavailable
+
+
+class RoomStore(Protocol):
+    """Room state shared between edges.  Call :meth:`start` first, :meth:`stop` last."""
+
+    edge_id: str
+
+    async def start(self) -> None:
+        """Connect and start background work.  Raises if the store cannot be reached."""
+
+    async def stop(self) -> None:
+        """Flush what is queued (bounded), give leases up, stop."""
+
+    async def activate(self, room: str, since: Pos | None = None) -> Lease:
+        """Take the room's lease if it is free (a new epoch), else start reading the
+        room's new records for this edge (``on_remote_message``): from the history's
+        end, or from just after ``since``.  Raises :data:`StoreUnavailable`."""
+
+    async def deactivate(self, room: str, hand_to: str | None = None) -> None:
+        """No member is left here: stop reading the room, release its lease (once its
+        queued records are stored), or hand the lease to edge ``hand_to`` (drain)."""
+
+    def owns(self, room: str) -> bool:
+        """True while this edge holds the room's lease."""
+
+    def last_queued(self, room: str) -> Pos | None:
+        """Position of the newest record still queued for the history, if any."""
+
+    def append(self, room: str, epoch: int, seq: int, data: bytes) -> None:
+        """Queue one packed record at ``(epoch, seq)`` (owner only; never blocks).
+        Later: ``on_durable`` up to it, or ``on_lease_lost`` if the lease is gone."""
+
+    def forward(self, owner_edge: str, body: list[Any]) -> None:
+        """Queue a publish for the owner edge (``[room, sender, payload, origin edge,
+        req_id, idem]``); the owner gets ``on_forwarded_publish``."""
+
+    def forward_ack(self, origin_edge: str, sender: str, req_id: int, epoch: int,
+                    seq: int) -> None:
+        """Tell ``origin_edge`` its forwarded publish duplicated ``(epoch, seq)``
+        (it gets ``on_remote_ack``)."""
+
+    def publish_live(self, room: str, kind: int, body: list[Any]) -> None:
+        """Best-effort ephemeral event to the other edges that have the room
+        (``on_live``)."""
+
+    async def add_member(self, room: str, session_id: str, member: list[str]) -> None:
+        """Record a presence member of this edge (best effort)."""
+
+    async def remove_member(self, room: str, session_id: str) -> None:
+        """Forget a presence member (best effort)."""
+
+    async def members(self, room: str) -> list[list[str]]:
+        """Members on every live edge: ``[session_id, subject, kind, edge_id]``."""
+
+    async def history_after(self, room: str, epoch: int, seq: int,
+                            limit: int) -> tuple[list[Record], bool, Pos | None]:
+        """Records after a position (at most ``limit``), whether trimming or a loss
+        left a gap history cannot fill, and the first position still held."""
+
+    async def recent(self, room: str, count: int) -> list[Record]:
+        """The newest ``count`` records, oldest first."""
+
+    async def hand_over(self, room: str, to: str, last: Pos) -> bool:
+        """Drain: store what is queued, then move our lease to edge ``to`` with the
+        same epoch and read the room from ``last`` on.  False if it could not move."""
+
+    def suspect(self, edge_id: str) -> None:
+        """Something suggests ``edge_id`` is dead: check, and if so take over the rooms
+        it owns that this edge reads (``on_lease_acquired``)."""
+
+    async def flush(self) -> bool:
+        """Send what is queued now; True if the store refused a batch."""
