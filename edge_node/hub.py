@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import msgpack
-
 from client_sdk.protocol import (
     JOIN_NO_ECHO,
     JOIN_PRESENCE,
@@ -39,24 +37,19 @@ from client_sdk.protocol import (
 
 from .metrics import EdgeMetrics
 from .outbound import Outbound, ws_binary_frame
-from .room_sync import (
-    LIVE_PRESENCE_JOIN,
-    LIVE_PRESENCE_LEAVE,
-    LIVE_UNRELIABLE,
-    Lease,
-    RoomSync,
-    SyncUnavailable,
-)
+from .room_sync import LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE, LIVE_UNRELIABLE
+from .room_types import Lease
 from .rooms import events as ev
-from .rooms.events import Record
+from .rooms.events import Record, pack_record
 from .rooms.machine import RoomMachine, RoomSettings, RoomState
 from .rooms.replay import History, needs_history, not_recovered, plan_resume
+from .store.base import RoomStore, StoreUnavailable
+from .store.memory import MemoryBackend, MemoryRoomStore
 from .tasks import spawn
 
 __all__ = ["Hub", "Room", "SessionLike", "HubSettings"]
 
 log = logging.getLogger("edge_node.hub")
-_pack = msgpack.Packer(use_bin_type=True).pack
 
 Pos = tuple[int, int]
 #: The hub's tunables are the rooms' (see :class:`~edge_node.rooms.machine.RoomSettings`).
@@ -108,7 +101,10 @@ class Room:
 
 
 class Hub:
-    """All rooms of one edge.  ``sync`` is ``None`` for a Redis-less edge."""
+    """All rooms of one edge.  ``store`` is where room state is shared between edges:
+    :class:`~edge_node.room_sync.RoomSync` (Redis) once the server sets it, else an
+    in-memory store of this edge alone (:class:`~edge_node.store.memory.MemoryRoomStore`).
+    """
 
     def __init__(self, edge_id: str, metrics: EdgeMetrics,
                  settings: RoomSettings | None = None) -> None:
@@ -117,7 +113,7 @@ class Hub:
         self.stats = metrics.stats
         self.cfg = settings or RoomSettings()
         self.rooms: dict[str, Room] = {}
-        self.sync: RoomSync | None = None
+        self.store: RoomStore = MemoryRoomStore(MemoryBackend(), edge_id, self, metrics.stats)
         self._activating: dict[str, asyncio.Future[None]] = {}
         self._observe = metrics.fanout_seconds.observe
         #: While draining, rooms left empty are handed (not released) to the edge
@@ -157,10 +153,6 @@ class Hub:
         for c in cmds:
             run[type(c)](name, room, c)
 
-    def _current(self, name: str) -> Machine | None:
-        room = self.rooms.get(name)
-        return room.machine if room is not None else None
-
     def _do_fanout(self, name: str, room: Room | None, c: ev.Fanout) -> None:
         if room is not None:
             self._fanout(room, c.body, c.sender, c.reliable, c.skip)
@@ -175,24 +167,20 @@ class Hub:
         self.stats.errors[c.code] += 1
 
     def _do_append(self, name: str, room: Room | None, c: ev.Append) -> None:
-        assert self.sync is not None
-        self.sync.append(name, c.epoch, c.seq,
-                         _pack([c.sender, c.payload, c.origin, c.req_id, c.idem]))
+        self.store.append(name, c.epoch, c.seq,
+                          pack_record(c.sender, c.payload, c.origin, c.req_id, c.idem))
 
     def _do_forward(self, name: str, room: Room | None, c: ev.Forward) -> None:
-        assert self.sync is not None
-        self.sync.forward(c.to, [name, c.sender, c.payload, c.origin, c.req_id, c.idem])
+        self.store.forward(c.to, [name, c.sender, c.payload, c.origin, c.req_id, c.idem])
 
     def _do_forward_ack(self, name: str, room: Room | None, c: ev.ForwardAck) -> None:
-        if self.sync is not None:
-            self.sync.forward_ack(c.to, c.sender, c.req_id, c.pos[0], c.pos[1])
+        self.store.forward_ack(c.to, c.sender, c.req_id, c.pos[0], c.pos[1])
 
     def _do_uplink(self, name: str, room: Room | None, c: ev.Uplink) -> None:
         self._uplink_event(name, c.pos[0], c.pos[1], c.sender, c.payload)
 
     def _do_suspect(self, name: str, room: Room | None, c: ev.Suspect) -> None:
-        if self.sync is not None:
-            self.sync.suspect(c.owner)
+        self.store.suspect(c.owner)
 
     def _do_activate(self, name: str, room: Room | None, c: ev.Activate) -> None:
         if room is not None:
@@ -208,14 +196,12 @@ class Hub:
             self.stats.rooms = len(self.rooms)
             if room.machine.pending_uplinks():
                 self._retired[name] = room.machine
-        if self.sync is not None:
-            spawn(self.sync.deactivate(name, c.hand_to))
+        spawn(self.store.deactivate(name, c.hand_to))
 
     async def _recent(self, name: str, count: int) -> tuple[Record, ...]:
-        assert self.sync is not None
         try:
-            return tuple(await self.sync.recent(name, count))
-        except SyncUnavailable:
+            return tuple(await self.store.recent(name, count))
+        except StoreUnavailable:
             return ()
 
     async def _settle(self, room: Room, count: int) -> None:
@@ -226,26 +212,24 @@ class Hub:
     async def _reactivate(self, room: Room, since: Pos | None) -> None:
         """Fenced: ask for the lease again (Redis may be failing over right now: keep
         trying while the room is used, or it would stay owner-less here for good)."""
-        sync, name, m = self.sync, room.name, room.machine
-        assert sync is not None
+        store, name, m = self.store, room.name, room.machine
         delay = 0.1
         while self.rooms.get(name) is room:
             try:
-                lease = await sync.activate(name, since=since)
-            except SyncUnavailable:
+                lease = await store.activate(name, since=since)
+            except StoreUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             if self.rooms.get(name) is room:
                 self._feed(name, room, m, self._lease_event(name, lease))
             elif name not in self.rooms and name not in self._activating:
-                spawn(sync.deactivate(name))  # closed meanwhile: do not keep the lease
+                spawn(store.deactivate(name))  # closed meanwhile: do not keep the lease
             return
 
     def _lease_event(self, name: str, lease: Lease) -> ev.LeaseResult:
-        assert self.sync is not None
         return ev.LeaseResult(lease.owner_edge, lease.epoch, lease.mine,
-                              (lease.last_epoch, lease.last_seq), self.sync.last_queued(name))
+                              (lease.last_epoch, lease.last_seq), self.store.last_queued(name))
 
     def tick(self, now: float) -> None:
         """Feed :class:`~edge_node.rooms.events.Timer` to every room whose deadline
@@ -301,23 +285,19 @@ class Hub:
             m: Machine = RoomMachine(name, self.edge_id, self.cfg,
                                      to_origin=self.uplink is not None and self._to_origin(name),
                                      count_duplicate=self._count_duplicate)
-            now = time.monotonic()
-            if self.sync is None:
-                cmds = m.handle(ev.RunLocal(1), now)
+            try:
+                lease = await self.store.activate(name)
+            except StoreUnavailable as exc:
+                # Local first: keep serving with an unsynced epoch 0.
+                log.warning("room activated without Redis",
+                            extra={"room": name, "error": str(exc)})
+                cmds = m.handle(ev.RunLocal(0), time.monotonic())
             else:
-                try:
-                    lease = await self.sync.activate(name)
-                except SyncUnavailable as exc:
-                    # Local first: keep serving with an unsynced epoch 0.
-                    log.warning("room activated without Redis",
-                                extra={"room": name, "error": str(exc)})
-                    cmds = m.handle(ev.RunLocal(0), now)
-                else:
-                    cmds = m.handle(self._lease_event(name, lease), now)
-                    load = next((c for c in cmds if isinstance(c, ev.LoadRecent)), None)
-                    if load is not None:
-                        records = await self._recent(name, load.count)
-                        cmds = m.handle(ev.RecentLoaded(records), time.monotonic())
+                cmds = m.handle(self._lease_event(name, lease), time.monotonic())
+                load = next((c for c in cmds if isinstance(c, ev.LoadRecent)), None)
+                if load is not None:
+                    records = await self._recent(name, load.count)
+                    cmds = m.handle(ev.RecentLoaded(records), time.monotonic())
             room = Room(name, m)
             self.rooms[name] = room
             self.stats.rooms = len(self.rooms)
@@ -357,21 +337,21 @@ class Hub:
         publishes are forwarded to ``to`` and its messages reach them from the
         stream.  False (the room stays ours) if the lease could not be handed."""
         room = self.rooms.get(name)
-        sync = self.sync
-        if room is None or room.machine.state is not RoomState.OWNED or sync is None \
-                or not room.machine.epoch or not sync.owns(name):
+        store = self.store
+        if room is None or room.machine.state is not RoomState.OWNED \
+                or not room.machine.epoch or not store.owns(name):
             return False
         m = room.machine
         self._feed(name, room, m, ev.HandOverStart(to))
         try:
-            ok = await sync.hand_over(name, to, m.last)
-        except SyncUnavailable as exc:
+            ok = await store.hand_over(name, to, m.last)
+        except StoreUnavailable as exc:
             log.warning("room handover failed", extra={"room": name, "error": str(exc)})
             ok = False
         if ok:
             self._feed(name, room, m, ev.HandOverDone())
         elif self.rooms.get(name) is room:
-            self._feed(name, room, m, ev.HandOverFailed(sync.owns(name)))
+            self._feed(name, room, m, ev.HandOverFailed(store.owns(name)))
         return ok
 
     # -- publishing ---------------------------------------------------------
@@ -384,8 +364,7 @@ class Hub:
         if not reliable:
             self.stats.publishes["unreliable"] += 1
             self._fanout(room, encode_message(name, 0, 0, sid, payload), sid, False)
-            if self.sync is not None:
-                self.sync.publish_live(name, LIVE_UNRELIABLE, [sid, payload])
+            self.store.publish_live(name, LIVE_UNRELIABLE, [sid, payload])
             return
         self.stats.publishes["reliable"] += 1
         m = room.machine
@@ -494,7 +473,7 @@ class Hub:
             if not old.pending_uplinks():
                 del self._retired[room_name]
         room = self.rooms.get(room_name)
-        if room is not None and self.sync is not None:
+        if room is not None:
             self._feed(room_name, room, room.machine, ev.LeaseLost())
 
     def on_lease_acquired(self, room_name: str, lease: Lease) -> None:
@@ -529,12 +508,12 @@ class Hub:
             return self._finish_resume(s, room, flags, not_recovered(
                 m, pos, invalid, {"current": list(m.position())}), [])
         history: History | None = None
-        if needs_history(m, pos) and self.sync is not None:
+        if needs_history(m, pos):
             try:
-                entries, gap, first = await self.sync.history_after(
+                entries, gap, first = await self.store.history_after(
                     name, pos[0], pos[1], self.cfg.max_replay + 1)
                 history = History(tuple(entries), gap, first)
-            except SyncUnavailable:
+            except StoreUnavailable:
                 history = History(unavailable=True)
         # From here on no await: the ring tail and the live stream join seamlessly.
         r, bodies = plan_resume(m, s.session_id, pos, history)
@@ -561,26 +540,24 @@ class Hub:
         if self.uplink is not None:
             self.uplink.submit("presence", room.name, {"member": m.session_id,
                                                       "subject": m.subject, "online": joined})
-        if self.sync is not None:
-            body = [m.session_id, m.subject, m.kind]
-            self.sync.publish_live(room.name, LIVE_PRESENCE_JOIN if joined else
-                                   LIVE_PRESENCE_LEAVE, [body])
-            if joined:
-                spawn(self.sync.add_member(room.name, m.session_id, body))
-            else:
-                spawn(self.sync.remove_member(room.name, m.session_id))
+        body = [m.session_id, m.subject, m.kind]
+        self.store.publish_live(room.name, LIVE_PRESENCE_JOIN if joined else
+                                LIVE_PRESENCE_LEAVE, [body])
+        if joined:
+            spawn(self.store.add_member(room.name, m.session_id, body))
+        else:
+            spawn(self.store.remove_member(room.name, m.session_id))
 
     async def presence(self, name: str) -> list[Member]:
-        """Members of ``name`` on this edge and, via Redis, on the others."""
+        """Members of ``name`` on this edge and, via the store, on the others."""
         room = self.rooms.get(name)
         local = {sid: s.member for sid, s in room.members.items()} if room else {}
-        if self.sync is not None:
-            try:
-                for sid, subject, kind, _edge in await self.sync.members(name):
-                    local.setdefault(sid, Member(sid, subject, kind))
-            except SyncUnavailable as exc:  # local members only: say so in the log
-                log.warning("presence from other edges unavailable",
-                            extra={"room": name, "error": str(exc)})
+        try:
+            for sid, subject, kind, _edge in await self.store.members(name):
+                local.setdefault(sid, Member(sid, subject, kind))
+        except StoreUnavailable as exc:  # local members only: say so in the log
+            log.warning("presence from other edges unavailable",
+                        extra={"room": name, "error": str(exc)})
         return sorted(local.values(), key=lambda m: m.session_id)
 
     def position(self, name: str) -> Pos:

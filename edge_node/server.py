@@ -56,6 +56,7 @@ from .session_store import (
     resume_token,
     verify_resume_token,
 )
+from .store.memory import MemoryBackend, MemoryRoomStore
 from .tasks import spawn
 from .uplink import ShardCountMismatch, Uplink, UplinkSettings, claim_shard_count
 
@@ -138,7 +139,7 @@ class EdgeServer:
             except ShardCountMismatch as exc:
                 await self.sync.stop()
                 raise RuntimeError(str(exc)) from None
-            self.hub.sync = self.sync
+            self.hub.store = self.sync
             self.sync.lag_observer = self.metrics.sync_lag_seconds.observe
             self.sync.failover_observer = self.metrics.failover_detection_seconds.observe
             self.uplink = Uplink(UplinkSettings(
@@ -154,6 +155,9 @@ class EdgeServer:
                 s.redis_url, s.edge_id, self.iot.deliver_command)
             self.downlink.start()
         else:
+            # No Redis: rooms live in this process (leases, history up to stream_maxlen).
+            self.hub.store = MemoryRoomStore(MemoryBackend(s.stream_maxlen), s.edge_id,
+                                             self.hub, self.stats)
             self.iot.start(None)
         if s.quic_port is not None:
             # Before the WebSocket port: once /healthz answers, QUIC is up too.

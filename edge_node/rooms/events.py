@@ -86,8 +86,8 @@ class LeaseResult:
 
 @dataclass(frozen=True, slots=True)
 class RunLocal:
-    """No store (a Redis-less edge, epoch 1) or the store unreachable at activation
-    (epoch 0: positions unsynced, acknowledged at once).  Local first: serve anyway."""
+    """The store was unreachable at activation (the hub uses epoch 0: positions
+    unsynced, acknowledged at once).  Local first: serve anyway."""
 
     epoch: int
 

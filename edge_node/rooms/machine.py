@@ -71,8 +71,9 @@ class RoomState(enum.Enum):
 
     #: The store is being asked for the lease (no member is in yet).
     ACTIVATING = "activating"
-    #: Served without a store lease: a Redis-less edge, or Redis unreachable when the
-    #: room was activated (epoch 0).  Positions are assigned here, acknowledged at once.
+    #: Served without a store lease: the store (Redis) was unreachable when the room was
+    #: activated (epoch 0, or the epoch of :class:`~.events.RunLocal`).  Positions are
+    #: assigned here and acknowledged at once; nothing is stored.
     LOCAL = "local"
     #: The lease is ours; duplicate detection is being rebuilt from the stream.  Local
     #: publishes and forwarded ones wait, in order, until it is done.

@@ -81,12 +81,12 @@ class MemoryRoomStore:
         self._appends: dict[str, list[tuple[int, int, bytes]]] = {}
         self._forwards: list[tuple[str, list[Any]]] = []
         self._flush_due = False
+        backend.edges[edge_id] = self  # alive from now on
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Join the backend (this edge is alive from now on)."""
-        self.backend.edges[self.edge_id] = self
+        """Nothing to connect: the store joined its backend when it was made."""
 
     async def stop(self) -> None:
         """Store what is queued, release every lease, leave the backend."""
