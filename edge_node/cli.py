@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -274,6 +275,9 @@ def cmd_edge(a: argparse.Namespace) -> int:
 
 def cmd_token(a: argparse.Namespace) -> int:
     """Print a signed development token."""
+    if not (math.isfinite(a.ttl) and a.ttl > 0):
+        raise UserError(f"--ttl must be a positive number of seconds, not {a.ttl:g} "
+                        "(a token that has already expired is refused by every edge)")
     secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]
     rooms = a.rooms.split(",") if a.rooms else ["*"]
     pub = a.publish.split(",") if a.publish else None
@@ -346,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--kind", choices=KINDS, default="player")
     pt.add_argument("--rooms", default="*", help="comma-separated room patterns (default *)")
     pt.add_argument("--publish", default="", help="publish patterns (default: same as --rooms)")
-    pt.add_argument("--ttl", type=float, default=3600.0, help="seconds until expiry")
+    pt.add_argument("--ttl", type=float, default=3600.0,
+                    help="seconds until expiry, > 0 (default %(default)g)")
     pt.set_defaults(func=cmd_token)
 
     pc = sub.add_parser("cert", help="make a self-signed certificate for QUIC/WebTransport",
