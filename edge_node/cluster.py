@@ -40,7 +40,11 @@ class LocalCluster:
         self.with_origin = origin
         self.origin_workers = origin_workers
         self.origin: Any = None
-        self.api_key = secrets.token_urlsafe(16)
+        #: The origin API key: the first of ``ORIGIN_API_KEYS`` when set (all of them are
+        #: accepted), else a fresh random one (printed by ``up``).
+        self.api_keys = [k.strip() for k in os.environ.get("ORIGIN_API_KEYS", "").split(",")
+                         if k.strip()] or [secrets.token_urlsafe(16)]
+        self.api_key = self.api_keys[0]
         #: Edges also listen for QUIC, with one development certificate (CA file
         #: for clients: ``ca_file``).
         self.quic = quic
@@ -57,8 +61,10 @@ class LocalCluster:
 
                 # The demand forecast samples the registry every second here (a
                 # deployment uses minutes): the demo shows its recommendation.
-                env = dict({"ORIGIN_FORECAST_STEP": "1"}, **os.environ,
-                           ORIGIN_API_KEYS=self.api_key, EDGE_RELAY_SECRET=self.secret.decode())
+                # (The environment may hold both variables set below: later keys win.)
+                env = {"ORIGIN_FORECAST_STEP": "1", **os.environ,
+                       "ORIGIN_API_KEYS": ",".join(self.api_keys),
+                       "EDGE_RELAY_SECRET": self.secret.decode()}
                 self.origin = spawn_api(self.redis_url, "--workers", str(self.origin_workers),
                                         command="run", env=env,
                                         log_path=os.path.join(self.log_dir, "origin.log"))
@@ -129,7 +135,7 @@ def cmd_up(a: Any) -> int:
     from client_sdk.protocol import mint_token
 
     from .cli import UserError
-    from .config import secrets_from_env
+    from .config import DEV_SECRET, secrets_from_env
 
     if a.edges < 1 or a.edges > 64:
         raise UserError("--edges must be between 1 and 64")
@@ -149,6 +155,11 @@ def cmd_up(a: Any) -> int:
     print(f"logs   {d['logs']}")
     tok = mint_token(secret, "dev", "player", ["*"], now=time.time(), ttl=86400)
     print(f"token  {tok}")
+    if os.environ.get("EDGE_RELAY_SECRET"):
+        print("secret the first key of EDGE_RELAY_SECRET signs tokens")
+    else:
+        print(f"secret the development key {DEV_SECRET.decode()!r} signs tokens "
+              "(edge_node.config.DEV_SECRET; set EDGE_RELAY_SECRET for your own)")
     print("Ctrl-C to stop.", flush=True)
     stop = False
 
