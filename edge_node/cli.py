@@ -53,12 +53,16 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    default=float(_env("PING_TIMEOUT", str(d.ping_timeout))),
                    help="seconds to wait for a pong before closing (default %(default)s)")
     p.add_argument("--max-frame-bytes", type=int,
-                   default=int(_env("MAX_FRAME_BYTES", str(Limits().max_frame_bytes))))
+                   default=int(_env("MAX_FRAME_BYTES", str(Limits().max_frame_bytes))),
+                   help="largest inbound frame, bytes; larger gets ERROR 4413 "
+                   "(default %(default)s, at least 256)")
     p.add_argument("--max-rooms", type=int,
                    default=int(_env("MAX_ROOMS", str(Limits().max_rooms_per_connection))),
                    help="rooms per connection")
     p.add_argument("--send-queue-bytes", type=int,
-                   default=int(_env("SEND_QUEUE_BYTES", str(d.send_queue_bytes))))
+                   default=int(_env("SEND_QUEUE_BYTES", str(d.send_queue_bytes))),
+                   help="per-client send queue bound, bytes; a client over it is closed "
+                   "with 4001 (slow consumer; default %(default)s)")
     p.add_argument("--write-delay-ms", type=float,
                    default=float(_env("WRITE_DELAY_MS", str(d.write_delay * 1000))),
                    help="collect each client's frames this long before writing them "
@@ -72,11 +76,15 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                         "default %(default)s = every loop tick)")
     p.add_argument("--rate", type=float, default=float(_env("RATE_PER_SEC", str(d.rate_per_sec))),
                    help="inbound frames/s per connection (kind=service exempt)")
-    p.add_argument("--burst", type=float, default=float(_env("RATE_BURST", str(d.rate_burst))))
+    p.add_argument("--burst", type=float, default=float(_env("RATE_BURST", str(d.rate_burst))),
+                   help="inbound frames a connection may send at once above --rate "
+                   "(token bucket size; default %(default)s)")
     p.add_argument("--stream-maxlen", type=int,
                    default=int(_env("STREAM_MAXLEN", str(d.stream_maxlen))),
                    help="approximate cap of each room stream (entries)")
-    p.add_argument("--backlog", type=int, default=int(_env("BACKLOG", str(d.backlog))))
+    p.add_argument("--backlog", type=int, default=int(_env("BACKLOG", str(d.backlog))),
+                   help="TCP listen backlog (reconnect storms need >= 1024; "
+                   "default %(default)s)")
     p.add_argument("--resume-window", type=float,
                    default=float(_env("RESUME_WINDOW", str(d.resume_window))),
                    help="seconds a dropped session can resume (default %(default)s)")
@@ -125,8 +133,11 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quic-idle-timeout", type=float,
                    default=float(_env("QUIC_IDLE_TIMEOUT", str(d.quic_idle_timeout))),
                    help="seconds without packets before a QUIC connection is dropped")
-    p.add_argument("--log-format", choices=["json", "text"], default=_env("LOG_FORMAT", "json"))
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    p.add_argument("--log-format", choices=["json", "text"], default=_env("LOG_FORMAT", "json"),
+                   help="log lines on stderr: one JSON object each, or text "
+                   "(default %(default)s)")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
+                   help="logging level: DEBUG, INFO, WARNING, ERROR (default %(default)s)")
     add_iot_args(p)
 
 
@@ -311,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edge-relay",
         description="Edge relay for real-time games and IoT.  Commands: edge, up, demo, "
-        "token, cert, bench.  Configuration: flags, or EDGE_RELAY_* and REDIS_URL environment "
-        "variables (see docs/configuration.md).",
+        "token, cert, origin, bench.  Configuration: flags, or EDGE_RELAY_* and REDIS_URL "
+        "environment variables (see docs/configuration.md).",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -347,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Print a signed token (HS256) using EDGE_RELAY_SECRET "
                         "(or the development secret).")
     pt.add_argument("subject", help="who the token is for (player name, device id)")
-    pt.add_argument("--kind", choices=KINDS, default="player")
+    pt.add_argument("--kind", choices=KINDS, default="player",
+                    help="token kind (default %(default)s; service is exempt from rate limits)")
     pt.add_argument("--rooms", default="*", help="comma-separated room patterns (default *)")
     pt.add_argument("--publish", default="", help="publish patterns (default: same as --rooms)")
     pt.add_argument("--ttl", type=float, default=3600.0,
@@ -400,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "origin":
         from origin.__main__ import main as origin_main
 
-        return int(origin_main(argv[1:]) or 0)
+        return int(origin_main(argv[1:], prog="edge-relay origin") or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -30,7 +30,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="Redis URL (env REDIS_URL)")
     p.add_argument("--shards", type=int, default=int(os.environ.get("ORIGIN_SHARDS", "4")),
                    help="uplink streams; must equal the edges' (env ORIGIN_SHARDS, default 4)")
-    p.add_argument("--log-level", default=os.environ.get("ORIGIN_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-level", default=os.environ.get("ORIGIN_LOG_LEVEL", "INFO"),
+                   help="logging level (env ORIGIN_LOG_LEVEL, default %(default)s)")
 
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +42,8 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="seconds between XAUTOCLAIM rounds (default %(default)s)")
     p.add_argument("--read-count", type=int, default=d.read_count,
                    help="stream entries (batches) per read (default %(default)s)")
-    p.add_argument("--block-ms", type=int, default=d.block_ms)
+    p.add_argument("--block-ms", type=int, default=d.block_ms,
+                   help="longest wait of one stream read, ms (default %(default)s)")
     p.add_argument("--command-ttl", type=float, default=d.command_ttl,
                    help="default seconds a command waits for an offline device")
 
@@ -140,9 +142,9 @@ def cmd_stats(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m origin`` parser."""
-    p = argparse.ArgumentParser(prog="python -m origin", description="edge-relay origin: "
+def build_parser(prog: str = "python -m origin") -> argparse.ArgumentParser:
+    """The ``python -m origin`` parser (``prog``: how the usage line names it)."""
+    p = argparse.ArgumentParser(prog=prog, description="edge-relay origin: "
                                 "uplink workers, HTTP API (see docs/origin.md)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     pw = sub.add_parser("worker", help="run one uplink worker (consumer group member)")
@@ -154,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                            ("run", "run N workers and the HTTP API")):
         pa = sub.add_parser(name, help=helptext)
         _common(pa)
-        pa.add_argument("--host", default="127.0.0.1")
+        pa.add_argument("--host", default="127.0.0.1",
+                        help="API listen address (default %(default)s)")
         pa.add_argument("--port", type=int, default=8780, help="API port (default 8780)")
         if name == "run":
             pa.add_argument("--workers", type=int, default=2, help="worker processes")
@@ -165,21 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
             pa.set_defaults(func=cmd_api)
     sub.add_parser("forecast-eval", add_help=False,
                    help="evaluate the demand forecast on a generated load curve "
-                   "(see `forecast-eval --help`)")
+                   f"(see `{prog} forecast-eval --help`)")
     ps = sub.add_parser("stats", help="print the origin's counters as JSON")
     _common(ps)
     ps.set_defaults(func=cmd_stats)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+def main(argv: list[str] | None = None, *, prog: str = "python -m origin") -> int:
+    """Entry point (``prog``: the command name in usage lines and errors)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "forecast-eval":
         from .forecast_eval import main as forecast_eval
 
-        return forecast_eval(argv[1:])
-    parser = build_parser()
+        return forecast_eval(argv[1:], prog=f"{prog} forecast-eval")
+    parser = build_parser(prog)
     a = parser.parse_args(argv)
     if not getattr(a, "func", None):
         parser.print_help()
