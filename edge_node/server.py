@@ -126,6 +126,7 @@ class EdgeServer:
                     s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
                     stream_maxlen=s.stream_maxlen, append_batch=s.append_batch,
                     stats=self.stats, edge_ttl=s.heartbeat_ttl, append_linger=s.append_linger,
+                    wait_replicas=s.redis_wait_replicas,
                 )
             except redis_conn.ClusterURLError as exc:
                 raise RuntimeError(f"bad Redis URL {s.redis_url!r}: {exc}") from exc
