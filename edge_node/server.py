@@ -413,6 +413,8 @@ class EdgeServer:
             raise SessionClose(ErrorCode.BAD_REQUEST, "resume attempt must be an unsigned int")
         if not isinstance(sid, str) or not isinstance(rt, str) or not isinstance(rooms, dict):
             raise SessionClose(ErrorCode.BAD_REQUEST, "resume must be {sid, rt, rooms}")
+        if len(rooms) > self.settings.limits.max_rooms_per_connection:  # before the loop
+            raise SessionClose(ErrorCode.TOO_MANY_ROOMS, "too many rooms to resume")
         out: dict[str, Any] = {}
         for room, v in rooms.items():
             if (not isinstance(room, str) or not room or not isinstance(v, list) or len(v) != 3
@@ -420,8 +422,6 @@ class EdgeServer:
                 raise SessionClose(ErrorCode.BAD_REQUEST,
                                    "resume rooms must map room -> [flags, epoch, seq]")
             out[room] = v
-        if len(out) > self.settings.limits.max_rooms_per_connection:
-            raise SessionClose(ErrorCode.TOO_MANY_ROOMS, "too many rooms to resume")
         return sid, rt, out
 
     async def _resume(self, session: ClientSession, rooms: dict[str, Any], invalid: str) -> None:

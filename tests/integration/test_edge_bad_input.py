@@ -563,6 +563,19 @@ async def test_too_many_rooms(edge_factory, clients, token) -> None:
     await assert_edge_healthy(edge, {ErrorCode.TOO_MANY_ROOMS})
 
 
+@pytest.mark.parametrize("n_rooms", [65, 500])
+async def test_resume_with_too_many_rooms_is_closed_with_4407(edge, token, n_rooms) -> None:
+    """docs/protocol.md: a HELLO resume map over max_rooms_per_connection (64) closes
+    with 4407, however many rooms it lists (not 4400 from the decoder)."""
+    ws = await raw_open(edge.url)
+    rooms = {f"room-{i}": [0, 1, 0] for i in range(n_rooms)}
+    await ws.send(_pack([1, PROTOCOL_VERSION, token("many"), "raw-test",
+                         {"sid": "s", "rt": "r", "att": 0, "rooms": rooms}]))
+    code, reason = await expect_close(ws)
+    assert code == ErrorCode.TOO_MANY_ROOMS, (code, reason)
+    await assert_edge_healthy(edge, {ErrorCode.TOO_MANY_ROOMS})
+
+
 # -- floods ------------------------------------------------------------------
 
 
