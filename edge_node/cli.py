@@ -225,6 +225,13 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
     if a.quic_idle_timeout <= 0:
         raise UserError("--quic-idle-timeout must be positive")
     position = parse_position(a.position) if a.position else None
+    if a.redis_url:
+        from .redis_conn import RedisURLError, check_url
+
+        try:
+            check_url(a.redis_url)
+        except RedisURLError as exc:
+            raise UserError(f"{exc} (--redis-url or REDIS_URL)") from None
     if not 0 <= a.write_delay_ms <= 100:
         raise UserError("--write-delay-ms must be 0..100")
     if not 0 <= a.write_interval_ms <= 100:
@@ -318,6 +325,7 @@ def cmd_edge(a: argparse.Namespace) -> int:
             await server.start()
         except OSError as exc:
             raise UserError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+                            " (stop what uses that address or choose another --host/--port)"
                             ) from exc
         except RuntimeError as exc:
             raise UserError(str(exc)) from exc

@@ -130,6 +130,39 @@ class LocalCluster:
         self.stop()
 
 
+def check_startup(redis_url: str, base_port: int, n_edges: int) -> None:
+    """What ``up`` can check before starting anything; :class:`UserError` naming the
+    cause and the fix.  (A child's own start-up error is reported too: see
+    :func:`edge_node.launch.wait_healthy`.)"""
+    import asyncio
+    import socket
+
+    from redis.exceptions import RedisError
+
+    from . import redis_conn
+    from .cli import UserError
+
+    if redis_url:
+        try:
+            redis_conn.check_url(redis_url)
+        except redis_conn.RedisURLError as exc:
+            raise UserError(f"{exc} (REDIS_URL; unset it to use the embedded server)"
+                            ) from None
+        try:
+            asyncio.run(redis_conn.ping(redis_url))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise UserError(f"cannot reach Redis at {redis_url} (REDIS_URL): "
+                            f"{exc or type(exc).__name__} (start it, or unset REDIS_URL to "
+                            "use the embedded server)") from None
+    for port in range(base_port, base_port + n_edges) if base_port else ():
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise UserError(f"port {port} is in use ({exc.strerror}): stop what listens "
+                                "there or choose another --base-port") from None
+
+
 def cmd_up(a: Any) -> int:
     """``edge-relay up``: run a cluster until Ctrl-C."""
     from client_sdk.protocol import mint_token
@@ -139,6 +172,9 @@ def cmd_up(a: Any) -> int:
 
     if a.edges < 1 or a.edges > 64:
         raise UserError("--edges must be between 1 and 64")
+    if a.base_port and not 0 < a.base_port <= 65536 - a.edges:
+        raise UserError(f"--base-port must leave room for {a.edges} ports below 65536")
+    check_startup(os.environ.get("REDIS_URL", ""), a.base_port, a.edges)
     secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]
     cluster = LocalCluster(a.edges, base_port=a.base_port, secret=secret)
     try:

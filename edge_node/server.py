@@ -133,7 +133,8 @@ class EdgeServer:
             try:
                 await self.sync.start()
             except (RedisError, OSError) as exc:
-                raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
+                raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc} (start it, or "
+                                   "point --redis-url / REDIS_URL at a running one)") from exc
             try:
                 await claim_shard_count(self.sync.r, s.uplink_shards, "--uplink-shards")
             except ShardCountMismatch as exc:

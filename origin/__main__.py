@@ -17,12 +17,31 @@ import signal
 import subprocess
 import sys
 
-from edge_node.redis_conn import ClusterURLError
+from edge_node.redis_conn import RedisURLError, check_url
 from edge_node.uplink import ShardCountMismatch
 
 from .settings import OriginSettings, api_keys_from_env
 
 __all__ = ["main", "build_parser"]
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (bad setting, Redis unreachable): one line, exit 2."""
+
+
+def require_redis(url: str) -> None:
+    """At start: one PING to ``url``; :class:`UsageError` naming the cause and the fix.
+
+    Only at start: once running, workers and the API ride out Redis outages."""
+    from redis.exceptions import RedisError
+
+    from edge_node import redis_conn
+
+    try:
+        asyncio.run(redis_conn.ping(url))
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise UsageError(f"cannot reach Redis at {url}: {exc or type(exc).__name__} (start it, "
+                         "or point --redis-url / REDIS_URL at a running one)") from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -51,7 +70,11 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
 def settings_from_args(a: argparse.Namespace) -> OriginSettings:
     """Build settings from parsed arguments (worker flags are optional)."""
     if a.shards < 1:
-        raise SystemExit("origin: error: --shards must be >= 1")
+        raise UsageError("--shards must be >= 1")
+    try:
+        check_url(a.redis_url)
+    except RedisURLError as exc:
+        raise UsageError(f"{exc} (--redis-url or REDIS_URL)") from None
     d = OriginSettings()
     return OriginSettings(
         redis_url=a.redis_url, shards=a.shards,
@@ -71,6 +94,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
     from .worker import Worker
 
     s = settings_from_args(a)
+    require_redis(s.redis_url)
     with contextlib.suppress(ImportError):  # uvloop is a dependency on Linux/macOS
         import uvloop
 
@@ -98,13 +122,16 @@ def cmd_api(a: argparse.Namespace) -> int:
     if not s.api_keys:
         print("origin: warning: ORIGIN_API_KEYS is empty: every API call but /healthz "
               "will be refused", file=sys.stderr)
-    uvicorn.run(create_app(s), host=a.host, port=a.port, log_level="warning",
+    app = create_app(s)  # a bad ORIGIN_FORECAST_* setting stops here, before Redis
+    require_redis(s.redis_url)
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning",
                 access_log=False)
     return 0
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     """N worker processes plus the API in this process; stopping this stops them."""
+    require_redis(settings_from_args(a).redis_url)  # once, before any child starts
     base = [sys.executable, "-m", "origin", "worker", "--redis-url", a.redis_url,
             "--shards", str(a.shards)]
     prefix = a.consumer_prefix or f"w{os.getpid()}"
@@ -130,6 +157,7 @@ def cmd_stats(a: argparse.Namespace) -> int:
     from .view import origin_stats
 
     s = settings_from_args(a)
+    require_redis(s.redis_url)
 
     async def run() -> None:
         r = redis_conn.connect(s.redis_url, socket_timeout=5.0)
@@ -191,15 +219,13 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m origin") -> in
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from .forecast import ForecastSettingsError
 
+    name = "origin" if prog == "python -m origin" else prog
     try:
         return int(a.func(a))
-    except ForecastSettingsError as exc:
-        print(f"origin: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
-    except (ShardCountMismatch, ClusterURLError) as exc:
-        print(f"origin: error: {exc}", file=sys.stderr)
+    except (UsageError, ForecastSettingsError, ShardCountMismatch, RedisURLError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
 
 
