@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -19,12 +20,20 @@ from client_sdk.protocol import KINDS, Limits, mint_token
 
 from .config import DEV_SECRET, EdgeSettings, secrets_from_env
 from .gc_tuning import tune_gc
+from .iot.detect import DetectorSettings
+from .uplink.spool import OVERFLOW_POLICIES, SYNC_MODES
 
 __all__ = ["main", "build_parser"]
 
 
 class UserError(Exception):
     """A mistake the user can fix; printed without a traceback."""
+
+
+#: The edge's default QUIC datagram bound is already the most one packet carries.
+_MAX_DGRAM = EdgeSettings().quic_max_datagram
+#: The detector clears an alert below this score.
+_IOT_Z_OFF = DetectorSettings().z_off
 
 
 def _env(name: str, default: str) -> str:
@@ -45,6 +54,11 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                         "neighbour lists are ordered by distance")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""),
                    help="Redis URL (env REDIS_URL); empty = run without Redis")
+    wr = os.environ.get("REDIS_WAIT_REPLICAS", "")
+    p.add_argument("--redis-wait-replicas", type=int, default=int(wr) if wr.strip() else None,
+                   metavar="N", help="replicas that must confirm a room append before the "
+                   "publish is acknowledged (env REDIS_WAIT_REPLICAS; default 1 on a Redis "
+                   "Cluster, 0 on one server)")
     p.add_argument("--ping-interval", type=float,
                    default=float(_env("PING_INTERVAL", str(d.ping_interval))),
                    help="seconds between server pings (default %(default)s)")
@@ -52,12 +66,16 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    default=float(_env("PING_TIMEOUT", str(d.ping_timeout))),
                    help="seconds to wait for a pong before closing (default %(default)s)")
     p.add_argument("--max-frame-bytes", type=int,
-                   default=int(_env("MAX_FRAME_BYTES", str(Limits().max_frame_bytes))))
+                   default=int(_env("MAX_FRAME_BYTES", str(Limits().max_frame_bytes))),
+                   help="largest inbound frame, bytes; larger gets ERROR 4413 "
+                   "(default %(default)s, at least 256)")
     p.add_argument("--max-rooms", type=int,
                    default=int(_env("MAX_ROOMS", str(Limits().max_rooms_per_connection))),
                    help="rooms per connection")
     p.add_argument("--send-queue-bytes", type=int,
-                   default=int(_env("SEND_QUEUE_BYTES", str(d.send_queue_bytes))))
+                   default=int(_env("SEND_QUEUE_BYTES", str(d.send_queue_bytes))),
+                   help="per-client send queue bound, bytes; a client over it is closed "
+                   "with 4001 (slow consumer; default %(default)s)")
     p.add_argument("--write-delay-ms", type=float,
                    default=float(_env("WRITE_DELAY_MS", str(d.write_delay * 1000))),
                    help="collect each client's frames this long before writing them "
@@ -71,11 +89,15 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                         "default %(default)s = every loop tick)")
     p.add_argument("--rate", type=float, default=float(_env("RATE_PER_SEC", str(d.rate_per_sec))),
                    help="inbound frames/s per connection (kind=service exempt)")
-    p.add_argument("--burst", type=float, default=float(_env("RATE_BURST", str(d.rate_burst))))
+    p.add_argument("--burst", type=float, default=float(_env("RATE_BURST", str(d.rate_burst))),
+                   help="inbound frames a connection may send at once above --rate "
+                   "(token bucket size; default %(default)s)")
     p.add_argument("--stream-maxlen", type=int,
                    default=int(_env("STREAM_MAXLEN", str(d.stream_maxlen))),
                    help="approximate cap of each room stream (entries)")
-    p.add_argument("--backlog", type=int, default=int(_env("BACKLOG", str(d.backlog))))
+    p.add_argument("--backlog", type=int, default=int(_env("BACKLOG", str(d.backlog))),
+                   help="TCP listen backlog (reconnect storms need >= 1024; "
+                   "default %(default)s)")
     p.add_argument("--resume-window", type=float,
                    default=float(_env("RESUME_WINDOW", str(d.resume_window))),
                    help="seconds a dropped session can resume (default %(default)s)")
@@ -101,6 +123,18 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uplink-spool", default=_env("UPLINK_SPOOL", ""),
                    help="SQLite file spooling origin-bound data while Redis is unreachable "
                    "(default: in memory, lost on a crash)")
+    p.add_argument("--uplink-spool-max", type=int,
+                   default=int(_env("UPLINK_SPOOL_MAX", str(d.uplink_spool_max))),
+                   help="most entries the uplink spool holds (default %(default)s)")
+    p.add_argument("--uplink-overflow", choices=OVERFLOW_POLICIES,
+                   default=_env("UPLINK_OVERFLOW", d.uplink_overflow),
+                   help="when the spool is full: drop its oldest entries, or refuse new "
+                   "ones (default %(default)s)")
+    p.add_argument("--uplink-fsync", choices=SYNC_MODES, type=str.upper,
+                   default=_env("UPLINK_FSYNC", d.uplink_fsync),
+                   help="spool durability (SQLite synchronous): FULL survives power loss, "
+                   "NORMAL a process crash, OFF only if the OS does not crash "
+                   "(default %(default)s)")
     p.add_argument("--uplink-shards", type=int,
                    default=int(_env("UPLINK_SHARDS", str(d.uplink_shards))),
                    help="uplink streams to the origin; must equal the origin's --shards "
@@ -124,8 +158,25 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quic-idle-timeout", type=float,
                    default=float(_env("QUIC_IDLE_TIMEOUT", str(d.quic_idle_timeout))),
                    help="seconds without packets before a QUIC connection is dropped")
-    p.add_argument("--log-format", choices=["json", "text"], default=_env("LOG_FORMAT", "json"))
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    p.add_argument("--quic-max-datagram", type=int,
+                   default=int(_env("QUIC_MAX_DATAGRAM", str(d.quic_max_datagram))),
+                   help=f"largest unreliable update sent as a QUIC datagram, bytes "
+                   f"(0..{_MAX_DGRAM}; larger ones go on the stream; 0 = no datagrams; "
+                   "default %(default)s)")
+    p.add_argument("--quic-datagram-queue", type=int,
+                   default=int(_env("QUIC_DATAGRAM_QUEUE", str(d.quic_datagram_queue))),
+                   help="datagrams queued per QUIC connection before the stalest is dropped "
+                   "(default %(default)s)")
+    p.add_argument("--quic-inbound-queue", type=int,
+                   default=int(_env("QUIC_INBOUND_QUEUE", str(d.quic_inbound_queue))),
+                   help="inbound bytes queued per QUIC connection, unprocessed; over it "
+                   "datagrams are dropped and a stream record closes with 4003 "
+                   "(default %(default)s, at least --max-frame-bytes)")
+    p.add_argument("--log-format", choices=["json", "text"], default=_env("LOG_FORMAT", "json"),
+                   help="log lines on stderr: one JSON object each, or text "
+                   "(default %(default)s)")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
+                   help="logging level: DEBUG, INFO, WARNING, ERROR (default %(default)s)")
     add_iot_args(p)
 
 
@@ -144,15 +195,21 @@ def add_iot_args(p: argparse.ArgumentParser) -> None:
                    help="room that receives anomaly alerts (default 'alerts'; '' = none)")
     p.add_argument("--iot-detector", choices=["ewma", "mad", "both", "any"],
                    default=_env("IOT_DETECTOR", d.iot_detector), help="anomaly detector mode")
+    p.add_argument("--iot-z-on", type=float, default=float(_env("IOT_Z_ON", str(d.iot_z_on))),
+                   help="anomaly score that raises an alert (at least "
+                   f"{_IOT_Z_OFF:g}, the score below which it clears; default %(default)s)")
 
 
 def iot_settings_from_args(a: argparse.Namespace) -> dict[str, Any]:
     """The ``iot_*`` fields of :class:`EdgeSettings` from parsed arguments."""
     if a.iot_window_ms < 10 or a.iot_grace_ms < 0:
         raise UserError("--iot-window-ms must be >= 10 and --iot-grace-ms >= 0")
+    if not a.iot_z_on >= _IOT_Z_OFF:
+        raise UserError(f"--iot-z-on must be at least {_IOT_Z_OFF:g} (alerts clear below "
+                        f"{_IOT_Z_OFF:g}), not {a.iot_z_on:g}")
     return {"iot_window_ms": a.iot_window_ms, "iot_grace_ms": a.iot_grace_ms,
             "iot_raw": a.iot_raw, "iot_alerts_room": a.iot_alerts_room,
-            "iot_detector": a.iot_detector}
+            "iot_detector": a.iot_detector, "iot_z_on": a.iot_z_on}
 
 
 def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
@@ -168,6 +225,13 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
     if a.quic_idle_timeout <= 0:
         raise UserError("--quic-idle-timeout must be positive")
     position = parse_position(a.position) if a.position else None
+    if a.redis_url:
+        from .redis_conn import RedisURLError, check_url
+
+        try:
+            check_url(a.redis_url)
+        except RedisURLError as exc:
+            raise UserError(f"{exc} (--redis-url or REDIS_URL)") from None
     if not 0 <= a.write_delay_ms <= 100:
         raise UserError("--write-delay-ms must be 0..100")
     if not 0 <= a.write_interval_ms <= 100:
@@ -176,6 +240,25 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         raise UserError("--max-connections must be 0 (from the open-file limit) or more")
     if a.uplink_shards < 1:
         raise UserError("--uplink-shards must be at least 1")
+    # argparse checks choices only on the command line, not a default from the environment.
+    if a.uplink_overflow not in OVERFLOW_POLICIES:
+        raise UserError(f"EDGE_RELAY_UPLINK_OVERFLOW must be one of {', '.join(OVERFLOW_POLICIES)}"
+                        f", not {a.uplink_overflow!r}")
+    if a.uplink_fsync not in SYNC_MODES:
+        raise UserError(f"EDGE_RELAY_UPLINK_FSYNC must be one of {', '.join(SYNC_MODES)}, "
+                        f"not {a.uplink_fsync!r}")
+    if a.uplink_spool_max < 1:
+        raise UserError("--uplink-spool-max must be at least 1")
+    if not 0 <= a.quic_max_datagram <= _MAX_DGRAM:
+        raise UserError(f"--quic-max-datagram must be 0..{_MAX_DGRAM} (a datagram must fit "
+                        "in one QUIC packet)")
+    if a.quic_datagram_queue < 1:
+        raise UserError("--quic-datagram-queue must be at least 1")
+    if a.quic_inbound_queue < a.max_frame_bytes:
+        raise UserError("--quic-inbound-queue must be at least --max-frame-bytes "
+                        f"({a.max_frame_bytes})")
+    if a.redis_wait_replicas is not None and a.redis_wait_replicas < 0:
+        raise UserError("--redis-wait-replicas (REDIS_WAIT_REPLICAS) must be 0 or more")
     return EdgeSettings(
         edge_id=a.edge_id, host=a.host, port=a.port, public_url=a.public_url, region=a.region,
         position=position, redis_url=a.redis_url,
@@ -191,10 +274,14 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         drain_timeout=a.drain_timeout, connect_rate=a.connect_rate,
         max_connections=a.max_connections,
         uplink_spool=a.uplink_spool, uplink_shards=a.uplink_shards,
+        uplink_spool_max=a.uplink_spool_max, uplink_overflow=a.uplink_overflow,
+        uplink_fsync=a.uplink_fsync, redis_wait_replicas=a.redis_wait_replicas,
         uplink_rooms=tuple(p for p in a.uplink_rooms.split(",") if p),
         log_level=a.log_level, **iot_settings_from_args(a),
         quic_port=a.quic_port, quic_cert=a.quic_cert, quic_key=a.quic_key,
         quic_public_url=a.quic_public_url, quic_idle_timeout=a.quic_idle_timeout,
+        quic_max_datagram=a.quic_max_datagram, quic_datagram_queue=a.quic_datagram_queue,
+        quic_inbound_queue=a.quic_inbound_queue,
     )
 
 
@@ -238,6 +325,7 @@ def cmd_edge(a: argparse.Namespace) -> int:
             await server.start()
         except OSError as exc:
             raise UserError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+                            " (stop what uses that address or choose another --host/--port)"
                             ) from exc
         except RuntimeError as exc:
             raise UserError(str(exc)) from exc
@@ -274,6 +362,9 @@ def cmd_edge(a: argparse.Namespace) -> int:
 
 def cmd_token(a: argparse.Namespace) -> int:
     """Print a signed development token."""
+    if not (math.isfinite(a.ttl) and a.ttl > 0):
+        raise UserError(f"--ttl must be a positive number of seconds, not {a.ttl:g} "
+                        "(a token that has already expired is refused by every edge)")
     secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]
     rooms = a.rooms.split(",") if a.rooms else ["*"]
     pub = a.publish.split(",") if a.publish else None
@@ -307,8 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edge-relay",
         description="Edge relay for real-time games and IoT.  Commands: edge, up, demo, "
-        "token, cert, bench.  Configuration: flags, or EDGE_RELAY_* and REDIS_URL environment "
-        "variables (see docs/configuration.md).",
+        "token, cert, origin, bench.  Configuration: flags, or EDGE_RELAY_* and REDIS_URL "
+        "environment variables (see docs/configuration.md).",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -343,10 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Print a signed token (HS256) using EDGE_RELAY_SECRET "
                         "(or the development secret).")
     pt.add_argument("subject", help="who the token is for (player name, device id)")
-    pt.add_argument("--kind", choices=KINDS, default="player")
+    pt.add_argument("--kind", choices=KINDS, default="player",
+                    help="token kind (default %(default)s; service is exempt from rate limits)")
     pt.add_argument("--rooms", default="*", help="comma-separated room patterns (default *)")
     pt.add_argument("--publish", default="", help="publish patterns (default: same as --rooms)")
-    pt.add_argument("--ttl", type=float, default=3600.0, help="seconds until expiry")
+    pt.add_argument("--ttl", type=float, default=3600.0,
+                    help="seconds until expiry, > 0 (default %(default)g)")
     pt.set_defaults(func=cmd_token)
 
     pc = sub.add_parser("cert", help="make a self-signed certificate for QUIC/WebTransport",
@@ -395,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "origin":
         from origin.__main__ import main as origin_main
 
-        return int(origin_main(argv[1:]) or 0)
+        return int(origin_main(argv[1:], prog="edge-relay origin") or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

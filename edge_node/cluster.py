@@ -40,7 +40,11 @@ class LocalCluster:
         self.with_origin = origin
         self.origin_workers = origin_workers
         self.origin: Any = None
-        self.api_key = secrets.token_urlsafe(16)
+        #: The origin API key: the first of ``ORIGIN_API_KEYS`` when set (all of them are
+        #: accepted), else a fresh random one (printed by ``up``).
+        self.api_keys = [k.strip() for k in os.environ.get("ORIGIN_API_KEYS", "").split(",")
+                         if k.strip()] or [secrets.token_urlsafe(16)]
+        self.api_key = self.api_keys[0]
         #: Edges also listen for QUIC, with one development certificate (CA file
         #: for clients: ``ca_file``).
         self.quic = quic
@@ -57,8 +61,10 @@ class LocalCluster:
 
                 # The demand forecast samples the registry every second here (a
                 # deployment uses minutes): the demo shows its recommendation.
-                env = dict({"ORIGIN_FORECAST_STEP": "1"}, **os.environ,
-                           ORIGIN_API_KEYS=self.api_key, EDGE_RELAY_SECRET=self.secret.decode())
+                # (The environment may hold both variables set below: later keys win.)
+                env = {"ORIGIN_FORECAST_STEP": "1", **os.environ,
+                       "ORIGIN_API_KEYS": ",".join(self.api_keys),
+                       "EDGE_RELAY_SECRET": self.secret.decode()}
                 self.origin = spawn_api(self.redis_url, "--workers", str(self.origin_workers),
                                         command="run", env=env,
                                         log_path=os.path.join(self.log_dir, "origin.log"))
@@ -124,15 +130,51 @@ class LocalCluster:
         self.stop()
 
 
+def check_startup(redis_url: str, base_port: int, n_edges: int) -> None:
+    """What ``up`` can check before starting anything; :class:`UserError` naming the
+    cause and the fix.  (A child's own start-up error is reported too: see
+    :func:`edge_node.launch.wait_healthy`.)"""
+    import asyncio
+    import socket
+
+    from redis.exceptions import RedisError
+
+    from . import redis_conn
+    from .cli import UserError
+
+    if redis_url:
+        try:
+            redis_conn.check_url(redis_url)
+        except redis_conn.RedisURLError as exc:
+            raise UserError(f"{exc} (REDIS_URL; unset it to use the embedded server)"
+                            ) from None
+        try:
+            asyncio.run(redis_conn.ping(redis_url))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise UserError(f"cannot reach Redis at {redis_url} (REDIS_URL): "
+                            f"{exc or type(exc).__name__} (start it, or unset REDIS_URL to "
+                            "use the embedded server)") from None
+    for port in range(base_port, base_port + n_edges) if base_port else ():
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise UserError(f"port {port} is in use ({exc.strerror}): stop what listens "
+                                "there or choose another --base-port") from None
+
+
 def cmd_up(a: Any) -> int:
     """``edge-relay up``: run a cluster until Ctrl-C."""
     from client_sdk.protocol import mint_token
 
     from .cli import UserError
-    from .config import secrets_from_env
+    from .config import DEV_SECRET, secrets_from_env
 
     if a.edges < 1 or a.edges > 64:
         raise UserError("--edges must be between 1 and 64")
+    if a.base_port and not 0 < a.base_port <= 65536 - a.edges:
+        raise UserError(f"--base-port must leave room for {a.edges} ports below 65536")
+    check_startup(os.environ.get("REDIS_URL", ""), a.base_port, a.edges)
     secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]
     cluster = LocalCluster(a.edges, base_port=a.base_port, secret=secret)
     try:
@@ -149,6 +191,11 @@ def cmd_up(a: Any) -> int:
     print(f"logs   {d['logs']}")
     tok = mint_token(secret, "dev", "player", ["*"], now=time.time(), ttl=86400)
     print(f"token  {tok}")
+    if os.environ.get("EDGE_RELAY_SECRET"):
+        print("secret the first key of EDGE_RELAY_SECRET signs tokens")
+    else:
+        print(f"secret the development key {DEV_SECRET.decode()!r} signs tokens "
+              "(edge_node.config.DEV_SECRET; set EDGE_RELAY_SECRET for your own)")
     print("Ctrl-C to stop.", flush=True)
     stop = False
 

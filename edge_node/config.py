@@ -38,6 +38,9 @@ class EdgeSettings:
     #: orders its neighbour list by distance from itself.  ``None`` = unknown.
     position: tuple[float, float] | None = None
     redis_url: str = ""
+    #: Replicas that must confirm a room-stream append before a publish is acked
+    #: (``WAIT``); None = 1 on a Redis Cluster, 0 on one server.
+    redis_wait_replicas: int | None = None
     secrets: tuple[bytes, ...] = (DEV_SECRET,)
     limits: Limits = field(default_factory=Limits)
     #: WebSocket ping interval and timeout, seconds (games: a few seconds).

@@ -89,12 +89,39 @@ class EdgeProcess:
         self.stop()
 
 
-def wait_healthy(http_url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """Poll ``/healthz`` until it answers 200; raise ``RuntimeError`` on timeout or exit."""
+def last_error(log_path: str | None) -> str:
+    """The last one-line error (``...: error: CAUSE``) a child printed to its log, or ""."""
+    if not log_path:
+        return ""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, os.path.getsize(log_path) - 65536))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        head, sep, cause = line.partition("error: ")
+        if sep and cause.strip() and not head.lstrip().startswith("{"):
+            return cause.strip()
+    return ""
+
+
+def wait_healthy(http_url: str, proc: subprocess.Popen[bytes] | None, timeout: float, *,
+                 what: str = "edge", log_path: str | None = None) -> None:
+    """Poll ``/healthz`` until it answers 200; raise ``RuntimeError`` on timeout or exit.
+
+    The message names ``what`` and, when the child printed one to ``log_path``, its own
+    one-line error (the cause: Redis unreachable, a port in use, a bad setting)."""
+
+    def failure(text: str) -> RuntimeError:
+        cause = last_error(log_path)
+        return RuntimeError(f"{what} {text}" + (f": {cause}" if cause else "")
+                            + (f" (log: {log_path})" if log_path else ""))
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"edge exited with code {proc.returncode} before becoming healthy")
+            raise failure(f"exited with code {proc.returncode} before becoming healthy")
         try:
             with urllib.request.urlopen(http_url + "/healthz", timeout=0.5) as resp:
                 if resp.status == 200:
@@ -102,7 +129,7 @@ def wait_healthy(http_url: str, proc: subprocess.Popen[bytes] | None, timeout: f
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"edge at {http_url} not healthy after {timeout:.0f} s")
+    raise failure(f"at {http_url} not healthy after {timeout:.0f} s")
 
 
 def spawn_edge(
@@ -153,7 +180,7 @@ def spawn_edge(
             out.close()
     edge = EdgeProcess(proc, edge_id, host, port, log_path, udp_port)
     try:
-        wait_healthy(edge.http_url, proc, timeout)
+        wait_healthy(edge.http_url, proc, timeout, what=f"edge {edge_id}", log_path=log_path)
     except BaseException:
         edge.kill()
         raise

@@ -28,14 +28,56 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-__all__ = ["is_cluster", "cluster_seeds", "connect", "ClusterURLError", "CLUSTER_SCHEMES"]
+__all__ = ["is_cluster", "cluster_seeds", "connect", "check_url", "ping", "RedisURLError",
+           "ClusterURLError", "CLUSTER_SCHEMES"]
 
 #: URL schemes that mean "Redis Cluster".
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+#: Every URL scheme :func:`connect` takes.
+SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
+_URL_FORMS = ("redis://HOST:PORT[/DB], rediss://HOST:PORT (TLS), unix:///PATH or "
+              "redis+cluster://HOST:PORT[,HOST:PORT...]")
 
 
-class ClusterURLError(ValueError):
+class RedisURLError(ValueError):
+    """A Redis URL that cannot be used; the message names the problem and the forms."""
+
+
+class ClusterURLError(RedisURLError):
     """A ``redis+cluster://`` URL that cannot be parsed (names the problem)."""
+
+
+def check_url(url: str) -> None:
+    """Raise :class:`RedisURLError` unless :func:`connect` can use ``url`` (no I/O)."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in SCHEMES:
+        hint = f" (did you mean 'redis://{url}'?)" if not sep and url else ""
+        raise RedisURLError(f"bad Redis URL {url!r}{hint}: it must look like {_URL_FORMS}")
+    if is_cluster(url):
+        try:
+            cluster_seeds(url)
+        except ClusterURLError as exc:
+            raise ClusterURLError(f"bad Redis URL {url!r}: {exc}") from None
+        return
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError) as exc:
+        raise RedisURLError(f"bad Redis URL {url!r}: {exc}; it must look like "
+                            f"{_URL_FORMS}") from None
+
+
+async def ping(url: str, timeout: float = 3.0) -> None:
+    """One PING to ``url`` within about ``timeout`` seconds; redis-py's error (or
+    ``OSError``/``TimeoutError``) when the server cannot be reached."""
+    import asyncio
+
+    client = connect(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        await asyncio.wait_for(client.ping(), timeout + 1.0)
+    finally:
+        await client.aclose()
 
 
 def is_cluster(url: str) -> bool:

@@ -127,13 +127,15 @@ class EdgeServer:
                     s.redis_url, s.edge_id, self.hub, lease_ms=s.lease_ms,
                     stream_maxlen=s.stream_maxlen, append_batch=s.append_batch,
                     stats=self.stats, edge_ttl=s.heartbeat_ttl, append_linger=s.append_linger,
+                    wait_replicas=s.redis_wait_replicas,
                 )
             except redis_conn.ClusterURLError as exc:
                 raise RuntimeError(f"bad Redis URL {s.redis_url!r}: {exc}") from exc
             try:
                 await self.sync.start()
             except (RedisError, OSError) as exc:
-                raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc}") from exc
+                raise RuntimeError(f"cannot reach Redis at {s.redis_url}: {exc} (start it, or "
+                                   "point --redis-url / REDIS_URL at a running one)") from exc
             try:
                 await claim_shard_count(self.sync.r, s.uplink_shards, "--uplink-shards")
             except ShardCountMismatch as exc:
@@ -416,6 +418,8 @@ class EdgeServer:
             raise SessionClose(ErrorCode.BAD_REQUEST, "resume attempt must be an unsigned int")
         if not isinstance(sid, str) or not isinstance(rt, str) or not isinstance(rooms, dict):
             raise SessionClose(ErrorCode.BAD_REQUEST, "resume must be {sid, rt, rooms}")
+        if len(rooms) > self.settings.limits.max_rooms_per_connection:  # before the loop
+            raise SessionClose(ErrorCode.TOO_MANY_ROOMS, "too many rooms to resume")
         out: dict[str, Any] = {}
         for room, v in rooms.items():
             if (not isinstance(room, str) or not room or not isinstance(v, list) or len(v) != 3
@@ -423,8 +427,6 @@ class EdgeServer:
                 raise SessionClose(ErrorCode.BAD_REQUEST,
                                    "resume rooms must map room -> [flags, epoch, seq]")
             out[room] = v
-        if len(out) > self.settings.limits.max_rooms_per_connection:
-            raise SessionClose(ErrorCode.TOO_MANY_ROOMS, "too many rooms to resume")
         return sid, rt, out
 
     async def _resume(self, session: ClientSession, rooms: dict[str, Any], invalid: str) -> None:

@@ -158,13 +158,15 @@ class ClientSession:
             if self._violations >= self.settings.rate_close_after:
                 raise SessionClose(ErrorCode.RATE_LIMITED,
                                    "rate limit exceeded repeatedly within one second")
-            # Answer a dropped request (so its sender can retry later); a dropped
-            # fire-and-forget frame (req_id 0) is only counted.
+            # Answer a dropped request (so its sender can retry later).  Frames without
+            # a request id (PING, fire-and-forget publishes) get one ERROR with req_id 0
+            # per second of violations (protocol.md section 7), not one per frame: a
+            # flood must not double the edge's output.
             req_id = self.decoder.peek_req_id(raw)
-            if req_id:
+            if req_id or self._violations == 1:
                 self._error(req_id, ErrorCode.RATE_LIMITED,
                             f"rate limit of {self.settings.rate_per_sec:g} frames/s exceeded; "
-                            "retry later")
+                            "frames are dropped, retry later")
             else:
                 self.stats.errors[ErrorCode.RATE_LIMITED] += 1
             return

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 
-from edge_node.redis_conn import ClusterURLError
+from edge_node.redis_conn import RedisURLError, check_url
 from edge_node.uplink import ShardCountMismatch
 
 from .settings import OriginSettings, api_keys_from_env
@@ -25,12 +25,32 @@ from .settings import OriginSettings, api_keys_from_env
 __all__ = ["main", "build_parser"]
 
 
+class UsageError(Exception):
+    """A mistake the user can fix (bad setting, Redis unreachable): one line, exit 2."""
+
+
+def require_redis(url: str) -> None:
+    """At start: one PING to ``url``; :class:`UsageError` naming the cause and the fix.
+
+    Only at start: once running, workers and the API ride out Redis outages."""
+    from redis.exceptions import RedisError
+
+    from edge_node import redis_conn
+
+    try:
+        asyncio.run(redis_conn.ping(url))
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise UsageError(f"cannot reach Redis at {url}: {exc or type(exc).__name__} (start it, "
+                         "or point --redis-url / REDIS_URL at a running one)") from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
                    help="Redis URL (env REDIS_URL)")
     p.add_argument("--shards", type=int, default=int(os.environ.get("ORIGIN_SHARDS", "4")),
                    help="uplink streams; must equal the edges' (env ORIGIN_SHARDS, default 4)")
-    p.add_argument("--log-level", default=os.environ.get("ORIGIN_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-level", default=os.environ.get("ORIGIN_LOG_LEVEL", "INFO"),
+                   help="logging level (env ORIGIN_LOG_LEVEL, default %(default)s)")
 
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +61,8 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="seconds between XAUTOCLAIM rounds (default %(default)s)")
     p.add_argument("--read-count", type=int, default=d.read_count,
                    help="stream entries (batches) per read (default %(default)s)")
-    p.add_argument("--block-ms", type=int, default=d.block_ms)
+    p.add_argument("--block-ms", type=int, default=d.block_ms,
+                   help="longest wait of one stream read, ms (default %(default)s)")
     p.add_argument("--command-ttl", type=float, default=d.command_ttl,
                    help="default seconds a command waits for an offline device")
 
@@ -49,7 +70,11 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
 def settings_from_args(a: argparse.Namespace) -> OriginSettings:
     """Build settings from parsed arguments (worker flags are optional)."""
     if a.shards < 1:
-        raise SystemExit("origin: error: --shards must be >= 1")
+        raise UsageError("--shards must be >= 1")
+    try:
+        check_url(a.redis_url)
+    except RedisURLError as exc:
+        raise UsageError(f"{exc} (--redis-url or REDIS_URL)") from None
     d = OriginSettings()
     return OriginSettings(
         redis_url=a.redis_url, shards=a.shards,
@@ -69,6 +94,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
     from .worker import Worker
 
     s = settings_from_args(a)
+    require_redis(s.redis_url)
     with contextlib.suppress(ImportError):  # uvloop is a dependency on Linux/macOS
         import uvloop
 
@@ -96,13 +122,16 @@ def cmd_api(a: argparse.Namespace) -> int:
     if not s.api_keys:
         print("origin: warning: ORIGIN_API_KEYS is empty: every API call but /healthz "
               "will be refused", file=sys.stderr)
-    uvicorn.run(create_app(s), host=a.host, port=a.port, log_level="warning",
+    app = create_app(s)  # a bad ORIGIN_FORECAST_* setting stops here, before Redis
+    require_redis(s.redis_url)
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning",
                 access_log=False)
     return 0
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     """N worker processes plus the API in this process; stopping this stops them."""
+    require_redis(settings_from_args(a).redis_url)  # once, before any child starts
     base = [sys.executable, "-m", "origin", "worker", "--redis-url", a.redis_url,
             "--shards", str(a.shards)]
     prefix = a.consumer_prefix or f"w{os.getpid()}"
@@ -128,6 +157,7 @@ def cmd_stats(a: argparse.Namespace) -> int:
     from .view import origin_stats
 
     s = settings_from_args(a)
+    require_redis(s.redis_url)
 
     async def run() -> None:
         r = redis_conn.connect(s.redis_url, socket_timeout=5.0)
@@ -140,9 +170,9 @@ def cmd_stats(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m origin`` parser."""
-    p = argparse.ArgumentParser(prog="python -m origin", description="edge-relay origin: "
+def build_parser(prog: str = "python -m origin") -> argparse.ArgumentParser:
+    """The ``python -m origin`` parser (``prog``: how the usage line names it)."""
+    p = argparse.ArgumentParser(prog=prog, description="edge-relay origin: "
                                 "uplink workers, HTTP API (see docs/origin.md)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     pw = sub.add_parser("worker", help="run one uplink worker (consumer group member)")
@@ -154,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                            ("run", "run N workers and the HTTP API")):
         pa = sub.add_parser(name, help=helptext)
         _common(pa)
-        pa.add_argument("--host", default="127.0.0.1")
+        pa.add_argument("--host", default="127.0.0.1",
+                        help="API listen address (default %(default)s)")
         pa.add_argument("--port", type=int, default=8780, help="API port (default 8780)")
         if name == "run":
             pa.add_argument("--workers", type=int, default=2, help="worker processes")
@@ -165,21 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
             pa.set_defaults(func=cmd_api)
     sub.add_parser("forecast-eval", add_help=False,
                    help="evaluate the demand forecast on a generated load curve "
-                   "(see `forecast-eval --help`)")
+                   f"(see `{prog} forecast-eval --help`)")
     ps = sub.add_parser("stats", help="print the origin's counters as JSON")
     _common(ps)
     ps.set_defaults(func=cmd_stats)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+def main(argv: list[str] | None = None, *, prog: str = "python -m origin") -> int:
+    """Entry point (``prog``: the command name in usage lines and errors)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "forecast-eval":
         from .forecast_eval import main as forecast_eval
 
-        return forecast_eval(argv[1:])
-    parser = build_parser()
+        return forecast_eval(argv[1:], prog=f"{prog} forecast-eval")
+    parser = build_parser(prog)
     a = parser.parse_args(argv)
     if not getattr(a, "func", None):
         parser.print_help()
@@ -188,15 +219,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from .forecast import ForecastSettingsError
 
+    name = "origin" if prog == "python -m origin" else prog
     try:
         return int(a.func(a))
-    except ForecastSettingsError as exc:
-        print(f"origin: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
-    except (ShardCountMismatch, ClusterURLError) as exc:
-        print(f"origin: error: {exc}", file=sys.stderr)
+    except (UsageError, ForecastSettingsError, ShardCountMismatch, RedisURLError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
 
 

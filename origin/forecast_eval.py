@@ -199,11 +199,11 @@ def _text(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m origin forecast-eval") -> argparse.ArgumentParser:
     """Command-line flags."""
     d = ForecastSettings()
     p = argparse.ArgumentParser(
-        prog="python -m origin forecast-eval",
+        prog=prog,
         description="Run the demand forecast and a reactive scaler over a generated load "
         "curve (daily pattern + flash sales, fixed seed) and report the forecast's lead.")
     p.add_argument("--days", type=int, default=8, help="days simulated (default %(default)s)")
@@ -215,17 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="forecast look-ahead, s (default %(default)s)")
     p.add_argument("--pod-start", type=float, default=60.0,
                    help="seconds from ordering a replica to it serving (default %(default)s)")
-    p.add_argument("--alpha", type=float, default=d.alpha)
-    p.add_argument("--beta", type=float, default=d.beta)
-    p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--phi", type=float, default=d.phi)
+    p.add_argument("--alpha", type=float, default=d.alpha,
+                   help="level smoothing factor, 0..1 (default %(default)s)")
+    p.add_argument("--beta", type=float, default=d.beta,
+                   help="trend smoothing factor, 0..1 (default %(default)s)")
+    p.add_argument("--gamma", type=float, default=d.gamma,
+                   help="season smoothing factor, 0..1 (default %(default)s)")
+    p.add_argument("--phi", type=float, default=d.phi,
+                   help="trend damping, 0..1 (1 = none; default %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m origin forecast-eval") -> int:
     """Entry point; 2 on a usage error."""
-    a = build_parser().parse_args(argv)
+    a = build_parser(prog).parse_args(argv)
     try:
         sale_days = tuple(int(x) for x in a.sale_days.split(",") if x.strip())
         if a.days < 2:

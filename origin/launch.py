@@ -79,7 +79,7 @@ def spawn_api(redis_url: str, *extra: str, command: str = "api", port: int = 0,
                   log_path)
     p = OriginProcess(proc, command, port)
     try:
-        wait_healthy(p.http_url, proc, timeout)
+        wait_healthy(p.http_url, proc, timeout, what=f"origin {command}", log_path=log_path)
     except BaseException:
         p.kill()
         raise

@@ -167,6 +167,10 @@ class Decoder:
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self._max_str = max(limits.max_token_bytes, limits.max_text, limits.max_room_name, 256)
+        # A map entry takes at least two bytes, so the frame size already bounds every
+        # map; a tighter generic bound would refuse (4400) what a counted limit must
+        # answer with its own code, e.g. a HELLO resume map over max_rooms -> 4407.
+        self._max_map = max(limits.max_frame_bytes // 2, 64)
 
     def decode(self, data: bytes | bytearray | memoryview) -> Frame:
         """Decode one frame; raise a :class:`ProtocolError` subclass on bad input."""
@@ -183,7 +187,7 @@ class Decoder:
                 max_str_len=self._max_str,
                 max_bin_len=self.limits.max_frame_bytes,
                 max_array_len=self.limits.max_presence_list + 16,
-                max_map_len=max(64, self.limits.max_rooms_per_connection),
+                max_map_len=self._max_map,
                 max_ext_len=0,
             )
         except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,

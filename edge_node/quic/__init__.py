@@ -69,7 +69,8 @@ class QuicListener:
             raise RuntimeError(f"QUIC key does not load: {exc}") from exc
         except OSError as exc:
             raise RuntimeError(f"cannot listen for QUIC on UDP {s.host}:{s.quic_port}: "
-                               f"{exc.strerror or exc}") from exc
+                               f"{exc.strerror or exc} (stop what uses that port or choose "
+                               "another --quic-port)") from exc
         self.url = s.quic_public_url or f"quic://{s.host}:{self.port}"
         self._page = render_page(self.port, self.cert_hash, PROTOCOL_VERSION, WEBTRANSPORT_PATH)
         log.info("quic listening", extra={"quic_port": self.port, "cert_sha256": self.cert_hash,

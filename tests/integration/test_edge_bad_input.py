@@ -563,6 +563,19 @@ async def test_too_many_rooms(edge_factory, clients, token) -> None:
     await assert_edge_healthy(edge, {ErrorCode.TOO_MANY_ROOMS})
 
 
+@pytest.mark.parametrize("n_rooms", [65, 500])
+async def test_resume_with_too_many_rooms_is_closed_with_4407(edge, token, n_rooms) -> None:
+    """docs/protocol.md: a HELLO resume map over max_rooms_per_connection (64) closes
+    with 4407, however many rooms it lists (not 4400 from the decoder)."""
+    ws = await raw_open(edge.url)
+    rooms = {f"room-{i}": [0, 1, 0] for i in range(n_rooms)}
+    await ws.send(_pack([1, PROTOCOL_VERSION, token("many"), "raw-test",
+                         {"sid": "s", "rt": "r", "att": 0, "rooms": rooms}]))
+    code, reason = await expect_close(ws)
+    assert code == ErrorCode.TOO_MANY_ROOMS, (code, reason)
+    await assert_edge_healthy(edge, {ErrorCode.TOO_MANY_ROOMS})
+
+
 # -- floods ------------------------------------------------------------------
 
 
@@ -637,6 +650,36 @@ async def test_publish_flood_is_limited_and_others_are_served(edge_factory, byst
     await assert_edge_healthy(edge, {ErrorCode.RATE_LIMITED})
     kill_after_flood(edge)
 
+
+async def test_ping_flood_is_told_it_is_rate_limited_before_the_close(edge_factory,
+                                                                     token) -> None:
+    """docs/protocol.md section 7: ERROR 4003 (req_id 0) while frames are dropped, even
+    when the dropped frames carry no request id (PING); the close comes only after."""
+    edge = edge_factory(uid("pingflood"), "--rate", "100", "--burst", "100")
+    ws = await raw_session(edge.url, token("pinger"))
+    reader = asyncio.create_task(read_until_close(ws, timeout=10))
+    sent = 0
+    for i in range(3000):
+        if ws.closed:
+            break
+        try:
+            await ws.send(encode(Ping(i + 1)))
+        except Closed:
+            break
+        sent += 1
+    frames, close_code, reason = await reader
+    pongs = [f for f in frames if isinstance(f, Pong)]
+    limited = [f for f in frames if isinstance(f, Error) and f.code == ErrorCode.RATE_LIMITED]
+    assert pongs and len(pongs) < sent, "the burst is answered, the flood is not"
+    assert limited, "no ERROR 4003 while PINGs were dropped"
+    assert all(f.req_id == 0 and f.message for f in limited)
+    # Told once per second of violations, not once per dropped frame.
+    assert len(limited) <= 20, len(limited)
+    first_error = frames.index(limited[0])
+    assert all(isinstance(f, Pong) for f in frames[:first_error])
+    assert close_code == ErrorCode.RATE_LIMITED, (close_code, reason)
+    await assert_edge_healthy(edge, {ErrorCode.RATE_LIMITED})
+    kill_after_flood(edge)
 
 async def test_service_tokens_are_not_rate_limited(edge_factory, clients, token) -> None:
     edge = edge_factory(uid("svc"), "--rate", "100", "--burst", "100")

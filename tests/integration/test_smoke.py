@@ -42,12 +42,16 @@ def test_cli_help_everywhere() -> None:
     import subprocess
     import sys
 
-    for args in ([], ["edge"], ["up"], ["demo"], ["token"], ["bench"], ["bench", "fanout"],
-                 ["bench", "connections"], ["bench", "compare"]):
+    for args in ([], ["edge"], ["up"], ["demo"], ["token"], ["cert"], ["bench"],
+                 ["bench", "fanout"], ["bench", "connections"], ["bench", "compare"],
+                 ["origin"], ["origin", "worker"], ["origin", "api"], ["origin", "run"],
+                 ["origin", "stats"], ["origin", "forecast-eval"]):
         out = subprocess.run([sys.executable, "-m", "edge_node", *args, "--help"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, (args, out.stderr)
-        assert "usage:" in out.stdout
+        # The usage line names the command as the user typed it.
+        assert out.stdout.startswith(f"usage: {' '.join(['edge-relay', *args])}"), \
+            (args, out.stdout[:200])
 
 
 def test_cli_user_errors_are_one_line() -> None:

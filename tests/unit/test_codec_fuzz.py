@@ -676,9 +676,13 @@ def test_string_and_collection_limits() -> None:
     members = [["s", "u", "player"]] * 21
     with pytest.raises(MalformedFrame):
         decode(_pack([12, 1, "r", members]), limits)
-    # Maps beyond 64 entries are refused inside msgpack.
+    # Maps are bounded by the frame size (an entry takes at least two bytes): more
+    # than 64 entries decode (a counted limit answers with its own code), a header
+    # claiming more entries than the frame can hold is refused inside msgpack.
+    big = {str(i): i for i in range(65)}
+    assert decode(_pack([2, "s", "e", big])) == Welcome("s", "e", big)
     with pytest.raises(MalformedFrame):
-        decode(_pack([2, "s", "e", {str(i): i for i in range(65)}]))
+        decode(b"\x94\x02\xa1s\xa1e\xdf\x00\x01\x00\x00" + b"\xa1k\x00" * 100)
     # Deep nesting is refused, not a RecursionError.
     with pytest.raises(MalformedFrame):
         decode(b"\x92\x10" + b"\x91" * 5000 + b"\x90")

@@ -1,0 +1,42 @@
+"""User mistakes at the ``edge-relay`` front door: one line on stderr, exit 2, no traceback.
+
+These run :func:`edge_node.cli.main` in-process (no edge, no Redis is started).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from client_sdk.protocol import verify_token
+from edge_node.cli import main
+from edge_node.config import DEV_SECRET
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], rc: int, *words: str) -> str:
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edge-relay: error: "), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("ttl", ["-1", "0", "nan", "-inf"])
+def test_token_refuses_a_ttl_that_is_not_positive(capsys: pytest.CaptureFixture[str],
+                                                 ttl: str) -> None:
+    rc = main(["token", "alice", f"--ttl={ttl}"])
+    _one_line_error(capsys, rc, "--ttl must be a positive number of seconds")
+    assert capsys.readouterr().out == ""  # no token printed
+
+
+def test_token_with_a_positive_ttl(capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDGE_RELAY_SECRET", raising=False)
+    assert main(["token", "alice", "--ttl", "60"]) == 0
+    tok = capsys.readouterr().out.strip()
+    import time
+
+    claims = verify_token(tok, (DEV_SECRET,), now=time.time())
+    assert claims.subject == "alice"
