@@ -14,7 +14,7 @@ from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
 
-from .outbound import Flusher, Outbound
+from .outbound import Flusher, FrameSink, Outbound
 
 __all__ = ["ConnectionGone", "SessionConn", "WsConn"]
 
@@ -41,7 +41,7 @@ class SessionConn(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
     def abort(self) -> None: ...
     def outbound(self, flusher: Flusher, *, limit: int, soft_limit: int,
-                 on_slow: Callable[[], None]) -> Outbound: ...
+                 on_slow: Callable[[], None]) -> FrameSink: ...
     @property
     def clean(self) -> bool: ...
 
@@ -74,7 +74,7 @@ class WsConn:
             t.abort()
 
     def outbound(self, flusher: Flusher, *, limit: int, soft_limit: int,
-                 on_slow: Callable[[], None]) -> Outbound:
+                 on_slow: Callable[[], None]) -> FrameSink:
         """The plain batched writer on the TCP transport."""
         assert self.ws.transport is not None
         return Outbound(self.ws.transport, flusher, limit=limit, soft_limit=soft_limit,

@@ -9,7 +9,8 @@ executes the commands that come back: fan-out to the members here, appends and
 forwards through the store, acknowledgements and errors to publishers.
 
 Fan-out encodes once: one msgpack body, one WebSocket frame, the same bytes pushed
-to every member's :class:`~edge_node.outbound.Outbound`.
+to every WebSocket member's :class:`~edge_node.outbound.Outbound`; a QUIC member's sink
+gets the body and frames it itself (a stream record or a datagram).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from client_sdk.protocol import (
 )
 
 from .metrics import EdgeMetrics
-from .outbound import Outbound, ws_binary_frame
+from .outbound import FrameSink, Outbound, ws_binary_frame
 from .room_sync import LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE, LIVE_UNRELIABLE
 from .room_types import Lease
 from .rooms import events as ev
@@ -61,7 +62,7 @@ class SessionLike(Protocol):
 
     session_id: str
     member: Member
-    out: Outbound
+    out: FrameSink
     closed: bool
 
     def send(self, data: bytes) -> None: ...
@@ -80,7 +81,9 @@ class Room:
     flags: dict[str, int] = field(default_factory=dict)
     no_echo: set[str] = field(default_factory=set)
     watchers: list[SessionLike] = field(default_factory=list)
-    targets: list[tuple[str, Outbound]] = field(default_factory=list)
+    #: Fan-out targets: sinks that take shared WebSocket frames, and the others.
+    framed: list[tuple[str, Outbound]] = field(default_factory=list)
+    bodies: list[tuple[str, FrameSink]] = field(default_factory=list)
 
     @property
     def mine(self) -> bool:
@@ -94,7 +97,9 @@ class Room:
 
     def rebuild(self) -> None:
         """Recompute the fan-out target list after a membership change."""
-        self.targets = [(sid, s.out) for sid, s in self.members.items()]
+        self.framed = [(sid, s.out) for sid, s in self.members.items()
+                       if s.out.framed and isinstance(s.out, Outbound)]
+        self.bodies = [(sid, s.out) for sid, s in self.members.items() if not s.out.framed]
         self.watchers = [s for sid, s in self.members.items()
                          if self.flags.get(sid, 0) & JOIN_PRESENCE]
         self.no_echo = {sid for sid in self.members if self.flags.get(sid, 0) & JOIN_NO_ECHO}
@@ -390,13 +395,21 @@ class Hub:
     def _fanout(self, room: Room, body: bytes, sender: str, reliable: bool,
                 skip: frozenset[str] | None = None) -> None:
         t0 = time.perf_counter()
-        frame = ws_binary_frame(body)
         own = sender if sender in room.no_echo else None
         n = 0
-        for sid, out in room.targets:
+        if room.framed:  # WebSocket members: one frame for all of them
+            frame = ws_binary_frame(body)
+            for sid, out in room.framed:
+                if sid == own or (skip is not None and sid in skip):
+                    continue
+                if out.push_framed(frame, reliable):
+                    n += 1
+                elif not reliable:
+                    self.stats.dropped_unreliable += 1
+        for sid, sink in room.bodies:  # QUIC members: their sink frames (record or datagram)
             if sid == own or (skip is not None and sid in skip):
                 continue
-            if out.push(frame, reliable):
+            if sink.push(body, reliable):
                 n += 1
             elif not reliable:
                 self.stats.dropped_unreliable += 1
@@ -523,7 +536,7 @@ class Hub:
                        bodies: list[bytes]) -> Resumed:
         s.send(encode(r))
         for b in bodies:
-            s.out.push(ws_binary_frame(b))
+            s.out.push(b)
         self.stats.replayed += len(bodies)
         self.stats.recoveries["recovered" if r.recovered else "not_recovered"] += 1
         self._add(s, room, flags)

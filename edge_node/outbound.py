@@ -1,10 +1,15 @@
-"""Per-client send path: pre-framed WebSocket bytes, batched per loop tick, bounded.
+"""Per-client send path (the frame sink): protocol bodies in, transport framing added
+here, batched per loop tick, bounded.
 
-Fan-out encodes a frame once (msgpack *and* the WebSocket header: server
-frames are unmasked, so the bytes are the same for every member) and hands it
-to each member's :class:`Outbound`.  Frames queued during one event-loop tick
-are joined and written with one ``transport.write`` per client, which is where
-most of the per-delivery CPU goes otherwise.
+A :class:`FrameSink` takes protocol-encoded bodies (:meth:`FrameSink.push`) and adds
+its transport's framing: :class:`Outbound` the WebSocket header, the QUIC sink
+(:class:`edge_node.quic.outbound.QuicOutbound`) a stream record header or a datagram.
+Fan-out encodes a message once (msgpack) and, for its WebSocket members, frames it
+once too (server frames are unmasked, so the bytes are the same for every member):
+sinks with ``framed = True`` also take those shared bytes (:meth:`Outbound.push_framed`).
+Frames queued during one event-loop tick are joined and written with one
+``transport.write`` per client, which is where most of the per-delivery CPU goes
+otherwise.
 
 The queue bound is the sum of our pending bytes and the transport's write
 buffer.  Above ``unreliable_drop_bytes`` unreliable frames are dropped (the
@@ -19,7 +24,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["ws_binary_frame", "Outbound", "Flusher", "TransportLike"]
+__all__ = ["ws_binary_frame", "FrameSink", "Outbound", "Flusher", "TransportLike"]
 
 
 def ws_binary_frame(payload: bytes) -> bytes:
@@ -30,6 +35,31 @@ def ws_binary_frame(payload: bytes) -> bytes:
     if n < 65536:
         return bytes((0x82, 126)) + n.to_bytes(2, "big") + payload
     return bytes((0x82, 127)) + n.to_bytes(8, "big") + payload
+
+
+class FrameSink(Protocol):
+    """One client's send path, as the hub and the session see it."""
+
+    #: True when the sink also takes WebSocket-framed bytes (:meth:`Outbound.push_framed`).
+    framed: bool
+    closed: bool
+
+    def push(self, body: bytes, reliable: bool = True) -> bool:
+        """Queue one protocol-encoded message; False if it was not queued (closed,
+        or an unreliable one dropped under backpressure)."""
+        ...
+
+    def queued_bytes(self) -> int:
+        """Bytes waiting for this client."""
+        ...
+
+    def flush(self) -> None:
+        """Write what is queued now."""
+        ...
+
+    def close(self) -> None:
+        """Stop accepting messages; what is queued is written first."""
+        ...
 
 
 class TransportLike(Protocol):
@@ -95,7 +125,8 @@ class Flusher:
 
 
 class Outbound:
-    """Bounded, batched writer for one client connection."""
+    """Bounded, batched writer for one client connection: the WebSocket frame sink
+    (and the base of the QUIC one)."""
 
     __slots__ = (
         "_flusher",
@@ -132,7 +163,14 @@ class Outbound:
         self.bytes_out = 0
         self.dropped = 0
 
-    def push(self, frame: bytes, reliable: bool = True) -> bool:
+    #: Takes shared WebSocket-framed bytes (:meth:`push_framed`).
+    framed = True
+
+    def push(self, body: bytes, reliable: bool = True) -> bool:
+        """Queue one protocol-encoded message as a WebSocket binary frame."""
+        return self.push_framed(ws_binary_frame(body), reliable)
+
+    def push_framed(self, frame: bytes, reliable: bool = True) -> bool:
         """Queue one pre-framed message; return False if it was not queued.
 
         A reliable frame that would exceed the queue bound marks the client slow

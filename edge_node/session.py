@@ -37,7 +37,7 @@ from client_sdk.protocol import (
     encode,
 )
 
-from .outbound import Flusher, ws_binary_frame
+from .outbound import Flusher
 
 if TYPE_CHECKING:
     from .config import EdgeSettings
@@ -120,7 +120,7 @@ class ClientSession:
 
     def send(self, data: bytes) -> None:
         """Queue one encoded protocol frame to the client."""
-        self.out.push(ws_binary_frame(data))
+        self.out.push(data)
 
     def _on_slow(self) -> None:
         self.stats.slow_consumers += 1

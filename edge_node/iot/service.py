@@ -47,7 +47,7 @@ from .validate import Validator
 if TYPE_CHECKING:
     from ..downlink import DownlinkConsumer
     from ..hub import Hub
-    from ..outbound import Outbound
+    from ..outbound import FrameSink
     from ..session import ClientSession
     from ..uplink import Uplink
 
@@ -65,7 +65,7 @@ class _EdgeSender:
     def __init__(self, edge_id: str) -> None:
         self.session_id = f"iot@{edge_id}"
         self.member = Member(self.session_id, self.session_id, "service")
-        self.out = cast("Outbound", None)
+        self.out = cast("FrameSink", None)
         self.closed = False
 
     def send(self, data: bytes) -> None:

@@ -25,7 +25,7 @@ from client_sdk.protocol import ErrorCode
 from client_sdk.transport.records import RecordDecoder, RecordTooLarge
 
 from ..connection import ConnectionGone
-from ..outbound import Flusher, Outbound
+from ..outbound import Flusher, FrameSink
 from ..session import SessionClose
 from .outbound import QuicOutbound
 
@@ -174,7 +174,7 @@ class QuicConn:
         return self.peer_code in (1000, 0) and self.peer_reason != "Idle timeout"
 
     def outbound(self, flusher: Flusher, *, limit: int, soft_limit: int,
-                 on_slow: Callable[[], None]) -> Outbound:
+                 on_slow: Callable[[], None]) -> FrameSink:
         """The QUIC send path (stream records + guarded datagrams)."""
         self.out = QuicOutbound(self, flusher, limit=limit, soft_limit=soft_limit,
                                 on_slow=on_slow, max_datagram=self._max_datagram,

@@ -1,8 +1,7 @@
-"""Send path of a QUIC client: reliable frames as stream records, unreliable ones as datagrams.
+"""Send path of a QUIC client (its frame sink): reliable messages as stream records,
+unreliable ones as datagrams.
 
-The hub hands every member the same pre-framed WebSocket bytes
-(:func:`edge_node.outbound.ws_binary_frame`); for a QUIC member the 2/4/10-byte
-WebSocket header is stripped (one slice) and the payload goes
+The hub hands a QUIC member the protocol-encoded body (no WebSocket framing); it goes
 
 * on the session stream as a length-prefixed record if it is reliable, or if it
   is unreliable but too large for a datagram (aioquic would never send an
@@ -23,15 +22,7 @@ from client_sdk.transport.records import RECORD_HEADER
 
 from ..outbound import Flusher, Outbound
 
-__all__ = ["DatagramSink", "QuicOutbound", "strip_ws_header"]
-
-
-def strip_ws_header(frame: bytes) -> bytes:
-    """The payload of an unmasked WebSocket binary frame made by ``ws_binary_frame``."""
-    n = frame[1]
-    if n < 126:
-        return frame[2:]
-    return frame[4:] if n == 126 else frame[10:]
+__all__ = ["DatagramSink", "QuicOutbound"]
 
 
 class DatagramSink(Protocol):
@@ -53,6 +44,9 @@ class QuicOutbound(Outbound):
 
     __slots__ = ("_dgrams", "_sink", "datagrams_dropped", "datagrams_out", "max_datagram")
 
+    #: Takes protocol bodies only (its framing is a record header or a datagram).
+    framed = False
+
     def __init__(self, sink: DatagramSink, flusher: Flusher, *, limit: int, soft_limit: int,
                  on_slow: Callable[[], None], max_datagram: int, datagram_queue: int) -> None:
         super().__init__(sink, flusher, limit=limit, soft_limit=soft_limit, on_slow=on_slow)
@@ -62,11 +56,12 @@ class QuicOutbound(Outbound):
         self.datagrams_out = 0
         self.datagrams_dropped = 0
 
-    def push(self, frame: bytes, reliable: bool = True) -> bool:
-        """Queue one pre-framed message (see :meth:`Outbound.push`)."""
+    def push(self, body: bytes, reliable: bool = True) -> bool:
+        """Queue one protocol-encoded message (see :meth:`Outbound.push_framed` for the
+        bounds and the slow-consumer rule)."""
         if self.closed:
             return False
-        payload = strip_ws_header(frame)
+        payload = body
         n = len(payload)
         if not reliable and n <= self.max_datagram:
             q = self._dgrams
@@ -76,7 +71,7 @@ class QuicOutbound(Outbound):
                 self._flusher.mark(self)
             q.append(payload)
             return True
-        return super().push(n.to_bytes(RECORD_HEADER, "big") + payload, reliable)
+        return self.push_framed(n.to_bytes(RECORD_HEADER, "big") + payload, reliable)
 
     def flush(self) -> None:
         """Write pending records, send queued datagrams, then transmit once."""

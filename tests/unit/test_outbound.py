@@ -42,11 +42,23 @@ async def test_frames_of_one_tick_go_out_in_one_write() -> None:
     t = FakeTransport()
     out = Outbound(t, flusher, limit=10_000, soft_limit=5_000, on_slow=lambda: None)
     for i in range(3):
-        assert out.push(bytes([i]))
+        assert out.push_framed(bytes([i]))
     assert t.writes == []
     await asyncio.sleep(0)
     assert t.writes == [b"\x00\x01\x02"]
     assert out.frames_out == 3
+
+
+async def test_a_body_is_framed_by_the_sink_and_a_shared_frame_is_written_as_is() -> None:
+    flusher = Flusher(asyncio.get_running_loop())
+    t = FakeTransport()
+    out = Outbound(t, flusher, limit=10_000, soft_limit=5_000, on_slow=lambda: None)
+    assert out.framed
+    out.push(b"body")
+    frame = ws_binary_frame(b"shared")
+    out.push_framed(frame)
+    await asyncio.sleep(0)
+    assert t.writes == [ws_binary_frame(b"body") + frame]
 
 
 async def test_one_dying_connection_does_not_stall_the_others() -> None:
@@ -54,12 +66,12 @@ async def test_one_dying_connection_does_not_stall_the_others() -> None:
     dead, alive = FakeTransport(fail=True), FakeTransport()
     o1 = Outbound(dead, flusher, limit=10_000, soft_limit=5_000, on_slow=lambda: None)
     o2 = Outbound(alive, flusher, limit=10_000, soft_limit=5_000, on_slow=lambda: None)
-    o1.push(b"a")
-    o2.push(b"b")
+    o1.push_framed(b"a")
+    o2.push_framed(b"b")
     await asyncio.sleep(0)
     assert alive.writes == [b"b"]
     assert o1.closed and not o1.push(b"again")
-    o2.push(b"c")  # the healthy client keeps being served
+    o2.push_framed(b"c")  # the healthy client keeps being served
     await asyncio.sleep(0)
     assert alive.writes == [b"b", b"c"]
 
@@ -69,11 +81,11 @@ async def test_slow_consumer_policy() -> None:
     slow: list[bool] = []
     t = FakeTransport(buffered=6_000)
     out = Outbound(t, flusher, limit=10_000, soft_limit=5_000, on_slow=lambda: slow.append(True))
-    assert not out.push(b"u" * 10, reliable=False)  # over the soft limit: newest-value
-    assert out.dropped == 1 and not slow             # update dropped, client kept
-    assert out.push(b"r" * 100)                      # reliable still fits under the bound
+    assert not out.push_framed(b"u" * 10, reliable=False)  # over the soft limit: newest
+    assert out.dropped == 1 and not slow                   # value dropped, client kept
+    assert out.push_framed(b"r" * 100)                     # reliable fits under the bound
     t.buffered = 9_990
-    assert not out.push(b"r" * 100)                  # would exceed the bound: slow consumer
+    assert not out.push_framed(b"r" * 100)                 # over the bound: slow consumer
     assert slow == [True] and out.closed
 
 
@@ -95,7 +107,7 @@ async def test_write_delay_joins_frames_of_several_ticks() -> None:
         out = Outbound(t, Flusher(loop, write_delay=delay), limit=1 << 20, soft_limit=1 << 16,
                        on_slow=lambda: None)
         for k in range(3):
-            out.push(ws_binary_frame(bytes([k])))
+            out.push(bytes([k]))  # the sink adds the WebSocket framing
             await asyncio.sleep(0)  # one loop tick
             await asyncio.sleep(0)
         if delay:
@@ -113,19 +125,19 @@ async def test_write_interval_writes_at_once_after_quiet_and_joins_under_load() 
     out = Outbound(t, Flusher(loop, write_interval=0.05), limit=1 << 20, soft_limit=1 << 16,
                    on_slow=lambda: None)
     frames = [ws_binary_frame(bytes([k])) for k in range(4)]
-    out.push(frames[0])
+    out.push_framed(frames[0])
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert t.writes == [frames[0]]  # quiet before: no wait
     for f in frames[1:]:
-        out.push(f)
+        out.push_framed(f)
         await asyncio.sleep(0)
         await asyncio.sleep(0)
     assert t.writes == [frames[0]]  # within the interval: held
     await asyncio.sleep(0.1)
     assert t.writes == [frames[0], b"".join(frames[1:])]
     await asyncio.sleep(0.06)  # quiet again
-    out.push(frames[0])
+    out.push_framed(frames[0])
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert len(t.writes) == 3

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from client_sdk.transport.records import RecordDecoder, RecordTooLarge, encode_record
 from edge_node.cli import main as cli_main
-from edge_node.outbound import Flusher, ws_binary_frame
-from edge_node.quic.outbound import QuicOutbound, strip_ws_header
+from edge_node.outbound import Flusher
+from edge_node.quic.outbound import QuicOutbound
 from edge_node.quic.tls import cert_sha256, generate_self_signed
 
 # -- records ---------------------------------------------------------------------
@@ -42,12 +42,6 @@ def test_record_over_the_limit_is_refused_from_its_prefix() -> None:
     with pytest.raises(RecordTooLarge) as info:
         dec.feed((11).to_bytes(4, "big"))  # refused before any payload arrives
     assert (info.value.size, info.value.limit) == (11, 10)
-
-
-@pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536])
-def test_strip_ws_header_for_every_length_form(n: int) -> None:
-    payload = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
-    assert strip_ws_header(ws_binary_frame(payload)) == payload
 
 
 # -- QUIC send path ----------------------------------------------------------------
@@ -89,9 +83,9 @@ def _outbound(sink: FakeSink, queue: int = 8, on_slow: list[int] | None = None) 
 async def test_unreliable_small_as_datagram_large_on_stream_reliable_as_record() -> None:
     sink = FakeSink()
     out = _outbound(sink)
-    assert out.push(ws_binary_frame(b"u" * 100), reliable=False)  # fits: datagram
-    assert out.push(ws_binary_frame(b"U" * 101), reliable=False)  # too big: stream
-    assert out.push(ws_binary_frame(b"r" * 10))  # reliable: stream
+    assert out.push(b"u" * 100, reliable=False)  # fits: datagram
+    assert out.push(b"U" * 101, reliable=False)  # too big: stream
+    assert out.push(b"r" * 10)  # reliable: stream
     await asyncio.sleep(0)  # the flusher runs once per loop tick
     assert sink.datagrams == [b"u" * 100]
     assert RecordDecoder(1000).feed(bytes(sink.stream)) == [b"U" * 101, b"r" * 10]
@@ -103,7 +97,7 @@ async def test_datagram_queue_is_bounded_and_drops_the_stalest() -> None:
     sink = FakeSink()
     out = _outbound(sink, queue=8)
     for i in range(20):  # one tick: more updates than the queue holds
-        out.push(ws_binary_frame(b"%02d" % i), reliable=False)
+        out.push(b"%02d" % i, reliable=False)
     await asyncio.sleep(0)
     assert sink.datagrams == [b"%02d" % i for i in range(12, 20)], "newest kept, in order"
     assert out.datagrams_dropped == 12
@@ -114,10 +108,10 @@ async def test_slow_quic_client_is_closed_like_a_websocket_one() -> None:
     slow: list[int] = []
     out = _outbound(sink, on_slow=slow)
     sink.unacked = 6_000  # over the soft limit: unreliable stream traffic is dropped
-    assert not out.push(ws_binary_frame(b"U" * 500), reliable=False)
-    assert out.push(ws_binary_frame(b"r" * 100))
+    assert not out.push(b"U" * 500, reliable=False)
+    assert out.push(b"r" * 100)
     sink.unacked = 10_000  # over the hard limit: a reliable frame marks it slow
-    assert not out.push(ws_binary_frame(b"r" * 100))
+    assert not out.push(b"r" * 100)
     assert slow == [1] and out.closed
 
 
