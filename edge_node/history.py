@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from . import redis_keys as K
-from .rooms.events import Record, unpack_record
+from .rooms.events import Record
+from .store.records import unpack_record
 
 __all__ = ["Entry", "split_id", "parse_entry", "range_after", "gap_after", "recent"]
 

@@ -38,14 +38,20 @@ from client_sdk.protocol import (
 
 from .metrics import EdgeMetrics
 from .outbound import FrameSink, Outbound, ws_binary_frame
-from .room_sync import LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE, LIVE_UNRELIABLE
 from .room_types import Lease
 from .rooms import events as ev
-from .rooms.events import Record, pack_record
+from .rooms.events import Record
 from .rooms.machine import RoomMachine, RoomSettings, RoomState
 from .rooms.replay import History, needs_history, not_recovered, plan_resume
 from .store.base import RoomStore, StoreUnavailable
 from .store.memory import MemoryBackend, MemoryRoomStore
+from .store.records import (
+    LIVE_PRESENCE_JOIN,
+    LIVE_PRESENCE_LEAVE,
+    LIVE_UNRELIABLE,
+    Forwarded,
+    pack_record,
+)
 from .tasks import spawn
 
 __all__ = ["Hub", "Room", "SessionLike", "HubSettings"]
@@ -176,7 +182,8 @@ class Hub:
                           pack_record(c.sender, c.payload, c.origin, c.req_id, c.idem))
 
     def _do_forward(self, name: str, room: Room | None, c: ev.Forward) -> None:
-        self.store.forward(c.to, [name, c.sender, c.payload, c.origin, c.req_id, c.idem])
+        self.store.forward(c.to, Forwarded(name, c.sender, c.payload, c.origin, c.req_id,
+                                           c.idem))
 
     def _do_forward_ack(self, name: str, room: Room | None, c: ev.ForwardAck) -> None:
         self.store.forward_ack(c.to, c.sender, c.req_id, c.pos[0], c.pos[1])

@@ -12,6 +12,7 @@ __all__ = [
     "room_members",
     "room_live",
     "room_lost",
+    "room_of_log",
     "edge_inbox",
     "edge_info",
     "edge_control",
@@ -27,6 +28,15 @@ EDGES = PREFIX + "edges"
 def room_log(room: str) -> str:
     """Stream of the room's reliable messages; entry id = ``epoch-seq``."""
     return f"{PREFIX}{{room:{room}}}:log"
+
+
+def room_of_log(key: str) -> str:
+    """Inverse of :func:`room_log`: the room name in a room stream's key.  Raises
+    ``ValueError`` for any other key."""
+    head, tail = f"{PREFIX}{{room:", "}:log"
+    if not (key.startswith(head) and key.endswith(tail)) or len(key) < len(head) + len(tail):
+        raise ValueError(f"not a room stream key: {key!r}")
+    return key[len(head):-len(tail)]
 
 
 def room_owner(room: str) -> str:

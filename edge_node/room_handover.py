@@ -25,18 +25,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
 from redis.exceptions import RedisClusterException, RedisError
 
 from . import redis_keys as K
 from .room_types import SyncUnavailable
+from .store.records import LIVE_OWNER, Handover, LiveEvent
 
-__all__ = ["RoomHandover", "LIVE_OWNER"]
+__all__ = ["RoomHandover"]
 
-_pack = msgpack.Packer(use_bin_type=True).pack
 
-#: The room's lease was handed to another edge (drain): ``[new owner edge id]``.
-LIVE_OWNER = 4
 #: Flush rounds to empty a room's append queue before its lease moves.
 _FLUSH_ROUNDS = 50
 
@@ -129,8 +126,8 @@ class RoomHandover:
         channel: their publishes go to the new owner, not to an edge about to exit), in
         one round trip.  If the notice is lost, the new owner adopts the room at its
         next lease poll."""
-        notice = {"h": _pack([room, token])}
-        live = _pack([LIVE_OWNER, self.edge_id, room, to])
+        notice = {"h": Handover(room, token).pack()}
+        live = LiveEvent(LIVE_OWNER, self.edge_id, room, (to,)).pack()
         if self.cluster:  # redis-py refuses PUBLISH in a cluster pipeline
             await self.r.xadd(K.edge_inbox(to), notice, maxlen=10_000, approximate=True)
             await self._publish_live(room, live)

@@ -30,11 +30,23 @@ from . import redis_keys as K
 from .history import Entry, split_id
 from .resp_cluster import ClusterRespWriter
 from .resp_writer import RespWriter
-from .room_handover import LIVE_OWNER, RoomHandover
+from .room_handover import RoomHandover
 from .room_leases import LeaseKeeper
 from .room_loss import LossGuard
 from .room_tail import ClusterReading
 from .room_types import Lease, SyncListener, SyncUnavailable
+from .store.records import (
+    LIVE_APPENDED,
+    LIVE_OWNER,
+    LIVE_PRESENCE_JOIN,
+    LIVE_PRESENCE_LEAVE,
+    LIVE_UNRELIABLE,
+    ForwardAck,
+    Forwarded,
+    Handover,
+    LiveEvent,
+    RecordError,
+)
 from .tasks import spawn
 
 __all__ = ["RoomSync", "SyncListener", "Lease", "SyncUnavailable",
@@ -49,11 +61,6 @@ _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
             "append": lua.APPEND, "steal": lua.STEAL, "handover": lua.HANDOVER,
             "epoch_floor": lua.EPOCH_FLOOR}
 
-LIVE_PRESENCE_JOIN = 1
-LIVE_PRESENCE_LEAVE = 2
-LIVE_UNRELIABLE = 3
-#: Cluster mode, internal: the owner appended to the room stream (mirrors read it now).
-LIVE_APPENDED = 5
 
 
 class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
@@ -267,11 +274,11 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
         self.stats.stream_backlog += 1
         self._wake.set()
 
-    def forward(self, owner_edge: str, body: list[Any]) -> None:
-        """Queue a publish for the owner edge's inbox (``body[0]`` is the room); held
-        back while this edge hands the room's lease over (see room_handover)."""
-        data = _pack(body)
-        if self._handing and self._hold_forward(owner_edge, str(body[0]), data):
+    def forward(self, owner_edge: str, fwd: Forwarded) -> None:
+        """Queue a publish for the owner edge's inbox; held back while this edge hands
+        the room's lease over (see room_handover)."""
+        data = fwd.pack()
+        if self._handing and self._hold_forward(owner_edge, fwd.room, data):
             return
         self._forwards.append((owner_edge, data))
         self._wake.set()
@@ -280,11 +287,11 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
                     seq: int) -> None:
         """Tell ``origin_edge`` that a forwarded publish was a duplicate of ``(epoch, seq)``."""
         spawn(self._xadd_quiet(K.edge_inbox(origin_edge),
-                               {"a": _pack([sender, req_id, epoch, seq])}))
+                               {"a": ForwardAck(sender, req_id, (epoch, seq)).pack()}))
 
     def publish_live(self, room: str, kind: int, body: list[Any]) -> None:
         """Send an ephemeral event to the other edges that have this room."""
-        data = _pack([kind, self.edge_id, room, *body])
+        data = LiveEvent(kind, self.edge_id, room, tuple(body)).pack()
         spawn(self._publish_live(room, data))
 
     async def _publish_live(self, room: str, data: bytes) -> None:
@@ -382,7 +389,7 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
         if isinstance(self._writer, ClusterRespWriter):  # after the appends, same node
             for room in dict.fromkeys(b[0] for b in batches):
                 commands.append(("PUBLISH", K.room_live(room),
-                                 _pack([LIVE_APPENDED, self.edge_id, room])))
+                                 LiveEvent(LIVE_APPENDED, self.edge_id, room).pack()))
         for owner, data in forwards:
             commands.append(("XADD", K.edge_inbox(owner), "MAXLEN", "~", 10_000, "*", "p", data))
         if not commands:
@@ -534,29 +541,28 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
                             # forwarded to us after it (their order is the room's).
                             await self._adopt_quiet(handed, fields)
                     continue
-                room = skey[len(K.PREFIX) + 6 : -5]  # "er:{room:" ... "}:log"
-                self._deliver(room, entries)
+                self._deliver(K.room_of_log(skey), entries)
 
     def _on_inbox(self, fields: dict[bytes, bytes]) -> str | None:
         """Handle one inbox entry; returns the room of a handover notice (to adopt)."""
         try:
             if b"p" in fields:
-                room, sender, payload, origin, req_id, idem = msgpack.unpackb(
-                    fields[b"p"], raw=False)
-                self.listener.on_forwarded_publish(room, sender, payload, origin, req_id, idem)
+                f = Forwarded.unpack(fields[b"p"])
+                self.listener.on_forwarded_publish(f.room, f.sender, f.payload, f.origin,
+                                                   f.req_id, f.idem)
             elif b"a" in fields:
-                sender, req_id, epoch, seq = msgpack.unpackb(fields[b"a"], raw=False)
-                self.listener.on_remote_ack(sender, req_id, epoch, seq)
+                a = ForwardAck.unpack(fields[b"a"])
+                self.listener.on_remote_ack(a.sender, a.req_id, a.pos[0], a.pos[1])
             elif b"h" in fields:
-                room, token = msgpack.unpackb(fields[b"h"], raw=False)
-                if room in self._tails and isinstance(token, str):
-                    return str(room)
-        except (ValueError, TypeError, msgpack.UnpackException):
+                h = Handover.unpack(fields[b"h"])
+                if h.room in self._tails:
+                    return h.room
+        except (RecordError, ValueError, TypeError):
             log.warning("bad inbox entry dropped")
         return None
 
     async def _adopt_quiet(self, room: str, fields: dict[bytes, bytes]) -> None:
-        _room, token = msgpack.unpackb(fields[b"h"], raw=False)
+        token = Handover.unpack(fields[b"h"]).token
         try:
             await self._adopt(room, token)
         except RedisError as exc:  # the lease poll adopts it later
@@ -589,9 +595,10 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
             if msg is None or msg.get("type") != "message":
                 continue
             try:
-                kind, edge, room, *body = msgpack.unpackb(msg["data"], raw=False)
-            except (ValueError, TypeError, msgpack.UnpackException):
+                live = LiveEvent.unpack(msg["data"])
+            except (RecordError, ValueError, TypeError):
                 continue
+            kind, edge, room, body = live.kind, live.edge, live.room, list(live.body)
             if kind == LIVE_APPENDED:
                 if room in self._tails:
                     self._tail_wake.set()

@@ -17,10 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import msgpack
-
 __all__ = [
-    "Pos", "Record", "pack_record", "unpack_record",
+    "Pos", "Record",
     # events
     "Event", "LeaseResult", "RunLocal", "RecentLoaded", "LeaseLost", "LeaseAcquired",
     "OwnerChanged", "HandOverStart", "HandOverDone", "HandOverFailed", "Durable",
@@ -49,23 +47,6 @@ class Record:
     origin: str  # edge that accepted the publish from its client
     req_id: int
     idem: int
-
-
-_pack = msgpack.Packer(use_bin_type=True).pack
-
-
-def pack_record(sender: str, payload: bytes, origin: str, req_id: int, idem: int) -> bytes:
-    """The stored form of a record (its position is the entry's id, not in the body):
-    msgpack ``[sender, payload, origin_edge, req_id, idem]``."""
-    data: bytes = _pack([sender, payload, origin, req_id, idem])
-    return data
-
-
-def unpack_record(epoch: int, seq: int, data: bytes) -> Record:
-    """Inverse of :func:`pack_record` for the entry at ``(epoch, seq)`` (records written
-    before ``idem`` existed have four fields: ``idem`` 0)."""
-    d = msgpack.unpackb(data, raw=False)
-    return Record(epoch, seq, d[0], d[1], d[2], d[3], d[4] if len(d) > 4 else 0)
 
 
 # -- events -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from ..room_types import Lease, SyncListener, SyncUnavailable
 from ..rooms.events import Pos, Record
+from .records import Forwarded
 
 __all__ = ["RoomStore", "StoreListener", "Lease", "StoreUnavailable"]
 
@@ -56,9 +57,8 @@ class RoomStore(Protocol):
         """Queue one packed record at ``(epoch, seq)`` (owner only; never blocks).
         Later: ``on_durable`` up to it, or ``on_lease_lost`` if the lease is gone."""
 
-    def forward(self, owner_edge: str, body: list[Any]) -> None:
-        """Queue a publish for the owner edge (``[room, sender, payload, origin edge,
-        req_id, idem]``); the owner gets ``on_forwarded_publish``."""
+    def forward(self, owner_edge: str, fwd: Forwarded) -> None:
+        """Queue a publish for the owner edge; the owner gets ``on_forwarded_publish``."""
 
     def forward_ack(self, origin_edge: str, sender: str, req_id: int, epoch: int,
                     seq: int) -> None:

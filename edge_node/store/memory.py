@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..room_types import Lease, SyncListener
-from ..rooms.events import Pos, Record, unpack_record
+from ..rooms.events import Pos, Record
+from .records import Forwarded, unpack_record
 
 __all__ = ["MemoryBackend", "MemoryRoomStore"]
 
@@ -79,7 +80,7 @@ class MemoryRoomStore:
         self._tails: dict[str, Pos] = {}  # mirrored room -> last position delivered
         self._owners: dict[str, str] = {}  # mirrored room -> owner edge
         self._appends: dict[str, list[tuple[int, int, bytes]]] = {}
-        self._forwards: list[tuple[str, list[Any]]] = []
+        self._forwards: list[tuple[str, Forwarded]] = []
         self._flush_due = False
         backend.edges[edge_id] = self  # alive from now on
 
@@ -217,8 +218,8 @@ class MemoryRoomStore:
         self._appends.setdefault(room, []).append((epoch, seq, data))
         self._flush_soon()
 
-    def forward(self, owner_edge: str, body: list[Any]) -> None:
-        self._forwards.append((owner_edge, body))
+    def forward(self, owner_edge: str, fwd: Forwarded) -> None:
+        self._forwards.append((owner_edge, fwd))
         self._flush_soon()
 
     def forward_ack(self, origin_edge: str, sender: str, req_id: int, epoch: int,
@@ -258,10 +259,11 @@ class MemoryRoomStore:
             self.listener.on_durable(room, items[-1][0], items[-1][1])
             self._tell_readers(room, lambda s, room=room: s._deliver(room))
         forwards, self._forwards = self._forwards, []
-        for owner, body in forwards:
+        for owner, f in forwards:
             store = self.backend.edges.get(owner)
             if store is not None:  # a dead edge's inbox is never read
-                store._soon(store.listener.on_forwarded_publish, *body)
+                store._soon(store.listener.on_forwarded_publish, f.room, f.sender, f.payload,
+                            f.origin, f.req_id, f.idem)
 
     def _deliver(self, room: str) -> None:
         """Hand the records after our tail of a mirrored room to the listener."""

@@ -18,6 +18,7 @@ from edge_node import redis_keys as K
 from edge_node.history import Entry
 from edge_node.redis_server import RedisServer
 from edge_node.room_sync import Lease, RoomSync
+from edge_node.store.records import Forwarded
 from tests.helpers import uid
 
 
@@ -89,8 +90,8 @@ async def _until(cond: Any, timeout: float = 10.0, what: str = "condition") -> N
         await asyncio.sleep(0.01)
 
 
-def _body(room: str, req_id: int) -> list[Any]:
-    return [room, "sender", b"payload", "origin-edge", req_id, req_id]
+def _body(room: str, req_id: int) -> Forwarded:
+    return Forwarded(room, "sender", b"payload", "origin-edge", req_id, req_id)
 
 
 async def test_hand_over_moves_the_lease_and_keeps_mirroring(pair, admin) -> None:

@@ -25,9 +25,10 @@ from edge_node.metrics import EdgeStats
 from edge_node.redis_server import RedisServer
 from edge_node.room_sync import RoomSync
 from edge_node.room_types import Lease
-from edge_node.rooms.events import Record, pack_record
+from edge_node.rooms.events import Record
 from edge_node.store.base import RoomStore
 from edge_node.store.memory import MemoryBackend, MemoryRoomStore
+from edge_node.store.records import Forwarded, pack_record
 from tests.helpers import uid, wait_until
 
 LEASE_MS = 1000
@@ -195,7 +196,7 @@ async def test_forwards_reach_the_owner_and_forward_acks_the_sender(harness: Har
     room = uid("room")
     await a.activate(room)
     await b.activate(room)
-    b.forward(a.edge_id, [room, "s", b"hello", b.edge_id, 7, 77])
+    b.forward(a.edge_id, Forwarded(room, "s", b"hello", b.edge_id, 7, 77))
     await wait_until(lambda: bool(la.of("forwarded", room)), 10, "the forwarded publish")
     assert la.of("forwarded", room) == [("forwarded", room, "s", b"hello", b.edge_id, 7, 77)]
     a.forward_ack(b.edge_id, "s", 7, 1, 3)
