@@ -1,5 +1,7 @@
 """What goes into a :class:`~edge_node.rooms.machine.RoomMachine` (events) and what comes
-out (commands).  Plain frozen dataclasses: no I/O, no clock.
+out (commands).  Plain dataclasses, never changed once made (not ``frozen``: a frozen
+dataclass's ``__init__`` costs several times more, and one event and a few commands are
+made per publish): no I/O, no clock.
 
 Events are facts the driver observed (a store reply, a frame from a client, a message
 read from the room stream, time passing).  Commands are what the driver must do next
@@ -36,7 +38,7 @@ S = TypeVar("S")
 Pos = tuple[int, int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """One entry of a room's history, as read from the room stream."""
 
@@ -52,7 +54,7 @@ class Record:
 # -- events -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LeaseResult:
     """The store answered :class:`Activate`: ``owner`` holds the lease at ``epoch``
     (``mine``: this edge).  ``last`` is the room stream's last position; ``queued`` the
@@ -65,7 +67,7 @@ class LeaseResult:
     queued: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunLocal:
     """The store was unreachable at activation (the hub uses epoch 0: positions
     unsynced, acknowledged at once).  Local first: serve anyway."""
@@ -73,7 +75,7 @@ class RunLocal:
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecentLoaded:
     """Answer to :class:`LoadRecent`: the newest stream records (oldest first), to
     rebuild duplicate detection before owning the room.  Empty if unavailable."""
@@ -81,12 +83,12 @@ class RecentLoaded:
     records: tuple[Record, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LeaseLost:
     """Fenced: the store says another edge holds the lease now."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LeaseAcquired:
     """While mirroring, this edge took the lease (the owner's lapsed, or a draining
     owner handed it here).  ``last``: the stream position read up to before taking it."""
@@ -95,47 +97,47 @@ class LeaseAcquired:
     last: Pos
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OwnerChanged:
     """Another edge owns the mirrored room now."""
 
     owner: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HandOverStart:
     """Drain: the driver is about to hand the lease to edge ``to``."""
 
     to: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HandOverDone:
     """The lease moved to the edge named in :class:`HandOverStart`."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HandOverFailed:
     """The lease did not move; ``still_owner``: the store says it is still ours."""
 
     still_owner: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Durable:
     """The store holds every record of this room up to ``pos``."""
 
     pos: Pos
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RemoteEntry:
     """A record read from the room stream (room owned elsewhere)."""
 
     record: Record
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ForwardedPublish:
     """A publish another edge forwarded here, believing this edge owns the room."""
 
@@ -146,7 +148,7 @@ class ForwardedPublish:
     idem: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LocalPublish(Generic[S]):
     """A reliable publish from a member connected to this edge."""
 
@@ -157,7 +159,7 @@ class LocalPublish(Generic[S]):
     idem: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RemoteAck:
     """The owner recognised a publish we forwarded as a duplicate of ``pos``."""
 
@@ -166,12 +168,12 @@ class RemoteAck:
     pos: Pos
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Timer:
     """Time passed: ``now`` is at or after :meth:`RoomMachine.next_deadline`."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Emptied:
     """The last local member left.  ``hand_to``: the edge is draining and the member
     moved there (the lease goes with it at once); None: keep the room for the linger."""
@@ -180,7 +182,7 @@ class Emptied:
     hand_to: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Occupied:
     """A member joined an empty (lingering) room."""
 
@@ -193,7 +195,7 @@ Event = (LeaseResult | RunLocal | RecentLoaded | LeaseLost | LeaseAcquired | Own
 # -- commands -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fanout:
     """Push the encoded MESSAGE ``body`` to every local member except ``skip`` (and the
     sender where it joined without echo)."""
@@ -204,7 +206,7 @@ class Fanout:
     skip: frozenset[str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ack(Generic[S]):
     """Tell a local publisher its message is durable at ``pos`` (ACK frame)."""
 
@@ -213,7 +215,7 @@ class Ack(Generic[S]):
     pos: Pos
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Refuse(Generic[S]):
     """Answer a local publisher with an ERROR frame (``code`` from ErrorCode)."""
 
@@ -223,7 +225,7 @@ class Refuse(Generic[S]):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Append:
     """Queue the record for the room stream at ``(epoch, seq)`` (owner only);
     the store answers with :class:`Durable` (or :class:`LeaseLost`)."""
@@ -237,7 +239,7 @@ class Append:
     idem: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forward:
     """Send a publish to the owner edge ``to`` (its inbox)."""
 
@@ -249,7 +251,7 @@ class Forward:
     idem: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ForwardAck:
     """Tell edge ``to`` that its forwarded publish was a duplicate of ``pos``."""
 
@@ -259,7 +261,7 @@ class ForwardAck:
     pos: Pos
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Uplink:
     """Send a durable (or, without a store, assigned) message of an origin-bound room up."""
 
@@ -268,7 +270,7 @@ class Uplink:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Activate:
     """Ask the store for the lease (or whom to mirror).  ``since``: a fenced owner
     mirrors from just after the last durable position, not from the stream's end."""
@@ -276,21 +278,21 @@ class Activate:
     since: Pos | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoadRecent:
     """Read the newest ``count`` records (answer: :class:`RecentLoaded`)."""
 
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Suspect:
     """Forwarded publishes wait too long: probe ``owner`` and take its rooms if dead."""
 
     owner: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Release:
     """The room closed here: stop mirroring and give the lease up, or hand it to
     ``hand_to`` (drain)."""
