@@ -22,10 +22,11 @@ class RoomState:
     """One joined room: ``flags`` (as joined), ``position`` and the dedupe memory.
 
     ``duplicates`` counts copies dropped (at or before ``position``, or a
-    ``(sender, idem)`` already delivered).
+    ``(sender, idem)`` already delivered); ``own_skipped`` counts this client's
+    own publishes dropped because the room was joined with ``echo=False``.
     """
 
-    __slots__ = ("_idems", "duplicates", "flags", "no_echo", "position", "room")
+    __slots__ = ("_idems", "duplicates", "flags", "no_echo", "own_skipped", "position", "room")
 
     def __init__(self, room: str, flags: int) -> None:
         self.room = room
@@ -33,10 +34,15 @@ class RoomState:
         self.no_echo = bool(flags & JOIN_NO_ECHO)
         self.position: tuple[int, int] = (0, 0)
         self.duplicates = 0
+        self.own_skipped = 0
         self._idems: dict[str, RecentKeys[bool]] = {}
 
     def accept(self, m: Message, own_session: str) -> bool:
-        """True when ``m`` is new (hot path: once per message)."""
+        """True when ``m`` is new and for the application (hot path: once per message).
+
+        A reliable message advances ``position`` even when it is then skipped as
+        an own publish (``echo=False``): a later resume must not replay it again.
+        """
         epoch = m.epoch
         if epoch:
             pos = (epoch, m.seq)
@@ -53,6 +59,11 @@ class RoomState:
                     self.duplicates += 1
                     return False
                 seen.add(idem, True)
+        if self.no_echo and m.sender == own_session:
+            # The edge filters our own live publishes, but the replay after a
+            # resume comes from the room's history, unfiltered.
+            self.own_skipped += 1
+            return False
         return True
 
     def resume_entry(self) -> list[int]:

@@ -49,6 +49,31 @@ async def test_resume_same_edge_replays_missed(edge_factory, token) -> None:
         await sub.close()
 
 
+async def test_echo_off_skips_own_publishes_replayed_after_resume(edge_factory, token) -> None:
+    """echo=False: the replay after a resume comes from the room's history, where the
+    client's own publishes are too; the application must not see them (docs/sdk.md)."""
+    e = edge_factory("edge-echo")
+    me = await connect(e.url, token("me"), backoff_base=0.05)
+    other = await connect(e.url, token("other"))
+    try:
+        seen: list[bytes] = []
+        s = await me.join("echo1", echo=False, on_message=lambda m: seen.append(m.payload))
+        await other.join("echo1")
+        await me.publish("echo1", b"own-1")
+        await me.publish("echo1", b"own-2")
+        _drop_connection(me)
+        await _wait(lambda: me.reconnects == 1, 10, "resume")
+        ev = await s.next_recovery(5)
+        assert ev.recovered and ev.replayed == 2, ev  # our own two, from history
+        await other.publish("echo1", b"theirs")  # delivered after the replay, in order
+        await _wait(lambda: bool(seen), 5, "the other client's message")
+        assert seen == [b"theirs"]
+        assert s.position[1] == 3 and s.duplicates == 0
+    finally:
+        await me.close()
+        await other.close()
+
+
 async def test_resume_on_another_edge(edge_factory, token) -> None:
     e1, e2 = edge_factory("edge-r2a"), edge_factory("edge-r2b")
     pub = await connect(e1.url, token("pub"))

@@ -428,6 +428,27 @@ def test_messages_of_rooms_not_joined_are_dropped(core: ClientConnection) -> Non
     assert core.events() == []
 
 
+def test_echo_off_skips_own_publishes_replayed_after_a_resume(core: ClientConnection) -> None:
+    """Defect: join with echo=False, publish twice, cut the link, resume: the replay
+    from the room's history carried both own publishes to the application."""
+    joined(core, "g", flags=JOIN_NO_ECHO, pos=(1, 0))
+    for n in (1, 2):
+        core.send_publish("g", b"own%d" % n, 0.0)
+    for i, pub in enumerate(sent(core)):
+        assert isinstance(pub, Publish)
+        core.receive_frame(encode(Ack(pub.req_id, 1, i + 1)), 0.1)
+    core.events()
+    core.connection_lost("cut")
+    welcome(core, 1.0)
+    core.receive_frame(msg("g", 1, 1, sender=ME, idem=1), 1.0)  # replayed from history
+    core.receive_frame(msg("g", 1, 2, sender=ME, idem=2), 1.0)
+    core.receive_frame(msg("g", 1, 3, sender=OTHER, idem=1), 1.0)
+    assert [(m.sender, m.seq) for m in core.events()] == [  # type: ignore[union-attr]
+        (OTHER, 3)]
+    assert core.rooms["g"].position == (1, 3)  # skipped, but not to be replayed again
+    assert core.rooms["g"].own_skipped == 2
+
+
 def test_echo_on_delivers_own_publishes(core: ClientConnection) -> None:
     joined(core, "g", flags=0)
     core.receive_frame(msg("g", 1, 1, sender=ME, idem=1), 0.0)
