@@ -42,13 +42,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from .backoff import Backoff
-from .errors import (
-    ClientClosedError,
-    ConnectError,
-    ConnectionLostError,
-    EdgeRelayError,
-    error_for_code,
-)
+from .errors import ClientClosedError, ConnectError, EdgeRelayError, error_for_code
 from .failover import EdgeList, retry_hint_from_close
 from .probe import rank_by_rtt
 from .protocol import (
@@ -400,12 +394,12 @@ class Client(ClientPump):
         long as the client lives) gives up: the publish is then dropped from
         the outbox and :class:`RequestTimeoutError` raised (it may still have
         been delivered).  Unreliable (latest-value updates): sent at once,
-        returns ``None``; dropped if not connected.
+        returns ``None``; dropped if not connected (counted in
+        ``unreliable_dropped``).
         """
         await self._wait_writable()
         if not reliable:
-            with contextlib.suppress(ConnectionLostError):
-                self.publish_nowait(room, payload, reliable=False)
+            self.publish_nowait(room, payload, reliable=False)
             return None
         fut = self._publish(room, payload, timeout)
         # Shielded: a cancelled caller leaves the publish in the outbox.
@@ -417,7 +411,8 @@ class Client(ClientPump):
 
         Reliable: returns a future resolved with the position once durable;
         the message is kept in the outbox and sent (again) whenever connected.
-        Unreliable: sent now if connected, returns ``None``.
+        Unreliable: sent now if connected, else dropped and counted in
+        ``unreliable_dropped``; returns ``None``.
         """
         if not reliable:
             t = now()

@@ -141,6 +141,11 @@ class ClientPump:
         return self._core.neighbours
 
     @property
+    def unreliable_dropped(self) -> int:
+        """Unreliable publishes dropped because the client was not connected."""
+        return self._core.unreliable_dropped
+
+    @property
     def transport(self) -> str:
         """Transport of the current connection: ``"ws"`` or ``"quic"``."""
         return self._link.transport if self._link is not None else ""

@@ -156,6 +156,8 @@ class ClientConnection:
         self.resume_token = ""
         #: Other edges announced by the current edge (WELCOME, NEIGHBOURS), best first.
         self.neighbours: list[str] = []
+        #: Unreliable publishes dropped because no link was up ("dropped if not connected").
+        self.unreliable_dropped = 0
         self.retry_delay = retry_delay
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout if ping_timeout is not None else ping_interval
@@ -385,8 +387,8 @@ class ClientConnection:
         else after the next :meth:`connection_made`; its outcome is one
         :class:`PublishAcked` or :class:`PublishFailed` (refused, or ``timeout``
         s passed: it leaves the outbox then, though it may have been delivered).
-        Unreliable: sent now; raises :class:`ConnectionLostError` when no link
-        is up.  Raises :class:`ClientClosedError` once
+        Unreliable: sent now if a link is up, else dropped and counted in
+        :attr:`unreliable_dropped`.  Raises :class:`ClientClosedError` once
         closed, a :class:`ServerError` (4413) for a publish the edge would refuse
         as too large, and :class:`EdgeRelayError` when the outbox is full.
         """
@@ -394,7 +396,9 @@ class ClientConnection:
             raise self._closed
         if not reliable:
             self.check_size(room, payload)
-            self._check_sendable()
+            if self.state is not ConnState.CONNECTED:
+                self.unreliable_dropped += 1
+                return 0
             self._out.append((encode(Publish(0, room, payload, False, 0)), False))
             return 0
         if self.outbox.full():

@@ -455,6 +455,22 @@ def test_echo_on_delivers_own_publishes(core: ClientConnection) -> None:
     assert len(core.events()) == 1
 
 
+def test_unreliable_publish_is_dropped_and_counted_while_away(
+        core: ClientConnection) -> None:
+    """Defect: publish_nowait(reliable=False) raised ConnectionLostError while the
+    client reconnected, where the contract is "dropped if not connected"."""
+    assert core.send_publish("r", b"u", 0.0, reliable=False) == 0
+    assert [(decode(d), r) for d, r in core.data_to_send()] == [
+        (Publish(0, "r", b"u", False, 0), False)]
+    core.connection_lost("cut")
+    assert core.send_publish("r", b"u", 0.0, reliable=False) == 0
+    assert core.send_publish("r", b"u", 0.0, reliable=False) == 0
+    assert core.data_to_send() == [] and core.unreliable_dropped == 2
+    core.close(ClientClosedError("closed"))
+    with pytest.raises(ClientClosedError):  # closed is not "away": the caller must know
+        core.send_publish("r", b"u", 0.0, reliable=False)
+
+
 # -- control frames and the rest ------------------------------------------------------
 
 
