@@ -58,6 +58,11 @@ class Subscription:
         """Copies dropped before the application saw them."""
         return self._state.duplicates
 
+    @property
+    def own_skipped(self) -> int:
+        """Own publishes replayed after a resume and skipped (joined with ``echo=False``)."""
+        return self._state.own_skipped
+
     def _deliver(self, m: Message) -> None:
         """Hand one new MESSAGE to the application (hot path: once per message;
         the core has already dropped copies)."""

@@ -68,7 +68,7 @@ async def test_echo_off_skips_own_publishes_replayed_after_resume(edge_factory, 
         await other.publish("echo1", b"theirs")  # delivered after the replay, in order
         await _wait(lambda: bool(seen), 5, "the other client's message")
         assert seen == [b"theirs"]
-        assert s.position[1] == 3 and s.duplicates == 0
+        assert s.position[1] == 3 and s.duplicates == 0 and s.own_skipped == 2
     finally:
         await me.close()
         await other.close()
