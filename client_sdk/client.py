@@ -23,7 +23,7 @@ raise :class:`ClientClosedError`.
 Layers: the session's protocol state (request ids, pending requests, the
 outbox, dedupe, the resume map, deadlines) is the sans-I/O
 :class:`~client_sdk.protocol.connection.ClientConnection`.  This class pumps
-it: link frames -> ``receive_frame`` -> events -> futures and subscriptions;
+it: link frames -> ``receive`` -> events -> futures and subscriptions;
 ``data_to_send`` -> link; one timer armed from ``next_deadline``.  What is
 left here is I/O and policy: opening links, backoff, failover, handoff.
 

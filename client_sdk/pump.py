@@ -201,8 +201,15 @@ class ClientPump:
         (only its messages still count there)."""
         t = now()
         if link is self._link:
-            self._core.receive_frame(raw, t)
-            self._pump(t)
+            # The hot path: a message comes back from the core with nothing else
+            # to do (see ClientConnection.receive), so there is nothing to pump.
+            m = self._core.receive(raw, t)
+            if m is None:
+                self._pump(t)
+                return
+            sub = self._subs.get(m.room)
+            if sub is not None:
+                sub._deliver(m)
             return
         self._core.receive_frame(raw, t, retiring=True)
         for ev in self._core.events():

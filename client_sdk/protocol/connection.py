@@ -441,33 +441,75 @@ class ClientConnection:
         """Take one frame from the edge: raw bytes (decoded here) or a decoded frame.
 
         Undecodable bytes and unknown frame types become :class:`FrameIgnored`;
-        nothing else changes.  ``retiring=True``: the frame came on a link a
-        handoff left (make before break); only its messages still count (the
+        nothing else changes.  A new message for the application comes out as
+        the :class:`Message` event.  ``retiring=True``: the frame came on a link
+        a handoff left (make before break); only its messages still count (the
         new link carries replies, acks and control frames).
         """
-        if self._closed is not None:
+        if retiring:
+            if self._closed is None:
+                f = self._decode(data)
+                if type(f) is Message:
+                    self._on_message(f, now)
             return
-        if isinstance(data, (bytes, bytearray, memoryview)):
+        m = self.receive(data, now)
+        if m is not None:
+            self._events.append(m)
+
+    def receive(self, data: bytes | Frame, now: float) -> Message | None:
+        """:meth:`receive_frame` for the current link, with a fast path for messages.
+
+        A new message for the application is *returned* (not queued as an event)
+        when no event is pending, so messages and events keep their order.  A
+        call that returns a message had no other effect to act on: no data to
+        send, no event, no deadline earlier than before (the keepalive's moves
+        later), so the caller may deliver it and skip :meth:`data_to_send`,
+        :meth:`events` and :meth:`next_deadline`.  After a call that returns
+        None, do all three as after any other call.
+        """
+        if self._closed is not None:
+            return None
+        if type(data) is bytes:  # _decode inlined: this runs once per message
             try:
                 f: Frame = self._decoder.decode(data)
-            except UnknownMessageType as exc:
-                self._events.append(FrameIgnored(str(exc), exc.type_id))
-                return
             except ProtocolError as exc:
-                self._events.append(FrameIgnored(str(exc)))
-                return
+                self._ignored(exc)
+                return None
         else:
-            f = data
-        if retiring:
-            if type(f) is Message:
-                self._on_message(f, now)
-            return
+            decoded = self._decode(data)
+            if decoded is None:
+                return None
+            f = decoded
         self._last_rx = now
+        if type(f) is Message:
+            # The hot path (once per message): no dispatch table, no event list.
+            room = self.rooms.get(f.room)
+            if room is None or not room.accept(f, self.session_id):
+                return None
+            if self._events:
+                self._events.append(f)
+                return None
+            return f
         handler = self._dispatch.get(type(f))
         if handler is None:
             self._events.append(FrameReceived(f))
         else:
             handler(f, now)
+        return None
+
+    def _decode(self, data: bytes | Frame) -> Frame | None:
+        """``data`` as a frame; None (and :class:`FrameIgnored`) if it does not decode."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            try:
+                return self._decoder.decode(data)
+            except ProtocolError as exc:
+                self._ignored(exc)
+                return None
+        return data
+
+    def _ignored(self, exc: ProtocolError) -> None:
+        type_id = exc.type_id if isinstance(exc, UnknownMessageType) else 0
+        self._events.append(FrameIgnored(str(exc), type_id))
 
     def _on_message(self, m: Message, now: float) -> None:
         room = self.rooms.get(m.room)

@@ -524,3 +524,37 @@ def test_a_retiring_link_only_contributes_messages(core: ClientConnection) -> No
     core.receive_frame(msg("a", 1, 1), 0.0)  # the same message on the new link: a copy
     assert [type(e) for e in core.events()] == [Message]
     assert core.data_to_send() == [] and core.rooms["a"].duplicates == 1
+
+
+# -- the message fast path (receive) ------------------------------------------------
+
+
+def test_receive_returns_a_new_message_and_leaves_nothing_else(core: ClientConnection) -> None:
+    joined(core, "a")
+    m = core.receive(msg("a", 1, 1), 0.5)
+    assert m == Message("a", 1, 1, OTHER, b"p1")
+    assert core.events() == [] and core.data_to_send() == [] and core.next_deadline(0.5) is None
+    assert core.receive(msg("a", 1, 1), 0.6) is None  # a copy: dropped by the same dedupe
+    assert core.receive(msg("nowhere", 1, 1), 0.6) is None
+    assert core.rooms["a"].duplicates == 1 and core.rooms["a"].position == (1, 1)
+
+
+def test_receive_queues_a_message_behind_pending_events(core: ClientConnection) -> None:
+    joined(core, "a")
+    core.receive_frame(encode(Error(0, 4000, "slow down")), 0.0)  # not drained yet
+    assert core.receive(msg("a", 1, 1), 0.0) is None
+    evs = core.events()
+    assert [type(e) for e in evs] == [ServerNotice, Message]  # order kept
+    assert core.receive(encode(Ping(3)), 0.0) is None  # other frames: as receive_frame
+    assert sent(core) == [Pong(3)]
+    assert core.receive(b"\xc1", 0.0) is None and [type(e) for e in core.events()] == [
+        FrameIgnored]
+
+
+def test_receive_moves_the_keepalive_later_only() -> None:
+    core = ClientConnection(ping_interval=5.0, ping_timeout=2.0)
+    welcome(core, 0.0)
+    joined(core, "a", at=0.0)
+    assert core.next_deadline(0.0) == 5.0
+    assert core.receive(msg("a", 1, 1), 3.0) is not None
+    assert core.next_deadline(3.0) == 8.0
