@@ -5,18 +5,21 @@ Frames in, events out; the caller owns the sockets and the clock::
     core = ClientConnection()
     link.send(core.hello(token, name))              # on a fresh link
     core.connection_made(core.decode(first_frame), now)
-    req = core.join("lobby", 0, now, timeout=10)     # queues JOIN
+    req = core.send_request(Join(0, "lobby", 0), now, timeout=10)  # queues JOIN
     for data, reliable in core.data_to_send(): ...   # write them
     core.receive_frame(raw, now)                     # for each frame read
+    m = core.receive(raw, now)                       # (or: messages returned, not queued)
     for ev in core.events(): ...                     # RequestAnswered(req, Joined(...)), ...
     core.handle_timer(now) when now >= core.next_deadline(now)
 
-It owns what outlives one connection: request ids and pending requests, the
-outbox of reliable publishes (one :class:`~.outbox.OutboxItem` each, resolved
-by :class:`~.events.PublishAcked`), the resume map (room -> last position),
-dedupe of received messages and the session's identity.  It never reads a
-clock, sleeps or touches a socket; the reconnect, backoff and failover policy
-belongs to the driver (:class:`client_sdk.Client`).
+It owns what outlives one connection: request ids and pending requests
+(:class:`~.requests.Requests`), the outbox of reliable publishes (one
+:class:`~.outbox.OutboxItem` each, resolved by :class:`~.events.PublishAcked`),
+the resume map (room -> last position, :class:`~.rooms.RoomState`), dedupe of
+received messages, the session's identity, and every deadline
+(:class:`~.timers.Deadlines`, plus the optional :class:`~.timers.Keepalive`).
+It never reads a clock, sleeps or touches a socket; the reconnect, backoff and
+failover policy belongs to the driver (:class:`client_sdk.Client`).
 
 Incoming frames are dispatched by a table keyed on the frame's type; frames the
 core does not handle itself come out as :class:`~.events.FrameReceived` (the
@@ -27,8 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import heapq
-import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,6 @@ from ..errors import (
     ClientClosedError,
     ConnectionLostError,
     EdgeRelayError,
-    RequestTimeoutError,
     error_for_code,
 )
 from .codec import Decoder, encode
@@ -47,10 +47,7 @@ from .events import (
     FrameIgnored,
     FrameReceived,
     HandoffRequested,
-    KeepaliveTimeout,
     NeighboursChanged,
-    PingFailed,
-    PongReceived,
     PresenceEvent,
     PublishAcked,
     PublishFailed,
@@ -83,7 +80,9 @@ from .messages import (
     Welcome,
 )
 from .outbox import Outbox, OutboxItem
+from .requests import Requests
 from .rooms import RoomState
+from .timers import Deadlines, Keepalive
 
 __all__ = ["ClientConnection", "ConnState", "INBOUND_LIMITS", "REQUEST_TYPES"]
 
@@ -93,9 +92,6 @@ INBOUND_LIMITS = Limits(max_frame_bytes=16 * 1024 * 1024, max_presence_list=100_
 #: Frames that are requests: they carry a ``req_id`` and get one reply (or ERROR).
 REQUEST_TYPES: frozenset[type[Any]] = frozenset({Join, Leave, PresenceList, ReportState})
 
-#: Stamps of protocol pings (kept within 48 bits like the edge's own).
-_STAMP_MASK = 0xFFFFFFFFFFFF
-
 
 class ConnState(enum.Enum):
     """Where the session is: no link yet, on a link, between links, or ended."""
@@ -104,18 +100,6 @@ class ConnState(enum.Enum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     CLOSED = "closed"
-
-
-@dataclasses.dataclass(slots=True)
-class _Request:
-    what: str
-    room: str
-    timeout: float
-    deadline: float | None
-
-
-# Kinds of deadline-heap entries.
-_REQ, _PING, _PUB_TIMEOUT, _PUB_RETRY = range(4)
 
 
 def publish_retryable(code: int) -> bool:
@@ -159,22 +143,17 @@ class ClientConnection:
         #: Unreliable publishes dropped because no link was up ("dropped if not connected").
         self.unreliable_dropped = 0
         self.retry_delay = retry_delay
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout if ping_timeout is not None else ping_interval
+        self.keepalive = Keepalive(ping_interval, ping_timeout)
         self.outbox = Outbox(max_outbox)
         self.rooms: dict[str, RoomState] = {}
         self._decoder = Decoder(limits)
         self._closed: ClientClosedError | None = None
         self._attempt = 0
-        self._ids = itertools.count(1)
-        self._stamps = itertools.count(1)
-        self._requests: dict[int, _Request] = {}
-        self._pings: dict[int, tuple[float, float | None]] = {}  # stamp -> (sent, deadline)
-        self._heap: list[tuple[float, int, int]] = []
+        self._requests = Requests()
+        self._deadlines = Deadlines(self._requests, self.outbox)
         self._out: list[tuple[bytes, bool]] = []
         self._events: list[Event] = []
-        self._last_rx = 0.0
-        self._keepalive: tuple[int, float] | None = None  # (stamp, sent) of our PING
+        self._last_rx = 0.0  # when the edge last sent anything (the keepalive's clock)
         self._dispatch: dict[type[Any], Callable[[Any, float], None]] = {
             Message: self._on_message,
             Ack: self._on_ack,
@@ -216,6 +195,16 @@ class ClientConnection:
     def connected(self) -> bool:
         """True while a link is up (between :meth:`connection_made` and loss/close)."""
         return self.state is ConnState.CONNECTED
+
+    @property
+    def ping_interval(self) -> float | None:
+        """The protocol keepalive's interval (None: off); see :class:`Keepalive`."""
+        return self.keepalive.interval
+
+    @property
+    def ping_timeout(self) -> float | None:
+        """How long the keepalive waits for an answer to its PING."""
+        return self.keepalive.timeout
 
     @property
     def closed(self) -> ClientClosedError | None:
@@ -264,7 +253,7 @@ class ClientConnection:
             self.neighbours = [u for u in nb if isinstance(u, str)]
         self.state = ConnState.CONNECTED
         self._last_rx = now
-        self._keepalive = None
+        self.keepalive.reset()
         self._out = []
         for item in self.outbox.pending():
             self._send_item(item)
@@ -277,7 +266,7 @@ class ClientConnection:
             return
         self.state = ConnState.DISCONNECTED
         self._out = []
-        self._keepalive = None
+        self.keepalive.reset()
         self.outbox.unbind_all()
         self._fail_requests(ConnectionLostError(why))
 
@@ -291,15 +280,10 @@ class ClientConnection:
         self._fail_requests(exc)
         for item in self.outbox.clear():
             self._events.append(PublishFailed(item.idem, exc))
-        self._heap.clear()
+        self._deadlines.clear()
 
     def _fail_requests(self, exc: EdgeRelayError) -> None:
-        reqs, self._requests = self._requests, {}
-        pings, self._pings = self._pings, {}
-        for req_id in reqs:
-            self._events.append(RequestFailed(req_id, exc))
-        for stamp in pings:
-            self._events.append(PingFailed(stamp, exc))
+        self._events += self._requests.fail_all(exc)
 
     def _check_sendable(self) -> None:
         if self._closed is not None:
@@ -322,19 +306,17 @@ class ClientConnection:
         if type(frame) not in REQUEST_TYPES:
             raise TypeError(f"{type(frame).__name__} is not a request frame")
         self._check_sendable()
-        req_id = next(self._ids)
+        req_id, deadline = self._requests.add(type(frame).__name__, getattr(frame, "room", ""),
+                                              now, timeout)
         out = dataclasses.replace(frame, req_id=req_id)  # type: ignore[arg-type]
-        deadline = None if timeout is None else now + timeout
-        self._requests[req_id] = _Request(type(frame).__name__, getattr(frame, "room", ""),
-                                          timeout or 0.0, deadline)
         if deadline is not None:
-            heapq.heappush(self._heap, (deadline, _REQ, req_id))
+            self._deadlines.request(req_id, deadline)
         self._out.append((encode(out), True))
         return req_id
 
     def cancel_request(self, req_id: int) -> None:
         """Forget a request whose caller stopped waiting (its reply is then ignored)."""
-        self._requests.pop(req_id, None)
+        self._requests.cancel(req_id)
 
     def track_room(self, room: str, flags: int) -> RoomState:
         """Start tracking ``room`` (no frame is sent; kept with its first ``flags``
@@ -360,11 +342,9 @@ class ClientConnection:
         """Queue a PING; returns its stamp.  Outcome: :class:`PongReceived` (with the
         round trip) or :class:`PingFailed`."""
         self._check_sendable()
-        stamp = next(self._stamps) & _STAMP_MASK
-        deadline = None if timeout is None else now + timeout
-        self._pings[stamp] = (now, deadline)
+        stamp, deadline = self._requests.add_ping(now, timeout)
         if deadline is not None:
-            heapq.heappush(self._heap, (deadline, _PING, stamp))
+            self._deadlines.ping(stamp, deadline)
         self._out.append((encode(Ping(stamp)), True))
         return stamp
 
@@ -407,7 +387,7 @@ class ClientConnection:
         item = self.outbox.add(room, payload)
         if timeout is not None:
             item.deadline, item.timeout = now + timeout, timeout
-            heapq.heappush(self._heap, (item.deadline, _PUB_TIMEOUT, item.idem))
+            self._deadlines.publish_timeout(item)
         if self.state is ConnState.CONNECTED:
             self._send_item(item)
         return item.idem
@@ -430,7 +410,7 @@ class ClientConnection:
                                      f"limit of {limit} bytes")
 
     def _send_item(self, item: OutboxItem) -> None:
-        req_id = next(self._ids)
+        req_id = self._requests.next_id()
         self._out.append((encode(Publish(req_id, item.room, item.payload, True, item.idem)),
                           True))
         self.outbox.bind(item, req_id)
@@ -524,7 +504,7 @@ class ClientConnection:
             self._on_reply(f, now)
 
     def _on_reply(self, f: Ack | Joined | PresenceMembers, now: float) -> None:
-        if self._requests.pop(f.req_id, None) is None:
+        if not self._requests.answer(f.req_id):
             return  # late answer to a request given up on
         if type(f) is Joined:
             room = self.rooms.get(f.room)
@@ -536,27 +516,25 @@ class ClientConnection:
         if f.req_id and self.outbox.owns(f.req_id):
             if publish_retryable(f.code):
                 item = self.outbox.retry_later(f.req_id, now + self.retry_delay)
-                if item is not None and item.retry_at is not None:
-                    heapq.heappush(self._heap, (item.retry_at, _PUB_RETRY, item.idem))
+                if item is not None:
+                    self._deadlines.publish_retry(item)
             else:
                 failed = self.outbox.take(f.req_id)
                 if failed is not None:
                     self._events.append(PublishFailed(failed.idem,
                                                       error_for_code(f.code, f.message)))
             return
-        if f.req_id and self._requests.pop(f.req_id, None) is not None:
+        if f.req_id and self._requests.answer(f.req_id):
             self._events.append(RequestFailed(f.req_id, error_for_code(f.code, f.message)))
             return
         self._events.append(ServerNotice(f.code, f.message))
 
     def _on_pong(self, f: Pong, now: float) -> None:
-        ka = self._keepalive
-        if ka is not None and ka[0] == f.stamp:
-            self._keepalive = None
+        if self.keepalive.pong(f.stamp):
             return
-        ping = self._pings.pop(f.stamp, None)
-        if ping is not None:
-            self._events.append(PongReceived(f.stamp, now - ping[0]))
+        ev = self._requests.pong(f.stamp, now)
+        if ev is not None:
+            self._events.append(ev)
 
     def _on_ping(self, f: Ping, now: float) -> None:
         self._out.append((encode(Pong(f.stamp)), True))
@@ -581,76 +559,32 @@ class ClientConnection:
     def next_deadline(self, now: float) -> float | None:
         """When :meth:`handle_timer` must run next (``now`` if something is already
         due), or None when nothing waits on time."""
-        heap = self._heap
-        while heap and not self._live(*heap[0]):
-            heapq.heappop(heap)
-        best = heap[0][0] if heap else None
-        ka = self._keepalive_deadline()
-        if ka is not None and (best is None or ka < best):
-            best = ka
+        best = self._deadlines.earliest()
+        if self.state is ConnState.CONNECTED:
+            ka = self.keepalive.deadline(self._last_rx)
+            if ka is not None and (best is None or ka < best):
+                best = ka
         return None if best is None else max(best, now)
-
-    def _keepalive_deadline(self) -> float | None:
-        if self.ping_interval is None or self.state is not ConnState.CONNECTED:
-            return None
-        if self._keepalive is None:
-            return self._last_rx + self.ping_interval
-        return self._keepalive[1] + (self.ping_timeout or self.ping_interval)
-
-    def _live(self, when: float, kind: int, key: int) -> bool:
-        """Is this heap entry still a deadline (not answered, removed or moved)?"""
-        if kind == _REQ:
-            req = self._requests.get(key)
-            return req is not None and req.deadline == when
-        if kind == _PING:
-            ping = self._pings.get(key)
-            return ping is not None and ping[1] == when
-        item = self.outbox.get(key)
-        if item is None:
-            return False
-        if kind == _PUB_TIMEOUT:
-            return item.deadline == when
-        return item.retry_at == when
 
     def handle_timer(self, now: float) -> None:
         """Act on every deadline up to ``now``: request, ping and publish timeouts,
         re-sends of refused publishes, the protocol keepalive."""
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            when, kind, key = heapq.heappop(heap)
-            if not self._live(when, kind, key):
-                continue
-            if kind == _REQ:
-                req = self._requests.pop(key)
-                self._events.append(RequestFailed(key, RequestTimeoutError(
-                    f"no answer to {req.what} in {req.timeout:g} s")))
-            elif kind == _PING:
-                del self._pings[key]
-                self._events.append(PingFailed(key, RequestTimeoutError("no PONG in time")))
-            elif kind == _PUB_TIMEOUT:
-                item = self.outbox.discard(key)
-                assert item is not None
-                self._events.append(PublishFailed(key, RequestTimeoutError(
-                    f"publish not confirmed within {item.timeout:g} s")))
-            else:
-                retry = self.outbox.get(key)
-                assert retry is not None
-                retry.retry_at = None
-                if self.state is ConnState.CONNECTED and not retry.req_id:
-                    self._send_item(retry)
-        self._keepalive_due(now)
+        connected = self.state is ConnState.CONNECTED
+        for due in self._deadlines.expire(now):
+            if not isinstance(due, OutboxItem):
+                self._events.append(due)
+            elif connected and not due.req_id:
+                self._send_item(due)
+        if connected:
+            self._keepalive_due(now)
 
     def _keepalive_due(self, now: float) -> None:
-        due = self._keepalive_deadline()
-        if due is None or now < due:
-            return
-        ka = self._keepalive
-        if ka is None:
-            stamp = next(self._stamps) & _STAMP_MASK
-            self._keepalive = (stamp, now)
+        ka = self.keepalive
+        if ka.ping_due(now, self._last_rx):
+            stamp = self._requests.next_stamp()
+            ka.sent(stamp, now)
             self._out.append((encode(Ping(stamp)), True))
-        elif self._last_rx < ka[1]:
-            self._keepalive = None
-            self._events.append(KeepaliveTimeout(now - self._last_rx))
-        else:
-            self._keepalive = None  # something arrived after our PING: alive
+            return
+        timeout = ka.expired(now, self._last_rx)
+        if timeout is not None:
+            self._events.append(timeout)

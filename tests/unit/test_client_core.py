@@ -328,6 +328,18 @@ def test_an_answered_request_leaves_no_deadline(core: ClientConnection) -> None:
     assert core.next_deadline(0.6) is None
 
 
+def test_timeouts_of_every_kind_come_out_in_deadline_order(core: ClientConnection) -> None:
+    rid = core.send_request(Leave(0, "a"), 0.0, 3.0)
+    stamp = core.send_ping(0.0, timeout=1.0)
+    idem = core.send_publish("a", b"x", 0.0, timeout=2.0)
+    core.data_to_send()
+    assert core.next_deadline(0.0) == 1.0
+    core.handle_timer(5.0)
+    assert [type(e) for e in core.events()] == [PingFailed, PublishFailed, RequestFailed]
+    assert core.next_deadline(5.0) is None and len(core.outbox) == 0
+    assert (rid, stamp, idem) != (0, 0, 0)
+
+
 def test_ping_round_trip_and_pong_timeout(core: ClientConnection) -> None:
     stamp = core.send_ping(5.0, timeout=2.0)
     assert sent(core) == [Ping(stamp)]
