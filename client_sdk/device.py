@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -40,19 +39,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .client import Client, connect
-from .errors import EdgeRelayError, RequestTimeoutError, error_for_code
+from .errors import EdgeRelayError
 from .protocol import (
-    Ack,
     Command,
     CommandAck,
-    Error,
-    Frame,
     ReportState,
     ShadowDelta,
     Telemetry,
     TelemetryAck,
     TelemetryError,
-    encode,
 )
 
 __all__ = ["Device", "TelemetryRejection"]
@@ -116,8 +111,6 @@ class Device:
         self._acked = asyncio.Event()
         self._acked.set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._req_ids = itertools.count(1 << 40)  # apart from the client's own ids
-        self._pending: dict[int, asyncio.Future[Frame]] = {}
         prev_reconnect, prev_handoff = client.on_reconnect, client.on_handoff
 
         def again(c: Client, prev: Callable[[Client], None] | None) -> None:
@@ -127,7 +120,11 @@ class Device:
 
         client.on_reconnect = lambda c: again(c, prev_reconnect)
         client.on_handoff = lambda c: again(c, prev_handoff)
-        client.on_other_frame = self._on_frame
+        # The client's extension seam: device frames come to these handlers.
+        client.add_frame_handler(TelemetryAck, self._on_telemetry_ack)
+        client.add_frame_handler(TelemetryError, self._on_telemetry_error)
+        client.add_frame_handler(Command, self._command)
+        client.add_frame_handler(ShadowDelta, self._on_delta)
         self._timer = asyncio.get_running_loop().create_task(self._tick(), name="device-tick")
 
     @classmethod
@@ -179,7 +176,7 @@ class Device:
         if not self.client.connected:
             return False
         try:
-            self.client._send(encode(Telemetry(bid, tuple(batch.samples))))
+            self.client.send_frame(Telemetry(bid, tuple(batch.samples)))
         except EdgeRelayError:
             return False
         if not batch.sent_at:
@@ -221,67 +218,49 @@ class Device:
                            timeout: float = 10.0) -> int:
         """Report state (merged into the shadow) at ``version`` (default: the last one
         + 1).  Returns the version.  Raises :class:`~client_sdk.errors.ServerError` with
-        code 4408 if the edge knows a newer version."""
+        code 4408 if the edge knows a newer version.  Sent through
+        :meth:`Client.request`: while the client reconnects it waits for the link
+        (up to ``timeout``), then up to ``timeout`` for the answer."""
         ver = self.version + 1 if version is None else version
-        req_id = next(self._req_ids)
-        fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = fut
-        self.client._pending[req_id] = fut  # ACK/ERROR with this id resolve it
-        try:
-            self.client._send(encode(ReportState(req_id, ver, state)))
-            async with asyncio.timeout(timeout):
-                await fut
-        except TimeoutError as exc:
-            raise RequestTimeoutError(f"no answer to REPORT_STATE in {timeout:g} s") from exc
-        finally:
-            self._pending.pop(req_id, None)
-            self.client._pending.pop(req_id, None)
+        await self.client.request(ReportState(0, ver, state), timeout=timeout)
         self.version = max(self.version, ver)
         return ver
 
     # -- inbound ------------------------------------------------------------
 
-    def _on_frame(self, f: Frame) -> None:
-        if isinstance(f, TelemetryAck):
-            batch = self._unacked.pop(f.batch_id, None)
-            if batch is not None:
-                self._buffered -= len(batch.samples)
-                self.acked_samples += f.accepted
-            if not self._unacked:
-                self._acked.set()
-        elif isinstance(f, TelemetryError):
-            batch = self._unacked.get(f.batch_id)
-            for idx, reason, msg in f.errors:
-                metric = ""
-                if batch is not None and idx < len(batch.samples):
-                    metric = str(batch.samples[idx][0])
-                rej = TelemetryRejection(f.batch_id, idx, metric, reason, msg)
-                self.rejected.append(rej)
-                del self.rejected[:-1000]
-                if self.on_rejected is not None:
-                    self.on_rejected(rej)
-        elif isinstance(f, Command):
-            self._command(f)
-        elif isinstance(f, ShadowDelta):
-            self.desired_version = max(self.desired_version, f.desired_version)
-            if f.delta and self.on_delta is not None:
-                try:
-                    self.on_delta(dict(f.delta), f)
-                except Exception:
-                    log.exception("on_delta failed")
-            if f.command_id:
-                self._ack_command(f.command_id, "applied", {})
-        elif isinstance(f, (Ack, Error)):  # answers to REPORT_STATE not claimed by the client
-            fut = self._pending.pop(f.req_id, None)
-            if fut is not None and not fut.done():
-                if isinstance(f, Error):
-                    fut.set_exception(error_for_code(f.code, f.message))
-                else:
-                    fut.set_result(f)
+    def _on_telemetry_ack(self, f: TelemetryAck) -> None:
+        batch = self._unacked.pop(f.batch_id, None)
+        if batch is not None:
+            self._buffered -= len(batch.samples)
+            self.acked_samples += f.accepted
+        if not self._unacked:
+            self._acked.set()
+
+    def _on_telemetry_error(self, f: TelemetryError) -> None:
+        batch = self._unacked.get(f.batch_id)
+        for idx, reason, msg in f.errors:
+            metric = ""
+            if batch is not None and idx < len(batch.samples):
+                metric = str(batch.samples[idx][0])
+            rej = TelemetryRejection(f.batch_id, idx, metric, reason, msg)
+            self.rejected.append(rej)
+            del self.rejected[:-1000]
+            if self.on_rejected is not None:
+                self.on_rejected(rej)
+
+    def _on_delta(self, f: ShadowDelta) -> None:
+        self.desired_version = max(self.desired_version, f.desired_version)
+        if f.delta and self.on_delta is not None:
+            try:
+                self.on_delta(dict(f.delta), f)
+            except Exception:
+                log.exception("on_delta failed")
+        if f.command_id:
+            self._ack_command(f.command_id, "applied", {})
 
     def _ack_command(self, cid: str, status: str, result: dict[str, Any]) -> None:
         with contextlib.suppress(EdgeRelayError):
-            self.client._send(encode(CommandAck(cid, status, result)))
+            self.client.send_frame(CommandAck(cid, status, result))
 
     def _command(self, cmd: Command) -> None:
         if cmd.command_id in self._seen_cmds:

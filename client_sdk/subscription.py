@@ -4,49 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .dedupe import RecentKeys
-from .protocol import Member, Message
+from .protocol import Message
+from .protocol.events import PresenceEvent, RecoveryEvent
+from .protocol.rooms import RoomState
 
 if TYPE_CHECKING:
     from .client import Client
 
 __all__ = ["Subscription", "PresenceEvent", "RecoveryEvent"]
-
-#: Idempotency keys remembered per sender and room (copies re-published after a
-#: failover arrive within a few hundred messages of the original).
-IDEM_WINDOW = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceEvent:
-    """A member joined (``joined=True``) or left a room."""
-
-    room: str
-    joined: bool
-    member: Member
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveryEvent:
-    """Outcome of resuming one room after a reconnect.
-
-    ``recovered=True``: every reliable message published while the client was
-    away has been (or is being) delivered, in order, ``replayed`` of them from
-    history.  ``recovered=False``: some may be missing; ``reason`` says why
-    (``history_trimmed``, ``session_expired``, ``too_many``, ...) and ``info``
-    what is known (e.g. ``first_available`` position).  ``position`` is where
-    the client resumed from.
-    """
-
-    room: str
-    recovered: bool
-    position: tuple[int, int]
-    replayed: int
-    reason: str
-    info: dict[str, object]
 
 
 class Subscription:
@@ -62,16 +29,13 @@ class Subscription:
     ``duplicates``.
     """
 
-    def __init__(self, client: Client, room: str, flags: int,
+    def __init__(self, client: Client, state: RoomState,
                  on_message: Callable[[Message], None] | None, queue_size: int) -> None:
         self.client = client
-        self.room = room
-        self.flags = flags
-        self.position: tuple[int, int] = (0, 0)
+        self.room = state.room
         self.received = 0
         self.dropped = 0
-        self.duplicates = 0
-        self._idems: dict[str, RecentKeys[bool]] = {}
+        self._state = state  # position and dedupe: the protocol core's
         self._recovery_q: asyncio.Queue[RecoveryEvent] = asyncio.Queue(1000)
         self._on_message = on_message
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(queue_size)
@@ -79,24 +43,29 @@ class Subscription:
         self._error: BaseException | None = None
         self._ended = False
 
+    @property
+    def flags(self) -> int:
+        """JOIN flags the room was joined with (presence, no echo)."""
+        return self._state.flags
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """The last ``(epoch, seq)`` received (where a resume continues from)."""
+        return self._state.position
+
+    @property
+    def duplicates(self) -> int:
+        """Copies dropped before the application saw them."""
+        return self._state.duplicates
+
+    @property
+    def own_skipped(self) -> int:
+        """Own publishes replayed after a resume and skipped (joined with ``echo=False``)."""
+        return self._state.own_skipped
+
     def _deliver(self, m: Message) -> None:
-        """Hand one MESSAGE to the application (hot path: once per message)."""
-        epoch = m.epoch
-        if epoch:
-            pos = (epoch, m.seq)
-            if pos <= self.position:
-                self.duplicates += 1
-                return
-            self.position = pos
-            idem = m.idem
-            if idem:
-                seen = self._idems.get(m.sender)
-                if seen is None:
-                    seen = self._idems[m.sender] = RecentKeys(IDEM_WINDOW)
-                elif idem in seen:
-                    self.duplicates += 1
-                    return
-                seen.add(idem, True)
+        """Hand one new MESSAGE to the application (hot path: once per message;
+        the core has already dropped copies)."""
         self.received += 1
         cb = self._on_message
         if cb is not None:

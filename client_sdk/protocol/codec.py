@@ -11,6 +11,7 @@ the edge uses to build a MESSAGE frame once for all members of a room.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import msgpack
@@ -57,6 +58,29 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def _packb(obj: Any) -> bytes:
     return _packer.pack(obj)  # type: ignore[no-any-return]
+
+
+_unpackb = msgpack.unpackb
+_object_new = object.__new__
+_set_room, _set_epoch, _set_seq, _set_sender, _set_payload, _set_idem = (
+    Message.__dict__[f.name].__set__ for f in fields(Message))
+if [f.name for f in fields(Message)] != ["room", "epoch", "seq", "sender", "payload", "idem"]:
+    raise RuntimeError("codec: _new_message does not match Message's fields")  # pragma: no cover
+
+
+def _new_message(room: str, epoch: int, seq: int, sender: str, payload: bytes,
+                 idem: int) -> Message:
+    """``Message(room, epoch, seq, sender, payload, idem)``, built ~40% faster: a
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``;
+    this sets the slots through their descriptors (same object, still frozen)."""
+    m: Message = _object_new(Message)
+    _set_room(m, room)
+    _set_epoch(m, epoch)
+    _set_seq(m, seq)
+    _set_sender(m, sender)
+    _set_payload(m, payload)
+    _set_idem(m, idem)
+    return m
 
 
 def encode_message(room: str, epoch: int, seq: int, sender: str, payload: bytes,
@@ -162,31 +186,38 @@ def encode(frame: Frame) -> bytes:
 
 
 class Decoder:
-    """Decodes frames under a set of :class:`Limits` (reusable, stateless)."""
+    """Decodes frames under a set of :class:`Limits` (reusable, stateless).
+
+    The limits are read once, here (the msgpack bounds are derived from them
+    ahead of time: :meth:`decode` runs once per frame on both sides).
+    """
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits
+        self._max_frame = limits.max_frame_bytes
         self._max_str = max(limits.max_token_bytes, limits.max_text, limits.max_room_name, 256)
         # A map entry takes at least two bytes, so the frame size already bounds every
         # map; a tighter generic bound would refuse (4400) what a counted limit must
         # answer with its own code, e.g. a HELLO resume map over max_rooms -> 4407.
         self._max_map = max(limits.max_frame_bytes // 2, 64)
+        self._max_array = limits.max_presence_list + 16
+        self._max_room = limits.max_room_name
 
     def decode(self, data: bytes | bytearray | memoryview) -> Frame:
         """Decode one frame; raise a :class:`ProtocolError` subclass on bad input."""
-        if len(data) > self.limits.max_frame_bytes:
+        if len(data) > self._max_frame:
             raise FrameTooLarge(
-                f"frame of {len(data)} bytes exceeds the limit of {self.limits.max_frame_bytes}"
+                f"frame of {len(data)} bytes exceeds the limit of {self._max_frame}"
             )
         try:
-            obj = msgpack.unpackb(
+            obj = _unpackb(
                 data,
                 raw=False,
                 use_list=True,
                 strict_map_key=True,
                 max_str_len=self._max_str,
-                max_bin_len=self.limits.max_frame_bytes,
-                max_array_len=self.limits.max_presence_list + 16,
+                max_bin_len=self._max_frame,
+                max_array_len=self._max_array,
                 max_map_len=self._max_map,
                 max_ext_len=0,
             )
@@ -233,8 +264,9 @@ class Decoder:
     def _room(self, v: object) -> str:
         if type(v) is not str or not v:
             raise MalformedFrame("room must be a non-empty string")
-        if len(v.encode()) > self.limits.max_room_name:
-            raise MalformedFrame(f"room name longer than {self.limits.max_room_name} bytes")
+        # UTF-8 takes at most 4 bytes per character: most names need no encoding.
+        if len(v) * 4 > self._max_room and len(v.encode()) > self._max_room:
+            raise MalformedFrame(f"room name longer than {self._max_room} bytes")
         return v
 
 
@@ -323,6 +355,22 @@ def _p_publish(d: Decoder, o: list[Any]) -> Publish:
 
 
 def _p_message(d: Decoder, o: list[Any]) -> Message:
+    # The client's hot path (once per message received): every check of
+    # _p_message_checked in one expression, and the object built without the
+    # frozen dataclass's __init__.  Anything unusual takes the checked path,
+    # which raises the precise error.
+    if 6 <= len(o) <= 7:
+        room, epoch, seq, sender, payload = o[1], o[2], o[3], o[4], o[5]
+        idem = o[6] if len(o) == 7 else 0
+        if (type(room) is str and room and type(epoch) is int and type(seq) is int
+                and type(sender) is str and type(payload) is bytes and type(idem) is int
+                and 0 <= epoch <= _UINT64_MAX and 0 <= seq <= _UINT64_MAX
+                and 0 <= idem <= _UINT64_MAX and len(room) * 4 <= d._max_room):
+            return _new_message(room, epoch, seq, sender, payload, idem)
+    return _p_message_checked(d, o)
+
+
+def _p_message_checked(d: Decoder, o: list[Any]) -> Message:
     _arity(o, 7, "MESSAGE", optional=1)
     payload = o[5]
     if type(payload) is not bytes:

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from client_sdk import Client, connect
+from client_sdk import Client, ClientClosedError, connect
 from edge_node import lua_scripts, redis_conn, redis_keys
 from edge_node.launch import spawn_edge
 from tests.helpers import PAIR as _P
@@ -47,6 +47,52 @@ async def test_resume_same_edge_replays_missed(edge_factory, token) -> None:
     finally:
         await pub.close()
         await sub.close()
+
+
+async def test_echo_off_skips_own_publishes_replayed_after_resume(edge_factory, token) -> None:
+    """echo=False: the replay after a resume comes from the room's history, where the
+    client's own publishes are too; the application must not see them (docs/sdk.md)."""
+    e = edge_factory("edge-echo")
+    me = await connect(e.url, token("me"), backoff_base=0.05)
+    other = await connect(e.url, token("other"))
+    try:
+        seen: list[bytes] = []
+        s = await me.join("echo1", echo=False, on_message=lambda m: seen.append(m.payload))
+        await other.join("echo1")
+        await me.publish("echo1", b"own-1")
+        await me.publish("echo1", b"own-2")
+        _drop_connection(me)
+        await _wait(lambda: me.reconnects == 1, 10, "resume")
+        ev = await s.next_recovery(5)
+        assert ev.recovered and ev.replayed == 2, ev  # our own two, from history
+        await other.publish("echo1", b"theirs")  # delivered after the replay, in order
+        await _wait(lambda: bool(seen), 5, "the other client's message")
+        assert seen == [b"theirs"]
+        assert s.position[1] == 3 and s.duplicates == 0 and s.own_skipped == 2
+    finally:
+        await me.close()
+        await other.close()
+
+
+async def test_unreliable_publish_while_reconnecting_is_dropped(edge_factory, token) -> None:
+    """``publish_nowait(..., reliable=False)`` and ``await publish(..., reliable=False)``
+    both drop (and count) an update while the client reconnects; neither raises."""
+    e = edge_factory("edge-unrel")
+    c = await connect(e.url, token("u"))
+    try:
+        await c.join("unrel1")
+        assert c.publish_nowait("unrel1", b"u0", reliable=False) is None
+        c._backoff.base = 2.0
+        c._backoff.attempt = 3  # the first retry waits up to 16 s: we stay away
+        _drop_connection(c)
+        await _wait(lambda: not c.connected, 5, "the link to drop")
+        assert c.publish_nowait("unrel1", b"u1", reliable=False) is None
+        assert await c.publish("unrel1", b"u2", reliable=False) is None
+        assert c.unreliable_dropped == 2
+    finally:
+        await c.close()
+    with pytest.raises(ClientClosedError):  # closed for good is not "away"
+        c.publish_nowait("unrel1", b"u3", reliable=False)
 
 
 async def test_resume_on_another_edge(edge_factory, token) -> None:

@@ -693,3 +693,56 @@ def test_encode_rejects_non_frames() -> None:
         encode(Member("s", "u", "player"))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         encode([13, 1])  # type: ignore[arg-type]
+
+
+# -- the MESSAGE fast path ------------------------------------------------------------
+
+_message_field = st.one_of(
+    st.text(max_size=40), st.integers(-2, 2**64 + 1), st.binary(max_size=8), st.booleans(),
+    st.none(), st.floats(allow_nan=False), st.just(""), st.just("é" * 40),
+)
+
+
+def _outcome(parse: Any, d: Decoder, o: list[Any]) -> Any:
+    try:
+        return parse(d, o)
+    except ProtocolError as exc:
+        return type(exc), str(exc)
+
+
+@st.composite
+def _message_array(draw: st.DrawFn) -> list[Any]:
+    """A valid MESSAGE array, then maybe a few fields replaced, cut or added."""
+    uint = st.integers(0, UINT64_MAX)
+    o: list[Any] = [7, draw(st.text(min_size=1, max_size=40)), draw(uint), draw(uint),
+                    draw(st.text(max_size=10)), draw(st.binary(max_size=8))]
+    if draw(st.booleans()):
+        o.append(draw(uint))
+    for _ in range(draw(st.integers(0, 2))):
+        o[draw(st.integers(1, len(o) - 1))] = draw(_message_field)
+    if draw(st.booleans()):
+        del o[draw(st.integers(1, len(o))):]
+    o.extend(draw(st.lists(_message_field, max_size=2)))
+    return o
+
+
+@FUZZ
+@given(_message_array() | st.lists(_message_field, max_size=9).map(lambda r: [7, *r]),
+       st.integers(1, 200))
+def test_message_fast_path_agrees_with_the_checked_path(o: list[Any], max_room: int) -> None:
+    """Same frame, or the same error, whichever path decodes a MESSAGE array."""
+    from client_sdk.protocol import codec
+
+    d = Decoder(Limits(max_room_name=max_room))
+    assert _outcome(codec._p_message, d, o) == _outcome(codec._p_message_checked, d, o)
+
+
+def test_message_fast_path_builds_a_normal_frozen_message() -> None:
+    from client_sdk.protocol import codec
+
+    m = codec._new_message("r", 1, 2, "s", b"p", 3)
+    ref = Message("r", 1, 2, "s", b"p", 3)
+    assert m == ref and hash(m) == hash(ref) and repr(m) == repr(ref)
+    with pytest.raises(AttributeError):
+        m.seq = 5  # type: ignore[misc]
+    assert Decoder().decode(encode(Message("r", 1, 2, "s", b"p"))) == Message("r", 1, 2, "s", b"p")

@@ -3,7 +3,10 @@
 - Nothing under ``client_sdk`` imports ``edge_node``, ``origin`` or ``bench``:
   the SDK is the bottom layer that everything else builds on.
 - ``client_sdk/protocol`` is sans-I/O: it imports no event loop, no network,
-  TLS, Redis or threading library.
+  TLS, Redis or threading library (the client core, ``protocol/connection.py``,
+  included).
+- Nothing under ``client_sdk`` imports ``websockets``: the SDK speaks WebSocket
+  through its own link (``client_sdk/transport/ws.py``).
 - ``edge_node/rooms`` (the room machines) is sans-I/O in the same way, reads no
   clock (``time``), and imports nothing of the edge but itself: the driver uses the
   machines, never the reverse.
@@ -143,6 +146,14 @@ def test_client_sdk_does_not_import_servers_or_bench() -> None:
 
 def test_protocol_is_sans_io() -> None:
     assert _check_tree(PROTOCOL, PROTOCOL_FORBIDDEN) == []
+    assert (PROTOCOL / "connection.py").is_file()  # the client core is under the rule
+
+
+def test_client_sdk_does_not_import_websockets() -> None:
+    assert _check_tree(SDK, frozenset({"websockets"})) == []
+    assert violations("from websockets.exceptions import ConnectionClosed",
+                      frozenset({"websockets"})) == ["websockets.exceptions",
+                                                     "websockets.exceptions.ConnectionClosed"]
 
 
 def test_room_machines_are_sans_io_and_import_nothing_of_the_edge_above_them() -> None:
