@@ -485,8 +485,15 @@ async def _history(url: str, rooms: list[str]) -> dict[str, Any]:
 def render_summary(s: dict[str, Any]) -> str:
     """The human-readable summary table."""
     c, rel, lat = s["config"], s["reliable"], s["latency_ms"]
-    verdict = "OK: nothing lost, nothing duplicated" if rel["lost"] == 0 and \
-        rel["duplicates"] == 0 else "PROBLEM: messages lost or duplicated"
+    iot_s = s.get("iot") or {}
+    if rel["lost"] or rel["duplicates"]:
+        verdict = "PROBLEM: messages lost or duplicated"
+    elif iot_s.get("lost"):
+        verdict = (f"PROBLEM: {iot_s['lost']} IoT samples did not reach the origin "
+                   f"({iot_s.get('unacked', 0)} still unacknowledged in device buffers when "
+                   "the run ended: a host too busy to keep up?)")
+    else:
+        verdict = "OK: nothing lost, nothing duplicated"
     lines = [
         "",
         f"edge-relay demo: {c['edges']} edges, {c['players']} players in {c['rooms']} rooms, "
@@ -563,7 +570,8 @@ def render_summary(s: dict[str, Any]) -> str:
             f"{iot['samples_at_origin']} samples counted",
             f"  iot.alerts                 {iot['alerts']} raised "
             f"({iot['anomalies_injected']} anomalies injected)",
-            f"  iot.lost                   {iot['lost']}",
+            f"  iot.lost                   {iot['lost']}  ({iot.get('unacked', 0)} samples "
+            "still unacknowledged in device buffers at the end)",
         ]
     fc = s.get("forecast") or {}
     if fc:
