@@ -126,6 +126,9 @@ TRANSITIONS: dict[RoomState, dict[type[Any], tuple[RoomState, ...]]] = {
     St.HANDING_OVER: {
         HandOverDone: (St.MIRROR,), HandOverFailed: (St.OWNED, St.MIRROR),
         LeaseLost: (St.FENCED,),
+        # The reader mirrors the room as soon as the lease has moved, before the
+        # handover is done here: the new owner's first records may come now.
+        RemoteEntry: (St.HANDING_OVER,),
         LocalPublish: (St.HANDING_OVER,), ForwardedPublish: (St.HANDING_OVER,),
         Durable: (St.HANDING_OVER,), RemoteAck: (St.HANDING_OVER,),
         Timer: (St.HANDING_OVER, St.CLOSED), Emptied: (St.HANDING_OVER, St.CLOSED),

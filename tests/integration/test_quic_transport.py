@@ -75,6 +75,9 @@ async def test_under_loss_reliable_all_in_order_unreliable_newest_wins(
         await sub.join(room, on_message=seen)
         pub = await clients(edge.url, token("pub"))
         await pub.join(room)
+        # A member without the proxy: what reaches it, the edge has sent to ``sub`` too.
+        witness = Seen()
+        await (await clients(edge.url, token("witness"))).join(room, on_message=witness)
         proxy.loss = 0.25  # both directions, after the handshake
         n = 200
         futs = []
@@ -109,6 +112,9 @@ async def test_under_loss_reliable_all_in_order_unreliable_newest_wins(
         for p in cut:
             await pub.publish(room, p, reliable=False)
             await asyncio.sleep(0.01)
+        # Restore only once the edge has sent the cut updates (a loaded edge lagging
+        # behind this process would otherwise send them after the restore).
+        await wait_until(lambda: cut[-1] in witness.unreliable, 10, "the edge sent the cut")
         proxy.restore()
         last = b"u" + _N.pack(n + 100)
         async with asyncio.timeout(15):

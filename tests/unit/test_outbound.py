@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -98,46 +99,85 @@ async def test_closed_outbound_refuses(limit: int) -> None:
     assert not out.push(b"x")
 
 
-async def test_write_delay_joins_frames_of_several_ticks() -> None:
+class ManualLoop:
+    """The three loop calls a :class:`Flusher` makes, on a clock the test moves.
+
+    With the real loop these timing tests depended on the machine: a stall of
+    20-50 ms between two loop ticks (a loaded CI host, a GC pause) let a delay or an
+    interval run out early.  Here time passes only in :meth:`advance`."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._n = 0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_soon(self, cb: Callable[[], None]) -> None:
+        self.call_later(0.0, cb)
+
+    def call_later(self, delay: float, cb: Callable[[], None]) -> None:
+        self._n += 1
+        self._timers.append((self.now + delay, self._n, cb))
+
+    def tick(self) -> None:
+        """One loop iteration without time passing: run what is due now."""
+        due = sorted(t for t in self._timers if t[0] <= self.now)
+        self._timers = [t for t in self._timers if t[0] > self.now]
+        for _when, _n, cb in due:
+            cb()
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass (tick by tick, in steps of at most 1 ms)."""
+        end = self.now + seconds
+        while self.now < end:
+            self.now = min(end, self.now + 0.001)
+            self.tick()
+
+
+def test_write_delay_joins_frames_of_several_ticks() -> None:
     """With a write delay, frames pushed over several loop ticks leave in one write,
     after the delay, in order; without it each tick writes its own."""
-    loop = asyncio.get_running_loop()
     for delay, writes in ((0.02, 1), (0.0, 3)):
+        loop = ManualLoop()
         t = FakeTransport()
-        out = Outbound(t, Flusher(loop, write_delay=delay), limit=1 << 20, soft_limit=1 << 16,
-                       on_slow=lambda: None)
+        out = Outbound(t, Flusher(loop, write_delay=delay),  # type: ignore[arg-type]
+                       limit=1 << 20, soft_limit=1 << 16, on_slow=lambda: None)
         for k in range(3):
             out.push(bytes([k]))  # the sink adds the WebSocket framing
-            await asyncio.sleep(0)  # one loop tick
-            await asyncio.sleep(0)
+            loop.tick()  # one loop tick
+            loop.tick()
         if delay:
             assert t.writes == []  # nothing before the delay
-        await asyncio.sleep(delay + 0.05)
+            loop.advance(delay - 0.001)
+            assert t.writes == []  # not even just before it
+        loop.advance(delay + 0.05)
         assert len(t.writes) == writes
         assert b"".join(t.writes) == b"".join(ws_binary_frame(bytes([k])) for k in range(3))
 
 
-async def test_write_interval_writes_at_once_after_quiet_and_joins_under_load() -> None:
+def test_write_interval_writes_at_once_after_quiet_and_joins_under_load() -> None:
     """With a write interval the first frame after a quiet interval leaves on the next
     tick; frames pushed within the interval after a write wait and leave together."""
-    loop = asyncio.get_running_loop()
+    loop = ManualLoop()
     t = FakeTransport()
-    out = Outbound(t, Flusher(loop, write_interval=0.05), limit=1 << 20, soft_limit=1 << 16,
-                   on_slow=lambda: None)
+    out = Outbound(t, Flusher(loop, write_interval=0.05),  # type: ignore[arg-type]
+                   limit=1 << 20, soft_limit=1 << 16, on_slow=lambda: None)
     frames = [ws_binary_frame(bytes([k])) for k in range(4)]
     out.push_framed(frames[0])
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    loop.tick()
     assert t.writes == [frames[0]]  # quiet before: no wait
     for f in frames[1:]:
+        loop.advance(0.01)
         out.push_framed(f)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-    assert t.writes == [frames[0]]  # within the interval: held
-    await asyncio.sleep(0.1)
-    assert t.writes == [frames[0], b"".join(frames[1:])]
-    await asyncio.sleep(0.06)  # quiet again
+        loop.tick()
+    assert t.writes == [frames[0]]  # within the interval (30 ms after the write): held
+    loop.advance(0.019)
+    assert t.writes == [frames[0]]  # 49 ms after the write: still held
+    loop.advance(0.002)
+    assert t.writes == [frames[0], b"".join(frames[1:])]  # 50 ms: leave together
+    loop.advance(0.06)  # quiet again
     out.push_framed(frames[0])
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    loop.tick()
     assert len(t.writes) == 3

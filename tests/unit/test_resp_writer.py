@@ -166,10 +166,12 @@ async def test_killed_connection_fails_in_flight_then_reconnects(
 async def test_slow_reply_times_out_and_drops_connection(server: RedisServer) -> None:
     w = RespWriter("127.0.0.1", server.port, timeout=0.2)
     try:
+        # The reply would come after 30 s: failing within 10 s can only be the 0.2 s
+        # timeout, on however loaded a host (a 1 s bound against a 3 s BLPOP was not).
         t0 = time.monotonic()
         with pytest.raises(RespConnectionError, match="no reply"):
-            await w.execute([("BLPOP", f"rw-t-{time.monotonic_ns()}", 3)])
-        assert time.monotonic() - t0 < 1.0
+            await w.execute([("BLPOP", f"rw-t-{time.monotonic_ns()}", 30)])
+        assert time.monotonic() - t0 < 10.0
         assert await w.execute([("PING",)]) == [b"PONG"] and w.connects == 2
     finally:
         await w.close()

@@ -346,6 +346,24 @@ def test_handover_sends_publishes_to_the_new_owner_then_mirrors() -> None:
     assert of(back, ev.Ack) == [ev.Ack(s, 2, (1, 2))]
 
 
+def test_the_new_owners_records_read_before_the_handover_is_done_are_delivered() -> None:
+    """The reader mirrors the room from the moment the lease has moved, before this
+    edge hears that the handover is done: the new owner's first record can arrive in
+    HANDING_OVER and must reach the members still here (it was dropped as an
+    unexpected event: they missed it, and a resume after it does not replay it)."""
+    m, _ = owned()
+    s = Sess("s")
+    m.handle(ev.LocalPublish(s, "s", b"a", 1, 1), 0.0)
+    m.handle(ev.Durable((1, 1)), 0.0)
+    m.handle(ev.HandOverStart(THIRD), 0.0)
+    out = m.handle(ev.RemoteEntry(rec(1, 2, origin=THIRD)), 0.1)
+    assert len(of(out, ev.Fanout)) == 1 and m.last == (1, 2)
+    m.handle(ev.HandOverDone(), 0.2)
+    assert m.state is St.MIRROR
+    assert m.handle(ev.RemoteEntry(rec(1, 2, origin=THIRD)), 0.3) == []  # not twice
+    assert of(m.handle(ev.RemoteEntry(rec(1, 3, origin=THIRD)), 0.3), ev.Fanout)
+
+
 def test_a_failed_handover_keeps_the_room_and_assigns_what_was_forwarded_meanwhile() -> None:
     m, _ = owned()
     s = Sess("s")
