@@ -28,7 +28,7 @@ from http import HTTPStatus
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.http11 import Request, Response
 
-from edge_node.fd_limits import raise_nofile_limit
+from edge_node.runtime.fd_limits import raise_nofile_limit
 
 CLIENTS: set[ServerConnection] = set()
 

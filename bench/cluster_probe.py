@@ -27,9 +27,9 @@ from typing import Any
 
 from client_sdk import connect
 from client_sdk.protocol import mint_token
-from edge_node import redis_keys
-from edge_node.launch import spawn_edge
-from edge_node.redis_server import RedisClusterServer, start_cluster, start_redis
+from edge_node.local.launch import spawn_edge
+from edge_node.local.redis_server import RedisClusterServer, start_cluster, start_redis
+from edge_node.redis_io import keys as redis_keys
 
 __all__ = ["main"]
 

@@ -21,10 +21,10 @@ import statistics
 import time
 
 from client_sdk.protocol import Member
-from edge_node.hub import Hub
-from edge_node.metrics import EdgeMetrics
-from edge_node.outbound import Flusher, FrameSink, Outbound
+from edge_node.fanout.hub import Hub
+from edge_node.runtime.metrics import EdgeMetrics
 from edge_node.store.base import StoreUnavailable
+from edge_node.transports.outbound import Flusher, FrameSink, Outbound
 
 __all__ = ["main", "measure"]
 

@@ -125,7 +125,7 @@ def check_available(kind: str, quic: bool = False) -> None:
         return
     if kind not in ("edge", "edge-local"):
         return
-    for module in ("client_sdk", "edge_node.launch", "edge_node.redis_server"):
+    for module in ("client_sdk", "edge_node.local.launch", "edge_node.local.redis_server"):
         try:
             importlib.import_module(module)
         except ImportError as exc:
@@ -238,8 +238,8 @@ def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = (),
                 quic: bool = False) -> RunningTarget:
     kind = "edge" if with_redis else "edge-local"
     check_available(kind)
-    redis_mod = importlib.import_module("edge_node.redis_server")
-    launch = importlib.import_module("edge_node.launch")
+    redis_mod = importlib.import_module("edge_node.local.redis_server")
+    launch = importlib.import_module("edge_node.local.launch")
     redis: _RedisHandle | None = None
     if with_redis:
         try:
@@ -254,7 +254,7 @@ def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = (),
     env = _child_env()
     cert = key = ""
     if quic:
-        from edge_node.quic.tls import write_self_signed
+        from edge_node.transports.quic.tls import write_self_signed
 
         cert_dir = tempfile.mkdtemp(prefix="bench-edge-cert-")
         target._stoppers.append(_RemoveTree(cert_dir))

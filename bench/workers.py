@@ -22,8 +22,8 @@ from typing import Any, cast
 from bench.errors import BenchFailure
 from bench.procstats import pin_self
 from bench.targets import TargetSpec
-from edge_node.fd_limits import raise_nofile_limit
-from edge_node.gc_tuning import freeze_heap
+from edge_node.runtime.fd_limits import raise_nofile_limit
+from edge_node.runtime.gc_tuning import freeze_heap
 
 Message = tuple[str, Any]
 

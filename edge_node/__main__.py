@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from edge_node.local.launcher import main
 
 sys.exit(main())

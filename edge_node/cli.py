@@ -1,4 +1,7 @@
-"""``edge-relay``: run an edge, a local cluster, the demo, benchmarks; mint tokens.
+"""The edge's own commands of ``edge-relay``: run an edge, mint a token, make a certificate.
+
+The launcher that gathers every command (local cluster, demo, origin, benchmarks)
+is :mod:`edge_node.local.launcher`.
 
 Every command has ``--help``.  User mistakes (bad flags, no Redis found, a
 port in use) print one clear line and exit 2; no traceback.
@@ -17,13 +20,13 @@ import time
 from typing import Any
 
 from client_sdk.protocol import KINDS, Limits, mint_token
+from edge_node.config import DEV_SECRET, EdgeSettings, secrets_from_env
+from edge_node.iot.detect import DetectorSettings
+from edge_node.runtime.gc_tuning import tune_gc
+from edge_node.uplink.spool import OVERFLOW_POLICIES, SYNC_MODES
 
-from .config import DEV_SECRET, EdgeSettings, secrets_from_env
-from .gc_tuning import tune_gc
-from .iot.detect import DetectorSettings
-from .uplink.spool import OVERFLOW_POLICIES, SYNC_MODES
-
-__all__ = ["main", "build_parser"]
+__all__ = ["UserError", "add_edge_commands", "cmd_edge", "install_uvloop",
+           "settings_from_args"]
 
 
 class UserError(Exception):
@@ -226,7 +229,7 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         raise UserError("--quic-idle-timeout must be positive")
     position = parse_position(a.position) if a.position else None
     if a.redis_url:
-        from .redis_conn import RedisURLError, check_url
+        from edge_node.redis_io.conn import RedisURLError, check_url
 
         try:
             check_url(a.redis_url)
@@ -307,9 +310,9 @@ def install_uvloop() -> None:
 
 def cmd_edge(a: argparse.Namespace) -> int:
     """Run one edge until SIGINT/SIGTERM."""
-    from .fd_limits import raise_nofile_limit
-    from .logs import setup_logging
-    from .server import EdgeServer
+    from edge_node.runtime.fd_limits import raise_nofile_limit
+    from edge_node.runtime.logs import setup_logging
+    from edge_node.server import EdgeServer
 
     settings = settings_from_args(a)
     setup_logging(settings.log_format, settings.log_level, edge_id=settings.edge_id)
@@ -332,7 +335,7 @@ def cmd_edge(a: argparse.Namespace) -> int:
         # What exists now (modules, settings, scripts, connection pools) lives as
         # long as the process: keep it out of every later collection, so the
         # collector's pauses scale with the live sessions, not with the imports;
-        # and collect less often (edge_node/gc_tuning.py: full collections stalled
+        # and collect less often (edge_node/runtime/gc_tuning.py: full collections stalled
         # the loop 65-360 ms at 20,000 uplinked messages/s).
         tune_gc()
         stop = asyncio.Event()
@@ -346,7 +349,7 @@ def cmd_edge(a: argparse.Namespace) -> int:
         if (graceful.is_set() or server.drain_requested.is_set()) and not stop.is_set():
             # SIGTERM (deploys, Kubernetes preStop) or the origin's admin drain call:
             # hand clients over first.
-            from .drain import drain
+            from edge_node.sessions.drain import drain
 
             drain_task = asyncio.create_task(drain(server))
             await asyncio.wait([drain_task, waiters[0]], return_when=asyncio.FIRST_COMPLETED)
@@ -374,7 +377,7 @@ def cmd_token(a: argparse.Namespace) -> int:
 
 def cmd_cert(a: argparse.Namespace) -> int:
     """Write a self-signed development certificate and key; print its SHA-256."""
-    from .quic.tls import MAX_HASH_PIN_DAYS, write_self_signed
+    from edge_node.transports.quic.tls import MAX_HASH_PIN_DAYS, write_self_signed
 
     if not 0 < a.days <= MAX_HASH_PIN_DAYS:
         raise UserError(f"--days must be in (0, {MAX_HASH_PIN_DAYS}]: browsers refuse "
@@ -393,42 +396,13 @@ def cmd_cert(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full ``edge-relay`` argument parser."""
-    p = argparse.ArgumentParser(
-        prog="edge-relay",
-        description="Edge relay for real-time games and IoT.  Commands: edge, up, demo, "
-        "token, cert, origin, bench.  Configuration: flags, or EDGE_RELAY_* and REDIS_URL "
-        "environment variables (see docs/configuration.md).",
-    )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_edge_commands(sub: Any) -> None:
+    """Add the edge's own commands (``edge``, ``token``, ``cert``) to ``sub``, the
+    ``edge-relay`` launcher's subparsers (:mod:`edge_node.local.launcher`)."""
     pe = sub.add_parser("edge", help="run one edge node", description="Run one edge node "
                         "(WebSocket + /metrics + /healthz on one port) until Ctrl-C/SIGTERM.")
     _add_edge_args(pe)
     pe.set_defaults(func=cmd_edge)
-
-    pu = sub.add_parser("up", help="run a local cluster (embedded Redis + N edges)",
-                        description="Start Redis (REDIS_URL, else the embedded server) and N "
-                        "edges on loopback; Ctrl-C stops all.")
-    pu.add_argument("--edges", type=int, default=3, help="number of edges (default 3)")
-    pu.add_argument("--base-port", type=int, default=8701, help="first edge port (default 8701)")
-    pu.set_defaults(func=lambda a: _lazy("cluster", "cmd_up")(a))
-
-    pd = sub.add_parser("demo", help="run the demo: a cluster plus simulated players",
-                        description="Start a local cluster of edges with embedded Redis, run "
-                        "simulated players in rooms, print a summary (and JSON with --json).")
-    pd.add_argument("--edges", type=int, default=3, help="edges (default 3)")
-    pd.add_argument("--players", type=int, default=50, help="simulated players (default 50)")
-    pd.add_argument("--rooms", type=int, default=10, help="rooms (default 10)")
-    pd.add_argument("--rate", type=float, default=20.0, help="publishes/s per player (default 20)")
-    pd.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
-    pd.add_argument("--devices", type=int, default=500,
-                    help="simulated IoT devices at 10 samples/s each (default 500; 0 = none)")
-    pd.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
-    pd.add_argument("--no-kill", action="store_true",
-                    help="do not SIGKILL an edge half-way (steady state only)")
-    pd.set_defaults(func=lambda a: _lazy("demo", "cmd_demo")(a))
 
     pt = sub.add_parser("token", help="mint a development token",
                         description="Print a signed token (HS256) using EDGE_RELAY_SECRET "
@@ -454,54 +428,3 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--days", type=float, default=13.0,
                     help="validity in days, at most 14 (default %(default)s)")
     pc.set_defaults(func=cmd_cert)
-
-    po = sub.add_parser("origin", help="run origin workers and the HTTP API "
-                        "(see `edge-relay origin --help`)", add_help=False)
-    po.add_argument("rest", nargs=argparse.REMAINDER)
-    pb = sub.add_parser("bench", help="run a benchmark scenario (see `edge-relay bench --help`)",
-                        add_help=False)
-    pb.add_argument("rest", nargs=argparse.REMAINDER)
-    pb.set_defaults(func=cmd_bench)
-    return p
-
-
-def cmd_bench(a: argparse.Namespace) -> int:
-    """Delegate to the benchmark CLI (normally reached through :func:`main`)."""
-    from bench.cli import main as bench_main
-
-    return bench_main(list(a.rest), prog="edge-relay bench")
-
-
-def _lazy(module: str, name: str):  # type: ignore[no-untyped-def]
-    import importlib
-
-    return getattr(importlib.import_module(f"edge_node.{module}"), name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``edge-relay`` console script."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "bench":  # everything after it is the benchmark CLI's
-        from bench.cli import main as bench_main
-
-        return bench_main(argv[1:], prog="edge-relay bench")
-    if argv and argv[0] == "origin":
-        from origin.__main__ import main as origin_main
-
-        return int(origin_main(argv[1:], prog="edge-relay origin") or 0)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"edge-relay: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -95,7 +95,7 @@ class EdgeSettings:
     connect_rate: float = 2000.0
     #: Client sessions this edge holds at most; past it a new client gets 503 and a
     #: retry hint (and tries a neighbour).  0 = from the descriptor limit at start
-    #: (``edge_node.fd_limits``: the raised RLIMIT_NOFILE minus a reserve).
+    #: (``edge_node.runtime.fd_limits``: the raised RLIMIT_NOFILE minus a reserve).
     max_connections: int = 0
     #: Uplink to the origin (Redis Streams, sharded): shard count (must match
     #: the origin's), spool file ("" = in memory), its bound and overflow policy,

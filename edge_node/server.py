@@ -3,7 +3,7 @@ sessions, hub, Redis sync, registry, ``/metrics`` and ``/healthz`` on the
 WebSocket port (no helper thread).
 
 The session loop (:meth:`EdgeServer.serve_conn`: HELLO, resume, checkpoint,
-frames, cleanup) is written once over :class:`~edge_node.connection.SessionConn`;
+frames, cleanup) is written once over :class:`~edge_node.transports.connection.SessionConn`;
 WebSocket and QUIC connections are adapted to it.
 """
 
@@ -36,32 +36,31 @@ from client_sdk.protocol import (
     encode,
     verify_token,
 )
-
-from . import redis_conn
-from .config import EdgeSettings
-from .connection import ConnectionGone, SessionConn, WsConn
-from .downlink import DownlinkConsumer
-from .fd_limits import default_max_connections
-from .geo import rank_edges
-from .hub import Hub, HubSettings
-from .iot.service import IotService, iot_settings
-from .metrics import EdgeMetrics
-from .outbound import Flusher
-from .registry import Registry, live_edges
-from .room_sync import RoomSync
-from .session import ClientSession, SessionClose, new_session_id
-from .session_store import (
+from edge_node.config import EdgeSettings
+from edge_node.fanout.hub import Hub, HubSettings
+from edge_node.iot.downlink import DownlinkConsumer
+from edge_node.iot.service import IotService, iot_settings
+from edge_node.neighbours.geo import rank_edges
+from edge_node.neighbours.registry import Registry, live_edges
+from edge_node.redis_io import conn as redis_conn
+from edge_node.runtime.fd_limits import default_max_connections
+from edge_node.runtime.metrics import EdgeMetrics
+from edge_node.runtime.tasks import spawn
+from edge_node.sessions.session import ClientSession, SessionClose, new_session_id
+from edge_node.sessions.session_store import (
     CheckpointUnavailable,
     SessionStore,
     resume_token,
     verify_resume_token,
 )
-from .store.memory import MemoryBackend, MemoryRoomStore
-from .tasks import spawn
-from .uplink import ShardCountMismatch, Uplink, UplinkSettings, claim_shard_count
+from edge_node.store.memory import MemoryBackend, MemoryRoomStore
+from edge_node.store.redis_sync import RoomSync
+from edge_node.transports.connection import ConnectionGone, SessionConn, WsConn
+from edge_node.transports.outbound import Flusher
+from edge_node.uplink import ShardCountMismatch, Uplink, UplinkSettings, claim_shard_count
 
 if TYPE_CHECKING:
-    from .quic import QuicListener
+    from edge_node.transports.quic import QuicListener
 
 __all__ = ["EdgeServer"]
 
@@ -163,7 +162,9 @@ class EdgeServer:
             self.iot.start(None)
         if s.quic_port is not None:
             # Before the WebSocket port: once /healthz answers, QUIC is up too.
-            from .quic import QuicListener  # aioquic is only imported when QUIC is on
+            from edge_node.transports.quic import (
+                QuicListener,  # aioquic is only imported when QUIC is on
+            )
 
             self.quic = QuicListener(self)
             await self.quic.start()
@@ -279,7 +280,7 @@ class EdgeServer:
 
     async def live_neighbours(self) -> list[tuple[str, str]]:
         """Other live, non-draining edges as ``(edge id, url)``: nearest first when edges
-        registered positions, then least loaded (:func:`~edge_node.geo.rank_edges`)."""
+        registered positions, then least loaded (:func:`~edge_node.neighbours.geo.rank_edges`)."""
         if self._redis is None:
             return []
         try:

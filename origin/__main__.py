@@ -17,10 +17,9 @@ import signal
 import subprocess
 import sys
 
-from edge_node.redis_conn import RedisURLError, check_url
-from edge_node.uplink import ShardCountMismatch
-
-from .settings import OriginSettings, api_keys_from_env
+from edge_node.contract import ShardCountMismatch
+from edge_node.redis_io.conn import RedisURLError, check_url
+from origin.settings import OriginSettings, api_keys_from_env
 
 __all__ = ["main", "build_parser"]
 
@@ -35,7 +34,7 @@ def require_redis(url: str) -> None:
     Only at start: once running, workers and the API ride out Redis outages."""
     from redis.exceptions import RedisError
 
-    from edge_node import redis_conn
+    from edge_node.redis_io import conn as redis_conn
 
     try:
         asyncio.run(redis_conn.ping(url))
@@ -89,9 +88,8 @@ def settings_from_args(a: argparse.Namespace) -> OriginSettings:
 
 def cmd_worker(a: argparse.Namespace) -> int:
     """Run one worker until SIGINT/SIGTERM (on uvloop when it is installed)."""
-    from edge_node.gc_tuning import tune_gc
-
-    from .worker import Worker
+    from edge_node.runtime.gc_tuning import tune_gc
+    from origin.worker import Worker
 
     s = settings_from_args(a)
     require_redis(s.redis_url)
@@ -116,7 +114,7 @@ def cmd_api(a: argparse.Namespace) -> int:
     """Serve the HTTP API until SIGINT/SIGTERM."""
     import uvicorn
 
-    from .api import create_app
+    from origin.api import create_app
 
     s = settings_from_args(a)
     if not s.api_keys:
@@ -152,9 +150,8 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def cmd_stats(a: argparse.Namespace) -> int:
     """Print the origin's counters as JSON."""
-    from edge_node import redis_conn
-
-    from .view import origin_stats
+    from edge_node.redis_io import conn as redis_conn
+    from origin.view import origin_stats
 
     s = settings_from_args(a)
     require_redis(s.redis_url)
@@ -207,7 +204,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m origin") -> in
     """Entry point (``prog``: the command name in usage lines and errors)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "forecast-eval":
-        from .forecast_eval import main as forecast_eval
+        from origin.forecast_eval import main as forecast_eval
 
         return forecast_eval(argv[1:], prog=f"{prog} forecast-eval")
     parser = build_parser(prog)
@@ -217,7 +214,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m origin") -> in
         return 2
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from .forecast import ForecastSettingsError
+    from origin.forecast import ForecastSettingsError
 
     name = "origin" if prog == "python -m origin" else prog
     try:

@@ -23,18 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from client_sdk.protocol import mint_token
-from edge_node import redis_conn
-from edge_node import redis_keys as edge_keys
-from edge_node.config import secrets_from_env
-
-from .downlink import enqueue_command
-from .effects import to_json
-from .forecast import ForecastSettings
-from .forecast_service import ForecastService
-from .keys import ShardKeys
-from .metrics import render_metrics
-from .settings import OriginSettings
-from .view import device_view, edge_list, origin_stats, recent_alerts, room_view
+from edge_node.contract import secrets_from_env
+from edge_node.redis_io import conn as redis_conn
+from edge_node.redis_io import keys as edge_keys
+from origin.downlink import enqueue_command
+from origin.effects import to_json
+from origin.forecast import ForecastSettings
+from origin.forecast_service import ForecastService
+from origin.keys import ShardKeys
+from origin.metrics import render_metrics
+from origin.settings import OriginSettings
+from origin.view import device_view, edge_list, origin_stats, recent_alerts, room_view
 
 __all__ = ["create_app"]
 

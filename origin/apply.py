@@ -22,10 +22,9 @@ from typing import Any
 import msgpack
 import redis.asyncio as aioredis
 
-from edge_node.uplink.wire import WireError, unpack_batch
-
-from .effects import EffectSettings, compile_entry, to_json
-from .keys import GROUP, ShardKeys
+from edge_node.contract import WireError, unpack_batch
+from origin.effects import EffectSettings, compile_entry, to_json
+from origin.keys import GROUP, ShardKeys
 
 __all__ = ["APPLY_LUA", "Applier", "Prepared"]
 

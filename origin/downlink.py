@@ -25,9 +25,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from .effects import to_json
-from .keys import ShardKeys, downlink_key, edge_info
-from .settings import OriginSettings
+from origin.effects import to_json
+from origin.keys import ShardKeys, downlink_key, edge_info
+from origin.settings import OriginSettings
 
 __all__ = ["enqueue_command", "deliver_pending", "device_location", "command_states"]
 

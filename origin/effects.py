@@ -32,9 +32,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from edge_node.uplink.wire import KINDS, Entry
-
-from .keys import ShardKeys
+from edge_node.contract import KINDS, Entry
+from origin.keys import ShardKeys
 
 __all__ = ["EffectSettings", "compile_entry", "to_json", "lag_bucket", "bucket_ms"]
 

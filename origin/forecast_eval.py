@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from .forecast import Forecaster, ForecastSettings, ForecastSettingsError, replicas_for
+from origin.forecast import Forecaster, ForecastSettings, ForecastSettingsError, replicas_for
 
 __all__ = ["LoadCurve", "generate", "evaluate", "main"]
 

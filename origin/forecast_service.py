@@ -1,7 +1,7 @@
 """The forecast loop of the origin API process: sample the edge registry, forecast, persist.
 
 Every ``step`` seconds :class:`ForecastService` reads the live edges (the registry the
-edges heartbeat into, :func:`edge_node.registry.live_edges`), sums per region the
+edges heartbeat into, :func:`edge_node.neighbours.registry.live_edges`), sums per region the
 connections and the message rate (the delta of each edge's ``msgs_out`` counter; a
 smaller value than last time is a restarted edge, counted from zero), and feeds
 :class:`origin.forecast.Forecaster`.  The latest recommendations are served by
@@ -26,9 +26,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from edge_node.registry import live_edges
-
-from .forecast import Forecaster, ForecastSettings, Recommendation
+from edge_node.contract import live_edges
+from origin.forecast import Forecaster, ForecastSettings, Recommendation
 
 __all__ = ["ForecastService", "STATE_KEY"]
 

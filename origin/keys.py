@@ -9,22 +9,21 @@ whole batch and XACK it atomically, also on Redis Cluster.  Readers need the sam
 
 from __future__ import annotations
 
-from edge_node.uplink.shards import CONFIG_KEY
-from edge_node.uplink.wire import downlink_key, shard_of, stream_key
+from edge_node.contract import CONFIG_KEY, downlink_key, shard_of, stream_key
 
 __all__ = ["ShardKeys", "GROUP", "downlink_key", "shard_of", "stream_key", "edge_info",
            "EDGES", "ORIGIN_CONFIG"]
 
 #: The consumer group on every uplink stream.
 GROUP = "origin"
-#: Sorted set of edges (see edge_node.registry).
+#: Sorted set of edges (see edge_node.neighbours.registry).
 EDGES = "er:edges"
 #: Hash with the origin's shard count (written by workers, checked by the API).
 ORIGIN_CONFIG = CONFIG_KEY  # deployment-wide settings (the shard count)
 
 
 def edge_info(edge_id: str) -> str:
-    """The edge registry's info hash (see edge_node.registry)."""
+    """The edge registry's info hash (see edge_node.neighbours.registry)."""
     return f"er:{{edge:{edge_id}}}:info"
 
 

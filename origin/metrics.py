@@ -14,8 +14,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .effects import bucket_ms
-from .forecast import Recommendation
+from origin.effects import bucket_ms
+from origin.forecast import Recommendation
 
 __all__ = ["render_metrics"]
 

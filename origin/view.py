@@ -11,13 +11,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from edge_node.geo import distance_km, position_of, rank_edges
-from edge_node.registry import live_edges
-
-from .downlink import command_states
-from .effects import bucket_ms
-from .keys import GROUP, ShardKeys
-from .settings import OriginSettings
+from edge_node.contract import distance_km, live_edges, position_of, rank_edges
+from origin.downlink import command_states
+from origin.effects import bucket_ms
+from origin.keys import GROUP, ShardKeys
+from origin.settings import OriginSettings
 
 __all__ = ["origin_stats", "room_view", "device_view", "recent_alerts", "edge_list",
            "lag_quantiles"]
@@ -185,7 +183,7 @@ async def edge_list(r: aioredis.Redis, s: OriginSettings, lat: float | None = No
     """Healthy edges (fresh registry heartbeat).  With ``lat``/``lon``: nearest first, by
     100 km bands, least loaded first within a band (edges that registered no position
     after the others); otherwise by load (``connections``), least loaded first.  See
-    :func:`edge_node.geo.rank_edges`."""
+    :func:`edge_node.neighbours.geo.rank_edges`."""
     edges: list[dict[str, Any]] = []
     for info in await live_edges(r, s.edge_ttl):
         e: dict[str, Any] = dict(info)

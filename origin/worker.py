@@ -22,14 +22,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from edge_node import redis_conn
-from edge_node.uplink import claim_shard_count
-
-from .apply import Applier, Prepared
-from .downlink import deliver_pending
-from .effects import EffectSettings
-from .keys import GROUP, ShardKeys
-from .settings import OriginSettings
+from edge_node.contract import claim_shard_count
+from edge_node.redis_io import conn as redis_conn
+from origin.apply import Applier, Prepared
+from origin.downlink import deliver_pending
+from origin.effects import EffectSettings
+from origin.keys import GROUP, ShardKeys
+from origin.settings import OriginSettings
 
 __all__ = ["Worker"]
 

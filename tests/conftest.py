@@ -24,8 +24,8 @@ import redis.asyncio as aioredis
 
 from client_sdk import Client, connect
 from client_sdk.protocol import mint_token
-from edge_node.launch import EdgeProcess, spawn_edge
-from edge_node.redis_server import RedisClusterServer, RedisServer, start_cluster, start_redis
+from edge_node.local.launch import EdgeProcess, spawn_edge
+from edge_node.local.redis_server import RedisClusterServer, RedisServer, start_cluster, start_redis
 from tests.helpers import SECRET
 
 
@@ -91,7 +91,7 @@ def transport(request: pytest.FixtureRequest) -> str:
 def quic_cert(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A development certificate for the test edges' QUIC listeners, trusted by the
     SDK for the whole session (``EDGE_RELAY_CA_FILE``): QUIC tests verify TLS."""
-    from edge_node.quic.tls import write_self_signed
+    from edge_node.transports.quic.tls import write_self_signed
 
     d = tmp_path_factory.mktemp("quic-cert")
     cert, key = str(d / "cert.pem"), str(d / "key.pem")

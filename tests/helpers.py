@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from client_sdk import ReceivedMessage
-from origin.launch import OriginProcess, spawn_api
+from edge_node.local.origin_api import OriginProcess, spawn_api
 
 #: Token signing key of the test edges (``tests/conftest.py`` starts them with it).
 SECRET = b"test-secret"

@@ -170,12 +170,12 @@ def _cpu(procs: list[psutil.Process], a: dict[int, ProcSample], b: dict[int, Pro
 @contextlib.contextmanager
 def running_cluster(edges: int, edge_args: list[str], origin: bool,
                     pinned: bool) -> Iterator[tuple[Any, dict[str, list[psutil.Process]]]]:
-    """A started :class:`~edge_node.cluster.LocalCluster` and its processes by role;
+    """A started :class:`~edge_node.local.cluster.LocalCluster` and its processes by role;
     with ``pinned`` the edges go to the server CPU, Redis, the origin and this
     process to the load CPU (restored on exit).  The cluster is stopped on exit."""
     import os
 
-    from edge_node.cluster import LocalCluster
+    from edge_node.local.cluster import LocalCluster
 
     cluster = LocalCluster(edges, edge_args=edge_args, origin=origin)
     try:

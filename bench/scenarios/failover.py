@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procstats import metric_total
-from edge_node.gc_tuning import freeze_heap
+from edge_node.runtime.gc_tuning import freeze_heap
 
 __all__ = ["FailoverParams", "run_failover_cli"]
 
@@ -96,7 +96,7 @@ def _fmt(v: Any) -> str:
 async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
     from client_sdk import connect
     from client_sdk.protocol import mint_token
-    from edge_node.cluster import LocalCluster
+    from edge_node.local.cluster import LocalCluster
 
     edge_args = ["--connect-rate", str(p.connect_rate)]
     cluster = LocalCluster(p.edges, edge_args=edge_args, origin=False)

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_node.gc_tuning import freeze_heap
+from edge_node.runtime.gc_tuning import freeze_heap
 
 __all__ = ["TraceParams", "run_trace", "main"]
 
@@ -152,7 +152,7 @@ async def run_trace(p: TraceParams) -> dict[str, Any]:
     from client_sdk import connect
     from client_sdk.client import Client
     from client_sdk.protocol import mint_token
-    from edge_node.cluster import LocalCluster
+    from edge_node.local.cluster import LocalCluster
 
     recs: dict[int, _Rec] = {}
     now = time.perf_counter

@@ -35,8 +35,8 @@ from client_sdk import connect
 from client_sdk.device import Device
 from client_sdk.protocol import mint_token
 from edge_node.iot import IotSettings, Pipeline
-from edge_node.launch import spawn_edge
-from edge_node.redis_server import start_redis
+from edge_node.local.launch import spawn_edge
+from edge_node.local.redis_server import start_redis
 
 __all__ = ["add_parser", "run_pipeline", "run_edge"]
 

@@ -16,7 +16,7 @@ Both report the edge→origin lag of the uplink entries the origin applied from 
 start of the window (from the edge's uplink submit to the origin's apply, Redis
 clock; the origin's own 10 % buckets, see ``origin.view.lag_quantiles``), how much
 the origin applied against what the edge acknowledged, and the CPU of the edge,
-Redis, the origin and the load generator. ``python -m origin.uplink_bench lag``
+Redis, the origin and the load generator. ``python -m bench.uplink_bench lag``
 measures the uplink alone (no clients, no edge), for reference.
 """
 

@@ -14,7 +14,7 @@ uplink entries applied since the start of the window (``origin.lag_ms``: the edg
 submit of a rollup to the origin's apply, Redis clock), the CPU of the edge, Redis,
 the origin and each load process, and the host's other CPU.  The uplink carries one
 entry per device and window here (not one per sample): ``--path room`` and
-``python -m origin.uplink_bench lag`` measure an uplink entry per sample.
+``python -m bench.uplink_bench lag`` measure an uplink entry per sample.
 """
 
 from __future__ import annotations

@@ -209,8 +209,8 @@ def _phase(edge_proc: psutil.Process, phase: str, url: str, tok: str, mode: str,
 def measure(p: TransportsParams, quiet: bool = False) -> dict[str, Any]:
     """Run every mode ``p.runs`` times against one fresh edge; return the report."""
     from client_sdk.protocol import mint_token
-    from edge_node.launch import spawn_edge
-    from edge_node.quic.tls import write_self_signed
+    from edge_node.local.launch import spawn_edge
+    from edge_node.transports.quic.tls import write_self_signed
 
     with tempfile.TemporaryDirectory(prefix="bench-transports-") as tmp:
         cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")

@@ -33,7 +33,7 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
-from . import QUIC_ALPN, LinkClosed, RefusedError, TlsOptions
+from .base import QUIC_ALPN, LinkClosed, RefusedError, TlsOptions
 from .records import RecordDecoder, RecordTooLarge, encode_record
 
 __all__ = ["MAX_DATAGRAM", "QuicLink"]

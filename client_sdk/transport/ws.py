@@ -44,7 +44,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from ..errors import ConnectError
-from . import LinkClosed, RefusedError, TlsOptions
+from .base import LinkClosed, RefusedError, TlsOptions
 from .ws_frames import (
     CLOSE_NO_STATUS,
     OP_BINARY,

@@ -4,11 +4,11 @@ the hub and the uplink.  See ``docs/iot.md``."""
 
 from __future__ import annotations
 
-from .detect import Detector, DetectorSettings
-from .pipeline import Alert, IotSettings, Pipeline
-from .shadow import Shadow, StaleVersion
-from .validate import Validator
-from .window import Quantiles, Rollup, Windows
+from edge_node.iot.detect import Detector, DetectorSettings
+from edge_node.iot.pipeline import Alert, IotSettings, Pipeline
+from edge_node.iot.shadow import Shadow, StaleVersion
+from edge_node.iot.validate import Validator
+from edge_node.iot.window import Quantiles, Rollup, Windows
 
 __all__ = ["Alert", "Detector", "DetectorSettings", "IotSettings", "Pipeline", "Quantiles",
            "Rollup", "Shadow", "StaleVersion", "Validator", "Windows"]

@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .detect import MODES, Detector, DetectorSettings
+from edge_node.iot.detect import MODES, Detector, DetectorSettings
 
 __all__ = ["Series", "generate", "evaluate", "main"]
 

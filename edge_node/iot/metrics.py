@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .service import IotService
+    from edge_node.iot.service import IotService
 
 __all__ = ["IotCollector"]
 

@@ -23,9 +23,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .detect import Detector, DetectorSettings
-from .validate import REASONS, SampleError, Validator
-from .window import Rollup, Windows
+from edge_node.iot.detect import Detector, DetectorSettings
+from edge_node.iot.validate import REASONS, SampleError, Validator
+from edge_node.iot.window import Rollup, Windows
 
 __all__ = ["IotSettings", "Alert", "IngestResult", "Pipeline"]
 

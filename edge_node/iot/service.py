@@ -5,7 +5,7 @@ Wiring (``edge_node.server``): :meth:`IotService.attach` when a session opens,
 :meth:`IotService.detach` when it ends, :meth:`IotService.handle` for device
 frames (``ClientSession.handle`` dispatches them), :meth:`IotService.start` /
 :meth:`IotService.stop` with the edge.  :meth:`IotService.deliver_command` is
-called by the downlink consumer (``edge_node.downlink``).
+called by the downlink consumer (``edge_node.iot.downlink``).
 
 Durability tickets: the uplink sends entries in submission order (memory queue,
 then spool, both FIFO), so the ``n``-th entry this process submitted is in Redis
@@ -39,17 +39,16 @@ from client_sdk.protocol import (
     TelemetryError,
     encode,
 )
-
-from .pipeline import Alert, IotSettings, Pipeline
-from .shadow import Shadow, StaleVersion
-from .validate import Validator
+from edge_node.iot.pipeline import Alert, IotSettings, Pipeline
+from edge_node.iot.shadow import Shadow, StaleVersion
+from edge_node.iot.validate import Validator
 
 if TYPE_CHECKING:
-    from ..downlink import DownlinkConsumer
-    from ..hub import Hub
-    from ..outbound import FrameSink
-    from ..session import ClientSession
-    from ..uplink import Uplink
+    from edge_node.fanout.hub import Hub
+    from edge_node.iot.downlink import DownlinkConsumer
+    from edge_node.sessions.session import ClientSession
+    from edge_node.transports.outbound import FrameSink
+    from edge_node.uplink import Uplink
 
 __all__ = ["IotService", "IOT_FRAMES"]
 
@@ -125,7 +124,7 @@ class IotService:
 
     def register_metrics(self, registry: Any) -> None:
         """Add the ``edge_iot_*`` collector to a prometheus ``CollectorRegistry``."""
-        from .metrics import IotCollector
+        from edge_node.iot.metrics import IotCollector
 
         registry.register(IotCollector(self))
 
@@ -342,7 +341,7 @@ class IotService:
 
 def iot_settings(s: Any) -> IotSettings:
     """:class:`IotSettings` from an ``EdgeSettings`` (its ``iot_*`` fields)."""
-    from .detect import DetectorSettings
+    from edge_node.iot.detect import DetectorSettings
 
     return IotSettings(window_ms=s.iot_window_ms, grace_ms=s.iot_grace_ms, raw=s.iot_raw,
                        alerts_room=s.iot_alerts_room,

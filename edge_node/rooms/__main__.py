@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .machine import transition_rows
+from edge_node.rooms.machine import transition_rows
 
 
 def main() -> None:

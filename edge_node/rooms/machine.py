@@ -4,7 +4,7 @@ A :class:`RoomMachine` holds the only copy of a room's continuity state on this 
 who owns it, the position ``(epoch, seq)`` of its last message here, the durable
 position, the publishers waiting for durability, the publishes forwarded to the owner,
 duplicate detection and the ring of recent messages for resume.  It does no I/O and
-reads no clock: the driver (:class:`edge_node.hub.Hub`) feeds events with
+reads no clock: the driver (:class:`edge_node.fanout.hub.Hub`) feeds events with
 :meth:`RoomMachine.handle` (``now`` passed in), executes the commands it returns, feeds
 store replies back as events, and calls it again with :class:`~.events.Timer` at
 :meth:`RoomMachine.next_deadline`.
@@ -26,8 +26,7 @@ from typing import Any, Generic, TypeVar
 
 from client_sdk.dedupe import RecentKeys
 from client_sdk.protocol import ErrorCode, encode_message
-
-from .events import (
+from edge_node.rooms.events import (
     Ack,
     Activate,
     Append,

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from client_sdk.protocol import Resumed, encode_message
-
-from .events import Pos, Record
-from .machine import RoomMachine, RoomState
+from edge_node.rooms.events import Pos, Record
+from edge_node.rooms.machine import RoomMachine, RoomState
 
 __all__ = ["History", "needs_history", "plan_resume", "not_recovered"]
 

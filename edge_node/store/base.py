@@ -2,7 +2,7 @@
 the edges (room leases with fencing, each room's ordered history, forwarding to the
 owner, reading rooms owned elsewhere, ephemeral cross-edge traffic, presence).
 
-Two implementations: :class:`edge_node.room_sync.RoomSync` (Redis or a Redis Cluster:
+Two implementations: :class:`edge_node.store.redis_sync.RoomSync` (Redis or a Redis Cluster:
 production) and :class:`edge_node.store.memory.MemoryRoomStore` (one process: an edge
 without Redis, and tests).  ``tests/integration/test_room_store_contract.py`` runs one
 suite against both.
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..room_types import Lease, SyncListener, SyncUnavailable
-from ..rooms.events import Pos, Record
-from .records import Forwarded
+from edge_node.rooms.events import Pos, Record
+from edge_node.store.records import Forwarded
+from edge_node.store.types import Lease, SyncListener, SyncUnavailable
 
 __all__ = ["RoomStore", "StoreListener", "Lease", "StoreUnavailable"]
 

@@ -18,9 +18,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..room_types import Lease, SyncListener
-from ..rooms.events import Pos, Record
-from .records import Forwarded, unpack_record
+from edge_node.rooms.events import Pos, Record
+from edge_node.store.records import Forwarded, unpack_record
+from edge_node.store.types import Lease, SyncListener
 
 __all__ = ["MemoryBackend", "MemoryRoomStore"]
 

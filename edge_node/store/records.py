@@ -21,7 +21,7 @@ from typing import Any
 
 import msgpack
 
-from ..rooms.events import Pos, Record
+from edge_node.rooms.events import Pos, Record
 
 __all__ = [
     "Record", "pack_record", "unpack_record", "Forwarded", "ForwardAck", "Handover",

@@ -33,11 +33,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from .. import redis_conn
-from ..resp_writer import RespWriter
-from .breaker import BreakerState, CircuitBreaker
-from .spool import OVERFLOW_POLICIES, Spool
-from .wire import pack_batch, pack_entry, shard_of, stream_key
+from edge_node.redis_io import conn as redis_conn
+from edge_node.redis_io.resp_writer import RespWriter
+from edge_node.uplink.breaker import BreakerState, CircuitBreaker
+from edge_node.uplink.spool import OVERFLOW_POLICIES, Spool
+from edge_node.uplink.wire import pack_batch, pack_entry, shard_of, stream_key
 
 __all__ = ["Uplink", "UplinkSettings"]
 

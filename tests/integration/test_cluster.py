@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from edge_node import redis_conn
-from edge_node.redis_server import RedisClusterServer
+from edge_node.local.redis_server import RedisClusterServer
+from edge_node.redis_io import conn as redis_conn
 from tests.integration.test_handover import (  # noqa: F401  (collected here again)
     test_drain_hands_rooms_to_the_neighbour_that_mirrors_them,
     test_drain_moves_every_client_before_closing,

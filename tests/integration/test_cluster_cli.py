@@ -1,4 +1,4 @@
-"""``python -m edge_node.redis_server cluster``: a local cluster for a command, then gone."""
+"""``python -m edge_node.local.redis_server cluster``: a local cluster for a command, then gone."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_node.redis_server", *args],
+    return subprocess.run([sys.executable, "-m", "edge_node.local.redis_server", *args],
                           capture_output=True, text=True, timeout=50, check=False)
 
 

@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 from client_sdk import connect
-from edge_node import history, redis_conn, redis_keys
-from edge_node.launch import spawn_edge
-from edge_node.redis_server import RedisClusterServer
-from edge_node.room_sync import RoomSync
+from edge_node.local.launch import spawn_edge
+from edge_node.local.redis_server import RedisClusterServer
+from edge_node.redis_io import conn as redis_conn
+from edge_node.redis_io import keys as redis_keys
+from edge_node.store import history
+from edge_node.store.redis_sync import RoomSync
 from tests.helpers import PAIR as _P
 from tests.helpers import SECRET, Recorder, http_get
 from tests.helpers import wait_until as _wait

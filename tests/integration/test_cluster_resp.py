@@ -1,4 +1,4 @@
-"""The slot-routing append writer (edge_node.resp_cluster) against the real cluster."""
+"""The slot-routing append writer (edge_node.redis_io.resp_cluster) against the real cluster."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from edge_node import redis_conn
-from edge_node.redis_server import RedisClusterServer, free_port
-from edge_node.resp_cluster import ClusterRespWriter
-from edge_node.resp_writer import RespConnectionError
+from edge_node.local.redis_server import RedisClusterServer, free_port
+from edge_node.redis_io import conn as redis_conn
+from edge_node.redis_io.resp_cluster import ClusterRespWriter
+from edge_node.redis_io.resp_writer import RespConnectionError
 
 pytestmark = pytest.mark.timeout(60)
 

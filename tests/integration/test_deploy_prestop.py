@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from client_sdk import Client, connect
-from edge_node.launch import free_port, wait_healthy
+from edge_node.local.launch import free_port, wait_healthy
 from tests.helpers import SECRET, Recorder, uid, wait_until
 from tests.integration.test_handover import _metric, _steady
 

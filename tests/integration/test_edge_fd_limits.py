@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.fd_limits import default_max_connections
-from edge_node.launch import spawn_edge
+from edge_node.local.launch import spawn_edge
+from edge_node.runtime.fd_limits import default_max_connections
 from tests.helpers import http_get
 
 

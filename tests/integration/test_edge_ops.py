@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from client_sdk import ClientClosedError, ForbiddenError
 from client_sdk.protocol import PROTOCOL_VERSION, Hello, encode
-from edge_node import redis_keys as K
+from edge_node.redis_io import keys as K
 from tests.helpers import eventually, http_get, uid
 
 

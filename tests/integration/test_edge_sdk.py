@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from client_sdk import ConnectError, connect
-from edge_node import redis_keys as K
-from edge_node.launch import EdgeProcess, free_port, spawn_edge
+from edge_node.local.launch import EdgeProcess, free_port, spawn_edge
+from edge_node.redis_io import keys as K
 from tests.helpers import SECRET, eventually, uid
 
 

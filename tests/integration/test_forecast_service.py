@@ -1,5 +1,5 @@
 """The origin's forecast loop against a real Redis: it reads the real edge registry
-(heartbeats written by edge_node.registry.Registry), sums regions, takes message rates
+(heartbeats written by edge_node.neighbours.registry.Registry), sums regions, takes message rates
 from counters (restarts included), and saves/restores its models."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from edge_node.registry import Registry
+from edge_node.neighbours.registry import Registry
 from origin.forecast import ForecastSettings
 from origin.forecast_service import STATE_KEY, ForecastService
 from tests.helpers import uid

@@ -33,7 +33,7 @@ from client_sdk.protocol import (
     encode,
     mint_token,
 )
-from edge_node.launch import EdgeProcess
+from edge_node.local.launch import EdgeProcess
 from tests.helpers import SECRET, http_get, uid
 
 pytestmark = pytest.mark.timeout(60)

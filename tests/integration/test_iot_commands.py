@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from client_sdk.device import Device
 from client_sdk.errors import ServerError
 from client_sdk.protocol import Command, ErrorCode, ShadowDelta, mint_token
-from edge_node.launch import EdgeProcess, spawn_edge
-from edge_node.redis_server import RedisServer
+from edge_node.local.launch import EdgeProcess, spawn_edge
+from edge_node.local.origin_api import OriginProcess
+from edge_node.local.redis_server import RedisServer
 from origin.keys import ShardKeys
-from origin.launch import OriginProcess
 from tests.helpers import SECRET, http_get, origin_api, uid, wait_until
 
 pytestmark = pytest.mark.timeout(90)

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from edge_node.downlink import GROUP, DownlinkConsumer, parse_entry
-from edge_node.redis_server import RedisServer, find_server_binary, free_port, start_redis
+from edge_node.iot.downlink import GROUP, DownlinkConsumer, parse_entry
+from edge_node.local.redis_server import RedisServer, find_server_binary, free_port, start_redis
 from edge_node.uplink.wire import downlink_key
 from tests.helpers import uid, wait_until
 

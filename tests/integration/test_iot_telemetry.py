@@ -20,9 +20,9 @@ import pytest
 from client_sdk import connect
 from client_sdk.device import Device
 from client_sdk.protocol import mint_token
-from edge_node.launch import EdgeProcess
-from edge_node.redis_server import RedisServer
-from origin.launch import OriginProcess
+from edge_node.local.launch import EdgeProcess
+from edge_node.local.origin_api import OriginProcess
+from edge_node.local.redis_server import RedisServer
 from tests.helpers import SECRET, origin_api, uid, wait_until
 
 pytestmark = pytest.mark.timeout(90)

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from client_sdk import connect
-from origin.launch import spawn_api
+from edge_node.local.origin_api import spawn_api
 from tests.helpers import PAIR, Recorder, http_get, uid, wait_until
 from tests.promql_names import SYNTHETIC, used_metrics
 

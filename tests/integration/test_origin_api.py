@@ -13,10 +13,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from client_sdk.protocol import verify_token
-from edge_node.redis_server import RedisServer
+from edge_node.local.origin_api import OriginProcess
+from edge_node.local.redis_server import RedisServer
 from edge_node.uplink import Uplink, UplinkSettings, downlink_key
 from origin.api import create_app
-from origin.launch import OriginProcess
 from origin.settings import OriginSettings
 from tests.helpers import origin_api
 

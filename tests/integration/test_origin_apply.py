@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from edge_node.redis_server import RedisServer, start_redis
+from edge_node.local.redis_server import RedisServer, start_redis
 from edge_node.uplink.wire import pack_batch, pack_entry, shard_of
 from origin.apply import Applier
 from origin.effects import EffectSettings, bucket_ms, lag_bucket

@@ -20,9 +20,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from client_sdk import connect
-from edge_node import redis_keys as K
-from edge_node.redis_server import RedisServer, start_redis
-from origin.launch import spawn_worker
+from edge_node.local.origin_api import spawn_worker
+from edge_node.local.redis_server import RedisServer, start_redis
+from edge_node.redis_io import keys as K
 from origin.settings import OriginSettings
 from origin.view import origin_stats
 from tests.faultproxy import FaultProxy

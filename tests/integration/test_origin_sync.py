@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from edge_node.redis_server import RedisServer, free_port, start_redis
+from edge_node.local.origin_api import spawn_worker
+from edge_node.local.redis_server import RedisServer, free_port, start_redis
 from edge_node.uplink import Uplink, UplinkSettings
 from edge_node.uplink.wire import Entry, unpack_batch
 from origin.keys import ShardKeys
-from origin.launch import spawn_worker
 from origin.settings import OriginSettings
 from origin.view import origin_stats
 from origin.worker import Worker
@@ -284,7 +284,7 @@ async def test_shard_count_mismatch_is_refused_at_start(server: RedisServer,
     """Edges and workers must read and write the same number of uplink streams: the
     first to start records its count; a later one with another count refuses to start
     with a clear message (exit 2, no traceback)."""
-    from edge_node.launch import spawn_edge
+    from edge_node.local.launch import spawn_edge
     from tests.helpers import SECRET
 
     ok = spawn_edge(redis_url=server.url, secret=SECRET, edge_id="e-sh4",

@@ -16,7 +16,7 @@ import pytest
 
 from client_sdk import ConnectError, ReceivedMessage, connect
 from client_sdk.transport import TlsOptions
-from edge_node.quic.tls import write_self_signed
+from edge_node.transports.quic.tls import write_self_signed
 from tests.helpers import uid, wait_until
 from tests.lossy_udp import LossyUdpProxy
 

@@ -9,8 +9,10 @@ import signal
 import pytest
 
 from client_sdk import Client, ClientClosedError, connect
-from edge_node import lua_scripts, redis_conn, redis_keys
-from edge_node.launch import spawn_edge
+from edge_node.local.launch import spawn_edge
+from edge_node.redis_io import conn as redis_conn
+from edge_node.redis_io import keys as redis_keys
+from edge_node.store import lua_scripts
 from tests.helpers import PAIR as _P
 from tests.helpers import SECRET, Recorder, http_get
 from tests.helpers import wait_until as _wait

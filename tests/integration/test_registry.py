@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from client_sdk import connect
-from edge_node import redis_keys as K
-from edge_node.launch import spawn_edge
+from edge_node.local.launch import spawn_edge
+from edge_node.redis_io import keys as K
 from tests.helpers import SECRET, wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""RoomSync's append path over the lean writer (:mod:`edge_node.resp_writer`)
+"""RoomSync's append path over the lean writer (:mod:`edge_node.redis_io.resp_writer`)
 against a private embedded Redis: durable ACKs in order with no loss or
 duplicate while connections are killed from the server side, appends that
 survive a flushed script cache, and fencing."""
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from edge_node import redis_keys as K
-from edge_node.history import Entry
-from edge_node.redis_server import RedisServer
-from edge_node.room_sync import Lease, RoomSync
+from edge_node.local.redis_server import RedisServer
+from edge_node.redis_io import keys as K
+from edge_node.store.history import Entry
+from edge_node.store.redis_sync import Lease, RoomSync
 from tests.helpers import uid
 
 

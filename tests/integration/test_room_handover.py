@@ -1,4 +1,4 @@
-"""Handing a room's lease over at the start of a drain (:mod:`edge_node.room_handover`),
+"""Handing a room's lease over at the start of a drain (:mod:`edge_node.store.redis_handover`),
 two RoomSyncs against a private embedded Redis: the lease moves with the same epoch,
 the old owner goes on as a mirror of the new owner's messages, and a publish it
 forwards while the lease moves reaches the new owner only after the handover notice
@@ -14,11 +14,11 @@ from typing import Any
 import msgpack
 import pytest
 
-from edge_node import redis_keys as K
-from edge_node.history import Entry
-from edge_node.redis_server import RedisServer
-from edge_node.room_sync import Lease, RoomSync
+from edge_node.local.redis_server import RedisServer
+from edge_node.redis_io import keys as K
+from edge_node.store.history import Entry
 from edge_node.store.records import Forwarded
+from edge_node.store.redis_sync import Lease, RoomSync
 from tests.helpers import uid
 
 

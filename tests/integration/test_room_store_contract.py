@@ -1,5 +1,5 @@
 """One contract suite for every room store: the in-memory one (always) and the Redis one
-(:class:`~edge_node.room_sync.RoomSync` against a real server), in the manner of
+(:class:`~edge_node.store.redis_sync.RoomSync` against a real server), in the manner of
 centrifuge's shared broker tests.
 
 Each test drives stores directly (no edge process, no hub) through a recording
@@ -20,15 +20,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from edge_node import redis_keys as K
-from edge_node.metrics import EdgeStats
-from edge_node.redis_server import RedisServer
-from edge_node.room_sync import RoomSync
-from edge_node.room_types import Lease
+from edge_node.local.redis_server import RedisServer
+from edge_node.redis_io import keys as K
 from edge_node.rooms.events import Record
+from edge_node.runtime.metrics import EdgeStats
 from edge_node.store.base import RoomStore
 from edge_node.store.memory import MemoryBackend, MemoryRoomStore
 from edge_node.store.records import Forwarded, pack_record
+from edge_node.store.redis_sync import RoomSync
+from edge_node.store.types import Lease
 from tests.helpers import uid, wait_until
 
 LEASE_MS = 1000

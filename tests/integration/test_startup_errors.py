@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.launch import spawn_edge
+from edge_node.local.launch import spawn_edge
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,7 +19,7 @@ from typing import IO
 import pytest
 
 from client_sdk.protocol import verify_token
-from edge_node.launch import free_port
+from edge_node.local.launch import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

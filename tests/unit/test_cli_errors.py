@@ -1,6 +1,6 @@
 """User mistakes at the ``edge-relay`` front door: one line on stderr, exit 2, no traceback.
 
-These run :func:`edge_node.cli.main` in-process (no edge, no Redis is started).
+These run :func:`edge_node.local.launcher.main` in-process (no edge, no Redis is started).
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from client_sdk.protocol import verify_token
-from edge_node.cli import main
 from edge_node.config import DEV_SECRET
+from edge_node.local.launcher import main
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], rc: int, *words: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edge_node.cli import build_parser as edge_parser
+from edge_node.local.launcher import build_parser as edge_parser
 from origin.__main__ import build_parser as origin_parser
 from origin.forecast_eval import build_parser as forecast_eval_parser
 

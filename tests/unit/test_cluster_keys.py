@@ -7,10 +7,10 @@ import msgpack
 import pytest
 from redis.crc import key_slot
 
-from edge_node import redis_conn
-from edge_node import redis_keys as K
-from edge_node.resp_cluster import routing_key
-from edge_node.session_store import checkpoint_key
+from edge_node.redis_io import conn as redis_conn
+from edge_node.redis_io import keys as K
+from edge_node.redis_io.resp_cluster import routing_key
+from edge_node.sessions.session_store import checkpoint_key
 from edge_node.uplink.wire import (
     downlink_key,
     pack_batch,

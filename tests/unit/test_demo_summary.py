@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge_node.demo import render_summary
+from edge_node.local.demo import render_summary
 
 SUMMARY: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "demo_summary.json").read_text())

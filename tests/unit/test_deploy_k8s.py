@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from edge_node.cli import build_parser
+from edge_node.local.launcher import build_parser
 from origin.forecast import ForecastSettings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.cli import UserError, build_parser, settings_from_args
+from edge_node.cli import UserError, settings_from_args
 from edge_node.config import EdgeSettings
+from edge_node.local.launcher import build_parser
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_node.geo import distance_km, position_of, rank_edges
+from edge_node.neighbours.geo import distance_km, position_of, rank_edges
 
 PARIS, LONDON, NYC = (48.85, 2.35), (51.5, -0.12), (40.71, -74.0)
 

@@ -15,9 +15,9 @@ from typing import Any
 import msgpack
 
 from client_sdk.protocol import JOIN_NO_ECHO, ErrorCode, Member, MessageType
-from edge_node.hub import Hub
-from edge_node.metrics import EdgeMetrics
+from edge_node.fanout.hub import Hub
 from edge_node.rooms.machine import RoomSettings, RoomState
+from edge_node.runtime.metrics import EdgeMetrics
 from edge_node.store.memory import MemoryBackend, MemoryRoomStore
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edge_node.gc_tuning import GEN0_THRESHOLD, tune_gc
+from edge_node.runtime.gc_tuning import GEN0_THRESHOLD, tune_gc
 from edge_node.uplink import UplinkSettings
 from origin.effects import bucket_ms, lag_bucket
 from origin.view import lag_quantiles

@@ -157,14 +157,14 @@ def test_client_sdk_does_not_import_websockets() -> None:
 
 
 def test_room_machines_are_sans_io_and_import_nothing_of_the_edge_above_them() -> None:
-    assert {"edge_node.hub", "edge_node.room_sync", "edge_node.server"} <= ROOMS_FORBIDDEN
+    assert {"edge_node.fanout", "edge_node.store", "edge_node.server"} <= ROOMS_FORBIDDEN
     assert {p.name for p in _files(ROOMS)} >= {"machine.py", "events.py", "replay.py"}
     assert _check_tree(ROOMS, ROOMS_FORBIDDEN) == []
 
 
 @pytest.mark.parametrize("source", [
-    "import time", "from time import monotonic", "from edge_node.hub import Hub",
-    "from ..room_sync import RoomSync", "from .. import server", "import asyncio",
+    "import time", "from time import monotonic", "from edge_node.fanout.hub import Hub",
+    "from ..store.redis_sync import RoomSync", "from .. import server", "import asyncio",
     "from redis.asyncio import Redis",
 ])
 def test_rooms_checker_flags_bad_sources(source: str) -> None:

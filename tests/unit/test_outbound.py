@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from edge_node.outbound import Flusher, Outbound, ws_binary_frame
+from edge_node.transports.outbound import Flusher, Outbound, ws_binary_frame
 
 
 class FakeTransport:

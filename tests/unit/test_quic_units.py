@@ -17,10 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client_sdk.transport.records import RecordDecoder, RecordTooLarge, encode_record
-from edge_node.cli import main as cli_main
-from edge_node.outbound import Flusher
-from edge_node.quic.outbound import QuicOutbound
-from edge_node.quic.tls import cert_sha256, generate_self_signed
+from edge_node.local.launcher import main as cli_main
+from edge_node.transports.outbound import Flusher
+from edge_node.transports.quic.outbound import QuicOutbound
+from edge_node.transports.quic.tls import cert_sha256, generate_self_signed
 
 # -- records ---------------------------------------------------------------------
 

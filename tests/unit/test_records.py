@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from edge_node import redis_keys as K
+from edge_node.redis_io import keys as K
 from edge_node.rooms.events import Record
 from edge_node.store.records import (
     ForwardAck,

@@ -1,4 +1,4 @@
-"""The lean append-path Redis connection (:mod:`edge_node.resp_writer`): RESP
+"""The lean append-path Redis connection (:mod:`edge_node.redis_io.resp_writer`): RESP
 encoding, reply parsing (errors as values), pipelined FIFO order, NOSCRIPT,
 timeouts and reconnects, against a private embedded Redis (``SCRIPT FLUSH`` and
 ``CLIENT KILL`` here must not disturb other tests)."""
@@ -13,8 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from edge_node.redis_server import RedisServer, free_port
-from edge_node.resp_writer import RespConnectionError, RespWriter, _encode_py, encode_command
+from edge_node.local.redis_server import RedisServer, free_port
+from edge_node.redis_io.resp_writer import (
+    RespConnectionError,
+    RespWriter,
+    _encode_py,
+    encode_command,
+)
 
 SCRIPT = "return {KEYS[1], ARGV[1]}"
 

@@ -1,5 +1,6 @@
 """Pins for the private attributes of websockets and aioquic that the transport modules
-use (``edge_node/quic/conn.py``, ``edge_node/quic/listener.py``, ``edge_node/connection.py``).
+use (``edge_node/transports/quic/conn.py``, ``edge_node/transports/quic/listener.py``,
+``edge_node/transports/connection.py``).
 
 No other module touches them.  When a library upgrade removes or renames one, the
 matching test here fails with the attribute's name, instead of the edge failing at run

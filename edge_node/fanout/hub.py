@@ -1,0 +1,585 @@
+"""Rooms on one edge: membership, local fan-out, and the driver of the room machines.
+
+Each room's continuity state (owner, positions, durability, forwarded publishes,
+duplicate detection, resume ring) lives in one sans-I/O
+:class:`~edge_node.rooms.machine.RoomMachine`.  The :class:`Hub` is its driver: it
+turns what happens (a publish from a member, a store notice from
+:class:`~edge_node.store.redis_sync.RoomSync`, time passing) into machine events, and
+executes the commands that come back: fan-out to the members here, appends and
+forwards through the store, acknowledgements and errors to publishers.
+
+Fan-out encodes once: one msgpack body, one WebSocket frame, the same bytes pushed
+to every WebSocket member's :class:`~edge_node.transports.outbound.Outbound`; a QUIC member's sink
+gets the body and frames it itself (a stream record or a datagram).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from client_sdk.protocol import (
+    JOIN_NO_ECHO,
+    JOIN_PRESENCE,
+    Ack,
+    Error,
+    Member,
+    PresenceJoin,
+    PresenceLeave,
+    Resumed,
+    encode,
+    encode_message,
+    room_allowed,
+)
+from edge_node.rooms import events as ev
+from edge_node.rooms.events import Record
+from edge_node.rooms.machine import RoomMachine, RoomSettings, RoomState
+from edge_node.rooms.replay import History, needs_history, not_recovered, plan_resume
+from edge_node.runtime.metrics import EdgeMetrics
+from edge_node.runtime.tasks import spawn
+from edge_node.store.base import RoomStore, StoreUnavailable
+from edge_node.store.memory import MemoryBackend, MemoryRoomStore
+from edge_node.store.records import (
+    LIVE_PRESENCE_JOIN,
+    LIVE_PRESENCE_LEAVE,
+    LIVE_UNRELIABLE,
+    Forwarded,
+    pack_record,
+)
+from edge_node.store.types import Lease
+from edge_node.transports.outbound import FrameSink, Outbound, ws_binary_frame
+
+__all__ = ["Hub", "Room", "SessionLike", "HubSettings"]
+
+log = logging.getLogger("edge_node.fanout.hub")
+
+Pos = tuple[int, int]
+#: The hub's tunables are the rooms' (see :class:`~edge_node.rooms.machine.RoomSettings`).
+HubSettings = RoomSettings
+
+
+class SessionLike(Protocol):
+    """What the hub needs from a client session."""
+
+    session_id: str
+    member: Member
+    out: FrameSink
+    closed: bool
+
+    def send(self, data: bytes) -> None: ...
+
+
+Machine = RoomMachine[SessionLike]
+
+
+@dataclass(slots=True)
+class Room:
+    """One room on this edge: its members (the fan-out targets) and its machine."""
+
+    name: str
+    machine: Machine
+    members: dict[str, SessionLike] = field(default_factory=dict)
+    flags: dict[str, int] = field(default_factory=dict)
+    no_echo: set[str] = field(default_factory=set)
+    watchers: list[SessionLike] = field(default_factory=list)
+    #: Fan-out targets: sinks that take shared WebSocket frames, and the others.
+    framed: list[tuple[str, Outbound]] = field(default_factory=list)
+    bodies: list[tuple[str, FrameSink]] = field(default_factory=list)
+
+    @property
+    def mine(self) -> bool:
+        """True while this edge assigns the room's positions."""
+        return self.machine.mine
+
+    @property
+    def owner(self) -> str:
+        """The edge that owns the room, as last known here."""
+        return self.machine.owner
+
+    def rebuild(self) -> None:
+        """Recompute the fan-out target list after a membership change."""
+        self.framed = [(sid, s.out) for sid, s in self.members.items()
+                       if s.out.framed and isinstance(s.out, Outbound)]
+        self.bodies = [(sid, s.out) for sid, s in self.members.items() if not s.out.framed]
+        self.watchers = [s for sid, s in self.members.items()
+                         if self.flags.get(sid, 0) & JOIN_PRESENCE]
+        self.no_echo = {sid for sid in self.members if self.flags.get(sid, 0) & JOIN_NO_ECHO}
+
+
+class Hub:
+    """All rooms of one edge.  ``store`` is where room state is shared between edges:
+    :class:`~edge_node.store.redis_sync.RoomSync` (Redis) once the server sets it, else an
+    in-memory store of this edge alone (:class:`~edge_node.store.memory.MemoryRoomStore`).
+    """
+
+    def __init__(self, edge_id: str, metrics: EdgeMetrics,
+                 settings: RoomSettings | None = None) -> None:
+        self.edge_id = edge_id
+        self.metrics = metrics
+        self.stats = metrics.stats
+        self.cfg = settings or RoomSettings()
+        self.rooms: dict[str, Room] = {}
+        self.store: RoomStore = MemoryRoomStore(MemoryBackend(), edge_id, self, metrics.stats)
+        self._activating: dict[str, asyncio.Future[None]] = {}
+        self._observe = metrics.fanout_seconds.observe
+        #: While draining, rooms left empty are handed (not released) to the edge
+        #: their last member moved to: ``handoff_target(session_id) -> edge id``.
+        self.draining = False
+        self.handoff_target: Callable[[str], str | None] | None = None
+        #: Closed rooms with work left (acks and uplinks waiting for durability, or a
+        #: handed-over lease that forwarded publishes follow).
+        self._retired: dict[str, Machine] = {}
+        #: Rooms whose machine has a deadline (forwarded publishes, linger).
+        self._timed: set[str] = set()
+        #: Uplink to the origin, and the room patterns whose messages it gets.
+        self.uplink: Any = None
+        self.uplink_rooms: tuple[str, ...] = ()
+        self._uplinked: dict[str, bool] = {}
+        self._exec: dict[type[Any], Callable[[str, Room | None, Any], None]] = {
+            ev.Fanout: self._do_fanout, ev.Ack: self._do_ack, ev.Refuse: self._do_refuse,
+            ev.Append: self._do_append, ev.Forward: self._do_forward,
+            ev.ForwardAck: self._do_forward_ack, ev.Uplink: self._do_uplink,
+            ev.Activate: self._do_activate, ev.LoadRecent: self._do_load_recent,
+            ev.Suspect: self._do_suspect, ev.Release: self._do_release,
+        }
+
+    # -- driving the machines ---------------------------------------------------
+
+    def _feed(self, name: str, room: Room | None, m: Machine, event: Any) -> None:
+        """Feed one event to ``m`` (room ``name``; ``room`` None once closed) and run
+        the commands it returns."""
+        cmds = m.handle(event, time.monotonic())
+        if cmds:
+            self._run(name, room, cmds)
+        if m.forwarded or m.linger_at is not None:
+            self._timed.add(name)
+
+    def _run(self, name: str, room: Room | None, cmds: list[Any]) -> None:
+        run = self._exec
+        for c in cmds:
+            run[type(c)](name, room, c)
+
+    def _do_fanout(self, name: str, room: Room | None, c: ev.Fanout) -> None:
+        if room is not None:
+            self._fanout(room, c.body, c.sender, c.reliable, c.skip)
+
+    def _do_ack(self, name: str, room: Room | None, c: ev.Ack[SessionLike]) -> None:
+        if not c.session.closed:
+            c.session.send(encode(Ack(c.req_id, c.pos[0], c.pos[1])))
+
+    def _do_refuse(self, name: str, room: Room | None, c: ev.Refuse[SessionLike]) -> None:
+        if not c.session.closed:
+            c.session.send(encode(Error(c.req_id, c.code, c.text)))
+        self.stats.errors[c.code] += 1
+
+    def _do_append(self, name: str, room: Room | None, c: ev.Append) -> None:
+        self.store.append(name, c.epoch, c.seq,
+                          pack_record(c.sender, c.payload, c.origin, c.req_id, c.idem))
+
+    def _do_forward(self, name: str, room: Room | None, c: ev.Forward) -> None:
+        self.store.forward(c.to, Forwarded(name, c.sender, c.payload, c.origin, c.req_id,
+                                           c.idem))
+
+    def _do_forward_ack(self, name: str, room: Room | None, c: ev.ForwardAck) -> None:
+        self.store.forward_ack(c.to, c.sender, c.req_id, c.pos[0], c.pos[1])
+
+    def _do_uplink(self, name: str, room: Room | None, c: ev.Uplink) -> None:
+        self._uplink_event(name, c.pos[0], c.pos[1], c.sender, c.payload)
+
+    def _do_suspect(self, name: str, room: Room | None, c: ev.Suspect) -> None:
+        self.store.suspect(c.owner)
+
+    def _do_activate(self, name: str, room: Room | None, c: ev.Activate) -> None:
+        if room is not None:
+            spawn(self._reactivate(room, c.since))
+
+    def _do_load_recent(self, name: str, room: Room | None, c: ev.LoadRecent) -> None:
+        if room is not None:
+            spawn(self._settle(room, c.count))
+
+    def _do_release(self, name: str, room: Room | None, c: ev.Release) -> None:
+        if room is not None and self.rooms.get(name) is room:
+            del self.rooms[name]
+            self.stats.rooms = len(self.rooms)
+            if room.machine.pending_uplinks():
+                self._retired[name] = room.machine
+        spawn(self.store.deactivate(name, c.hand_to))
+
+    async def _recent(self, name: str, count: int) -> tuple[Record, ...]:
+        try:
+            return tuple(await self.store.recent(name, count))
+        except StoreUnavailable:
+            return ()
+
+    async def _settle(self, room: Room, count: int) -> None:
+        """Rebuild duplicate detection from the stream, then own the room."""
+        records = await self._recent(room.name, count)
+        self._feed(room.name, room, room.machine, ev.RecentLoaded(records))
+
+    async def _reactivate(self, room: Room, since: Pos | None) -> None:
+        """Fenced: ask for the lease again (Redis may be failing over right now: keep
+        trying while the room is used, or it would stay owner-less here for good)."""
+        store, name, m = self.store, room.name, room.machine
+        delay = 0.1
+        while self.rooms.get(name) is room:
+            try:
+                lease = await store.activate(name, since=since)
+            except StoreUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if self.rooms.get(name) is room:
+                self._feed(name, room, m, self._lease_event(name, lease))
+            elif name not in self.rooms and name not in self._activating:
+                spawn(store.deactivate(name))  # closed meanwhile: do not keep the lease
+            return
+
+    def _lease_event(self, name: str, lease: Lease) -> ev.LeaseResult:
+        return ev.LeaseResult(lease.owner_edge, lease.epoch, lease.mine,
+                              (lease.last_epoch, lease.last_seq), self.store.last_queued(name))
+
+    def tick(self, now: float) -> None:
+        """Feed :class:`~edge_node.rooms.events.Timer` to every room whose deadline
+        passed (forwarded publishes waiting too long, lingering empty rooms).  Call a
+        few times per second."""
+        for name in list(self._timed):
+            room = self.rooms.get(name)
+            if room is None:
+                self._timed.discard(name)
+                continue
+            m = room.machine
+            due = m.next_deadline()
+            if due is None:
+                self._timed.discard(name)
+            elif due <= now:
+                cmds = m.handle(ev.Timer(), now)
+                self._run(name, room, cmds)
+                if m.next_deadline() is None:
+                    self._timed.discard(name)
+
+    # -- membership ---------------------------------------------------------
+
+    async def _room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        while room is None:
+            pending = self._activating.get(name)
+            if pending is not None:
+                await asyncio.shield(pending)
+                room = self.rooms.get(name)
+            else:
+                room = await self._activate(name)
+        if room.machine.linger_at is not None:
+            self._feed(name, room, room.machine, ev.Occupied())
+        return room
+
+    def _add(self, s: SessionLike, room: Room, flags: int) -> None:
+        room.members[s.session_id] = s
+        room.flags[s.session_id] = flags
+        room.rebuild()
+        self._presence(room, s.member, joined=True)
+
+    async def join(self, s: SessionLike, name: str, flags: int) -> Pos:
+        """Add ``s`` to room ``name``; return the room's current position (the same
+        from every edge)."""
+        room = await self._room(name)
+        self._add(s, room, flags)
+        return room.machine.position()
+
+    async def _activate(self, name: str) -> Room:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._activating[name] = fut
+        try:
+            m: Machine = RoomMachine(name, self.edge_id, self.cfg,
+                                     to_origin=self.uplink is not None and self._to_origin(name),
+                                     count_duplicate=self._count_duplicate)
+            try:
+                lease = await self.store.activate(name)
+            except StoreUnavailable as exc:
+                # Local first: keep serving with an unsynced epoch 0.
+                log.warning("room activated without Redis",
+                            extra={"room": name, "error": str(exc)})
+                cmds = m.handle(ev.RunLocal(0), time.monotonic())
+            else:
+                cmds = m.handle(self._lease_event(name, lease), time.monotonic())
+                load = next((c for c in cmds if isinstance(c, ev.LoadRecent)), None)
+                if load is not None:
+                    records = await self._recent(name, load.count)
+                    cmds = m.handle(ev.RecentLoaded(records), time.monotonic())
+            room = Room(name, m)
+            self.rooms[name] = room
+            self.stats.rooms = len(self.rooms)
+            self._run(name, room, cmds)
+            return room
+        finally:
+            del self._activating[name]
+            fut.set_result(None)
+
+    def _count_duplicate(self) -> None:
+        self.stats.duplicates_dropped += 1
+
+    def leave(self, s: SessionLike, name: str, quiet: bool = False) -> bool:
+        """Remove ``s`` from room ``name``; False if it was not a member.
+
+        ``quiet``: the session moved to another edge (handoff), so it is still a
+        member of the room: no presence leave event.
+        """
+        room = self.rooms.get(name)
+        if room is None or room.members.pop(s.session_id, None) is None:
+            return False
+        room.flags.pop(s.session_id, None)
+        room.machine.catchup.pop(s.session_id, None)
+        room.rebuild()
+        if not quiet:
+            self._presence(room, s.member, joined=False)
+        if not room.members:
+            target = None
+            if self.draining and self.handoff_target is not None:
+                target = self.handoff_target(s.session_id)
+            self._feed(name, room, room.machine, ev.Emptied(self.draining, target))
+        return True
+
+    async def hand_over(self, name: str, to: str) -> bool:
+        """Draining: give the lease of room ``name`` (ours) to edge ``to`` now, same
+        epoch.  The room stays here as a mirror while its members move: their
+        publishes are forwarded to ``to`` and its messages reach them from the
+        stream.  False (the room stays ours) if the lease could not be handed."""
+        room = self.rooms.get(name)
+        store = self.store
+        if room is None or room.machine.state is not RoomState.OWNED \
+                or not room.machine.epoch or not store.owns(name):
+            return False
+        m = room.machine
+        self._feed(name, room, m, ev.HandOverStart(to))
+        try:
+            ok = await store.hand_over(name, to, m.last)
+        except StoreUnavailable as exc:
+            log.warning("room handover failed", extra={"room": name, "error": str(exc)})
+            ok = False
+        if ok:
+            self._feed(name, room, m, ev.HandOverDone())
+        elif self.rooms.get(name) is room:
+            self._feed(name, room, m, ev.HandOverFailed(store.owns(name)))
+        return ok
+
+    # -- publishing ---------------------------------------------------------
+
+    def publish(self, s: SessionLike, name: str, payload: bytes, reliable: bool,
+                req_id: int, idem: int) -> None:
+        """Publish from a local member (membership already checked)."""
+        room = self.rooms[name]
+        sid = s.session_id
+        if not reliable:
+            self.stats.publishes["unreliable"] += 1
+            self._fanout(room, encode_message(name, 0, 0, sid, payload), sid, False)
+            self.store.publish_live(name, LIVE_UNRELIABLE, [sid, payload])
+            return
+        self.stats.publishes["reliable"] += 1
+        m = room.machine
+        cmds = m.handle(ev.LocalPublish(s, sid, payload, req_id, idem), time.monotonic())
+        self._run(name, room, cmds)
+        if m.forwarded:
+            self._timed.add(name)
+
+    def _uplink_event(self, room: str, epoch: int, seq: int, sender: str,
+                      payload: bytes) -> None:
+        if self.uplink is not None:
+            self.uplink.submit("room_event", room,
+                               {"sender": sender, "payload": payload, "pos": [epoch, seq]})
+
+    def _to_origin(self, name: str) -> bool:
+        hit = self._uplinked.get(name)
+        if hit is None:
+            if len(self._uplinked) > 100_000:
+                self._uplinked.clear()
+            hit = self._uplinked[name] = room_allowed(self.uplink_rooms, name)
+        return hit
+
+    def _fanout(self, room: Room, body: bytes, sender: str, reliable: bool,
+                skip: frozenset[str] | None = None) -> None:
+        t0 = time.perf_counter()
+        own = sender if sender in room.no_echo else None
+        n = 0
+        if room.framed:  # WebSocket members: one frame for all of them
+            frame = ws_binary_frame(body)
+            for sid, out in room.framed:
+                if sid == own or (skip is not None and sid in skip):
+                    continue
+                if out.push_framed(frame, reliable):
+                    n += 1
+                elif not reliable:
+                    self.stats.dropped_unreliable += 1
+        for sid, sink in room.bodies:  # QUIC members: their sink frames (record or datagram)
+            if sid == own or (skip is not None and sid in skip):
+                continue
+            if sink.push(body, reliable):
+                n += 1
+            elif not reliable:
+                self.stats.dropped_unreliable += 1
+        self.stats.deliveries += n
+        self.stats.delivered_bytes += n * len(body)
+        self._observe(time.perf_counter() - t0)
+
+    # -- upcalls from RoomSync ----------------------------------------------
+
+    def on_durable(self, room_name: str, epoch: int, seq: int) -> None:
+        """A batch up to ``(epoch, seq)`` is in Redis: acknowledge its publishers and
+        send origin-bound messages up."""
+        durable = ev.Durable((epoch, seq))
+        old = self._retired.get(room_name)
+        if old is not None:
+            self._feed(room_name, None, old, durable)
+            if not old.pending_uplinks():
+                del self._retired[room_name]
+        room = self.rooms.get(room_name)
+        if room is not None:
+            self._feed(room_name, room, room.machine, durable)
+
+    def on_remote_message(self, room_name: str, e: Record) -> None:
+        """A message from the room stream (room owned elsewhere)."""
+        room = self.rooms.get(room_name)
+        if room is not None:
+            self._feed(room_name, room, room.machine, ev.RemoteEntry(e))
+
+    def on_forwarded_publish(self, room_name: str, sender: str, payload: bytes,
+                             origin_edge: str, req_id: int, idem: int) -> None:
+        """A publish another edge forwarded to us as the room's owner."""
+        room = self.rooms.get(room_name)
+        m = room.machine if room is not None else self._retired.get(room_name)
+        if m is None:
+            log.info("forwarded publish for a room we do not own; the origin will retry",
+                     extra={"room": room_name, "origin": origin_edge})
+            return
+        if m.mine:
+            self.stats.publishes["forwarded"] += 1
+        self._feed(room_name, room, m,
+                   ev.ForwardedPublish(sender, payload, origin_edge, req_id, idem))
+
+    def on_remote_ack(self, sender: str, req_id: int, epoch: int, seq: int) -> None:
+        """The owner recognised our forwarded publish as a duplicate."""
+        key = (sender, req_id)
+        for name in list(self._timed):
+            room = self.rooms.get(name)
+            if room is not None and key in room.machine.forwarded:
+                self._feed(name, room, room.machine, ev.RemoteAck(sender, req_id, (epoch, seq)))
+                return
+
+    def on_live(self, room_name: str, kind: int, body: list[Any]) -> None:
+        """Ephemeral cross-edge traffic: presence events, unreliable messages."""
+        room = self.rooms.get(room_name)
+        if room is None:
+            return
+        if kind == LIVE_UNRELIABLE:
+            sender, payload = body
+            self._fanout(room, encode_message(room_name, 0, 0, sender, payload), sender, False)
+        elif kind in (LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE):
+            m = Member(*body[0][:3])
+            ev = PresenceJoin(room_name, m) if kind == LIVE_PRESENCE_JOIN else PresenceLeave(
+                room_name, m)
+            data = encode(ev)
+            for w in room.watchers:
+                w.send(data)
+
+    def on_lease_lost(self, room_name: str) -> None:
+        """Fenced: another edge owns the room now."""
+        log.warning("lease lost", extra={"room": room_name})
+        old = self._retired.get(room_name)
+        if old is not None:
+            self._feed(room_name, None, old, ev.LeaseLost())
+            if not old.pending_uplinks():
+                del self._retired[room_name]
+        room = self.rooms.get(room_name)
+        if room is not None:
+            self._feed(room_name, room, room.machine, ev.LeaseLost())
+
+    def on_lease_acquired(self, room_name: str, lease: Lease) -> None:
+        """We took over a room whose owner went away (or was handed it on a drain)."""
+        room = self.rooms.get(room_name)
+        if room is None:
+            return
+        log.info("took over room", extra={"room": room_name, "epoch": lease.epoch})
+        self._feed(room_name, room, room.machine,
+                   ev.LeaseAcquired(lease.epoch, (lease.last_epoch, lease.last_seq)))
+
+    def on_owner_changed(self, room_name: str, owner_edge: str) -> None:
+        """Another edge took the room over: re-send publishes still waiting."""
+        room = self.rooms.get(room_name)
+        if room is not None:
+            self._feed(room_name, room, room.machine, ev.OwnerChanged(owner_edge))
+
+    # -- resume ---------------------------------------------------------------
+
+    async def resume_join(self, s: SessionLike, name: str, flags: int, pos: Pos,
+                          invalid: str = "") -> Resumed:
+        """Re-join ``name`` for a resuming session and replay what it missed.
+
+        Sends RESUMED, then the replayed MESSAGE frames, then adds the member so
+        live traffic follows without a gap or an overlap.  A non-empty
+        ``invalid`` (e.g. ``"session_expired"``: the resume window passed) joins
+        at the current position with ``recovered=False`` and that reason.
+        """
+        room = await self._room(name)
+        m = room.machine
+        if invalid:
+            return self._finish_resume(s, room, flags, not_recovered(
+                m, pos, invalid, {"current": list(m.position())}), [])
+        history: History | None = None
+        if needs_history(m, pos):
+            try:
+                entries, gap, first = await self.store.history_after(
+                    name, pos[0], pos[1], self.cfg.max_replay + 1)
+                history = History(tuple(entries), gap, first)
+            except StoreUnavailable:
+                history = History(unavailable=True)
+        # From here on no await: the ring tail and the live stream join seamlessly.
+        r, bodies = plan_resume(m, s.session_id, pos, history)
+        return self._finish_resume(s, room, flags, r, bodies)
+
+    def _finish_resume(self, s: SessionLike, room: Room, flags: int, r: Resumed,
+                       bodies: list[bytes]) -> Resumed:
+        s.send(encode(r))
+        for b in bodies:
+            s.out.push(b)
+        self.stats.replayed += len(bodies)
+        self.stats.recoveries["recovered" if r.recovered else "not_recovered"] += 1
+        self._add(s, room, flags)
+        return r
+
+    # -- presence -----------------------------------------------------------
+
+    def _presence(self, room: Room, m: Member, joined: bool) -> None:
+        ev = PresenceJoin(room.name, m) if joined else PresenceLeave(room.name, m)
+        data = encode(ev)
+        for w in room.watchers:
+            if w.session_id != m.session_id:
+                w.send(data)
+        if self.uplink is not None:
+            self.uplink.submit("presence", room.name, {"member": m.session_id,
+                                                      "subject": m.subject, "online": joined})
+        body = [m.session_id, m.subject, m.kind]
+        self.store.publish_live(room.name, LIVE_PRESENCE_JOIN if joined else
+                                LIVE_PRESENCE_LEAVE, [body])
+        if joined:
+            spawn(self.store.add_member(room.name, m.session_id, body))
+        else:
+            spawn(self.store.remove_member(room.name, m.session_id))
+
+    async def presence(self, name: str) -> list[Member]:
+        """Members of ``name`` on this edge and, via the store, on the others."""
+        room = self.rooms.get(name)
+        local = {sid: s.member for sid, s in room.members.items()} if room else {}
+        try:
+            for sid, subject, kind, _edge in await self.store.members(name):
+                local.setdefault(sid, Member(sid, subject, kind))
+        except StoreUnavailable as exc:  # local members only: say so in the log
+            log.warning("presence from other edges unavailable",
+                        extra={"room": name, "error": str(exc)})
+        return sorted(local.values(), key=lambda m: m.session_id)
+
+    def position(self, name: str) -> Pos:
+        """Current position of a room on this edge (``(0, 0)`` if unknown)."""
+        room = self.rooms.get(name)
+        return room.machine.position() if room else (0, 0)

@@ -1,0 +1,624 @@
+"""``edge-relay demo``: a local cluster, simulated players, an edge killed half-way,
+and a summary of what the players saw.
+
+Players are spread over the edges so every room spans several edges; each
+publishes reliable messages on an open-loop schedule (latency is measured
+from the *intended* send time, so a stall is not hidden).  Half-way, one edge
+is SIGKILLed: its players resume on the others (replay from the room
+streams), its rooms move to a new owner when its leases lapse, and the
+publishers' outboxes re-send what was never confirmed durable.  At the end
+every receiver's messages are compared with what was acknowledged to the
+publishers in its room: ``lost`` and ``duplicates`` must both be 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import json
+import os
+import signal
+import struct
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from client_sdk import Client, ReceivedMessage, connect
+from client_sdk.errors import EdgeRelayError
+from client_sdk.protocol import mint_token
+from client_sdk.transport import TlsOptions
+from edge_node.local.cluster import LocalCluster
+from edge_node.local.redis_server import RedisUnavailable
+from edge_node.runtime.gc_tuning import tune_gc
+
+__all__ = ["cmd_demo", "run_demo", "DemoConfig"]
+
+_HDR = struct.Struct("!IIq")  # player index, sequence, intended send time (ns)
+
+
+@dataclass
+class DemoConfig:
+    """Demo parameters (see ``edge-relay demo --help``)."""
+
+    edges: int = 3
+    kill: bool = True
+    players: int = 50
+    rooms: int = 10
+    rate: float = 20.0
+    duration: float = 20.0
+    payload_size: int = 64
+    #: Simulated IoT devices and their samples/s each (0 devices: none).
+    devices: int = 500
+    device_rate: float = 10.0
+
+
+@dataclass
+class _Player:
+    idx: int
+    room: str
+    client: Client
+    received: dict[tuple[int, int], int] = field(default_factory=dict)
+    arrivals: list[float] = field(default_factory=list)
+    edge_at_kill: str = ""
+    edge_at_drain: str = ""
+    acked: set[int] = field(default_factory=set)
+    failed: int = 0
+    sent: int = 0
+    transport: str = "ws"  # the transport it started on
+
+
+class _Progress:
+    def __init__(self, total: float) -> None:
+        self.total = total
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def show(self, elapsed: float, line: str) -> None:
+        if self.tty:
+            print(f"\r[{elapsed:5.1f}s/{self.total:.0f}s] {line}   ", end="", file=sys.stderr,
+                  flush=True)
+        elif elapsed - self.last >= 5.0 or (elapsed >= self.total > self.last):
+            self.last = elapsed
+            print(f"[{elapsed:5.1f}s/{self.total:.0f}s] {line}", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _origin_call(url: str, api_key: str, method: str = "GET") -> tuple[int, Any]:
+    """``(HTTP status, JSON body or None)`` of an origin API call with an API key;
+    status 0 when nothing answered."""
+    req = urllib.request.Request(url, method=method, headers={"X-API-Key": api_key})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            raw = resp.read()
+            status = int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), None
+    except OSError:
+        return 0, None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, None
+
+
+def _forecast_summary(cluster: LocalCluster) -> dict[str, Any]:
+    """The origin's demand forecast for the demo's region (``local``)."""
+    if cluster.origin is None:
+        return {}
+    _, body = _origin_call(f"{cluster.origin.http_url}/v1/forecast", cluster.api_key)
+    for r in (body or {}).get("regions", []):
+        if r.get("region") == "local":
+            return {k: r.get(k) for k in ("connections", "forecast_connections",
+                                          "messages_per_s", "forecast_messages_per_s",
+                                          "recommended_replicas", "reactive_replicas")}
+    return {}
+
+
+def _scrape(http_url: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    try:
+        with urllib.request.urlopen(http_url + "/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, _, value = line.rpartition(" ")
+        if "{" not in name:
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+    return out
+
+
+async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
+    """Run the players against ``cluster`` and return the summary dict."""
+    now = time.time()
+    urls = cluster.urls
+    hist = HdrHistogram(1, 60_000_000, 3)  # microseconds
+    steady = HdrHistogram(1, 60_000_000, 3)  # intended before the kill
+    kill_ns = [2**62]
+    players: list[_Player] = []
+    # Latency per transport the receiving player started on (every 3rd is QUIC).
+    by_transport = {t: HdrHistogram(1, 60_000_000, 3) for t in ("ws", "quic")}
+
+    def on_message(p: _Player) -> Any:
+        def cb(m: ReceivedMessage) -> None:
+            pidx, seq, intended = _HDR.unpack_from(m.payload)
+            key = (pidx, seq)
+            n = p.received.get(key, 0)
+            p.received[key] = n + 1
+            now_ns = time.perf_counter_ns()
+            p.arrivals.append(now_ns / 1e9)
+            if n == 0:
+                us = max(1, (now_ns - intended) // 1000)
+                hist.record_value(us)
+                by_transport[p.transport].record_value(us)
+                if intended < kill_ns[0]:
+                    steady.record_value(us)
+        return cb
+
+    for i in range(cfg.players):
+        # Rotate edges so each room has members on several edges.
+        url = urls[i % len(urls)]
+        order = [url] + [u for u in urls if u != url]
+        quic_url = cluster.quic_urls[i % len(urls)]
+        transport = "quic" if quic_url and i % 3 == 2 else "ws"
+        if transport == "quic":
+            order = [quic_url, *order]  # its edge's WebSocket URL is the fallback
+        tok = mint_token(cluster.secret, f"player-{i}", "player", ["room-*"], now=now)
+        client = await connect(order, tok, name=f"demo-player-{i}", backoff_base=0.2,
+                               backoff_cap=2.0, tls=TlsOptions(ca_file=cluster.ca_file or None))
+        players.append(_Player(i, f"room-{i % cfg.rooms}", client, transport=transport))
+    for p in players:
+        await p.client.join(p.room, echo=False, on_message=on_message(p))
+    fleet = None
+    if cfg.devices:
+        from edge_node.local.demo_devices import DeviceFleet
+
+        fleet = DeviceFleet(urls, cluster.secret, cluster.redis_url, devices=cfg.devices,
+                            rate=cfg.device_rate)
+        await fleet.start()
+    # The players and devices live to the end: keep them out of the collector's
+    # passes, whose pauses (58-84 ms measured) would otherwise show as gaps.
+    tune_gc()
+    await asyncio.sleep(0.3)  # let cross-edge tails and presence settle
+
+    interval = 1.0 / cfg.rate
+    pad = b"\x00" * max(0, cfg.payload_size - _HDR.size)
+    progress = _Progress(cfg.duration)
+    start = time.perf_counter()
+
+    async def publisher(p: _Player) -> None:
+        seq = 0
+        phase = (p.idx / cfg.players) * interval  # spread players over the interval
+        while True:
+            intended = start + phase + seq * interval
+            if intended - start >= cfg.duration:
+                return
+            delay = intended - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            seq += 1
+            payload = _HDR.pack(p.idx, seq, int(intended * 1e9)) + pad
+            try:
+                fut = p.client.publish_nowait(p.room, payload)
+            except EdgeRelayError:
+                p.failed += 1
+                continue
+            p.sent += 1
+            assert fut is not None
+            fut.add_done_callback(functools.partial(_acked, seq=seq, p=p))
+
+    def _acked(f: asyncio.Future[Any], *, seq: int, p: _Player) -> None:
+        if f.cancelled() or f.exception() is not None:
+            p.failed += 1
+        else:
+            p.acked.add(seq)
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            el = time.perf_counter() - start
+            sent = sum(len(p.acked) for p in players)
+            deliv = sum(len(p.received) for p in players)
+            p99 = hist.get_value_at_percentile(99) / 1000 if hist.total_count else 0.0
+            progress.show(min(el, cfg.duration), f"acked {sent:6d}  delivered {deliv:7d}  "
+                          f"p99 {p99:6.2f} ms")
+
+    killed: dict[str, Any] = {}
+    drained: dict[str, Any] = {}
+
+    async def drainer() -> None:
+        # A rolling deploy: SIGTERM the last edge; its players are handed over live.
+        await asyncio.sleep(cfg.duration / 3)
+        victim = cluster.edges[-1]
+        for p in players:
+            p.edge_at_drain = p.client.edge_id
+        drained["t"] = time.perf_counter()
+        drained["edge"] = victim.edge_id
+        how = "SIGTERM"
+        if cluster.origin is not None:
+            # An operator's drain through the origin's admin API (same path as SIGTERM).
+            status, _ = await asyncio.to_thread(
+                _origin_call, f"{cluster.origin.http_url}/v1/edges/{victim.edge_id}/drain",
+                cluster.api_key, "POST")
+            how = "POST /v1/edges/{id}/drain" if status == 202 else how
+        if how == "SIGTERM":
+            victim.signal(signal.SIGTERM)
+        drained["how"] = how
+        print(f"\n[{time.perf_counter() - start:5.1f}s] {how} {victim.edge_id} "
+              f"(pid {victim.pid}): drain with handover", file=sys.stderr, flush=True)
+
+    async def killer() -> None:
+        await asyncio.sleep(cfg.duration * (2 / 3 if drain_enabled else 1 / 2))
+        victim = cluster.edges[1 % len(cluster.edges)]
+        for p in players:
+            p.edge_at_kill = p.client.edge_id
+        killed["t"] = time.perf_counter()
+        kill_ns[0] = int(killed["t"] * 1e9)
+        killed["edge"] = victim.edge_id
+        victim.kill()
+        print(f"\n[{time.perf_counter() - start:5.1f}s] SIGKILL {victim.edge_id} "
+              f"(pid {victim.pid})", file=sys.stderr, flush=True)
+
+    loop = asyncio.get_running_loop()
+    drain_enabled = cfg.kill and len(cluster.edges) >= 3
+    tick = loop.create_task(ticker())
+    chaos = [loop.create_task(drainer())] if drain_enabled else []
+    if cfg.kill and len(cluster.edges) > 1:
+        chaos.append(loop.create_task(killer()))
+    await asyncio.gather(*(publisher(p) for p in players),
+                         *([fleet.run(cfg.duration)] if fleet is not None else []))
+    await asyncio.gather(*chaos)
+    # Drain: wait until every ack is in and deliveries stop changing (bounded).
+    deadline = time.perf_counter() + 15.0
+    last = -1
+    while time.perf_counter() < deadline:
+        deliv = sum(len(p.received) for p in players)
+        pending = sum(p.sent - len(p.acked) - p.failed for p in players)
+        if deliv == last and pending == 0:
+            break
+        last = deliv
+        await asyncio.sleep(0.25)
+    tick.cancel()
+    progress.done()
+    elapsed = time.perf_counter() - start
+
+    rtts = sorted([await p.client.ping() for p in players[: min(10, len(players))]
+                   if p.client.connected])
+    failover = _failover_summary(players, killed)
+    handover = _handover_summary(players, drained, killed)
+    origin = await _origin_summary(cluster)
+    iot = await fleet.summary() if fleet is not None else {"devices": 0}
+    forecast = await asyncio.to_thread(_forecast_summary, cluster)
+    members: dict[str, list[_Player]] = defaultdict(list)
+    for p in players:
+        members[p.room].append(p)
+    expected = delivered = dups = lost = 0
+    for room_players in members.values():
+        for rcv in room_players:
+            for pub in room_players:
+                if pub is rcv:
+                    continue
+                for seq in pub.acked:
+                    expected += 1
+                    n = rcv.received.get((pub.idx, seq), 0)
+                    if n == 0:
+                        lost += 1
+                    else:
+                        delivered += 1
+                        dups += n - 1
+    history = await _history(cluster.redis_url, list(members))
+    history["matches_sent"] = history["stream_entries"] == sum(len(p.acked) for p in players)
+    edges = []
+    for e in cluster.edges:
+        if not e.alive():
+            edges.append({"id": e.edge_id, "url": e.url, "pid": e.pid, "killed": True,
+                          "exit_code": e.proc.returncode})
+            continue
+        m = _scrape(e.http_url)
+        edges.append({
+            "id": e.edge_id, "url": e.url, "pid": e.pid,
+            "connections": int(m.get("edge_connections", 0)),
+            "messages_out": int(m.get("edge_messages_out_total", 0)),
+            "remote_deliveries": int(m.get("edge_remote_deliveries_total", 0)),
+            "stream_appended": int(m.get("edge_stream_appended_total", 0)),
+            "replayed": int(m.get("edge_replayed_messages_total", 0)),
+            "duplicates_dropped": int(m.get("edge_duplicates_dropped_total", 0)),
+            "lease_takeovers": int(m.get("edge_lease_takeovers_total", 0)),
+        })
+        n_det = m.get("edge_failover_detection_seconds_count", 0.0)
+        if n_det and failover.get("killed_edge"):
+            # How long after the dead edge's last heartbeat a survivor took its rooms.
+            det = 1000.0 * m.get("edge_failover_detection_seconds_sum", 0.0) / n_det
+            prev = failover.get("detection_ms")
+            failover["detection_ms"] = round(det if prev is None else min(prev, det), 1)
+    for p in players:
+        await p.client.close()
+    sent = sum(len(p.acked) for p in players)
+    pct = {k: hist.get_value_at_percentile(v) / 1000 for k, v in
+           (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))}
+    return {
+        "config": {"edges": cfg.edges, "players": cfg.players, "rooms": cfg.rooms,
+                   "rate_hz": cfg.rate, "duration_s": cfg.duration,
+                   "payload_bytes": cfg.payload_size},
+        "reliable": {"sent": sent, "failed": sum(p.failed for p in players),
+                     "expected": expected, "delivered": delivered, "lost": lost,
+                     "duplicates": dups},
+        "latency_ms": {**{k: round(v, 3) for k, v in pct.items()},
+                       "max": round(hist.get_max_value() / 1000, 3),
+                       "mean": round(hist.get_mean_value() / 1000, 3)},
+        "latency_before_kill_ms": {
+            k: round(steady.get_value_at_percentile(v) / 1000, 3)
+            for k, v in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))},
+        "rtt_ms": {"median": round(rtts[len(rtts) // 2] * 1000, 3) if rtts else None},
+        "latency_by_transport_ms": {
+            t: {"players": sum(1 for p in players if p.transport == t),
+                "deliveries": h.get_total_count(),
+                **{k: round(h.get_value_at_percentile(v) / 1000, 3)
+                   for k, v in (("p50", 50), ("p99", 99))}}
+            for t, h in by_transport.items()},
+        "throughput": {"deliveries_per_s": round(delivered / max(elapsed, 1e-9), 1)},
+        "history": history,
+        "failover": failover,
+        "handover": handover,
+        "origin": origin,
+        "iot": iot,
+        "forecast": forecast,
+        "edges": edges,
+        "ok": lost == 0 and dups == 0 and iot.get("lost", 0) == 0,
+    }
+
+
+def _max_gap(arrivals: list[float], t0: float, t1: float) -> float:
+    """Longest silence between ``t0`` and ``t1`` in a sorted arrival list."""
+    window = [t for t in arrivals if t0 <= t <= t1]
+    if not window:
+        return t1 - t0
+    worst = max(window[0] - t0, t1 - window[-1])
+    return max([worst, *(b - a for a, b in itertools.pairwise(window))])
+
+
+def _handover_summary(players: list[_Player], drained: dict[str, Any],
+                      killed: dict[str, Any]) -> dict[str, Any]:
+    if not drained:
+        return {"drained_edge": None}
+    t = drained["t"]
+    end = killed.get("t", t + 10.0) - 0.05  # up to the kill, which has its own figures
+    moved = [p for p in players if p.edge_at_drain == drained["edge"]]
+    gaps = [_max_gap(p.arrivals, t, min(end, t + 5.0)) for p in moved]
+    return {
+        "drained_edge": drained["edge"],
+        "drained_by": drained.get("how", "SIGTERM"),
+        "clients_on_drained_edge": len(moved),
+        "clients_moved": sum(1 for p in moved if p.client.handoffs >= 1),
+        "clients_disconnected": sum(1 for p in moved if p.client.reconnects >= 1
+                                    and p.edge_at_kill == drained["edge"]),
+        "max_gap_ms": round(max(gaps) * 1000, 1) if gaps else None,
+    }
+
+
+async def _origin_summary(cluster: LocalCluster) -> dict[str, Any]:
+    """What reached the origin through the uplink (waits until it settles, bounded)."""
+    if cluster.origin is None:
+        return {"enabled": False}
+    from edge_node.redis_io.conn import connect
+    from origin.settings import OriginSettings
+    from origin.view import origin_stats
+
+    r = connect(cluster.redis_url)
+    try:
+        last, stats = -1, {}
+        for _ in range(40):
+            stats = await origin_stats(r, OriginSettings(shards=4))
+            if stats["applied"] == last:
+                break
+            last = stats["applied"]
+            await asyncio.sleep(0.25)
+    finally:
+        await r.aclose()
+    return {"enabled": True, "applied": stats.get("applied", 0),
+            "duplicates_ignored": stats.get("duplicates_ignored", 0),
+            "lag_ms": stats.get("lag_ms", {}), "by_kind": stats.get("by_kind", {})}
+
+
+def _failover_summary(players: list[_Player], killed: dict[str, Any]) -> dict[str, Any]:
+    if not killed:
+        return {"killed_edge": None}
+    t_kill = killed["t"]
+    victims = [p for p in players if p.edge_at_kill == killed["edge"]]
+    resumed = [p for p in victims if p.client.reconnects >= 1 and p.client.connected
+               and p.client.edge_id != killed["edge"]]
+    gaps = []
+    for p in players:
+        after = [t for t in p.arrivals if t >= t_kill - 1.0]
+        prev = None
+        worst = 0.0
+        for t in after:
+            if prev is not None:
+                worst = max(worst, t - prev)
+            prev = t
+        if after and after[0] > t_kill:
+            worst = max(worst, after[0] - t_kill)
+        gaps.append(worst)
+    not_recovered = sum(1 for p in players for ev in p.client.recoveries if not ev.recovered)
+    replayed = sum(ev.replayed for p in players for ev in p.client.recoveries)
+    return {
+        "killed_edge": killed["edge"],
+        "clients_on_killed_edge": len(victims),
+        "clients_resumed": len(resumed),
+        "recovered_false": not_recovered,
+        "replayed": replayed,
+        "max_gap_ms": round(max(gaps) * 1000, 1) if gaps else None,
+        "median_gap_ms": round(sorted(gaps)[len(gaps) // 2] * 1000, 1) if gaps else None,
+    }
+
+
+async def _history(url: str, rooms: list[str]) -> dict[str, Any]:
+    from edge_node.redis_io.conn import connect
+    from edge_node.redis_io.keys import room_log
+
+    r = connect(url)
+    try:
+        n = 0
+        for room in rooms:
+            n += await r.xlen(room_log(room))
+        return {"rooms": len(rooms), "stream_entries": n}
+    finally:
+        await r.aclose()
+
+
+def render_summary(s: dict[str, Any]) -> str:
+    """The human-readable summary table."""
+    c, rel, lat = s["config"], s["reliable"], s["latency_ms"]
+    iot_s = s.get("iot") or {}
+    if rel["lost"] or rel["duplicates"]:
+        verdict = "PROBLEM: messages lost or duplicated"
+    elif iot_s.get("lost"):
+        verdict = (f"PROBLEM: {iot_s['lost']} IoT samples did not reach the origin "
+                   f"({iot_s.get('unacked', 0)} still unacknowledged in device buffers when "
+                   "the run ended: a host too busy to keep up?)")
+    else:
+        verdict = "OK: nothing lost, nothing duplicated"
+    lines = [
+        "",
+        f"edge-relay demo: {c['edges']} edges, {c['players']} players in {c['rooms']} rooms, "
+        f"{c['rate_hz']:g} Hz each, {c['duration_s']:g} s",
+        "",
+        f"  reliable.sent        {rel['sent']:>10}   (acknowledged by the room owner)",
+        f"  reliable.expected    {rel['expected']:>10}   (one per other member of the room)",
+        f"  reliable.delivered   {rel['delivered']:>10}",
+        f"  reliable.lost        {rel['lost']:>10}",
+        f"  reliable.duplicates  {rel['duplicates']:>10}",
+        f"  latency_ms           p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  "
+        f"p99 {lat['p99']:.3f}  p99.9 {lat['p999']:.3f}  max {lat['max']:.3f}",
+        f"  (before the kill)    p50 {s['latency_before_kill_ms']['p50']:.3f}  p90 "
+        f"{s['latency_before_kill_ms']['p90']:.3f}  p99 {s['latency_before_kill_ms']['p99']:.3f}"
+        f"  (latency counts from the intended send time, so outages show)",
+        f"  rtt_ms (median)      {s['rtt_ms']['median']}",
+        *(f"  latency_ms via {t:<5} p50 {v['p50']:.3f}  p99 {v['p99']:.3f}  "
+          f"({v['players']} players started on {t}, {v['deliveries']} deliveries)"
+          for t, v in s.get("latency_by_transport_ms", {}).items() if v["players"]),
+        f"  deliveries/s         {s['throughput']['deliveries_per_s']:>10}",
+        f"  history              {s['history']['stream_entries']} entries in "
+        f"{s['history']['rooms']} room streams (Redis)",
+        "",
+        "  edge       connections  delivered  via-redis  appended",
+    ]
+    for e in s["edges"]:
+        if e.get("killed"):
+            lines.append(f"  {e['id']:10} {'stopped':>11}")
+            continue
+        lines.append(f"  {e['id']:10} {e['connections']:>11}  {e['messages_out']:>9}  "
+                     f"{e['remote_deliveries']:>9}  {e['stream_appended']:>8}")
+    h = s.get("handover") or {}
+    if h.get("drained_edge"):
+        lines += [
+            "",
+            f"  handover.drained_edge      {h['drained_edge']} (drained by "
+            f"{h.get('drained_by', 'SIGTERM')}: live handover)",
+            f"  handover.clients_moved     {h['clients_moved']} of "
+            f"{h['clients_on_drained_edge']} moved before the edge closed",
+            f"  handover.max_gap_ms        {h['max_gap_ms']}",
+        ]
+    f = s.get("failover") or {}
+    if f.get("killed_edge"):
+        lines += [
+            "",
+            f"  failover.killed_edge       {f['killed_edge']} (SIGKILL)",
+            f"  failover.clients_resumed   {f['clients_resumed']} of "
+            f"{f['clients_on_killed_edge']} on the killed edge",
+            f"  failover.recovered_false   {f['recovered_false']}",
+            f"  failover.detection_ms      {f.get('detection_ms', '-')}  (dead edge's last "
+            "heartbeat to a neighbour taking its rooms)",
+            f"  failover.replayed          {f['replayed']} messages",
+            f"  failover.max_gap_ms        {f['max_gap_ms']}  (median client "
+            f"{f['median_gap_ms']})",
+        ]
+    o = s.get("origin") or {}
+    if o.get("enabled"):
+        lag = o.get("lag_ms") or {}
+        lines += [
+            "",
+            f"  origin.applied             {o['applied']} uplink entries applied "
+            f"(room events, sessions, presence, edge status)",
+            f"  origin.duplicates_ignored  {o['duplicates_ignored']}",
+            f"  origin.lag_ms.p99          {lag.get('p99')}  (p50 {lag.get('p50')}, "
+            f"p99.9 {lag.get('p99.9')}; edge submit to origin apply)",
+        ]
+    iot = s.get("iot") or {}
+    if iot.get("devices"):
+        lines += [
+            "",
+            f"  iot.samples                {iot['samples']} from {iot['devices']} devices at "
+            f"{iot['rate_hz']:g} Hz ({iot['resent_batches']} batches re-sent after failover)",
+            f"  iot.rollups_at_origin      {iot['rollups_at_origin']} rollups; "
+            f"{iot['samples_at_origin']} samples counted",
+            f"  iot.alerts                 {iot['alerts']} raised "
+            f"({iot['anomalies_injected']} anomalies injected)",
+            f"  iot.lost                   {iot['lost']}  ({iot.get('unacked', 0)} samples "
+            "still unacknowledged in device buffers at the end)",
+        ]
+    fc = s.get("forecast") or {}
+    if fc:
+        lines += [
+            f"  forecast.recommended_replicas {fc.get('recommended_replicas')}  (reactive "
+            f"{fc.get('reactive_replicas')}; {fc.get('connections')} connections now, "
+            f"{fc.get('forecast_connections')} forecast from this run's ramp-up: a "
+            "deployment learns a daily season)",
+        ]
+    lines += ["", f"  {verdict}", ""]
+    return "\n".join(lines)
+
+
+def cmd_demo(a: Any) -> int:
+    """``edge-relay demo``."""
+    from edge_node.cli import UserError, install_uvloop
+
+    cfg = DemoConfig(edges=a.edges, players=a.players, rooms=a.rooms, rate=a.rate,
+                     duration=a.duration, kill=not a.no_kill,
+                     devices=getattr(a, "devices", 500))
+    if not (1 <= cfg.edges <= 16 and 2 <= cfg.players <= 5000 and 1 <= cfg.rooms
+            <= cfg.players and 0 < cfg.rate <= 1000 and 0 < cfg.duration <= 3600
+            and 0 <= cfg.devices <= 5000):
+        raise UserError("need 1-16 edges, 2-5000 players, 1..players rooms, "
+                        "0 < rate <= 1000, 0 < duration <= 3600, 0-5000 devices")
+    if a.json:
+        parent = os.path.dirname(os.path.abspath(a.json))
+        if not os.path.isdir(parent):
+            raise UserError(f"--json: directory {parent} does not exist")
+    print(f"starting Redis and {cfg.edges} edges ...", file=sys.stderr, flush=True)
+    cluster = LocalCluster(cfg.edges, edge_args=["--uplink-rooms", "room-*"])
+    try:
+        cluster.start()
+    except (RedisUnavailable, RuntimeError) as exc:
+        raise UserError(str(exc)) from exc
+    try:
+        d = cluster.describe()
+        print(f"redis {d['redis']}{' (embedded)' if d['embedded_redis'] else ''}; edges "
+              + ", ".join(e["url"] for e in d["edges"]), file=sys.stderr, flush=True)
+        install_uvloop()
+        summary = asyncio.run(run_demo(cfg, cluster))
+    finally:
+        cluster.stop()
+    print(render_summary(summary))
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(summary, fh, indent=2)
+        print(f"wrote {a.json}", file=sys.stderr)
+    f, h = summary["failover"], summary["handover"]
+    resumed_all = not f.get("killed_edge") or f["clients_resumed"] == f["clients_on_killed_edge"]
+    moved_all = not h.get("drained_edge") or h["clients_moved"] == h["clients_on_drained_edge"]
+    return 0 if summary["ok"] and resumed_all and moved_all else 1
