@@ -43,11 +43,34 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"EDGE_RELAY_{name}", default)
 
 
+def _env_number(name: str, default: float, kind: type[float]) -> float:
+    raw = os.environ.get(f"EDGE_RELAY_{name}")
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise UserError(f"EDGE_RELAY_{name}={raw!r} is not {what}") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    """``EDGE_RELAY_<name>`` as an integer, else ``default``; :class:`UserError` when it
+    is set to something else."""
+    return int(_env_number(name, default, int))
+
+
+def _env_float(name: str, default: float) -> float:
+    """``EDGE_RELAY_<name>`` as a number, else ``default``; :class:`UserError` when it is
+    set to something else."""
+    return _env_number(name, default, float)
+
+
 def _add_edge_args(p: argparse.ArgumentParser) -> None:
     d = EdgeSettings()
     p.add_argument("--edge-id", default=_env("EDGE_ID", d.edge_id), help="unique edge name")
     p.add_argument("--host", default=_env("HOST", d.host), help="listen address")
-    p.add_argument("--port", type=int, default=int(_env("PORT", str(d.port))),
+    p.add_argument("--port", type=int, default=_env_int("PORT", d.port),
                    help="WebSocket/HTTP port (0 = any free port)")
     p.add_argument("--public-url", default=_env("PUBLIC_URL", ""),
                    help="URL clients use to reach this edge (default ws://HOST:PORT)")
@@ -63,71 +86,71 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    "publish is acknowledged (env REDIS_WAIT_REPLICAS; default 1 on a Redis "
                    "Cluster, 0 on one server)")
     p.add_argument("--ping-interval", type=float,
-                   default=float(_env("PING_INTERVAL", str(d.ping_interval))),
+                   default=_env_float("PING_INTERVAL", d.ping_interval),
                    help="seconds between server pings (default %(default)s)")
     p.add_argument("--ping-timeout", type=float,
-                   default=float(_env("PING_TIMEOUT", str(d.ping_timeout))),
+                   default=_env_float("PING_TIMEOUT", d.ping_timeout),
                    help="seconds to wait for a pong before closing (default %(default)s)")
     p.add_argument("--max-frame-bytes", type=int,
-                   default=int(_env("MAX_FRAME_BYTES", str(Limits().max_frame_bytes))),
+                   default=_env_int("MAX_FRAME_BYTES", Limits().max_frame_bytes),
                    help="largest inbound frame, bytes; larger gets ERROR 4413 "
                    "(default %(default)s, at least 256)")
     p.add_argument("--max-rooms", type=int,
-                   default=int(_env("MAX_ROOMS", str(Limits().max_rooms_per_connection))),
+                   default=_env_int("MAX_ROOMS", Limits().max_rooms_per_connection),
                    help="rooms per connection")
     p.add_argument("--send-queue-bytes", type=int,
-                   default=int(_env("SEND_QUEUE_BYTES", str(d.send_queue_bytes))),
+                   default=_env_int("SEND_QUEUE_BYTES", d.send_queue_bytes),
                    help="per-client send queue bound, bytes; a client over it is closed "
                    "with 4001 (slow consumer; default %(default)s)")
     p.add_argument("--write-delay-ms", type=float,
-                   default=float(_env("WRITE_DELAY_MS", str(d.write_delay * 1000))),
+                   default=_env_float("WRITE_DELAY_MS", d.write_delay * 1000),
                    help="collect each client's frames this long before writing them "
                         "(fewer system calls under load, that much more latency; "
                         "default %(default)s = every loop tick)")
     p.add_argument("--write-interval-ms", type=float,
-                   default=float(_env("WRITE_INTERVAL_MS", str(d.write_interval * 1000))),
+                   default=_env_float("WRITE_INTERVAL_MS", d.write_interval * 1000),
                    help="write to a client at most once per this interval: a frame after a "
                         "quiet interval goes at once, under load frames leave together "
                         "(no added latency at low rates, at most this much at high ones; "
                         "default %(default)s = every loop tick)")
-    p.add_argument("--rate", type=float, default=float(_env("RATE_PER_SEC", str(d.rate_per_sec))),
+    p.add_argument("--rate", type=float, default=_env_float("RATE_PER_SEC", d.rate_per_sec),
                    help="inbound frames/s per connection (kind=service exempt)")
-    p.add_argument("--burst", type=float, default=float(_env("RATE_BURST", str(d.rate_burst))),
+    p.add_argument("--burst", type=float, default=_env_float("RATE_BURST", d.rate_burst),
                    help="inbound frames a connection may send at once above --rate "
                    "(token bucket size; default %(default)s)")
     p.add_argument("--stream-maxlen", type=int,
-                   default=int(_env("STREAM_MAXLEN", str(d.stream_maxlen))),
+                   default=_env_int("STREAM_MAXLEN", d.stream_maxlen),
                    help="approximate cap of each room stream (entries)")
-    p.add_argument("--backlog", type=int, default=int(_env("BACKLOG", str(d.backlog))),
+    p.add_argument("--backlog", type=int, default=_env_int("BACKLOG", d.backlog),
                    help="TCP listen backlog (reconnect storms need >= 1024; "
                    "default %(default)s)")
     p.add_argument("--resume-window", type=float,
-                   default=float(_env("RESUME_WINDOW", str(d.resume_window))),
+                   default=_env_float("RESUME_WINDOW", d.resume_window),
                    help="seconds a dropped session can resume (default %(default)s)")
-    p.add_argument("--lease-ms", type=int, default=int(_env("LEASE_MS", str(d.lease_ms))),
+    p.add_argument("--lease-ms", type=int, default=_env_int("LEASE_MS", d.lease_ms),
                    help="room owner lease in ms; a dead owner's rooms move after it lapses")
     p.add_argument("--append-linger-ms", type=float,
-                   default=float(_env("APPEND_LINGER_MS", str(d.append_linger * 1000))),
+                   default=_env_float("APPEND_LINGER_MS", d.append_linger * 1000),
                    help="wait this long for more messages before each history append "
                    "(fewer Redis round trips, later cross-edge delivery; default %(default)s)")
     p.add_argument("--drain-window", type=float,
-                   default=float(_env("DRAIN_WINDOW", str(d.drain_window))),
+                   default=_env_float("DRAIN_WINDOW", d.drain_window),
                    help="on SIGTERM, spread client handoffs over this many seconds")
     p.add_argument("--drain-timeout", type=float,
-                   default=float(_env("DRAIN_TIMEOUT", str(d.drain_timeout))),
+                   default=_env_float("DRAIN_TIMEOUT", d.drain_timeout),
                    help="then wait at most this long for clients to move")
     p.add_argument("--connect-rate", type=float,
-                   default=float(_env("CONNECT_RATE", str(d.connect_rate))),
+                   default=_env_float("CONNECT_RATE", d.connect_rate),
                    help="new connections per second before 503 + retry hint")
     p.add_argument("--max-connections", type=int,
-                   default=int(_env("MAX_CONNECTIONS", str(d.max_connections))),
+                   default=_env_int("MAX_CONNECTIONS", d.max_connections),
                    help="client sessions held at most, then 503 + retry hint (default 0: "
                    "the open-file limit, raised to its hard limit at start, minus 256)")
     p.add_argument("--uplink-spool", default=_env("UPLINK_SPOOL", ""),
                    help="SQLite file spooling origin-bound data while Redis is unreachable "
                    "(default: in memory, lost on a crash)")
     p.add_argument("--uplink-spool-max", type=int,
-                   default=int(_env("UPLINK_SPOOL_MAX", str(d.uplink_spool_max))),
+                   default=_env_int("UPLINK_SPOOL_MAX", d.uplink_spool_max),
                    help="most entries the uplink spool holds (default %(default)s)")
     p.add_argument("--uplink-overflow", choices=OVERFLOW_POLICIES,
                    default=_env("UPLINK_OVERFLOW", d.uplink_overflow),
@@ -139,13 +162,13 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    "NORMAL a process crash, OFF only if the OS does not crash "
                    "(default %(default)s)")
     p.add_argument("--uplink-shards", type=int,
-                   default=int(_env("UPLINK_SHARDS", str(d.uplink_shards))),
+                   default=_env_int("UPLINK_SHARDS", d.uplink_shards),
                    help="uplink streams to the origin; must equal the origin's --shards "
                         "(checked at start; default %(default)s)")
     p.add_argument("--uplink-rooms", default=_env("UPLINK_ROOMS", ""),
                    help="comma-separated room patterns whose messages also go to the origin")
     p.add_argument("--max-replay", type=int,
-                   default=int(_env("MAX_REPLAY", str(d.max_replay))),
+                   default=_env_int("MAX_REPLAY", d.max_replay),
                    help="most messages replayed per room on resume")
     qp = _env("QUIC_PORT", "")
     p.add_argument("--quic-port", type=int, default=int(qp) if qp.strip() else None,
@@ -159,19 +182,19 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    help="URL clients use to reach this edge over QUIC "
                    "(default quic://HOST:QUIC_PORT)")
     p.add_argument("--quic-idle-timeout", type=float,
-                   default=float(_env("QUIC_IDLE_TIMEOUT", str(d.quic_idle_timeout))),
+                   default=_env_float("QUIC_IDLE_TIMEOUT", d.quic_idle_timeout),
                    help="seconds without packets before a QUIC connection is dropped")
     p.add_argument("--quic-max-datagram", type=int,
-                   default=int(_env("QUIC_MAX_DATAGRAM", str(d.quic_max_datagram))),
+                   default=_env_int("QUIC_MAX_DATAGRAM", d.quic_max_datagram),
                    help=f"largest unreliable update sent as a QUIC datagram, bytes "
                    f"(0..{_MAX_DGRAM}; larger ones go on the stream; 0 = no datagrams; "
                    "default %(default)s)")
     p.add_argument("--quic-datagram-queue", type=int,
-                   default=int(_env("QUIC_DATAGRAM_QUEUE", str(d.quic_datagram_queue))),
+                   default=_env_int("QUIC_DATAGRAM_QUEUE", d.quic_datagram_queue),
                    help="datagrams queued per QUIC connection before the stalest is dropped "
                    "(default %(default)s)")
     p.add_argument("--quic-inbound-queue", type=int,
-                   default=int(_env("QUIC_INBOUND_QUEUE", str(d.quic_inbound_queue))),
+                   default=_env_int("QUIC_INBOUND_QUEUE", d.quic_inbound_queue),
                    help="inbound bytes queued per QUIC connection, unprocessed; over it "
                    "datagrams are dropped and a stream record closes with 4003 "
                    "(default %(default)s, at least --max-frame-bytes)")
@@ -187,10 +210,10 @@ def add_iot_args(p: argparse.ArgumentParser) -> None:
     """IoT flags (docs/iot.md)."""
     d = EdgeSettings()
     p.add_argument("--iot-window-ms", type=int,
-                   default=int(_env("IOT_WINDOW_MS", str(d.iot_window_ms))),
+                   default=_env_int("IOT_WINDOW_MS", d.iot_window_ms),
                    help="telemetry window length, ms (default 1000)")
     p.add_argument("--iot-grace-ms", type=int,
-                   default=int(_env("IOT_GRACE_MS", str(d.iot_grace_ms))),
+                   default=_env_int("IOT_GRACE_MS", d.iot_grace_ms),
                    help="how long a window waits for late samples, ms (default 500)")
     p.add_argument("--iot-raw", action="store_true", default=_env("IOT_RAW", "") == "1",
                    help="also forward raw samples to the origin")
@@ -198,7 +221,7 @@ def add_iot_args(p: argparse.ArgumentParser) -> None:
                    help="room that receives anomaly alerts (default 'alerts'; '' = none)")
     p.add_argument("--iot-detector", choices=["ewma", "mad", "both", "any"],
                    default=_env("IOT_DETECTOR", d.iot_detector), help="anomaly detector mode")
-    p.add_argument("--iot-z-on", type=float, default=float(_env("IOT_Z_ON", str(d.iot_z_on))),
+    p.add_argument("--iot-z-on", type=float, default=_env_float("IOT_Z_ON", d.iot_z_on),
                    help="anomaly score that raises an alert (at least "
                    f"{_IOT_Z_OFF:g}, the score below which it clears; default %(default)s)")
 

@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_bench(argv[1:])
     if argv and argv[0] == "origin":
         return _cmd_origin(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        parser = build_parser()  # reads EDGE_RELAY_* defaults: a bad one is a UserError
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"edge-relay: error: {exc}", file=sys.stderr)

@@ -40,3 +40,27 @@ def test_token_with_a_positive_ttl(capsys: pytest.CaptureFixture[str],
 
     claims = verify_token(tok, (DEV_SECRET,), now=time.time())
     assert claims.subject == "alice"
+
+
+@pytest.mark.parametrize(("var", "value", "words"), [
+    ("EDGE_RELAY_PORT", "abc", ("EDGE_RELAY_PORT='abc'", "is not an integer")),
+    ("EDGE_RELAY_PORT", "87.5", ("EDGE_RELAY_PORT='87.5'", "is not an integer")),
+    ("EDGE_RELAY_PING_INTERVAL", "soon", ("EDGE_RELAY_PING_INTERVAL='soon'", "not a number")),
+    ("EDGE_RELAY_MAX_CONNECTIONS", "", ("EDGE_RELAY_MAX_CONNECTIONS=''",)),
+])
+def test_a_numeric_environment_variable_that_is_not_a_number(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, var: str,
+        value: str, words: tuple[str, ...]) -> None:
+    monkeypatch.setenv(var, value)
+    for argv in (["edge"], ["token", "alice"], ["up", "--help"]):
+        _one_line_error(capsys, main(argv), *words)
+
+
+def test_a_numeric_environment_variable_that_is_a_number_is_the_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_node.local.launcher import build_parser
+
+    monkeypatch.setenv("EDGE_RELAY_PORT", "9123")
+    monkeypatch.setenv("EDGE_RELAY_PING_INTERVAL", "2.5")
+    args = build_parser().parse_args(["edge"])
+    assert (args.port, args.ping_interval) == (9123, 2.5)
