@@ -180,7 +180,8 @@ async def recent_alerts(r: aioredis.Redis, s: OriginSettings, limit: int = 100
 
 async def edge_list(r: aioredis.Redis, s: OriginSettings, lat: float | None = None,
                     lon: float | None = None) -> list[dict[str, Any]]:
-    """Healthy edges (fresh registry heartbeat).  With ``lat``/``lon``: nearest first, by
+    """Live edges (fresh registry heartbeat), ``healthy`` unless draining; draining edges
+    come last, whatever their distance or load.  With ``lat``/``lon``: nearest first, by
     100 km bands, least loaded first within a band (edges that registered no position
     after the others); otherwise by load (``connections``), least loaded first.  See
     :func:`edge_node.neighbours.geo.rank_edges`."""
@@ -197,7 +198,10 @@ async def edge_list(r: aioredis.Redis, s: OriginSettings, lat: float | None = No
         status: Any = await r.hget(ShardKeys.of(info.get("id", ""), s.shards)
                                    .edge(info.get("id", ""), "status"), "status")
         e["status"] = json.loads(status) if status else None
-        e["healthy"] = True
+        # A draining edge still heartbeats (it is handing its clients over): it is
+        # listed, for operators, but not healthy, and it comes after every healthy one.
+        e["draining"] = str(info.get("draining", "0")) not in ("0", "0.0")
+        e["healthy"] = not e["draining"]
         edges.append(e)
-
-    return rank_edges(edges, (lat, lon) if lat is not None and lon is not None else None)
+    ranked = rank_edges(edges, (lat, lon) if lat is not None and lon is not None else None)
+    return [e for e in ranked if e["healthy"]] + [e for e in ranked if not e["healthy"]]

@@ -140,8 +140,9 @@ async def test_edges_nearest_first_or_by_load(http: httpx.AsyncClient,
                                               r: aioredis.Redis) -> None:
     now = time.time()
     for eid, lat, lon, conns in (("ed-paris", 48.85, 2.35, 50), ("ed-nyc", 40.71, -74.0, 5),
-                                 ("ed-nopos", None, None, 1)):
-        info: dict[str, Any] = {"id": eid, "url": f"ws://{eid}", "connections": conns}
+                                 ("ed-nopos", None, None, 1), ("ed-drain", 51.5, -0.1, 0)):
+        info: dict[str, Any] = {"id": eid, "url": f"ws://{eid}", "connections": conns,
+                                "draining": int(eid == "ed-drain")}
         if lat is not None:
             info |= {"lat": lat, "lon": lon}
         await r.hset(f"er:{{edge:{eid}}}:info", mapping={k: str(v) for k, v in info.items()})
@@ -149,10 +150,12 @@ async def test_edges_nearest_first_or_by_load(http: httpx.AsyncClient,
     await r.zadd("er:edges", {"ed-stale": now - 60})
     resp = await http.get("/v1/edges", headers=H)
     ids = [e["id"] for e in resp.json()["edges"]]
-    assert ids == ["ed-nopos", "ed-nyc", "ed-paris"]  # by load
+    assert ids == ["ed-nopos", "ed-nyc", "ed-paris", "ed-drain"]  # by load, draining last
+    health = {e["id"]: (e["healthy"], e["draining"]) for e in resp.json()["edges"]}
+    assert health["ed-drain"] == (False, True) and health["ed-nyc"] == (True, False)
     resp = await http.get("/v1/edges?lat=51.5&lon=-0.12", headers=H)  # London
     ids = [e["id"] for e in resp.json()["edges"]]
-    assert ids == ["ed-paris", "ed-nyc", "ed-nopos"]
+    assert ids == ["ed-paris", "ed-nyc", "ed-nopos", "ed-drain"]  # the nearest is draining
     assert resp.json()["edges"][0]["distance_km"] < 400
     assert (await http.get("/v1/edges?lat=51.5", headers=H)).status_code == 422
     assert (await http.get("/v1/edges?lat=91&lon=0", headers=H)).status_code == 422
