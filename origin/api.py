@@ -3,7 +3,8 @@
 Auth: every route except ``/healthz`` needs an API key from ``settings.api_keys`` in
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; none given -> 401, a wrong one ->
 403.  Bad bodies or parameters -> 422 with FastAPI's ``detail`` list (field path and
-message).  Unknown rooms/devices -> 404.  The OpenAPI document is at ``/openapi.json``.
+message); a body over 64 KiB -> 413 (:mod:`origin.body_limits`).  Unknown
+rooms/devices -> 404.  The OpenAPI document is at ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from client_sdk.protocol import mint_token
 from edge_node.contract import secrets_from_env
 from edge_node.redis_io import conn as redis_conn
 from edge_node.redis_io import keys as edge_keys
+from origin.body_limits import MAX_BODY_BYTES, MAX_JSON_DEPTH, BodyLimits
 from origin.downlink import enqueue_command
 from origin.effects import to_json
 from origin.forecast import ForecastSettings
@@ -120,6 +122,7 @@ def create_app(settings: OriginSettings) -> FastAPI:
     app = FastAPI(title="edge-relay origin", version="1", lifespan=lifespan,
                   description="Global view, device shadows and commands, edge discovery.")
     app.state.api_keys = tuple(k.encode() for k in settings.api_keys)
+    app.add_middleware(BodyLimits, max_bytes=MAX_BODY_BYTES, max_depth=MAX_JSON_DEPTH)
     authed = [Depends(_auth)]
 
     @app.exception_handler(RedisError)

@@ -188,7 +188,7 @@ async def edge_list(r: aioredis.Redis, s: OriginSettings, lat: float | None = No
     edges: list[dict[str, Any]] = []
     for info in await live_edges(r, s.edge_ttl):
         e: dict[str, Any] = dict(info)
-        for f in ("connections", "rooms", "ts"):
+        for f in ("connections", "rooms", "ts", "draining"):
             if f in e:
                 with contextlib.suppress(ValueError):
                     e[f] = float(e[f])
@@ -200,8 +200,8 @@ async def edge_list(r: aioredis.Redis, s: OriginSettings, lat: float | None = No
         e["status"] = json.loads(status) if status else None
         # A draining edge still heartbeats (it is handing its clients over): it is
         # listed, for operators, but not healthy, and it comes after every healthy one.
-        e["draining"] = str(info.get("draining", "0")) not in ("0", "0.0")
-        e["healthy"] = not e["draining"]
+        # (``draining`` stays a number, 0 or 1, as SDKs already read it.)
+        e["healthy"] = str(info.get("draining", "0")) in ("0", "0.0")
         edges.append(e)
     ranked = rank_edges(edges, (lat, lon) if lat is not None and lon is not None else None)
     return [e for e in ranked if e["healthy"]] + [e for e in ranked if not e["healthy"]]
