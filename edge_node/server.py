@@ -28,13 +28,10 @@ from client_sdk.protocol import (
     PROTOCOL_VERSION,
     Decoder,
     ErrorCode,
-    Hello,
     Neighbours,
-    ProtocolError,
     Resumed,
     Welcome,
     encode,
-    verify_token,
 )
 from edge_node.config import EdgeSettings
 from edge_node.fanout.hub import Hub, HubSettings
@@ -46,6 +43,7 @@ from edge_node.redis_io import conn as redis_conn
 from edge_node.runtime.fd_limits import default_max_connections
 from edge_node.runtime.metrics import EdgeMetrics
 from edge_node.runtime.tasks import spawn
+from edge_node.sessions.handshake import parse_resume, read_hello
 from edge_node.sessions.session import ClientSession, SessionClose, new_session_id
 from edge_node.sessions.session_store import (
     CheckpointUnavailable,
@@ -388,48 +386,6 @@ class EdgeServer:
 
     # -- WebSocket sessions -------------------------------------------------
 
-    async def _handshake(self, conn: SessionConn) -> tuple[Hello, Any]:
-        s = self.settings
-        try:
-            raw = await asyncio.wait_for(conn.recv(), s.handshake_timeout)
-        except TimeoutError:
-            raise SessionClose(ErrorCode.HANDSHAKE_TIMEOUT, "no HELLO in time") from None
-        if isinstance(raw, str):
-            raise SessionClose(ErrorCode.BAD_REQUEST, "first frame must be a binary HELLO")
-        try:
-            frame = self.decoder.decode(raw)
-        except ProtocolError as exc:
-            raise SessionClose(exc.code, str(exc)) from exc
-        if not isinstance(frame, Hello):
-            raise SessionClose(ErrorCode.BAD_REQUEST, "first frame must be HELLO")
-        if frame.version != PROTOCOL_VERSION:
-            raise SessionClose(ErrorCode.UNSUPPORTED_VERSION,
-                               f"protocol version {frame.version} not supported; "
-                               f"this edge speaks {PROTOCOL_VERSION}")
-        try:
-            claims = verify_token(frame.token, s.secrets, now=time.time())
-        except ProtocolError as exc:
-            raise SessionClose(exc.code, str(exc)) from exc
-        return frame, claims
-
-    def _parse_resume(self, resume: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-        sid, rt, rooms = resume.get("sid"), resume.get("rt"), resume.get("rooms", {})
-        att = resume.get("att", 0)
-        if type(att) is not int or att < 0:
-            raise SessionClose(ErrorCode.BAD_REQUEST, "resume attempt must be an unsigned int")
-        if not isinstance(sid, str) or not isinstance(rt, str) or not isinstance(rooms, dict):
-            raise SessionClose(ErrorCode.BAD_REQUEST, "resume must be {sid, rt, rooms}")
-        if len(rooms) > self.settings.limits.max_rooms_per_connection:  # before the loop
-            raise SessionClose(ErrorCode.TOO_MANY_ROOMS, "too many rooms to resume")
-        out: dict[str, Any] = {}
-        for room, v in rooms.items():
-            if (not isinstance(room, str) or not room or not isinstance(v, list) or len(v) != 3
-                    or not all(type(x) is int and x >= 0 for x in v)):
-                raise SessionClose(ErrorCode.BAD_REQUEST,
-                                   "resume rooms must map room -> [flags, epoch, seq]")
-            out[room] = v
-        return sid, rt, out
-
     async def _resume(self, session: ClientSession, rooms: dict[str, Any], invalid: str) -> None:
         """Re-join the rooms of a resumed session; one RESUMED frame per room."""
         for room, (flags, epoch, seq) in rooms.items():
@@ -493,15 +449,19 @@ class EdgeServer:
         clean = False
         try:
             try:
-                hello, claims = await self._handshake(conn)
+                hello, claims = await read_hello(conn, self.decoder, self.settings.secrets,
+                                                 self.settings.handshake_timeout)
                 sid, resumed, invalid = new_session_id(), False, ""
                 attempt = 0
                 rooms: dict[str, Any] = {}
                 if hello.resume is not None:
-                    rsid, rt, rooms = self._parse_resume(hello.resume)
-                    if verify_resume_token(self.settings.secrets, rsid, claims.subject, rt):
-                        sid, resumed = rsid, True
-                        attempt = int(hello.resume.get("att", 0))
+                    req = parse_resume(hello.resume,
+                                       self.settings.limits.max_rooms_per_connection)
+                    rooms = dict(req.rooms)
+                    if verify_resume_token(self.settings.secrets, req.sid, claims.subject,
+                                           req.rt):
+                        sid, resumed = req.sid, True
+                        attempt = req.attempt
                         try:
                             cp = await self.store.load(sid) if self.store is not None else None
                         except CheckpointUnavailable:
