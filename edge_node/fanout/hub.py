@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter as _Tally
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ from client_sdk.protocol import (
     encode_message,
     room_allowed,
 )
+from edge_node.fanout.presence import announce, members_of
 from edge_node.rooms import events as ev
 from edge_node.rooms.events import Record
 from edge_node.rooms.machine import RoomMachine, RoomSettings, RoomState
@@ -126,6 +128,9 @@ class Hub:
         self.store: RoomStore = MemoryRoomStore(MemoryBackend(), edge_id, self, metrics.stats)
         self._activating: dict[str, asyncio.Future[None]] = {}
         self._observe = metrics.fanout_seconds.observe
+        # edge_rooms_by_state, read at scrape time.
+        metrics.room_states = lambda: dict(_Tally(r.machine.state.name
+                                                  for r in self.rooms.values()))
         #: While draining, rooms left empty are handed (not released) to the edge
         #: their last member moved to: ``handoff_target(session_id) -> edge id``.
         self.draining = False
@@ -152,11 +157,20 @@ class Hub:
     def _feed(self, name: str, room: Room | None, m: Machine, event: Any) -> None:
         """Feed one event to ``m`` (room ``name``; ``room`` None once closed) and run
         the commands it returns."""
-        cmds = m.handle(event, time.monotonic())
+        cmds = self._handle(m, event, time.monotonic())
         if cmds:
             self._run(name, room, cmds)
         if m.forwarded or m.linger_at is not None:
             self._timed.add(name)
+
+    def _handle(self, m: Machine, event: Any, now: float) -> list[Any]:
+        """``m.handle(event, now)``, counting the state change it makes (if any) in
+        ``edge_room_transitions_total{from,to}``."""
+        before = m.state
+        cmds = m.handle(event, now)
+        if m.state is not before:
+            self.stats.room_transitions[(before.name, m.state.name)] += 1
+        return cmds
 
     def _run(self, name: str, room: Room | None, cmds: list[Any]) -> None:
         run = self._exec
@@ -256,7 +270,7 @@ class Hub:
             if due is None:
                 self._timed.discard(name)
             elif due <= now:
-                cmds = m.handle(ev.Timer(), now)
+                cmds = self._handle(m, ev.Timer(), now)
                 self._run(name, room, cmds)
                 if m.next_deadline() is None:
                     self._timed.discard(name)
@@ -280,7 +294,7 @@ class Hub:
         room.members[s.session_id] = s
         room.flags[s.session_id] = flags
         room.rebuild()
-        self._presence(room, s.member, joined=True)
+        announce(self.store, self.uplink, room, s.member, joined=True)
 
     async def join(self, s: SessionLike, name: str, flags: int) -> Pos:
         """Add ``s`` to room ``name``; return the room's current position (the same
@@ -302,13 +316,13 @@ class Hub:
                 # Local first: keep serving with an unsynced epoch 0.
                 log.warning("room activated without Redis",
                             extra={"room": name, "error": str(exc)})
-                cmds = m.handle(ev.RunLocal(0), time.monotonic())
+                cmds = self._handle(m, ev.RunLocal(0), time.monotonic())
             else:
-                cmds = m.handle(self._lease_event(name, lease), time.monotonic())
+                cmds = self._handle(m, self._lease_event(name, lease), time.monotonic())
                 load = next((c for c in cmds if isinstance(c, ev.LoadRecent)), None)
                 if load is not None:
                     records = await self._recent(name, load.count)
-                    cmds = m.handle(ev.RecentLoaded(records), time.monotonic())
+                    cmds = self._handle(m, ev.RecentLoaded(records), time.monotonic())
             room = Room(name, m)
             self.rooms[name] = room
             self.stats.rooms = len(self.rooms)
@@ -334,7 +348,7 @@ class Hub:
         room.machine.catchup.pop(s.session_id, None)
         room.rebuild()
         if not quiet:
-            self._presence(room, s.member, joined=False)
+            announce(self.store, self.uplink, room, s.member, joined=False)
         if not room.members:
             target = None
             if self.draining and self.handoff_target is not None:
@@ -379,7 +393,8 @@ class Hub:
             return
         self.stats.publishes["reliable"] += 1
         m = room.machine
-        cmds = m.handle(ev.LocalPublish(s, sid, payload, req_id, idem), time.monotonic())
+        cmds = self._handle(m, ev.LocalPublish(s, sid, payload, req_id, idem),
+                            time.monotonic())
         self._run(name, room, cmds)
         if m.forwarded:
             self._timed.add(name)
@@ -550,34 +565,9 @@ class Hub:
 
     # -- presence -----------------------------------------------------------
 
-    def _presence(self, room: Room, m: Member, joined: bool) -> None:
-        ev = PresenceJoin(room.name, m) if joined else PresenceLeave(room.name, m)
-        data = encode(ev)
-        for w in room.watchers:
-            if w.session_id != m.session_id:
-                w.send(data)
-        if self.uplink is not None:
-            self.uplink.submit("presence", room.name, {"member": m.session_id,
-                                                      "subject": m.subject, "online": joined})
-        body = [m.session_id, m.subject, m.kind]
-        self.store.publish_live(room.name, LIVE_PRESENCE_JOIN if joined else
-                                LIVE_PRESENCE_LEAVE, [body])
-        if joined:
-            spawn(self.store.add_member(room.name, m.session_id, body))
-        else:
-            spawn(self.store.remove_member(room.name, m.session_id))
-
     async def presence(self, name: str) -> list[Member]:
         """Members of ``name`` on this edge and, via the store, on the others."""
-        room = self.rooms.get(name)
-        local = {sid: s.member for sid, s in room.members.items()} if room else {}
-        try:
-            for sid, subject, kind, _edge in await self.store.members(name):
-                local.setdefault(sid, Member(sid, subject, kind))
-        except StoreUnavailable as exc:  # local members only: say so in the log
-            log.warning("presence from other edges unavailable",
-                        extra={"room": name, "error": str(exc)})
-        return sorted(local.values(), key=lambda m: m.session_id)
+        return await members_of(self.store, self.rooms.get(name), name)
 
     def position(self, name: str) -> Pos:
         """Current position of a room on this edge (``(0, 0)`` if unknown)."""

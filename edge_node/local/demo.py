@@ -19,6 +19,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import signal
 import struct
 import sys
@@ -36,6 +37,7 @@ from client_sdk.errors import EdgeRelayError
 from client_sdk.protocol import mint_token
 from client_sdk.transport import TlsOptions
 from edge_node.local.cluster import LocalCluster
+from edge_node.local.demo_report import render_summary
 from edge_node.local.redis_server import RedisUnavailable
 from edge_node.runtime.gc_tuning import tune_gc
 
@@ -136,10 +138,27 @@ def _scrape(http_url: str) -> dict[str, float]:
         if line.startswith("#") or " " not in line:
             continue
         name, _, value = line.rpartition(" ")
-        if "{" not in name:
-            with contextlib.suppress(ValueError):
-                out[name] = float(value)
+        with contextlib.suppress(ValueError):
+            out[name] = float(value)  # labelled series keep their labels in the name
     return out
+
+
+_LABELS = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _room_machines(scrapes: list[dict[str, float]]) -> dict[str, Any]:
+    """Room machine state changes and present states, summed over ``scrapes``."""
+    changes: dict[str, int] = defaultdict(int)
+    states: dict[str, int] = defaultdict(int)
+    for m in scrapes:
+        for name, value in m.items():
+            labels = dict(_LABELS.findall(name))
+            if name.startswith("edge_room_transitions_total{"):
+                changes[f"{labels['from']}->{labels['to']}"] += int(value)
+            elif name.startswith("edge_rooms_by_state{"):
+                states[labels["state"]] += int(value)
+    return {"edges": len(scrapes), "transitions": dict(sorted(changes.items())),
+            "by_state": dict(sorted(states.items()))}
 
 
 async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
@@ -323,12 +342,14 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     history = await _history(cluster.redis_url, list(members))
     history["matches_sent"] = history["stream_entries"] == sum(len(p.acked) for p in players)
     edges = []
+    scrapes: list[dict[str, float]] = []
     for e in cluster.edges:
         if not e.alive():
             edges.append({"id": e.edge_id, "url": e.url, "pid": e.pid, "killed": True,
                           "exit_code": e.proc.returncode})
             continue
         m = _scrape(e.http_url)
+        scrapes.append(m)
         edges.append({
             "id": e.edge_id, "url": e.url, "pid": e.pid,
             "connections": int(m.get("edge_connections", 0)),
@@ -354,6 +375,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         "config": {"edges": cfg.edges, "players": cfg.players, "rooms": cfg.rooms,
                    "rate_hz": cfg.rate, "duration_s": cfg.duration,
                    "payload_bytes": cfg.payload_size},
+        "room_machines": _room_machines(scrapes),
         "reliable": {"sent": sent, "failed": sum(p.failed for p in players),
                      "expected": expected, "delivered": delivered, "lost": lost,
                      "duplicates": dups},
@@ -478,109 +500,6 @@ async def _history(url: str, rooms: list[str]) -> dict[str, Any]:
         return {"rooms": len(rooms), "stream_entries": n}
     finally:
         await r.aclose()
-
-
-def render_summary(s: dict[str, Any]) -> str:
-    """The human-readable summary table."""
-    c, rel, lat = s["config"], s["reliable"], s["latency_ms"]
-    iot_s = s.get("iot") or {}
-    if rel["lost"] or rel["duplicates"]:
-        verdict = "PROBLEM: messages lost or duplicated"
-    elif iot_s.get("lost"):
-        verdict = (f"PROBLEM: {iot_s['lost']} IoT samples did not reach the origin "
-                   f"({iot_s.get('unacked', 0)} still unacknowledged in device buffers when "
-                   "the run ended: a host too busy to keep up?)")
-    else:
-        verdict = "OK: nothing lost, nothing duplicated"
-    lines = [
-        "",
-        f"edge-relay demo: {c['edges']} edges, {c['players']} players in {c['rooms']} rooms, "
-        f"{c['rate_hz']:g} Hz each, {c['duration_s']:g} s",
-        "",
-        f"  reliable.sent        {rel['sent']:>10}   (acknowledged by the room owner)",
-        f"  reliable.expected    {rel['expected']:>10}   (one per other member of the room)",
-        f"  reliable.delivered   {rel['delivered']:>10}",
-        f"  reliable.lost        {rel['lost']:>10}",
-        f"  reliable.duplicates  {rel['duplicates']:>10}",
-        f"  latency_ms           p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  "
-        f"p99 {lat['p99']:.3f}  p99.9 {lat['p999']:.3f}  max {lat['max']:.3f}",
-        f"  (before the kill)    p50 {s['latency_before_kill_ms']['p50']:.3f}  p90 "
-        f"{s['latency_before_kill_ms']['p90']:.3f}  p99 {s['latency_before_kill_ms']['p99']:.3f}"
-        f"  (latency counts from the intended send time, so outages show)",
-        f"  rtt_ms (median)      {s['rtt_ms']['median']}",
-        *(f"  latency_ms via {t:<5} p50 {v['p50']:.3f}  p99 {v['p99']:.3f}  "
-          f"({v['players']} players started on {t}, {v['deliveries']} deliveries)"
-          for t, v in s.get("latency_by_transport_ms", {}).items() if v["players"]),
-        f"  deliveries/s         {s['throughput']['deliveries_per_s']:>10}",
-        f"  history              {s['history']['stream_entries']} entries in "
-        f"{s['history']['rooms']} room streams (Redis)",
-        "",
-        "  edge       connections  delivered  via-redis  appended",
-    ]
-    for e in s["edges"]:
-        if e.get("killed"):
-            lines.append(f"  {e['id']:10} {'stopped':>11}")
-            continue
-        lines.append(f"  {e['id']:10} {e['connections']:>11}  {e['messages_out']:>9}  "
-                     f"{e['remote_deliveries']:>9}  {e['stream_appended']:>8}")
-    h = s.get("handover") or {}
-    if h.get("drained_edge"):
-        lines += [
-            "",
-            f"  handover.drained_edge      {h['drained_edge']} (drained by "
-            f"{h.get('drained_by', 'SIGTERM')}: live handover)",
-            f"  handover.clients_moved     {h['clients_moved']} of "
-            f"{h['clients_on_drained_edge']} moved before the edge closed",
-            f"  handover.max_gap_ms        {h['max_gap_ms']}",
-        ]
-    f = s.get("failover") or {}
-    if f.get("killed_edge"):
-        lines += [
-            "",
-            f"  failover.killed_edge       {f['killed_edge']} (SIGKILL)",
-            f"  failover.clients_resumed   {f['clients_resumed']} of "
-            f"{f['clients_on_killed_edge']} on the killed edge",
-            f"  failover.recovered_false   {f['recovered_false']}",
-            f"  failover.detection_ms      {f.get('detection_ms', '-')}  (dead edge's last "
-            "heartbeat to a neighbour taking its rooms)",
-            f"  failover.replayed          {f['replayed']} messages",
-            f"  failover.max_gap_ms        {f['max_gap_ms']}  (median client "
-            f"{f['median_gap_ms']})",
-        ]
-    o = s.get("origin") or {}
-    if o.get("enabled"):
-        lag = o.get("lag_ms") or {}
-        lines += [
-            "",
-            f"  origin.applied             {o['applied']} uplink entries applied "
-            f"(room events, sessions, presence, edge status)",
-            f"  origin.duplicates_ignored  {o['duplicates_ignored']}",
-            f"  origin.lag_ms.p99          {lag.get('p99')}  (p50 {lag.get('p50')}, "
-            f"p99.9 {lag.get('p99.9')}; edge submit to origin apply)",
-        ]
-    iot = s.get("iot") or {}
-    if iot.get("devices"):
-        lines += [
-            "",
-            f"  iot.samples                {iot['samples']} from {iot['devices']} devices at "
-            f"{iot['rate_hz']:g} Hz ({iot['resent_batches']} batches re-sent after failover)",
-            f"  iot.rollups_at_origin      {iot['rollups_at_origin']} rollups; "
-            f"{iot['samples_at_origin']} samples counted",
-            f"  iot.alerts                 {iot['alerts']} raised "
-            f"({iot['anomalies_injected']} anomalies injected)",
-            f"  iot.lost                   {iot['lost']}  ({iot.get('unacked', 0)} samples "
-            "still unacknowledged in device buffers at the end)",
-        ]
-    fc = s.get("forecast") or {}
-    if fc:
-        lines += [
-            f"  forecast.recommended_replicas {fc.get('recommended_replicas')}  (reactive "
-            f"{fc.get('reactive_replicas')}; {fc.get('connections')} connections now, "
-            f"{fc.get('forecast_connections')} forecast from this run's ramp-up: a "
-            "deployment learns a daily season)",
-        ]
-    lines += ["", f"  {verdict}", ""]
-    return "\n".join(lines)
 
 
 def cmd_demo(a: Any) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as _Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -57,6 +57,8 @@ class EdgeStats:
         self.handoffs_completed = 0
         self.connects_rejected = 0
         self.recoveries: _Tally[str] = _Tally()
+        #: Room machine state changes, (from state, to state) -> count.
+        self.room_transitions: _Tally[tuple[str, str]] = _Tally()
         #: Reconnections that asked to resume a session, by outcome.
         self.resumes: _Tally[str] = _Tally()
         self.replayed = 0
@@ -155,6 +157,18 @@ class _StatsCollector(Collector):
         yield _labelled("edge_resume_attempts", "Client reconnections asking to resume a "
                         "session", "outcome", ((o, s.resumes.get(o, 0)) for o in (
                             "resumed", "session_expired", "resume_rejected", "retry_later")))
+        t = CounterMetricFamily("edge_room_transitions", "Room machine state changes on this "
+                                "edge (docs/architecture.md: the room machine)",
+                                labels=["from", "to"])
+        for (a, b), n in sorted(s.room_transitions.items()):
+            t.add_metric([a, b], n)
+        yield t
+        states = self.owner.room_states
+        g = GaugeMetricFamily("edge_rooms_by_state", "Rooms on this edge by the state of "
+                              "their room machine", labels=["state"])
+        for state, n in sorted((states() if states is not None else {}).items()):
+            g.add_metric([state], n)
+        yield g
         up = self.owner.uplink
         if up is not None:
             yield from _families(_UPLINK, up)
@@ -172,6 +186,8 @@ class EdgeMetrics:
     def __init__(self, edge_id: str) -> None:
         self.stats = EdgeStats()
         self.uplink: Any = None  # set by the server when the origin uplink runs
+        #: Set by the hub: rooms by machine state, read at scrape time.
+        self.room_states: Callable[[], dict[str, int]] | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_StatsCollector(self.stats, edge_id, self))
         self.fanout_seconds = Histogram(

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge_node.local.demo import render_summary
+from edge_node.local.demo_report import render_summary
 
 SUMMARY: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "demo_summary.json").read_text())
@@ -37,3 +37,21 @@ def test_lost_room_messages_are_a_problem_first() -> None:
     s = copy.deepcopy(SUMMARY)
     s["reliable"]["lost"] = 3
     assert _verdict(s) == "PROBLEM: messages lost or duplicated"
+
+
+def test_room_machine_changes_are_summed_over_edges_and_shown() -> None:
+    from edge_node.local.demo import _room_machines
+
+    a = {'edge_room_transitions_total{from="ACTIVATING",to="MIRROR"}': 4.0,
+         'edge_room_transitions_total{from="MIRROR",to="SETTLING"}': 2.0,
+         'edge_rooms_by_state{state="OWNED"}': 3.0, "edge_connections": 9.0}
+    b = {'edge_room_transitions_total{from="MIRROR",to="SETTLING"}': 1.0,
+         'edge_rooms_by_state{state="OWNED"}': 2.0, 'edge_rooms_by_state{state="MIRROR"}': 5.0}
+    rm = _room_machines([a, b])
+    assert rm == {"edges": 2, "transitions": {"ACTIVATING->MIRROR": 4, "MIRROR->SETTLING": 3},
+                  "by_state": {"MIRROR": 5, "OWNED": 5}}
+    s = copy.deepcopy(SUMMARY)
+    s["room_machines"] = rm
+    text = render_summary(s)
+    assert "room machines on the 2 edges still up: 5 MIRROR, 5 OWNED now" in text
+    assert any(ln.split() == ["MIRROR->SETTLING", "3"] for ln in text.splitlines())

@@ -124,6 +124,15 @@ async def test_when_the_owner_dies_a_mirror_takes_over_and_a_waiting_publish_lan
     # The publish that went to the dead owner is re-sent to the new owner (here).
     assert sub.messages() == [(2, 1, b"after-death")]
     assert [f[1:4] for f in pub.frames(ACK)] == [[3, 2, 1]]
+    # Each state change is counted once, and the scrape shows them and the states now.
+    assert dict(b.stats.room_transitions) == {
+        ("ACTIVATING", "MIRROR"): 1, ("MIRROR", "SETTLING"): 1, ("SETTLING", "OWNED"): 1}
+    assert dict(a.stats.room_transitions) == {("ACTIVATING", "SETTLING"): 1,
+                                              ("SETTLING", "OWNED"): 1}
+    assert b.metrics.room_states is not None and b.metrics.room_states() == {"OWNED": 1}
+    text = b.metrics.render().decode()
+    assert 'edge_room_transitions_total{from="MIRROR",to="SETTLING"} 1.0' in text
+    assert 'edge_rooms_by_state{state="OWNED"} 1.0' in text
 
 
 async def test_a_forwarded_publish_that_gets_no_position_times_out_with_4005() -> None:

@@ -37,10 +37,9 @@ OVERSIZE = {
     "edge_node/server.py::EdgeServer": 526,
     "edge_node/store/redis_sync.py": 619,
     "edge_node/store/redis_sync.py::RoomSync": 553,
-    "edge_node/fanout/hub.py::Hub": 473,
+    "edge_node/fanout/hub.py::Hub": 461,
     "edge_node/rooms/machine.py": 602,
     "edge_node/rooms/machine.py::RoomMachine": 411,
-    "edge_node/local/demo.py": 624,
     "client_sdk/protocol/connection.py::ClientConnection": 476,
 }
 

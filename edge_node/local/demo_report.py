@@ -1,0 +1,119 @@
+"""The demo's summary for people: :func:`render_summary` turns the dict that
+:func:`edge_node.local.demo.run_demo` returns (also written as ``--json``) into the
+text the demo prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["render_summary"]
+
+
+def render_summary(s: dict[str, Any]) -> str:
+    """The human-readable summary table."""
+    c, rel, lat = s["config"], s["reliable"], s["latency_ms"]
+    iot_s = s.get("iot") or {}
+    if rel["lost"] or rel["duplicates"]:
+        verdict = "PROBLEM: messages lost or duplicated"
+    elif iot_s.get("lost"):
+        verdict = (f"PROBLEM: {iot_s['lost']} IoT samples did not reach the origin "
+                   f"({iot_s.get('unacked', 0)} still unacknowledged in device buffers when "
+                   "the run ended: a host too busy to keep up?)")
+    else:
+        verdict = "OK: nothing lost, nothing duplicated"
+    lines = [
+        "",
+        f"edge-relay demo: {c['edges']} edges, {c['players']} players in {c['rooms']} rooms, "
+        f"{c['rate_hz']:g} Hz each, {c['duration_s']:g} s",
+        "",
+        f"  reliable.sent        {rel['sent']:>10}   (acknowledged by the room owner)",
+        f"  reliable.expected    {rel['expected']:>10}   (one per other member of the room)",
+        f"  reliable.delivered   {rel['delivered']:>10}",
+        f"  reliable.lost        {rel['lost']:>10}",
+        f"  reliable.duplicates  {rel['duplicates']:>10}",
+        f"  latency_ms           p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  "
+        f"p99 {lat['p99']:.3f}  p99.9 {lat['p999']:.3f}  max {lat['max']:.3f}",
+        f"  (before the kill)    p50 {s['latency_before_kill_ms']['p50']:.3f}  p90 "
+        f"{s['latency_before_kill_ms']['p90']:.3f}  p99 {s['latency_before_kill_ms']['p99']:.3f}"
+        f"  (latency counts from the intended send time, so outages show)",
+        f"  rtt_ms (median)      {s['rtt_ms']['median']}",
+        *(f"  latency_ms via {t:<5} p50 {v['p50']:.3f}  p99 {v['p99']:.3f}  "
+          f"({v['players']} players started on {t}, {v['deliveries']} deliveries)"
+          for t, v in s.get("latency_by_transport_ms", {}).items() if v["players"]),
+        f"  deliveries/s         {s['throughput']['deliveries_per_s']:>10}",
+        f"  history              {s['history']['stream_entries']} entries in "
+        f"{s['history']['rooms']} room streams (Redis)",
+        "",
+        "  edge       connections  delivered  via-redis  appended",
+    ]
+    for e in s["edges"]:
+        if e.get("killed"):
+            lines.append(f"  {e['id']:10} {'stopped':>11}")
+            continue
+        lines.append(f"  {e['id']:10} {e['connections']:>11}  {e['messages_out']:>9}  "
+                     f"{e['remote_deliveries']:>9}  {e['stream_appended']:>8}")
+    rm = s.get("room_machines") or {}
+    if rm.get("transitions"):
+        now = ", ".join(f"{n} {st}" for st, n in rm["by_state"].items()) or "none"
+        up = "the edge" if rm["edges"] == 1 else f"the {rm['edges']} edges"
+        lines += ["", f"  room machines on {up} still up: {now} now; "
+                  "state changes:",
+                  *(f"    {k:<28} {n:>6}" for k, n in rm["transitions"].items())]
+    h = s.get("handover") or {}
+    if h.get("drained_edge"):
+        lines += [
+            "",
+            f"  handover.drained_edge      {h['drained_edge']} (drained by "
+            f"{h.get('drained_by', 'SIGTERM')}: live handover)",
+            f"  handover.clients_moved     {h['clients_moved']} of "
+            f"{h['clients_on_drained_edge']} moved before the edge closed",
+            f"  handover.max_gap_ms        {h['max_gap_ms']}",
+        ]
+    f = s.get("failover") or {}
+    if f.get("killed_edge"):
+        lines += [
+            "",
+            f"  failover.killed_edge       {f['killed_edge']} (SIGKILL)",
+            f"  failover.clients_resumed   {f['clients_resumed']} of "
+            f"{f['clients_on_killed_edge']} on the killed edge",
+            f"  failover.recovered_false   {f['recovered_false']}",
+            f"  failover.detection_ms      {f.get('detection_ms', '-')}  (dead edge's last "
+            "heartbeat to a neighbour taking its rooms)",
+            f"  failover.replayed          {f['replayed']} messages",
+            f"  failover.max_gap_ms        {f['max_gap_ms']}  (median client "
+            f"{f['median_gap_ms']})",
+        ]
+    o = s.get("origin") or {}
+    if o.get("enabled"):
+        lag = o.get("lag_ms") or {}
+        lines += [
+            "",
+            f"  origin.applied             {o['applied']} uplink entries applied "
+            f"(room events, sessions, presence, edge status)",
+            f"  origin.duplicates_ignored  {o['duplicates_ignored']}",
+            f"  origin.lag_ms.p99          {lag.get('p99')}  (p50 {lag.get('p50')}, "
+            f"p99.9 {lag.get('p99.9')}; edge submit to origin apply)",
+        ]
+    iot = s.get("iot") or {}
+    if iot.get("devices"):
+        lines += [
+            "",
+            f"  iot.samples                {iot['samples']} from {iot['devices']} devices at "
+            f"{iot['rate_hz']:g} Hz ({iot['resent_batches']} batches re-sent after failover)",
+            f"  iot.rollups_at_origin      {iot['rollups_at_origin']} rollups; "
+            f"{iot['samples_at_origin']} samples counted",
+            f"  iot.alerts                 {iot['alerts']} raised "
+            f"({iot['anomalies_injected']} anomalies injected)",
+            f"  iot.lost                   {iot['lost']}  ({iot.get('unacked', 0)} samples "
+            "still unacknowledged in device buffers at the end)",
+        ]
+    fc = s.get("forecast") or {}
+    if fc:
+        lines += [
+            f"  forecast.recommended_replicas {fc.get('recommended_replicas')}  (reactive "
+            f"{fc.get('reactive_replicas')}; {fc.get('connections')} connections now, "
+            f"{fc.get('forecast_connections')} forecast from this run's ramp-up: a "
+            "deployment learns a daily season)",
+        ]
+    lines += ["", f"  {verdict}", ""]
+    return "\n".join(lines)
