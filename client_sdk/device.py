@@ -39,10 +39,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .client import Client, connect
-from .errors import EdgeRelayError
+from .errors import EdgeRelayError, ServerError
 from .protocol import (
     Command,
     CommandAck,
+    ErrorCode,
     ReportState,
     ShadowDelta,
     Telemetry,
@@ -217,12 +218,23 @@ class Device:
     async def report_state(self, state: dict[str, Any], version: int | None = None,
                            timeout: float = 10.0) -> int:
         """Report state (merged into the shadow) at ``version`` (default: the last one
-        + 1).  Returns the version.  Raises :class:`~client_sdk.errors.ServerError` with
-        code 4408 if the edge knows a newer version.  Sent through
+        + 1).  Returns the version.  With the default version, a device that restarted
+        just works: the edge tells it the version it holds on connect (and before a
+        refusal, after which the report is sent once more at that version + 1).  An
+        explicit ``version`` the edge already has raises
+        :class:`~client_sdk.errors.ServerError` with code 4408.  Sent through
         :meth:`Client.request`: while the client reconnects it waits for the link
         (up to ``timeout``), then up to ``timeout`` for the answer."""
         ver = self.version + 1 if version is None else version
-        await self.client.request(ReportState(0, ver, state), timeout=timeout)
+        try:
+            await self.client.request(ReportState(0, ver, state), timeout=timeout)
+        except ServerError as exc:
+            # A device that restarted counts from 0 again: the edge sent the version it
+            # holds (SHADOW_DELTA) just before refusing, so the next one is known.
+            if version is not None or exc.code != ErrorCode.STALE_VERSION:
+                raise
+            ver = self.version + 1
+            await self.client.request(ReportState(0, ver, state), timeout=timeout)
         self.version = max(self.version, ver)
         return ver
 
@@ -249,6 +261,7 @@ class Device:
                 self.on_rejected(rej)
 
     def _on_delta(self, f: ShadowDelta) -> None:
+        self.version = max(self.version, f.version)  # the reported version the edge holds
         self.desired_version = max(self.desired_version, f.desired_version)
         if f.delta and self.on_delta is not None:
             try:

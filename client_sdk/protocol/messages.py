@@ -397,8 +397,10 @@ class ShadowDelta:
     """Edge → device: ``[26, version, desired_version, delta, command_id]``.
 
     ``delta``: desired fields that differ from the reported state.  Sent on
-    connect when non-empty and whenever desired changes; ``command_id`` names
-    the ``desired`` command that carried the change ("" on connect), which the
+    connect whenever the edge holds the device's shadow (``delta`` may be empty: it
+    tells the device the reported ``version`` the edge holds), whenever desired
+    changes, and just before an ERROR 4408 (stale reported version); ``command_id``
+    names the ``desired`` command that carried the change ("" otherwise), which the
     SDK acknowledges.
     """
 

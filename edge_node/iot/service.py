@@ -192,9 +192,9 @@ class IotService:
         self.devices[device] = session
         sh = self.shadows.get(device)
         if sh is not None:
-            delta = sh.delta()
-            if delta:
-                session.send(encode(ShadowDelta(sh.version, sh.desired_version, delta, "")))
+            # Always, even with no delta: it tells a device that restarted (and counts
+            # from 0 again) the reported version the edge holds.
+            session.send(encode(ShadowDelta(sh.version, sh.desired_version, sh.delta(), "")))
         waiting = self._commands.pop(device, None)
         if waiting:
             for pc in waiting.values():
@@ -272,6 +272,9 @@ class IotService:
             sh.report(f.version, f.state)
         except StaleVersion as exc:
             self.stale_reports += 1
+            # The current version first (a SHADOW_DELTA, frames keep their order), so
+            # the device knows it when the refusal arrives.
+            session.send(encode(ShadowDelta(sh.version, sh.desired_version, sh.delta(), "")))
             session.send(encode(Error(f.req_id, ErrorCode.STALE_VERSION, str(exc))))
             return
         session.send(encode(Ack(f.req_id, 0, f.version)))

@@ -112,6 +112,28 @@ async def test_reported_state_versions(devices: Callable[..., Any],
     assert view["reported"] == {"fw": "1.1", "led": "off"}
 
 
+async def test_a_device_that_restarts_reports_state_again(
+        devices: Callable[..., Any], http: httpx.AsyncClient) -> None:
+    """A new SDK instance counts from 0: the edge tells it the version it holds."""
+    dev_id = uid("dev")
+    dev = await devices(dev_id)
+    for v in (1, 2, 3):
+        assert await dev.report_state({"fw": f"1.{v}"}) == v
+    await dev.close()
+    again = await devices(dev_id)  # a restart: a new Device, version 0
+    assert await again.report_state({"fw": "2.0"}) == 4
+    await again.close()
+    # Even when the report crosses the edge's SHADOW_DELTA (sent at once, no wait):
+    third = await devices(dev_id)
+    third.version = 0  # as if the delta had not been read yet
+    assert await third.report_state({"fw": "2.1"}) == 5
+    with pytest.raises(ServerError) as info:  # an explicit version is the caller's
+        await third.report_state({"fw": "0"}, version=2)
+    assert info.value.code == ErrorCode.STALE_VERSION
+    view = await poll(http, f"/v1/devices/{dev_id}", lambda v: v["version"] == 5)
+    assert view["reported"] == {"fw": "2.1"}
+
+
 async def test_desired_state_delta_now_and_on_reconnect(
         devices: Callable[..., Any], http: httpx.AsyncClient, edge: EdgeProcess) -> None:
     dev_id = uid("dev")
