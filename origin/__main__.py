@@ -86,6 +86,22 @@ def settings_from_args(a: argparse.Namespace) -> OriginSettings:
     )
 
 
+#: Set by ``origin run`` for its workers: the pid of the ``run`` process.
+_PARENT_ENV = "ORIGIN_RUN_PID"
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event, every: float = 0.5) -> None:
+    """Stop the worker when the ``origin run`` process that started it is gone (its
+    parent changes: SIGKILL, or any exit that skipped stopping its children)."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            print(f"origin worker: the 'origin run' process {parent} is gone: stopping",
+                  file=sys.stderr)
+            stop.set()
+            return
+        await asyncio.sleep(every)
+
+
 def cmd_worker(a: argparse.Namespace) -> int:
     """Run one worker until SIGINT/SIGTERM (on uvloop when it is installed)."""
     from edge_node.runtime.gc_tuning import tune_gc
@@ -99,12 +115,17 @@ def cmd_worker(a: argparse.Namespace) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
 
+    parent = int(os.environ.get(_PARENT_ENV, "0") or 0)
+
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        watch = asyncio.create_task(_watch_parent(parent, stop)) if parent else None
         await Worker(s, a.consumer).run(stop)
+        if watch is not None:
+            watch.cancel()
 
     asyncio.run(run())
     return 0
@@ -133,9 +154,14 @@ def cmd_run(a: argparse.Namespace) -> int:
     base = [sys.executable, "-m", "origin", "worker", "--redis-url", a.redis_url,
             "--shards", str(a.shards)]
     prefix = a.consumer_prefix or f"w{os.getpid()}"
-    procs = [subprocess.Popen([*base, "--consumer", f"{prefix}-{i}"])
-             for i in range(a.workers)]
+    # SIGTERM before the API's server has its own handler (starting up) must still
+    # reach the ``finally`` below; a SIGKILL cannot, so each worker also watches us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    env = {**os.environ, _PARENT_ENV: str(os.getpid())}
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        procs += [subprocess.Popen([*base, "--consumer", f"{prefix}-{i}"], env=env)
+                  for i in range(a.workers)]
         return cmd_api(a)
     finally:
         for p in procs:
