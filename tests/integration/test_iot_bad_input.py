@@ -25,6 +25,7 @@ from client_sdk.protocol import (
     Ping,
     Pong,
     ReportState,
+    ShadowDelta,
     Telemetry,
     TelemetryAck,
     TelemetryError,
@@ -107,6 +108,8 @@ async def test_malformed_device_frames_get_errors(edge: EdgeProcess) -> None:
     await ws.send(encode(ReportState(11, 2, {"a": 1})))
     assert await recv(ws) == Ack(11, 0, 2)
     await ws.send(encode(ReportState(12, 2, {"a": 2})))
+    # First the version the edge holds (so a restarted device can go on), then the refusal.
+    assert await recv(ws) == ShadowDelta(2, 0, {}, "")
     f = await recv(ws)
     assert isinstance(f, Error) and (f.code, f.req_id) == (ErrorCode.STALE_VERSION, 12)
     await usable(ws)
