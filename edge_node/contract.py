@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from edge_node.config import secrets_from_env
 from edge_node.neighbours.geo import distance_km, position_of, rank_edges
-from edge_node.neighbours.registry import live_edges
+from edge_node.neighbours.registry import is_draining, live_edges
 from edge_node.uplink.shards import CONFIG_KEY, ShardCountMismatch, claim_shard_count
 from edge_node.uplink.wire import (
     KINDS,
@@ -31,6 +31,6 @@ from edge_node.uplink.wire import (
 
 __all__ = [
     "CONFIG_KEY", "KINDS", "Entry", "ShardCountMismatch", "WireError", "claim_shard_count",
-    "distance_km", "downlink_key", "live_edges", "position_of", "rank_edges",
+    "distance_km", "downlink_key", "is_draining", "live_edges", "position_of", "rank_edges",
     "secrets_from_env", "shard_of", "stream_key", "unpack_batch",
 ]

@@ -38,7 +38,7 @@ from edge_node.fanout.hub import Hub, HubSettings
 from edge_node.iot.downlink import DownlinkConsumer
 from edge_node.iot.service import IotService, iot_settings
 from edge_node.neighbours.geo import rank_edges
-from edge_node.neighbours.registry import Registry, live_edges
+from edge_node.neighbours.registry import Registry, is_draining, live_edges
 from edge_node.redis_io import conn as redis_conn
 from edge_node.runtime.fd_limits import default_max_connections
 from edge_node.runtime.metrics import EdgeMetrics
@@ -286,7 +286,7 @@ class EdgeServer:
         except RedisError:
             return self.neighbours
         others = [i for i in infos if i.get("id") != self.settings.edge_id
-                  and i.get("draining", "0") in ("0", "0.0") and i.get("url")]
+                  and not is_draining(i) and i.get("url")]
         return [(i["id"], i["url"]) for i in rank_edges(others, self.settings.position)]
 
     async def _refresh_neighbours(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from edge_node.contract import distance_km, live_edges, position_of, rank_edges
+from edge_node.contract import distance_km, is_draining, live_edges, position_of, rank_edges
 from origin.downlink import command_states
 from origin.effects import bucket_ms
 from origin.keys import GROUP, ShardKeys
@@ -201,7 +201,7 @@ async def edge_list(r: aioredis.Redis, s: OriginSettings, lat: float | None = No
         # A draining edge still heartbeats (it is handing its clients over): it is
         # listed, for operators, but not healthy, and it comes after every healthy one.
         # (``draining`` stays a number, 0 or 1, as SDKs already read it.)
-        e["healthy"] = str(info.get("draining", "0")) in ("0", "0.0")
+        e["healthy"] = not is_draining(info)
         edges.append(e)
     ranked = rank_edges(edges, (lat, lon) if lat is not None and lon is not None else None)
     return [e for e in ranked if e["healthy"]] + [e for e in ranked if not e["healthy"]]

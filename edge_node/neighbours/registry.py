@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from edge_node.redis_io import keys as K
 
-__all__ = ["Registry", "live_edges"]
+__all__ = ["Registry", "is_draining", "live_edges"]
 
 log = logging.getLogger("edge_node.neighbours.registry")
 
@@ -81,6 +81,12 @@ class Registry:
         with contextlib.suppress(RedisError):
             await self.r.delete(K.edge_info(self.edge_id))
             await self.r.zrem(K.EDGES, self.edge_id)
+
+
+def is_draining(info: dict[str, str]) -> bool:
+    """Whether a registry entry (:func:`live_edges`) says its edge is draining (the
+    heartbeat's ``draining`` field, "0" or "1"; absent: not draining)."""
+    return str(info.get("draining", "0")) not in ("0", "0.0")
 
 
 async def live_edges(r: aioredis.Redis, ttl: float = 5.0) -> list[dict[str, str]]:
