@@ -1,7 +1,8 @@
 """Rooms as explicit, sans-I/O state machines (see :mod:`.machine`).
 
-:class:`RoomMachine` holds one room's continuity state; :mod:`.events` defines what
-goes in and what comes out; :mod:`.replay` plans a resuming client's replay.  Nothing
+:class:`RoomMachine` holds one room's continuity state (its duplicate detection is a
+:mod:`.idempotency` ``PublisherKeys``); :mod:`.events` defines what goes in and what
+comes out; :mod:`.replay` plans a resuming client's replay.  Nothing
 here does I/O or reads a clock: :class:`edge_node.fanout.hub.Hub` drives the machines.
 """
 

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from client_sdk.dedupe import RecentKeys
 from client_sdk.protocol import ErrorCode, encode_message
 from edge_node.rooms.events import (
     Ack,
@@ -59,6 +58,7 @@ from edge_node.rooms.events import (
     Timer,
     Uplink,
 )
+from edge_node.rooms.idempotency import PublisherKeys
 
 __all__ = ["RoomState", "RoomSettings", "RoomMachine", "TRANSITIONS", "transition_rows"]
 
@@ -194,7 +194,8 @@ class RoomMachine(Generic[S]):
     (:class:`~.events.LeaseResult` or :class:`~.events.RunLocal`).
 
     ``to_origin``: the room's messages also go to the origin (:class:`~.events.Uplink`
-    once durable).  ``count_duplicate`` is called once per re-sent publish recognised.
+    once durable).  ``count_duplicate`` is called once per re-sent publish recognised
+    (see :class:`~.idempotency.PublisherKeys`, the room's duplicate detection).
     """
 
     __slots__ = (
@@ -203,7 +204,6 @@ class RoomMachine(Generic[S]):
         "ack_waiters",
         "catchup",
         "cfg",
-        "count_duplicate",
         "durable",
         "edge_id",
         "epoch",
@@ -243,7 +243,8 @@ class RoomMachine(Generic[S]):
         self.ring: deque[tuple[int, int, bytes]] = deque()
         #: (epoch, seq, session, req_id) of local publishes not yet durable, in order.
         self.ack_waiters: deque[tuple[int, int, S, int]] = deque()
-        self.idems: dict[str, RecentKeys[Pos]] = {}
+        #: Duplicate detection: the publishers' recent idempotency keys.
+        self.idems = PublisherKeys(self.cfg.dedupe_window, count_duplicate)
         #: session id -> position a resumed member was replayed to (mirror: the stream
         #: reader has not got there yet; records up to it are not pushed again).
         self.catchup: dict[str, Pos] = {}
@@ -257,7 +258,6 @@ class RoomMachine(Generic[S]):
         self.handed_to: str | None = None
         self.linger_at: float | None = None
         self.ignored = 0
-        self.count_duplicate = count_duplicate
         self._pending: tuple[int, Pos, Pos | None] | None = None  # lease being settled
         self._handlers: dict[type[Any], Callable[[Any, float], list[Any]]] = {
             LeaseResult: self._on_lease_result, RunLocal: self._on_run_local,
@@ -349,7 +349,7 @@ class RoomMachine(Generic[S]):
         self._pending = None
         for r in ev.records:
             if r.idem:
-                self._remember(r.sender, r.idem, (r.epoch, r.seq))
+                self.idems.remember(r.sender, r.idem, (r.epoch, r.seq))
         seq = last[1] if last[0] == epoch else 0
         if queued is not None and queued[0] == epoch:
             seq = max(seq, queued[1])
@@ -433,7 +433,7 @@ class RoomMachine(Generic[S]):
         st = self.state
         if st in _ASSIGNING:
             out: list[Command[S]] = []
-            pos = self._duplicate(ev.sender, ev.idem)
+            pos = self.idems.seen(ev.sender, ev.idem)
             if pos is None:
                 pos = self._assign(ev.sender, ev.payload, self.edge_id, ev.req_id, ev.idem, out)
             if st is St.LOCAL or pos <= self.durable:
@@ -453,7 +453,7 @@ class RoomMachine(Generic[S]):
             self.held.append(ev)
             return []
         if st in _ASSIGNING:
-            pos = self._duplicate(ev.sender, ev.idem)
+            pos = self.idems.seen(ev.sender, ev.idem)
             if pos is not None:
                 return [ForwardAck(ev.origin, ev.sender, ev.req_id, pos)]
             out: list[Command[S]] = []
@@ -475,7 +475,7 @@ class RoomMachine(Generic[S]):
         self.epoch, self.seq = pos
         self.durable = pos
         if r.idem:
-            self._remember(r.sender, r.idem, pos)
+            self.idems.remember(r.sender, r.idem, pos)
         body = encode_message(self.name, r.epoch, r.seq, r.sender, r.payload, r.idem)
         skip = None
         if self.catchup:
@@ -561,21 +561,6 @@ class RoomMachine(Generic[S]):
             out.append(Forward(self.owner, sender, fw.payload, self.edge_id, req_id, fw.idem))
         return out
 
-    def _duplicate(self, sender: str, idem: int) -> Pos | None:
-        if not idem:
-            return None
-        seen = self.idems.get(sender)
-        pos = seen.get(idem) if seen is not None else None
-        if pos is not None and self.count_duplicate is not None:
-            self.count_duplicate()
-        return pos
-
-    def _remember(self, sender: str, idem: int, pos: Pos) -> None:
-        seen = self.idems.get(sender)
-        if seen is None:
-            seen = self.idems[sender] = RecentKeys(self.cfg.dedupe_window)
-        seen.add(idem, pos)
-
     def _assign(self, sender: str, payload: bytes, origin: str, req_id: int, idem: int,
                 out: list[Command[S]]) -> Pos:
         self.seq += 1
@@ -584,7 +569,7 @@ class RoomMachine(Generic[S]):
         out.append(Fanout(body, sender, True))
         self._ring(epoch, seq, body)
         if idem:
-            self._remember(sender, idem, (epoch, seq))
+            self.idems.remember(sender, idem, (epoch, seq))
         local = self.state is St.LOCAL
         if not local:
             out.append(Append(epoch, seq, sender, payload, origin, req_id, idem))
