@@ -5,12 +5,10 @@ duplicate detection, resume ring) lives in one sans-I/O
 :class:`~edge_node.rooms.machine.RoomMachine`.  The :class:`Hub` is its driver: it
 turns what happens (a publish from a member, a store notice from
 :class:`~edge_node.store.redis_sync.RoomSync`, time passing) into machine events, and
-executes the commands that come back: fan-out to the members here, appends and
-forwards through the store, acknowledgements and errors to publishers.
-
-Fan-out encodes once: one msgpack body, one WebSocket frame, the same bytes pushed
-to every WebSocket member's :class:`~edge_node.transports.outbound.Outbound`; a QUIC member's sink
-gets the body and frames it itself (a stream record or a datagram).
+its :class:`~edge_node.fanout.driver.MachineDriver` feeds them and executes the
+commands that come back: fan-out to the members here, appends and forwards through
+the store, acknowledgements and errors to publishers.  A room's members and fan-out
+targets are a :class:`~edge_node.fanout.room.Room`.
 """
 
 from __future__ import annotations
@@ -20,14 +18,9 @@ import logging
 import time
 from collections import Counter as _Tally
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from client_sdk.protocol import (
-    JOIN_NO_ECHO,
-    JOIN_PRESENCE,
-    Ack,
-    Error,
     Member,
     PresenceJoin,
     PresenceLeave,
@@ -36,7 +29,9 @@ from client_sdk.protocol import (
     encode_message,
     room_allowed,
 )
+from edge_node.fanout.driver import MachineDriver
 from edge_node.fanout.presence import announce, members_of
+from edge_node.fanout.room import Machine, Room, SessionLike
 from edge_node.rooms import events as ev
 from edge_node.rooms.events import Record
 from edge_node.rooms.machine import RoomMachine, RoomSettings, RoomState
@@ -45,15 +40,8 @@ from edge_node.runtime.metrics import EdgeMetrics
 from edge_node.runtime.tasks import spawn
 from edge_node.store.base import RoomStore, StoreUnavailable
 from edge_node.store.memory import MemoryBackend, MemoryRoomStore
-from edge_node.store.records import (
-    LIVE_PRESENCE_JOIN,
-    LIVE_PRESENCE_LEAVE,
-    LIVE_UNRELIABLE,
-    Forwarded,
-    pack_record,
-)
+from edge_node.store.records import LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE, LIVE_UNRELIABLE
 from edge_node.store.types import Lease
-from edge_node.transports.outbound import FrameSink, Outbound, ws_binary_frame
 
 __all__ = ["Hub", "Room", "SessionLike", "HubSettings"]
 
@@ -62,54 +50,6 @@ log = logging.getLogger("edge_node.fanout.hub")
 Pos = tuple[int, int]
 #: The hub's tunables are the rooms' (see :class:`~edge_node.rooms.machine.RoomSettings`).
 HubSettings = RoomSettings
-
-
-class SessionLike(Protocol):
-    """What the hub needs from a client session."""
-
-    session_id: str
-    member: Member
-    out: FrameSink
-    closed: bool
-
-    def send(self, data: bytes) -> None: ...
-
-
-Machine = RoomMachine[SessionLike]
-
-
-@dataclass(slots=True)
-class Room:
-    """One room on this edge: its members (the fan-out targets) and its machine."""
-
-    name: str
-    machine: Machine
-    members: dict[str, SessionLike] = field(default_factory=dict)
-    flags: dict[str, int] = field(default_factory=dict)
-    no_echo: set[str] = field(default_factory=set)
-    watchers: list[SessionLike] = field(default_factory=list)
-    #: Fan-out targets: sinks that take shared WebSocket frames, and the others.
-    framed: list[tuple[str, Outbound]] = field(default_factory=list)
-    bodies: list[tuple[str, FrameSink]] = field(default_factory=list)
-
-    @property
-    def mine(self) -> bool:
-        """True while this edge assigns the room's positions."""
-        return self.machine.mine
-
-    @property
-    def owner(self) -> str:
-        """The edge that owns the room, as last known here."""
-        return self.machine.owner
-
-    def rebuild(self) -> None:
-        """Recompute the fan-out target list after a membership change."""
-        self.framed = [(sid, s.out) for sid, s in self.members.items()
-                       if s.out.framed and isinstance(s.out, Outbound)]
-        self.bodies = [(sid, s.out) for sid, s in self.members.items() if not s.out.framed]
-        self.watchers = [s for sid, s in self.members.items()
-                         if self.flags.get(sid, 0) & JOIN_PRESENCE]
-        self.no_echo = {sid for sid in self.members if self.flags.get(sid, 0) & JOIN_NO_ECHO}
 
 
 class Hub:
@@ -125,9 +65,10 @@ class Hub:
         self.stats = metrics.stats
         self.cfg = settings or RoomSettings()
         self.rooms: dict[str, Room] = {}
-        self.store: RoomStore = MemoryRoomStore(MemoryBackend(), edge_id, self, metrics.stats)
+        self._driver = MachineDriver(
+            self.rooms, metrics, MemoryRoomStore(MemoryBackend(), edge_id, self, metrics.stats),
+            settle=self._settle, reactivate=self._reactivate)
         self._activating: dict[str, asyncio.Future[None]] = {}
-        self._observe = metrics.fanout_seconds.observe
         # edge_rooms_by_state, read at scrape time.
         metrics.room_states = lambda: dict(_Tally(r.machine.state.name
                                                   for r in self.rooms.values()))
@@ -135,93 +76,29 @@ class Hub:
         #: their last member moved to: ``handoff_target(session_id) -> edge id``.
         self.draining = False
         self.handoff_target: Callable[[str], str | None] | None = None
-        #: Closed rooms with work left (acks and uplinks waiting for durability, or a
-        #: handed-over lease that forwarded publishes follow).
-        self._retired: dict[str, Machine] = {}
-        #: Rooms whose machine has a deadline (forwarded publishes, linger).
-        self._timed: set[str] = set()
-        #: Uplink to the origin, and the room patterns whose messages it gets.
-        self.uplink: Any = None
+        #: The room patterns whose messages go up to the origin (with an uplink).
         self.uplink_rooms: tuple[str, ...] = ()
         self._uplinked: dict[str, bool] = {}
-        self._exec: dict[type[Any], Callable[[str, Room | None, Any], None]] = {
-            ev.Fanout: self._do_fanout, ev.Ack: self._do_ack, ev.Refuse: self._do_refuse,
-            ev.Append: self._do_append, ev.Forward: self._do_forward,
-            ev.ForwardAck: self._do_forward_ack, ev.Uplink: self._do_uplink,
-            ev.Activate: self._do_activate, ev.LoadRecent: self._do_load_recent,
-            ev.Suspect: self._do_suspect, ev.Release: self._do_release,
-        }
 
-    # -- driving the machines ---------------------------------------------------
+    # -- where the commands go; the lease work the driver hands back ------------
 
-    def _feed(self, name: str, room: Room | None, m: Machine, event: Any) -> None:
-        """Feed one event to ``m`` (room ``name``; ``room`` None once closed) and run
-        the commands it returns."""
-        cmds = self._handle(m, event, time.monotonic())
-        if cmds:
-            self._run(name, room, cmds)
-        if m.forwarded or m.linger_at is not None:
-            self._timed.add(name)
+    @property
+    def store(self) -> RoomStore:
+        """Where room state is shared between edges (set it to change it)."""
+        return self._driver.store
 
-    def _handle(self, m: Machine, event: Any, now: float) -> list[Any]:
-        """``m.handle(event, now)``, counting the state change it makes (if any) in
-        ``edge_room_transitions_total{from,to}``."""
-        before = m.state
-        cmds = m.handle(event, now)
-        if m.state is not before:
-            self.stats.room_transitions[(before.name, m.state.name)] += 1
-        return cmds
+    @store.setter
+    def store(self, store: RoomStore) -> None:
+        self._driver.store = store
 
-    def _run(self, name: str, room: Room | None, cmds: list[Any]) -> None:
-        run = self._exec
-        for c in cmds:
-            run[type(c)](name, room, c)
+    @property
+    def uplink(self) -> Any:
+        """The uplink to the origin (None: none; set it to change it)."""
+        return self._driver.uplink
 
-    def _do_fanout(self, name: str, room: Room | None, c: ev.Fanout) -> None:
-        if room is not None:
-            self._fanout(room, c.body, c.sender, c.reliable, c.skip)
-
-    def _do_ack(self, name: str, room: Room | None, c: ev.Ack[SessionLike]) -> None:
-        if not c.session.closed:
-            c.session.send(encode(Ack(c.req_id, c.pos[0], c.pos[1])))
-
-    def _do_refuse(self, name: str, room: Room | None, c: ev.Refuse[SessionLike]) -> None:
-        if not c.session.closed:
-            c.session.send(encode(Error(c.req_id, c.code, c.text)))
-        self.stats.errors[c.code] += 1
-
-    def _do_append(self, name: str, room: Room | None, c: ev.Append) -> None:
-        self.store.append(name, c.epoch, c.seq,
-                          pack_record(c.sender, c.payload, c.origin, c.req_id, c.idem))
-
-    def _do_forward(self, name: str, room: Room | None, c: ev.Forward) -> None:
-        self.store.forward(c.to, Forwarded(name, c.sender, c.payload, c.origin, c.req_id,
-                                           c.idem))
-
-    def _do_forward_ack(self, name: str, room: Room | None, c: ev.ForwardAck) -> None:
-        self.store.forward_ack(c.to, c.sender, c.req_id, c.pos[0], c.pos[1])
-
-    def _do_uplink(self, name: str, room: Room | None, c: ev.Uplink) -> None:
-        self._uplink_event(name, c.pos[0], c.pos[1], c.sender, c.payload)
-
-    def _do_suspect(self, name: str, room: Room | None, c: ev.Suspect) -> None:
-        self.store.suspect(c.owner)
-
-    def _do_activate(self, name: str, room: Room | None, c: ev.Activate) -> None:
-        if room is not None:
-            spawn(self._reactivate(room, c.since))
-
-    def _do_load_recent(self, name: str, room: Room | None, c: ev.LoadRecent) -> None:
-        if room is not None:
-            spawn(self._settle(room, c.count))
-
-    def _do_release(self, name: str, room: Room | None, c: ev.Release) -> None:
-        if room is not None and self.rooms.get(name) is room:
-            del self.rooms[name]
-            self.stats.rooms = len(self.rooms)
-            if room.machine.pending_uplinks():
-                self._retired[name] = room.machine
-        spawn(self.store.deactivate(name, c.hand_to))
+    @uplink.setter
+    def uplink(self, uplink: Any) -> None:
+        self._driver.uplink = uplink
 
     async def _recent(self, name: str, count: int) -> tuple[Record, ...]:
         try:
@@ -232,7 +109,7 @@ class Hub:
     async def _settle(self, room: Room, count: int) -> None:
         """Rebuild duplicate detection from the stream, then own the room."""
         records = await self._recent(room.name, count)
-        self._feed(room.name, room, room.machine, ev.RecentLoaded(records))
+        self._driver.feed(room.name, room, room.machine, ev.RecentLoaded(records))
 
     async def _reactivate(self, room: Room, since: Pos | None) -> None:
         """Fenced: ask for the lease again (Redis may be failing over right now: keep
@@ -247,7 +124,7 @@ class Hub:
                 delay = min(delay * 2, 2.0)
                 continue
             if self.rooms.get(name) is room:
-                self._feed(name, room, m, self._lease_event(name, lease))
+                self._driver.feed(name, room, m, self._lease_event(name, lease))
             elif name not in self.rooms and name not in self._activating:
                 spawn(store.deactivate(name))  # closed meanwhile: do not keep the lease
             return
@@ -260,20 +137,7 @@ class Hub:
         """Feed :class:`~edge_node.rooms.events.Timer` to every room whose deadline
         passed (forwarded publishes waiting too long, lingering empty rooms).  Call a
         few times per second."""
-        for name in list(self._timed):
-            room = self.rooms.get(name)
-            if room is None:
-                self._timed.discard(name)
-                continue
-            m = room.machine
-            due = m.next_deadline()
-            if due is None:
-                self._timed.discard(name)
-            elif due <= now:
-                cmds = self._handle(m, ev.Timer(), now)
-                self._run(name, room, cmds)
-                if m.next_deadline() is None:
-                    self._timed.discard(name)
+        self._driver.tick(now)
 
     # -- membership ---------------------------------------------------------
 
@@ -287,13 +151,11 @@ class Hub:
             else:
                 room = await self._activate(name)
         if room.machine.linger_at is not None:
-            self._feed(name, room, room.machine, ev.Occupied())
+            self._driver.feed(name, room, room.machine, ev.Occupied())
         return room
 
     def _add(self, s: SessionLike, room: Room, flags: int) -> None:
-        room.members[s.session_id] = s
-        room.flags[s.session_id] = flags
-        room.rebuild()
+        room.add(s, flags)
         announce(self.store, self.uplink, room, s.member, joined=True)
 
     async def join(self, s: SessionLike, name: str, flags: int) -> Pos:
@@ -316,17 +178,17 @@ class Hub:
                 # Local first: keep serving with an unsynced epoch 0.
                 log.warning("room activated without Redis",
                             extra={"room": name, "error": str(exc)})
-                cmds = self._handle(m, ev.RunLocal(0), time.monotonic())
+                cmds = self._driver.handle(m, ev.RunLocal(0), time.monotonic())
             else:
-                cmds = self._handle(m, self._lease_event(name, lease), time.monotonic())
+                cmds = self._driver.handle(m, self._lease_event(name, lease), time.monotonic())
                 load = next((c for c in cmds if isinstance(c, ev.LoadRecent)), None)
                 if load is not None:
                     records = await self._recent(name, load.count)
-                    cmds = self._handle(m, ev.RecentLoaded(records), time.monotonic())
+                    cmds = self._driver.handle(m, ev.RecentLoaded(records), time.monotonic())
             room = Room(name, m)
             self.rooms[name] = room
             self.stats.rooms = len(self.rooms)
-            self._run(name, room, cmds)
+            self._driver.run(name, room, cmds)
             return room
         finally:
             del self._activating[name]
@@ -342,18 +204,15 @@ class Hub:
         member of the room: no presence leave event.
         """
         room = self.rooms.get(name)
-        if room is None or room.members.pop(s.session_id, None) is None:
+        if room is None or not room.remove(s.session_id):
             return False
-        room.flags.pop(s.session_id, None)
-        room.machine.catchup.pop(s.session_id, None)
-        room.rebuild()
         if not quiet:
             announce(self.store, self.uplink, room, s.member, joined=False)
         if not room.members:
             target = None
             if self.draining and self.handoff_target is not None:
                 target = self.handoff_target(s.session_id)
-            self._feed(name, room, room.machine, ev.Emptied(self.draining, target))
+            self._driver.feed(name, room, room.machine, ev.Emptied(self.draining, target))
         return True
 
     async def hand_over(self, name: str, to: str) -> bool:
@@ -367,16 +226,16 @@ class Hub:
                 or not room.machine.epoch or not store.owns(name):
             return False
         m = room.machine
-        self._feed(name, room, m, ev.HandOverStart(to))
+        self._driver.feed(name, room, m, ev.HandOverStart(to))
         try:
             ok = await store.hand_over(name, to, m.last)
         except StoreUnavailable as exc:
             log.warning("room handover failed", extra={"room": name, "error": str(exc)})
             ok = False
         if ok:
-            self._feed(name, room, m, ev.HandOverDone())
+            self._driver.feed(name, room, m, ev.HandOverDone())
         elif self.rooms.get(name) is room:
-            self._feed(name, room, m, ev.HandOverFailed(store.owns(name)))
+            self._driver.feed(name, room, m, ev.HandOverFailed(store.owns(name)))
         return ok
 
     # -- publishing ---------------------------------------------------------
@@ -388,22 +247,15 @@ class Hub:
         sid = s.session_id
         if not reliable:
             self.stats.publishes["unreliable"] += 1
-            self._fanout(room, encode_message(name, 0, 0, sid, payload), sid, False)
+            self._driver.fanout(room, encode_message(name, 0, 0, sid, payload), sid, False)
             self.store.publish_live(name, LIVE_UNRELIABLE, [sid, payload])
             return
         self.stats.publishes["reliable"] += 1
-        m = room.machine
-        cmds = self._handle(m, ev.LocalPublish(s, sid, payload, req_id, idem),
-                            time.monotonic())
-        self._run(name, room, cmds)
+        m, driver = room.machine, self._driver
+        cmds = driver.handle(m, ev.LocalPublish(s, sid, payload, req_id, idem), time.monotonic())
+        driver.run(name, room, cmds)
         if m.forwarded:
-            self._timed.add(name)
-
-    def _uplink_event(self, room: str, epoch: int, seq: int, sender: str,
-                      payload: bytes) -> None:
-        if self.uplink is not None:
-            self.uplink.submit("room_event", room,
-                               {"sender": sender, "payload": payload, "pos": [epoch, seq]})
+            driver.timed.add(name)
 
     def _to_origin(self, name: str) -> bool:
         hit = self._uplinked.get(name)
@@ -413,73 +265,45 @@ class Hub:
             hit = self._uplinked[name] = room_allowed(self.uplink_rooms, name)
         return hit
 
-    def _fanout(self, room: Room, body: bytes, sender: str, reliable: bool,
-                skip: frozenset[str] | None = None) -> None:
-        t0 = time.perf_counter()
-        own = sender if sender in room.no_echo else None
-        n = 0
-        if room.framed:  # WebSocket members: one frame for all of them
-            frame = ws_binary_frame(body)
-            for sid, out in room.framed:
-                if sid == own or (skip is not None and sid in skip):
-                    continue
-                if out.push_framed(frame, reliable):
-                    n += 1
-                elif not reliable:
-                    self.stats.dropped_unreliable += 1
-        for sid, sink in room.bodies:  # QUIC members: their sink frames (record or datagram)
-            if sid == own or (skip is not None and sid in skip):
-                continue
-            if sink.push(body, reliable):
-                n += 1
-            elif not reliable:
-                self.stats.dropped_unreliable += 1
-        self.stats.deliveries += n
-        self.stats.delivered_bytes += n * len(body)
-        self._observe(time.perf_counter() - t0)
-
     # -- upcalls from RoomSync ----------------------------------------------
 
     def on_durable(self, room_name: str, epoch: int, seq: int) -> None:
         """A batch up to ``(epoch, seq)`` is in Redis: acknowledge its publishers and
         send origin-bound messages up."""
         durable = ev.Durable((epoch, seq))
-        old = self._retired.get(room_name)
-        if old is not None:
-            self._feed(room_name, None, old, durable)
-            if not old.pending_uplinks():
-                del self._retired[room_name]
+        self._driver.feed_retired(room_name, durable)
         room = self.rooms.get(room_name)
         if room is not None:
-            self._feed(room_name, room, room.machine, durable)
+            self._driver.feed(room_name, room, room.machine, durable)
 
     def on_remote_message(self, room_name: str, e: Record) -> None:
         """A message from the room stream (room owned elsewhere)."""
         room = self.rooms.get(room_name)
         if room is not None:
-            self._feed(room_name, room, room.machine, ev.RemoteEntry(e))
+            self._driver.feed(room_name, room, room.machine, ev.RemoteEntry(e))
 
     def on_forwarded_publish(self, room_name: str, sender: str, payload: bytes,
                              origin_edge: str, req_id: int, idem: int) -> None:
         """A publish another edge forwarded to us as the room's owner."""
         room = self.rooms.get(room_name)
-        m = room.machine if room is not None else self._retired.get(room_name)
+        m = room.machine if room is not None else self._driver.retired.get(room_name)
         if m is None:
             log.info("forwarded publish for a room we do not own; the origin will retry",
                      extra={"room": room_name, "origin": origin_edge})
             return
         if m.mine:
             self.stats.publishes["forwarded"] += 1
-        self._feed(room_name, room, m,
-                   ev.ForwardedPublish(sender, payload, origin_edge, req_id, idem))
+        self._driver.feed(room_name, room, m,
+                          ev.ForwardedPublish(sender, payload, origin_edge, req_id, idem))
 
     def on_remote_ack(self, sender: str, req_id: int, epoch: int, seq: int) -> None:
         """The owner recognised our forwarded publish as a duplicate."""
         key = (sender, req_id)
-        for name in list(self._timed):
+        for name in list(self._driver.timed):
             room = self.rooms.get(name)
             if room is not None and key in room.machine.forwarded:
-                self._feed(name, room, room.machine, ev.RemoteAck(sender, req_id, (epoch, seq)))
+                self._driver.feed(name, room, room.machine,
+                                  ev.RemoteAck(sender, req_id, (epoch, seq)))
                 return
 
     def on_live(self, room_name: str, kind: int, body: list[Any]) -> None:
@@ -489,7 +313,8 @@ class Hub:
             return
         if kind == LIVE_UNRELIABLE:
             sender, payload = body
-            self._fanout(room, encode_message(room_name, 0, 0, sender, payload), sender, False)
+            self._driver.fanout(room, encode_message(room_name, 0, 0, sender, payload), sender,
+                                False)
         elif kind in (LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE):
             m = Member(*body[0][:3])
             ev = PresenceJoin(room_name, m) if kind == LIVE_PRESENCE_JOIN else PresenceLeave(
@@ -501,14 +326,10 @@ class Hub:
     def on_lease_lost(self, room_name: str) -> None:
         """Fenced: another edge owns the room now."""
         log.warning("lease lost", extra={"room": room_name})
-        old = self._retired.get(room_name)
-        if old is not None:
-            self._feed(room_name, None, old, ev.LeaseLost())
-            if not old.pending_uplinks():
-                del self._retired[room_name]
+        self._driver.feed_retired(room_name, ev.LeaseLost())
         room = self.rooms.get(room_name)
         if room is not None:
-            self._feed(room_name, room, room.machine, ev.LeaseLost())
+            self._driver.feed(room_name, room, room.machine, ev.LeaseLost())
 
     def on_lease_acquired(self, room_name: str, lease: Lease) -> None:
         """We took over a room whose owner went away (or was handed it on a drain)."""
@@ -516,14 +337,14 @@ class Hub:
         if room is None:
             return
         log.info("took over room", extra={"room": room_name, "epoch": lease.epoch})
-        self._feed(room_name, room, room.machine,
-                   ev.LeaseAcquired(lease.epoch, (lease.last_epoch, lease.last_seq)))
+        self._driver.feed(room_name, room, room.machine,
+                          ev.LeaseAcquired(lease.epoch, (lease.last_epoch, lease.last_seq)))
 
     def on_owner_changed(self, room_name: str, owner_edge: str) -> None:
         """Another edge took the room over: re-send publishes still waiting."""
         room = self.rooms.get(room_name)
         if room is not None:
-            self._feed(room_name, room, room.machine, ev.OwnerChanged(owner_edge))
+            self._driver.feed(room_name, room, room.machine, ev.OwnerChanged(owner_edge))
 
     # -- resume ---------------------------------------------------------------
 

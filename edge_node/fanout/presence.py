@@ -16,7 +16,7 @@ from edge_node.store.base import RoomStore, StoreUnavailable
 from edge_node.store.records import LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE
 
 if TYPE_CHECKING:
-    from edge_node.fanout.hub import Room
+    from edge_node.fanout.room import Room
 
 __all__ = ["announce", "members_of"]
 

@@ -1,0 +1,80 @@
+"""One room on this edge as the hub sees it: its members, their join flags, and the
+fan-out targets derived from them (:meth:`Room.rebuild` after every change), next to
+the room's machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from client_sdk.protocol import JOIN_NO_ECHO, JOIN_PRESENCE, Member
+from edge_node.rooms.machine import RoomMachine
+from edge_node.transports.outbound import FrameSink, Outbound
+
+__all__ = ["Machine", "Room", "SessionLike"]
+
+
+class SessionLike(Protocol):
+    """What the hub needs from a client session."""
+
+    session_id: str
+    member: Member
+    out: FrameSink
+    closed: bool
+
+    def send(self, data: bytes) -> None: ...
+
+
+Machine = RoomMachine[SessionLike]
+
+
+@dataclass(slots=True)
+class Room:
+    """One room on this edge: its members (the fan-out targets) and its machine."""
+
+    name: str
+    machine: Machine
+    members: dict[str, SessionLike] = field(default_factory=dict)
+    flags: dict[str, int] = field(default_factory=dict)
+    no_echo: set[str] = field(default_factory=set)
+    watchers: list[SessionLike] = field(default_factory=list)
+    #: Fan-out targets: sinks that take shared WebSocket frames, and the others.
+    framed: list[tuple[str, Outbound]] = field(default_factory=list)
+    bodies: list[tuple[str, FrameSink]] = field(default_factory=list)
+
+    @property
+    def mine(self) -> bool:
+        """True while this edge assigns the room's positions."""
+        return self.machine.mine
+
+    @property
+    def owner(self) -> str:
+        """The edge that owns the room, as last known here."""
+        return self.machine.owner
+
+    def rebuild(self) -> None:
+        """Recompute the fan-out target list after a membership change."""
+        self.framed = [(sid, s.out) for sid, s in self.members.items()
+                       if s.out.framed and isinstance(s.out, Outbound)]
+        self.bodies = [(sid, s.out) for sid, s in self.members.items() if not s.out.framed]
+        self.watchers = [s for sid, s in self.members.items()
+                         if self.flags.get(sid, 0) & JOIN_PRESENCE]
+        self.no_echo = {sid for sid in self.members if self.flags.get(sid, 0) & JOIN_NO_ECHO}
+
+
+    def add(self, s: SessionLike, flags: int) -> None:
+        """``s`` is a member now, joined with ``flags`` (``JOIN_*``)."""
+        self.members[s.session_id] = s
+        self.flags[s.session_id] = flags
+        self.rebuild()
+
+    def remove(self, session_id: str) -> bool:
+        """``session_id`` is no longer a member (nor waiting for the stream to catch up
+        with its replay); False if it was not a member."""
+        if self.members.pop(session_id, None) is None:
+            return False
+        self.flags.pop(session_id, None)
+        self.machine.catchup.pop(session_id, None)
+        self.rebuild()
+        return True
