@@ -37,9 +37,6 @@ OVERSIZE = {
     "edge_node/server.py::EdgeServer": 526,
     "edge_node/store/redis_sync.py": 619,
     "edge_node/store/redis_sync.py::RoomSync": 553,
-    "edge_node/fanout/hub.py::Hub": 461,
-    "edge_node/rooms/machine.py": 602,
-    "edge_node/rooms/machine.py::RoomMachine": 411,
     "client_sdk/protocol/connection.py::ClientConnection": 476,
 }
 
