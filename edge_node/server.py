@@ -1,10 +1,14 @@
 """The edge's composition root: WebSocket listener, QUIC/WebTransport listener,
-sessions, hub, Redis sync, registry, ``/metrics`` and ``/healthz`` on the
-WebSocket port (no helper thread).
+sessions, hub, Redis sync, registry, uplink, IoT, and the collaborators it owns:
+:class:`~edge_node.transports.http.HttpEndpoints` (``/metrics`` and ``/healthz`` on the
+WebSocket port, no helper thread), :class:`~edge_node.sessions.admission.Admission`,
+:class:`~edge_node.sessions.checkpoints.Checkpointer` and
+:class:`~edge_node.runtime.housekeeping.Housekeeper` (the periodic work).
 
-The session loop (:meth:`EdgeServer.serve_conn`: HELLO, resume, checkpoint,
-frames, cleanup) is written once over :class:`~edge_node.transports.connection.SessionConn`;
-WebSocket and QUIC connections are adapted to it.
+The session loop (:meth:`EdgeServer.serve_conn`: HELLO, resume
+(:mod:`edge_node.sessions.resume`), checkpoint, frames, cleanup) is written once over
+:class:`~edge_node.transports.connection.SessionConn`; WebSocket and QUIC connections
+are adapted to it.
 """
 
 from __future__ import annotations
@@ -12,24 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import resource
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
 from client_sdk.protocol import (
     PROTOCOL_VERSION,
     Decoder,
     ErrorCode,
     Neighbours,
-    Resumed,
     Welcome,
     encode,
 )
@@ -40,20 +39,19 @@ from edge_node.iot.service import IotService, iot_settings
 from edge_node.neighbours.geo import rank_edges
 from edge_node.neighbours.registry import Registry, is_draining, live_edges
 from edge_node.redis_io import conn as redis_conn
-from edge_node.runtime.fd_limits import default_max_connections
+from edge_node.runtime.housekeeping import Housekeeper
 from edge_node.runtime.metrics import EdgeMetrics
 from edge_node.runtime.tasks import spawn
-from edge_node.sessions.handshake import parse_resume, read_hello
-from edge_node.sessions.session import ClientSession, SessionClose, new_session_id
-from edge_node.sessions.session_store import (
-    CheckpointUnavailable,
-    SessionStore,
-    resume_token,
-    verify_resume_token,
-)
+from edge_node.sessions.admission import Admission
+from edge_node.sessions.checkpoints import Checkpointer
+from edge_node.sessions.handshake import read_hello
+from edge_node.sessions.resume import check_resume, rejoin
+from edge_node.sessions.session import ClientSession, SessionClose
+from edge_node.sessions.session_store import SessionStore, resume_token
 from edge_node.store.memory import MemoryBackend, MemoryRoomStore
 from edge_node.store.redis_sync import RoomSync
 from edge_node.transports.connection import ConnectionGone, SessionConn, WsConn
+from edge_node.transports.http import HttpEndpoints
 from edge_node.transports.outbound import Flusher
 from edge_node.uplink import ShardCountMismatch, Uplink, UplinkSettings, claim_shard_count
 
@@ -63,8 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["EdgeServer"]
 
 log = logging.getLogger("edge_node.server")
-
-_PROM_CT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class EdgeServer:
@@ -85,21 +81,18 @@ class EdgeServer:
         self.registry: Registry | None = None
         self._redis: aioredis.Redis | None = None
         self._flusher: Flusher | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
         self._stopping = False
         self.draining = False
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
         self.neighbours: list[tuple[str, str]] = []  # (edge id, url), best first
-        #: Draining: session id -> wall-clock time of its HANDOFF (in its checkpoint as
-        #: "ho", so the neighbour it resumes on measures the handover time).
-        self.handoff_at: dict[str, float] = {}
-        self._conn_tokens = settings.connect_rate
-        self._conn_last = time.monotonic()
-        #: Sessions admitted at most (503 + retry hint past it): set, or from the
-        #: descriptor limit this process has now.
-        self.max_connections = settings.max_connections or default_max_connections(
-            resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        self.checkpoints = Checkpointer(settings.edge_id, self.hub, self.stats, self.sessions)
+        self.admission = Admission(self.stats, settings.connect_rate, settings.max_connections,
+                                   self.closing)
+        self.http = HttpEndpoints(settings.edge_id, self.metrics, self.admission)
+        self.housekeeper = Housekeeper(
+            self.hub.tick, self._send_status, self._refresh_neighbours,
+            self.checkpoints.save_all, settings.heartbeat_interval, settings.checkpoint_interval)
         self._cpu_mark = (time.monotonic(), time.process_time())
         #: Set when an operator asked for a drain through the origin (admin API); the
         #: runner then drains exactly as on SIGTERM.
@@ -166,6 +159,7 @@ class EdgeServer:
 
             self.quic = QuicListener(self)
             await self.quic.start()
+            self.http.add_pages(self.quic.pages, self.quic.page)
         try:
             self.server = await self._serve_ws()
         except BaseException:
@@ -178,7 +172,7 @@ class EdgeServer:
             # Bounded and blocking (see RoomSync): storms queue instead of failing.
             self._redis = redis_conn.connect(s.redis_url, max_connections=64,
                                              blocking_pool=True, socket_timeout=5.0)
-            self.store = SessionStore(self._redis, s.resume_window)
+            self.store = self.checkpoints.store = SessionStore(self._redis, s.resume_window)
             url = s.public_url or f"ws://{s.host}:{self.port}"
             self.registry = Registry(
                 self._redis, s.edge_id, url=url, region=s.region,
@@ -186,10 +180,10 @@ class EdgeServer:
                 on_control=self._on_control,
             )
             self.registry.start()
-        self._housekeeping = loop.create_task(self._housekeep(), name="housekeeping")
+        self.housekeeper.start()
         log.info("edge listening", extra={"edge_id": s.edge_id, "port": self.port,
                                           "redis": bool(s.redis_url),
-                                          "max_connections": self.max_connections})
+                                          "max_connections": self.admission.max_connections})
 
     async def _serve_ws(self) -> Server:
         s = self.settings
@@ -197,7 +191,7 @@ class EdgeServer:
             self._handle,
             s.host,
             s.port,
-            process_request=self._process_request,
+            process_request=self.http.process_request,
             compression=None,
             max_size=s.limits.max_frame_bytes + 1024,
             max_queue=64,
@@ -229,8 +223,7 @@ class EdgeServer:
                 await asyncio.wait_for(self.server.wait_closed(), 3.0)
         if self.quic is not None:
             self.quic.stop()
-        if self._housekeeping:
-            self._housekeeping.cancel()
+        self.housekeeper.stop()
         if self.downlink is not None:
             await self.downlink.stop()
         await self.iot.stop()  # closes open windows: their rollups go to the uplink
@@ -258,7 +251,7 @@ class EdgeServer:
             queued += session.out.queued_bytes()
         load: dict[str, float] = {
             "connections": self.stats.connections, "rooms": self.stats.rooms,
-            "draining": int(self.draining or self._stopping),
+            "draining": int(self.closing()),
             "cpu": round(100.0 * (cpu - c0) / max(now - t0, 1e-3), 1),
             "send_queue_bytes": queued,
             # Messages delivered so far: the origin's demand forecast takes its rate.
@@ -303,141 +296,24 @@ class EdgeServer:
             log.warning("drain requested through the origin")
             self.drain_requested.set()
 
+    def closing(self) -> bool:
+        """Draining or stopping: new connections are refused, ``/healthz`` says draining."""
+        return self.draining or self._stopping
+
     def admit(self) -> float:
         """0 to admit a new connection (any transport), else seconds the client should
-        wait (counted in ``edge_connects_rejected_total``): while draining, when
-        ``max_connections`` sessions are open, or over the connect rate."""
-        if self.draining or self._stopping:
-            self.stats.connects_rejected += 1
-            return 1.0
-        if self.stats.connections >= self.max_connections:
-            self.stats.connects_rejected += 1
-            return 1.0  # full: the client tries a neighbour, or here again in a second
-        rate = self.settings.connect_rate
-        now = time.monotonic()
-        self._conn_tokens = min(rate, self._conn_tokens + (now - self._conn_last) * rate)
-        self._conn_last = now
-        if self._conn_tokens >= 1.0:
-            self._conn_tokens -= 1.0
-            return 0.0
-        self.stats.connects_rejected += 1
-        return (1.0 - self._conn_tokens) / rate
+        wait: see :class:`~edge_node.sessions.admission.Admission`."""
+        return self.admission.admit()
 
-    async def _housekeep(self) -> None:
-        last_cp = last_nb = last_st = time.monotonic()
-        while True:
-            await asyncio.sleep(0.25)
-            now = time.monotonic()
-            self.hub.tick(now)
-            if self.uplink is not None and now - last_st >= 5.0:
-                last_st = now
-                self.uplink.submit("edge_status", self.settings.edge_id, {
-                    "connections": self.stats.connections, "rooms": self.stats.rooms,
-                    "uplink_backlog": self.uplink.backlog, "breaker": self.uplink.breaker_state,
-                    "draining": self.draining})
-            if now - last_nb >= self.settings.heartbeat_interval:
-                last_nb = now
-                try:
-                    await self._refresh_neighbours()
-                except Exception:
-                    log.exception("neighbour refresh failed")
-            if now - last_cp >= self.settings.checkpoint_interval:
-                last_cp = now
-                try:
-                    await self._checkpoint_all()
-                except Exception:
-                    log.exception("checkpointing failed")
+    def _send_status(self) -> None:
+        """The edge's periodic status record for the origin (while the uplink runs)."""
+        if self.uplink is not None:
+            self.uplink.submit("edge_status", self.settings.edge_id, {
+                "connections": self.stats.connections, "rooms": self.stats.rooms,
+                "uplink_backlog": self.uplink.backlog, "breaker": self.uplink.breaker_state,
+                "draining": self.draining})
 
-    # -- HTTP on the WebSocket port -----------------------------------------
-
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if path == "/healthz":
-            body = (
-                f'{{"status":"ok","edge_id":"{self.settings.edge_id}",'
-                f'"connections":{self.stats.connections},'
-                f'"max_connections":{self.max_connections},"pid":{os.getpid()}}}'
-            ).encode()
-            if self._stopping or self.draining:
-                return self._response(503, b'{"status":"draining"}', "application/json")
-            return self._response(200, body, "application/json")
-        if path == "/metrics":
-            return self._response(200, self.metrics.render(), _PROM_CT)
-        if self.quic is not None and path in self.quic.pages:
-            status, ctype, page = self.quic.page(path)
-            return self._response(status, page, ctype)
-        if "upgrade" not in request.headers.get("Connection", "").lower():
-            return self._response(404, b"not found: try /healthz, /metrics or a WebSocket\n",
-                                  "text/plain")
-        wait = self.admit()
-        if wait:
-            resp = self._response(503, b"edge busy or draining: retry later\n", "text/plain")
-            resp.headers["Retry-After"] = str(max(1, round(wait)))
-            resp.headers["X-Retry-After-Ms"] = str(max(1, int(wait * 1000)))
-            return resp
-        return None
-
-    @staticmethod
-    def _response(status: int, body: bytes, ctype: str) -> Response:
-        reasons = {200: "OK", 404: "Not Found", 409: "Conflict", 503: "Service Unavailable"}
-        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
-                           ("Cache-Control", "no-store")])
-        return Response(status, reasons.get(status, ""), headers, body)
-
-    # -- WebSocket sessions -------------------------------------------------
-
-    async def _resume(self, session: ClientSession, rooms: dict[str, Any], invalid: str) -> None:
-        """Re-join the rooms of a resumed session; one RESUMED frame per room."""
-        for room, (flags, epoch, seq) in rooms.items():
-            if not session.claims.may_join(room):
-                session.send(encode(Resumed(room, False, epoch, seq, 0, "forbidden", {})))
-                self.stats.recoveries["not_recovered"] += 1
-                continue
-            session.rooms.add(room)
-            session.room_flags[room] = flags
-            await self.hub.resume_join(session, room, flags, (epoch, seq), invalid)
-            if session.closed:
-                return
-
-    def _checkpoint_data(self, s: ClientSession) -> dict[str, Any]:
-        return {
-            "sub": s.claims.subject, "kind": s.claims.kind, "edge": self.settings.edge_id,
-            "rooms": {r: [s.room_flags.get(r, 0), *self.hub.position(r)] for r in s.rooms},
-            **({"ho": self.handoff_at[s.session_id]} if s.session_id in self.handoff_at
-               else {}),
-        }
-
-    async def _checkpoint_all(self) -> None:
-        if self.store is None:
-            return
-        # Only sessions whose first (taking-over) write is done: before it, the
-        # checkpoint may still name the previous connection.
-        live = [(s, conn) for s, conn in self.sessions.values() if not s.closed]
-        # Connections whose first (taking-over) write has not succeeded yet write
-        # with force; the others only while they still hold the checkpoint.
-        for force in (True, False):
-            entries = [(s, ws) for s, ws in live if s.holding != force]
-            if not entries:
-                continue
-            result = await self.store.save_many(
-                [(s.session_id, s.holder, s.attempt, self._checkpoint_data(s))
-                 for s, _ws in entries], force=force)
-            if result is None:
-                return  # Redis unreachable: try again next round
-            written, stale = result
-            self.stats.checkpoints += written
-            stale_ids = set(stale)
-            for s, ws in entries:
-                if s.session_id not in stale_ids:
-                    s.holding = True
-                elif not s.closed:
-                    # The client resumed on another connection (a half-open link
-                    # here): this one must not speak for the session any more.
-                    # (Match the very connection written for: the sid may belong
-                    # to a newer one by now.)
-                    s.moving = True
-                    spawn(ws.close(ErrorCode.SESSION_TAKEN_OVER,
-                                   "session resumed on another connection"))
+    # -- sessions ---------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
         await self.serve_conn(WsConn(ws))
@@ -451,44 +327,9 @@ class EdgeServer:
             try:
                 hello, claims = await read_hello(conn, self.decoder, self.settings.secrets,
                                                  self.settings.handshake_timeout)
-                sid, resumed, invalid = new_session_id(), False, ""
-                attempt = 0
-                rooms: dict[str, Any] = {}
-                if hello.resume is not None:
-                    req = parse_resume(hello.resume,
-                                       self.settings.limits.max_rooms_per_connection)
-                    rooms = dict(req.rooms)
-                    if verify_resume_token(self.settings.secrets, req.sid, claims.subject,
-                                           req.rt):
-                        sid, resumed = req.sid, True
-                        attempt = req.attempt
-                        try:
-                            cp = await self.store.load(sid) if self.store is not None else None
-                        except CheckpointUnavailable:
-                            # Cannot tell whether the session may resume: never guess
-                            # "expired" (that would skip the replay); have it retry.
-                            stats.resumes["retry_later"] += 1
-                            raise SessionClose(ErrorCode.OVERLOADED,
-                                               "session store busy: retry") from None
-                        if cp is None or cp.get("sub") != claims.subject:
-                            invalid = "session_expired"
-                        else:
-                            ts = cp.get("ts")
-                            if isinstance(ts, (int, float)):
-                                self.metrics.resume_gap_seconds.observe(
-                                    max(0.0, time.time() - ts))
-                            ho = cp.get("ho")
-                            if isinstance(ho, (int, float)):
-                                self.metrics.handoff_seconds.observe(
-                                    max(0.0, time.time() - ho))
-                        if (cp is not None and self.sync is not None
-                                and isinstance(cp.get("edge"), str)):
-                            # The client left its previous edge: if that edge is dead,
-                            # move its rooms now rather than when its leases lapse.
-                            self.sync.suspect(cp["edge"])
-                    else:
-                        invalid = "resume_rejected"
-                    stats.resumes[invalid or "resumed"] += 1
+                resume = await check_resume(hello.resume, claims, self.settings, self.store,
+                                            self.sync, self.metrics)
+                sid, attempt = resume.sid, resume.attempt
             except SessionClose as exc:
                 stats.errors[exc.code] += 1
                 await conn.close(exc.code, exc.reason)
@@ -533,7 +374,7 @@ class EdgeServer:
                 "region": self.settings.region,
                 "resume_token": resume_token(self.settings.secrets[0], sid, claims.subject),
                 "resume_window": self.settings.resume_window,
-                "resumed": resumed and not invalid,
+                "resumed": resume.resumed and not resume.invalid,
                 "transport": conn.transport_name,
                 **({"quic_url": self.quic.url} if self.quic is not None else {}),
                 "ws_url": self.settings.public_url or f"ws://{self.settings.host}:{self.port}",
@@ -543,16 +384,11 @@ class EdgeServer:
                     "online": True, "kind": claims.kind, "sid": sid})
             self.iot.attach(session)
             if hello.resume is not None:
-                await self._resume(session, rooms, invalid)
-            if self.store is not None:
-                result = await self.store.save_many(
-                    [(sid, session.holder, attempt, self._checkpoint_data(session))], force=True)
-                if result is not None and result[1]:  # a newer connection holds it
-                    session.moving = True
-                    await conn.close(ErrorCode.SESSION_TAKEN_OVER, "a newer connection holds it")
-                    return
-                # On a Redis error the periodic checkpoint retries the take-over.
-                session.holding = result is not None
+                await rejoin(session, resume.rooms, resume.invalid, self.hub, stats)
+            if not await self.checkpoints.claim(session):  # a newer connection holds it
+                session.moving = True
+                await conn.close(ErrorCode.SESSION_TAKEN_OVER, "a newer connection holds it")
+                return
             try:
                 async for raw in conn.messages():
                     await session.handle(raw)

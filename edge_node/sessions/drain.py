@@ -34,7 +34,6 @@ from edge_node.neighbours.liveness import probe_edge
 
 if TYPE_CHECKING:
     from edge_node.server import EdgeServer
-    from edge_node.sessions.session import ClientSession
 
 __all__ = ["drain"]
 
@@ -44,17 +43,6 @@ log = logging.getLogger("edge_node.sessions.drain")
 _MEMBER_QUERIES = 100
 #: Room leases handed over at once when the drain starts.
 _HANDOVERS_AT_ONCE = 2
-
-
-async def _note_handoffs(server: EdgeServer, batch: list[ClientSession]) -> None:
-    """Checkpoint the batch with its HANDOFF time (``ho``) before the frames go out, so
-    the neighbour each client resumes on can observe ``edge_handoff_seconds``."""
-    now = time.time()
-    for sess in batch:
-        server.handoff_at[sess.session_id] = now
-    if server.store is not None and batch:
-        await server.store.save_many([(sess.session_id, sess.holder, sess.attempt,
-                                       server._checkpoint_data(sess)) for sess in batch])
 
 
 async def _room_targets(server: EdgeServer, neighbours: list[tuple[str, str]]
@@ -148,7 +136,7 @@ async def drain(server: EdgeServer) -> dict[str, float]:
     spread = 0
     for i in range(0, len(sessions), per_batch):
         batch = [sess for sess, _ws in sessions[i : i + per_batch] if not sess.closed]
-        await _note_handoffs(server, batch)
+        await server.checkpoints.note_handoffs(batch)  # before the HANDOFF frames go out
         for session in batch:
             target = next((targets[r] for r in sorted(session.rooms) if r in targets), None)
             if target is None:
