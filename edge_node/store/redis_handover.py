@@ -20,8 +20,6 @@ it has not adopted yet (it would drop it, and the sender would wait for a timeou
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +27,8 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from edge_node.redis_io import keys as K
 from edge_node.store.records import LIVE_OWNER, Handover, LiveEvent
+from edge_node.store.redis_append import AppendPipeline
+from edge_node.store.redis_inbox import InboxReader
 from edge_node.store.types import SyncUnavailable
 
 __all__ = ["RoomHandover"]
@@ -47,17 +47,15 @@ class RoomHandover:
     stats: Any
     _owned: dict[str, str]
     _durable: dict[str, tuple[int, int]]
-    _appends: dict[str, deque[tuple[int, int, bytes, float]]]
+    appends: AppendPipeline
+    inbox: InboxReader
     _tails: dict[str, bytes]
     _owners: dict[str, str]
-    _forwards: list[tuple[str, bytes]]
-    _wake: asyncio.Event
     #: room -> forwards held back while its lease moves: (owner edge, packed body).
     _handing: dict[str, list[tuple[str, bytes]]]
 
     flush: Callable[[], Awaitable[bool]]
     _script: Callable[..., Awaitable[Any]]
-    _wake_reader: Callable[[], None]
     _publish_live: Callable[[str, bytes], Awaitable[None]]
     cluster: bool
 
@@ -72,8 +70,7 @@ class RoomHandover:
     def _release_forwards(self, room: str) -> None:
         held = self._handing.pop(room, None)
         if held:
-            self._forwards.extend(held)
-            self._wake.set()
+            self.appends.queue_forwards(held)
 
     async def hand_over(self, room: str, to: str, last: tuple[int, int]) -> bool:
         """Hand our lease on ``room`` to edge ``to`` now and keep mirroring the room
@@ -95,7 +92,7 @@ class RoomHandover:
             # Mirror from here: the read loop picks the new tail up.
             self._tails[room] = f"{last[0]}-{last[1]}".encode()
             self._owners[room] = to
-            self._wake_reader()
+            self.inbox.wake()
             await self._announce(room, to, token)
             return True
         except (RedisError, RedisClusterException) as exc:
@@ -107,10 +104,10 @@ class RoomHandover:
         """Make the room's queued appends durable, then move the lease (``HANDOVER``
         script: only if ``tok`` still holds it).  Returns the new owner's token."""
         for _ in range(_FLUSH_ROUNDS):
-            if not self._appends.get(room):
+            if not self.appends.pending(room):
                 break
             await self.flush()
-        if self._appends.get(room) or self._owned.get(room) != tok:
+        if self.appends.pending(room) or self._owned.get(room) != tok:
             return None
         new: Any = await self._script("handover", 1, K.room_owner(room), tok, to,
                                       self.lease_ms)

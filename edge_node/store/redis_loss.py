@@ -17,7 +17,6 @@ who knows what was acknowledged).  Keep ``WAIT`` on where that matters.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 from edge_node.redis_io import keys as K
 from edge_node.runtime.tasks import spawn
 from edge_node.store.history import split_id
+from edge_node.store.redis_append import AppendPipeline
 from edge_node.store.types import SyncListener, SyncUnavailable
 
 __all__ = ["LossGuard"]
@@ -41,12 +41,10 @@ class LossGuard:
     listener: SyncListener
     stats: Any
     _owned: dict[str, str]
-    _appends: dict[str, deque[tuple[int, int, bytes, float]]]
-    _execute: Callable[..., Any]
+    appends: AppendPipeline
     _script: Callable[..., Any]
     # room -> last position Redis confirmed (acked to publishers) while we own it.
     _durable: dict[str, tuple[int, int]]
-    _verify: bool  # check stream ends against _durable before the next flush
 
     async def lost_gap(self, room: str, epoch: int, seq: int) -> bool:
         """True when a recorded lost range ends after ``(epoch, seq)``: history cannot
@@ -57,10 +55,11 @@ class LossGuard:
     async def _check_tails(self) -> None:
         """After connection trouble (a failover?) or a lost lease: compare each room's
         stream end with the last position Redis confirmed to us.  A stream that ends
-        before it lost acknowledged entries (see :meth:`_mark_lost`)."""
+        before it lost acknowledged entries (see :meth:`_mark_lost`).  The append
+        pipeline calls this before its next flush (and calls again if it raises)."""
         rooms = list(self._durable)
         try:
-            replies = await self._execute(
+            replies = await self.appends.execute(
                 [("XREVRANGE", K.room_log(room), "+", "-", "COUNT", 1) for room in rooms])
         except (RedisError, OSError) as exc:
             raise SyncUnavailable(str(exc)) from exc
@@ -74,7 +73,6 @@ class LossGuard:
                 await self._mark_lost(room, last, durable, self._owned.get(room))
             if room not in self._owned:
                 self._durable.pop(room, None)
-        self._verify = False
 
     def _report_lost(self, room: str, last: tuple[int, int], durable: tuple[int, int]) -> None:
         self.stats.stream_lost += 1
@@ -119,8 +117,5 @@ class LossGuard:
         if self._owned.get(room) == tok and tok is not None:
             del self._owned[room]
             self._durable.pop(room, None)
-            q = self._appends.pop(room, None)
-            if q:
-                self.stats.stream_backlog -= len(q)
-                self.stats.stream_dropped += len(q)
+            self.appends.drop(room)
             self.listener.on_lease_lost(room)

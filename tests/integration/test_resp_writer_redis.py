@@ -52,7 +52,7 @@ async def sync(server: RedisServer) -> AsyncIterator[tuple[RoomSync, _Listener]]
     s = RoomSync(server.url, uid("edge"), lis, lease_ms=2000, stream_maxlen=100_000,
                  append_batch=50, stats=_Stats())
     await s.start()
-    assert s._writer is not None  # the lean writer carries the appends
+    assert s.appends.writer is not None  # the lean writer carries the appends
     yield s, lis
     await s.stop()
 
@@ -99,7 +99,7 @@ async def test_appends_survive_killed_connections(sync: tuple[RoomSync, _Listene
     await _until(lambda: s.last_queued(room) is None, what="all appends durable")
     _check_acks(lis, room, lease.epoch, n)
     assert await _ids(admin, room) == [(lease.epoch, i) for i in range(1, n + 1)]
-    assert s._writer is not None and s._writer.connects >= 2
+    assert s.appends.writer is not None and s.appends.writer.connects >= 2
     assert lis.lost == []
 
 

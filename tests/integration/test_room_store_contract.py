@@ -87,8 +87,7 @@ async def _kill_sync(sync: RoomSync, admin: aioredis.Redis) -> None:
     await asyncio.gather(*sync._tasks, return_exceptions=True)
     with contextlib.suppress(Exception):
         await sync.pubsub.aclose()
-    if sync._writer is not None:
-        await sync._writer.close()
+    await sync.appends.close()
     await sync.r.aclose()
     await sync.blocking.aclose()
     await admin.zrem(K.EDGES, sync.edge_id)
