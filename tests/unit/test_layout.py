@@ -34,8 +34,6 @@ MAX_MODULE_LINES = 600
 MAX_CLASS_LINES = 400
 #: Over the limits today: (path or path::Class) -> its size now.  Shrink, never grow.
 OVERSIZE = {
-    "edge_node/store/redis_sync.py": 619,
-    "edge_node/store/redis_sync.py::RoomSync": 553,
     "client_sdk/protocol/connection.py::ClientConnection": 476,
 }
 
