@@ -12,16 +12,18 @@ Frames in, events out; the caller owns the sockets and the clock::
     for ev in core.events(): ...                     # RequestAnswered(req, Joined(...)), ...
     core.handle_timer(now) when now >= core.next_deadline(now)
 
-It owns what outlives one connection: request ids and pending requests
-(:class:`~.requests.Requests`), the outbox of reliable publishes (one
-:class:`~.outbox.OutboxItem` each, resolved by :class:`~.events.PublishAcked`),
-the resume map (room -> last position, :class:`~.rooms.RoomState`), dedupe of
-received messages, the session's identity, and every deadline
-(:class:`~.timers.Deadlines`, plus the optional :class:`~.timers.Keepalive`).
-It never reads a clock, sleeps or touches a socket; the reconnect, backoff and
-failover policy belongs to the driver (:class:`client_sdk.Client`).
+It owns what outlives one connection, each part kept by a collaborator: request
+ids and pending requests (:class:`~.requests.Requests`), the outbox of reliable
+publishes (one :class:`~.outbox.OutboxItem` each, sent, retried and resolved by
+:class:`~.publisher.Publisher`), the tracked rooms and the resume map (room ->
+last position and dedupe memory, :class:`~.resume.ResumeTracker`), every
+deadline (:class:`~.timers.Deadlines`, plus the optional
+:class:`~.timers.Keepalive`); and the session's identity itself.  It never
+reads a clock, sleeps or touches a socket; the reconnect, backoff and failover
+policy belongs to the driver (:class:`client_sdk.Client`).
 
-Incoming frames are dispatched by a table keyed on the frame's type; frames the
+Incoming frames are dispatched by a table keyed on the frame's type (answers to
+requests, publishes and pings go to :class:`~.answers.Answers`); frames the
 core does not handle itself come out as :class:`~.events.FrameReceived` (the
 extension seam: device frames).
 """
@@ -36,12 +38,10 @@ from typing import Any
 from ..errors import (
     ClientClosedError,
     ConnectionLostError,
-    EdgeRelayError,
-    error_for_code,
 )
+from .answers import Answers
 from .codec import Decoder, encode
-from .codes import ErrorCode, Retry, retry_for
-from .errors import ProtocolError, UnknownMessageType
+from .errors import ProtocolError
 from .events import (
     Event,
     FrameIgnored,
@@ -49,20 +49,14 @@ from .events import (
     HandoffRequested,
     NeighboursChanged,
     PresenceEvent,
-    PublishAcked,
-    PublishFailed,
     RecoveryEvent,
-    RequestAnswered,
-    RequestFailed,
-    ServerNotice,
 )
-from .limits import PROTOCOL_VERSION, Limits
+from .limits import Limits
 from .messages import (
     Ack,
     Error,
     Frame,
     Handoff,
-    Hello,
     Join,
     Joined,
     Leave,
@@ -80,7 +74,9 @@ from .messages import (
     Welcome,
 )
 from .outbox import Outbox, OutboxItem
+from .publisher import Publisher, check_publish_size
 from .requests import Requests
+from .resume import ResumeTracker
 from .rooms import RoomState
 from .timers import Deadlines, Keepalive
 
@@ -100,16 +96,6 @@ class ConnState(enum.Enum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     CLOSED = "closed"
-
-
-def publish_retryable(code: int) -> bool:
-    """True when a publish refused with ``code`` should stay in the outbox.
-
-    Transient refusals (4000-4099: rate limited, owner did not confirm in time,
-    overloaded) are retried; anything that reconnecting or waiting cannot fix
-    (forbidden, not joined, too large) fails the publish.
-    """
-    return retry_for(code) is Retry.RECONNECT
 
 
 class ClientConnection:
@@ -142,25 +128,28 @@ class ClientConnection:
         self.neighbours: list[str] = []
         #: Unreliable publishes dropped because no link was up ("dropped if not connected").
         self.unreliable_dropped = 0
-        self.retry_delay = retry_delay
         self.keepalive = Keepalive(ping_interval, ping_timeout)
         self.outbox = Outbox(max_outbox)
-        self.rooms: dict[str, RoomState] = {}
+        self._resume = ResumeTracker()
+        #: The tracked rooms (see :meth:`track_room`); read it, don't change it.
+        self.rooms = self._resume.rooms
         self._decoder = Decoder(limits)
         self._closed: ClientClosedError | None = None
-        self._attempt = 0
         self._requests = Requests()
         self._deadlines = Deadlines(self._requests, self.outbox)
+        self._publisher = Publisher(self.outbox, self._requests, self._deadlines, retry_delay)
+        answers = Answers(self._requests, self._publisher, self.keepalive, self.rooms)
         self._out: list[tuple[bytes, bool]] = []
         self._events: list[Event] = []
         self._last_rx = 0.0  # when the edge last sent anything (the keepalive's clock)
-        self._dispatch: dict[type[Any], Callable[[Any, float], None]] = {
+        # Each handler returns the event to queue (None: no event).
+        self._dispatch: dict[type[Any], Callable[[Any, float], Event | None]] = {
             Message: self._on_message,
-            Ack: self._on_ack,
-            Joined: self._on_reply,
-            PresenceMembers: self._on_reply,
-            Error: self._on_error,
-            Pong: self._on_pong,
+            Ack: answers.ack,
+            Joined: answers.reply,
+            PresenceMembers: answers.reply,
+            Error: answers.error,
+            Pong: answers.pong,
             Ping: self._on_ping,
             Handoff: self._on_handoff,
             Neighbours: self._on_neighbours,
@@ -207,24 +196,23 @@ class ClientConnection:
         return self.keepalive.timeout
 
     @property
+    def retry_delay(self) -> float:
+        """Wait before re-sending a publish the edge refused with a transient code."""
+        return self._publisher.retry_delay
+
+    @property
     def closed(self) -> ClientClosedError | None:
         """Why the session ended, once :meth:`close` was called."""
         return self._closed
 
     def resume_map(self) -> dict[str, object] | None:
         """The HELLO ``resume`` map (None before the first WELCOME)."""
-        if not self.session_id or not self.resume_token:
-            return None
-        # "att" orders this client's connection attempts: if an abandoned attempt
-        # completes late on the edge, it must not displace the newer connection.
-        return {"sid": self.session_id, "rt": self.resume_token, "att": self._attempt,
-                "rooms": {r: st.resume_entry() for r, st in self.rooms.items()}}
+        return self._resume.resume_map(self.session_id, self.resume_token)
 
     def hello(self, token: str, name: str = "") -> bytes:
         """The HELLO for a new link (counts a connection attempt).  Write it first;
         the link's first frame should then be the WELCOME (see :meth:`decode`)."""
-        self._attempt += 1
-        return encode(Hello(PROTOCOL_VERSION, token, name, self.resume_map()))
+        return self._resume.hello(token, name, self.session_id, self.resume_token)
 
     def decode(self, data: bytes) -> Frame:
         """Decode one frame from the edge (raises :class:`ProtocolError`)."""
@@ -240,9 +228,7 @@ class ClientConnection:
         """
         if self._closed is not None:
             raise self._closed
-        if self.state is ConnState.CONNECTED:
-            self._fail_requests(ConnectionLostError("moved to another edge; retry"))
-        self.outbox.unbind_all()
+        self.connection_lost("moved to another edge; retry")  # if still on the old link
         self.session_id = welcome.session_id
         self.edge_id = welcome.edge_id
         self.server_info = dict(welcome.info)
@@ -254,9 +240,7 @@ class ClientConnection:
         self.state = ConnState.CONNECTED
         self._last_rx = now
         self.keepalive.reset()
-        self._out = []
-        for item in self.outbox.pending():
-            self._send_item(item)
+        self._out = [self._publisher.copy(item) for item in self.outbox.pending()]
 
     def connection_lost(self, why: str) -> None:
         """The current link died: pending requests and pings fail with
@@ -268,7 +252,7 @@ class ClientConnection:
         self._out = []
         self.keepalive.reset()
         self.outbox.unbind_all()
-        self._fail_requests(ConnectionLostError(why))
+        self._events += self._requests.fail_all(ConnectionLostError(why))
 
     def close(self, exc: ClientClosedError) -> None:
         """End the session: every request, ping and publish fails with ``exc``."""
@@ -277,13 +261,9 @@ class ClientConnection:
         self._closed = exc
         self.state = ConnState.CLOSED
         self._out = []
-        self._fail_requests(exc)
-        for item in self.outbox.clear():
-            self._events.append(PublishFailed(item.idem, exc))
-        self._deadlines.clear()
-
-    def _fail_requests(self, exc: EdgeRelayError) -> None:
         self._events += self._requests.fail_all(exc)
+        self._events += self._publisher.fail_all(exc)
+        self._deadlines.clear()
 
     def _check_sendable(self) -> None:
         if self._closed is not None:
@@ -324,14 +304,11 @@ class ClientConnection:
         :meth:`send_request`: its JOINED reply sets the room's position.  From
         now on the room's messages are delivered (deduplicated) and the room is
         in the resume map; if the join fails, call :meth:`forget_room`."""
-        state = self.rooms.get(room)
-        if state is None:
-            state = self.rooms[room] = RoomState(room, flags)
-        return state
+        return self._resume.track(room, flags)
 
     def forget_room(self, room: str) -> None:
         """Stop tracking ``room`` (no frame is sent; a LEAVE is the caller's request)."""
-        self.rooms.pop(room, None)
+        self._resume.forget(room)
 
     def handles(self, frame_type: type[Any]) -> bool:
         """True when frames of ``frame_type`` are handled by the core itself (they
@@ -381,15 +358,10 @@ class ClientConnection:
                 return 0
             self._out.append((encode(Publish(0, room, payload, False, 0)), False))
             return 0
-        if self.outbox.full():
-            raise EdgeRelayError("outbox full: too many unconfirmed publishes")
-        self.check_size(room, payload)
-        item = self.outbox.add(room, payload)
-        if timeout is not None:
-            item.deadline, item.timeout = now + timeout, timeout
-            self._deadlines.publish_timeout(item)
+        item = self._publisher.queue(room, payload, now, timeout,
+                                     self.server_info.get("max_frame_bytes"))
         if self.state is ConnState.CONNECTED:
-            self._send_item(item)
+            self._out.append(self._publisher.copy(item))
         return item.idem
 
     def discard_publish(self, idem: int) -> bool:
@@ -398,22 +370,9 @@ class ClientConnection:
         return self.outbox.discard(idem) is not None
 
     def check_size(self, room: str, payload: bytes) -> None:
-        """Refuse locally what the edge would refuse (4413) instead of waiting on it."""
-        limit = self.server_info.get("max_frame_bytes")
-        # A PUBLISH frame is payload + room + at most 32 bytes of framing: only a
-        # publish near the limit is worth encoding to measure (not every one).
-        if isinstance(limit, int) and len(payload) + len(room) * 4 + 32 > limit:
-            size = len(encode(Publish(2**32, room, payload, True, 2**32)))
-            if size > limit:
-                raise error_for_code(ErrorCode.FRAME_TOO_LARGE,
-                                     f"publish of {size} bytes exceeds the edge's "
-                                     f"limit of {limit} bytes")
-
-    def _send_item(self, item: OutboxItem) -> None:
-        req_id = self._requests.next_id()
-        self._out.append((encode(Publish(req_id, item.room, item.payload, True, item.idem)),
-                          True))
-        self.outbox.bind(item, req_id)
+        """Refuse locally what the edge would refuse (4413) instead of waiting on it
+        (:func:`~.publisher.check_publish_size` with the WELCOME's limit)."""
+        check_publish_size(room, payload, self.server_info.get("max_frame_bytes"))
 
     # -- input -----------------------------------------------------------------------
 
@@ -429,8 +388,8 @@ class ClientConnection:
         if retiring:
             if self._closed is None:
                 f = self._decode(data)
-                if type(f) is Message:
-                    self._on_message(f, now)
+                if type(f) is Message and self._on_message(f, now) is not None:
+                    self._events.append(f)
             return
         m = self.receive(data, now)
         if m is not None:
@@ -453,7 +412,7 @@ class ClientConnection:
             try:
                 f: Frame = self._decoder.decode(data)
             except ProtocolError as exc:
-                self._ignored(exc)
+                self._events.append(FrameIgnored.from_error(exc))
                 return None
         else:
             decoded = self._decode(data)
@@ -471,10 +430,9 @@ class ClientConnection:
                 return None
             return f
         handler = self._dispatch.get(type(f))
-        if handler is None:
-            self._events.append(FrameReceived(f))
-        else:
-            handler(f, now)
+        ev = FrameReceived(f) if handler is None else handler(f, now)
+        if ev is not None:
+            self._events.append(ev)
         return None
 
     def _decode(self, data: bytes | Frame) -> Frame | None:
@@ -483,76 +441,32 @@ class ClientConnection:
             try:
                 return self._decoder.decode(data)
             except ProtocolError as exc:
-                self._ignored(exc)
+                self._events.append(FrameIgnored.from_error(exc))
                 return None
         return data
 
-    def _ignored(self, exc: ProtocolError) -> None:
-        type_id = exc.type_id if isinstance(exc, UnknownMessageType) else 0
-        self._events.append(FrameIgnored(str(exc), type_id))
-
-    def _on_message(self, m: Message, now: float) -> None:
+    def _on_message(self, m: Message, now: float) -> Message | None:
         room = self.rooms.get(m.room)
-        if room is not None and room.accept(m, self.session_id):
-            self._events.append(m)
-
-    def _on_ack(self, f: Ack, now: float) -> None:
-        item = self.outbox.take(f.req_id)
-        if item is not None:
-            self._events.append(PublishAcked(item.idem, (f.epoch, f.seq)))
-        else:
-            self._on_reply(f, now)
-
-    def _on_reply(self, f: Ack | Joined | PresenceMembers, now: float) -> None:
-        if not self._requests.answer(f.req_id):
-            return  # late answer to a request given up on
-        if type(f) is Joined:
-            room = self.rooms.get(f.room)
-            if room is not None:
-                room.position = max(room.position, (f.epoch, f.seq))
-        self._events.append(RequestAnswered(f.req_id, f))
-
-    def _on_error(self, f: Error, now: float) -> None:
-        if f.req_id and self.outbox.owns(f.req_id):
-            if publish_retryable(f.code):
-                item = self.outbox.retry_later(f.req_id, now + self.retry_delay)
-                if item is not None:
-                    self._deadlines.publish_retry(item)
-            else:
-                failed = self.outbox.take(f.req_id)
-                if failed is not None:
-                    self._events.append(PublishFailed(failed.idem,
-                                                      error_for_code(f.code, f.message)))
-            return
-        if f.req_id and self._requests.answer(f.req_id):
-            self._events.append(RequestFailed(f.req_id, error_for_code(f.code, f.message)))
-            return
-        self._events.append(ServerNotice(f.code, f.message))
-
-    def _on_pong(self, f: Pong, now: float) -> None:
-        if self.keepalive.pong(f.stamp):
-            return
-        ev = self._requests.pong(f.stamp, now)
-        if ev is not None:
-            self._events.append(ev)
+        return m if room is not None and room.accept(m, self.session_id) else None
 
     def _on_ping(self, f: Ping, now: float) -> None:
         self._out.append((encode(Pong(f.stamp)), True))
 
-    def _on_handoff(self, f: Handoff, now: float) -> None:
-        self._events.append(HandoffRequested(f.url, f.reason, f.deadline_ms))
+    def _on_handoff(self, f: Handoff, now: float) -> HandoffRequested:
+        return HandoffRequested(f.url, f.reason, f.deadline_ms)
 
-    def _on_neighbours(self, f: Neighbours, now: float) -> None:
+    def _on_neighbours(self, f: Neighbours, now: float) -> NeighboursChanged:
         self.neighbours = list(f.urls)
-        self._events.append(NeighboursChanged(f.urls))
+        return NeighboursChanged(f.urls)
 
-    def _on_resumed(self, f: Resumed, now: float) -> None:
-        self._events.append(RecoveryEvent(f.room, f.recovered, (f.epoch, f.seq), f.replayed,
-                                          f.reason, dict(f.info)))
+    def _on_resumed(self, f: Resumed, now: float) -> RecoveryEvent:
+        return RecoveryEvent(f.room, f.recovered, (f.epoch, f.seq), f.replayed, f.reason,
+                             dict(f.info))
 
-    def _on_presence(self, f: PresenceJoin | PresenceLeave, now: float) -> None:
-        if f.room in self.rooms:
-            self._events.append(PresenceEvent(f.room, type(f) is PresenceJoin, f.member))
+    def _on_presence(self, f: PresenceJoin | PresenceLeave, now: float) -> PresenceEvent | None:
+        if f.room not in self.rooms:
+            return None
+        return PresenceEvent(f.room, type(f) is PresenceJoin, f.member)
 
     # -- time --------------------------------------------------------------------------
 
@@ -574,17 +488,10 @@ class ClientConnection:
             if not isinstance(due, OutboxItem):
                 self._events.append(due)
             elif connected and not due.req_id:
-                self._send_item(due)
+                self._out.append(self._publisher.copy(due))
         if connected:
-            self._keepalive_due(now)
-
-    def _keepalive_due(self, now: float) -> None:
-        ka = self.keepalive
-        if ka.ping_due(now, self._last_rx):
-            stamp = self._requests.next_stamp()
-            ka.sent(stamp, now)
-            self._out.append((encode(Ping(stamp)), True))
-            return
-        timeout = ka.expired(now, self._last_rx)
-        if timeout is not None:
-            self._events.append(timeout)
+            ka = self.keepalive.tick(now, self._last_rx, self._requests.next_stamp)
+            if isinstance(ka, Ping):
+                self._out.append((encode(ka), True))
+            elif ka is not None:
+                self._events.append(ka)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .errors import ProtocolError, UnknownMessageType
 from .messages import Frame, Member, Message
 
 if TYPE_CHECKING:
@@ -171,6 +172,11 @@ class FrameIgnored:
 
     reason: str
     type_id: int = 0
+
+    @classmethod
+    def from_error(cls, exc: ProtocolError) -> FrameIgnored:
+        """The event for bytes the decoder refused with ``exc``."""
+        return cls(str(exc), exc.type_id if isinstance(exc, UnknownMessageType) else 0)
 
 
 Event = (

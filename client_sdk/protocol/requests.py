@@ -5,8 +5,8 @@ the truth about what is pending; the core's :class:`~.timers.Deadlines` asks it
 which deadlines still hold (:meth:`Requests.live_request`,
 :meth:`Requests.live_ping`).  Every outcome is an event
 (:class:`~.events.RequestFailed`, :class:`~.events.PongReceived`, ...) that the
-core queues; answers to requests are matched by the core itself (the reply
-frame is the event's payload).
+core queues; answers are matched to requests by :class:`~.answers.Answers`
+(the reply frame is the event's payload).
 """
 
 from __future__ import annotations

@@ -66,6 +66,10 @@ class RoomState:
             return False
         return True
 
+    def joined(self, position: tuple[int, int]) -> None:
+        """The JOINED reply says the room starts at ``position`` (it never moves back)."""
+        self.position = max(self.position, position)
+
     def resume_entry(self) -> list[int]:
         """``[flags, epoch, seq]`` for the HELLO resume map."""
         return [self.flags, *self.position]

@@ -6,10 +6,11 @@ Neither reads a clock: times are the caller's, passed in.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import RequestTimeoutError
 from .events import KeepaliveTimeout, PingFailed, PublishFailed, RequestFailed
+from .messages import Ping
 from .outbox import Outbox, OutboxItem
 from .requests import Requests
 
@@ -152,6 +153,17 @@ class Keepalive:
             self._ping = None
             return True
         return False
+
+    def tick(self, now: float, last_rx: float,
+             next_stamp: Callable[[], int]) -> Ping | KeepaliveTimeout | None:
+        """What the keepalive does at ``now`` on a live link: the PING to send (its
+        stamp from ``next_stamp``, recorded as :meth:`sent`) when one is due, else
+        what :meth:`expired` says."""
+        if self.ping_due(now, last_rx):
+            stamp = next_stamp()
+            self.sent(stamp, now)
+            return Ping(stamp)
+        return self.expired(now, last_rx)
 
     def expired(self, now: float, last_rx: float) -> KeepaliveTimeout | None:
         """Once our PING's timeout has passed it is settled: the event when nothing
