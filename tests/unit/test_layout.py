@@ -33,8 +33,7 @@ ORIGIN_MAY_USE = ("edge_node.contract", "edge_node.redis_io", "edge_node.runtime
 MAX_MODULE_LINES = 600
 MAX_CLASS_LINES = 400
 #: Over the limits today: (path or path::Class) -> its size now.  Shrink, never grow.
-OVERSIZE = {
-    "client_sdk/protocol/connection.py::ClientConnection": 476,
+OVERSIZE: dict[str, int] = {
 }
 
 
