@@ -51,6 +51,16 @@ from .messages import (
     TelemetryError,
     Welcome,
 )
+from .room_frames import (
+    RoomEvent,
+    RoomList,
+    RoomListing,
+    RoomPatch,
+    RoomResync,
+    RoomStateFrame,
+    pack_input,
+    unpack_input,
+)
 from .tokens import KINDS, Claims, mint_token, room_allowed, verify_token
 
 __all__ = [
@@ -92,6 +102,14 @@ __all__ = [
     "Resumed",
     "Retry",
     "ShadowDelta",
+    "RoomStateFrame",
+    "RoomPatch",
+    "RoomEvent",
+    "RoomResync",
+    "RoomList",
+    "RoomListing",
+    "pack_input",
+    "unpack_input",
     "Telemetry",
     "TelemetryAck",
     "TelemetryError",

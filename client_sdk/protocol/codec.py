@@ -17,6 +17,11 @@ from typing import Any
 import msgpack
 
 from .errors import FrameTooLarge, MalformedFrame, ProtocolError, UnknownMessageType
+from .fields import UINT64_MAX as _UINT64_MAX
+from .fields import arity as _arity
+from .fields import str_map as _map
+from .fields import string as _str
+from .fields import uint as _uint
 from .limits import DEFAULT_LIMITS, Limits
 from .messages import (
     Ack,
@@ -49,10 +54,10 @@ from .messages import (
     TelemetryError,
     Welcome,
 )
+from .room_frames import ROOM_ENCODERS, ROOM_PARSERS
 
 __all__ = ["encode", "decode", "encode_message", "Decoder"]
 
-_UINT64_MAX = 2**64 - 1
 _packer = msgpack.Packer(use_bin_type=True)
 
 
@@ -118,6 +123,8 @@ def encode(frame: Frame) -> bytes:
     elif t is Join:
         assert isinstance(frame, Join)
         body = [3, frame.req_id, frame.room, frame.flags]
+        if frame.options:
+            body.append(frame.options)
     elif t is Joined:
         assert isinstance(frame, Joined)
         body = [4, frame.req_id, frame.room, frame.epoch, frame.seq]
@@ -181,7 +188,10 @@ def encode(frame: Frame) -> bytes:
         assert isinstance(frame, ShadowDelta)
         body = [26, frame.version, frame.desired_version, frame.delta, frame.command_id]
     else:
-        raise TypeError(f"not a protocol frame: {t.__name__}")
+        room_encoder = ROOM_ENCODERS.get(t)
+        if room_encoder is None:
+            raise TypeError(f"not a protocol frame: {t.__name__}")
+        body = room_encoder(frame)
     return _packb(body)
 
 
@@ -271,7 +281,7 @@ class Decoder:
 
 
 #: Client frames that carry a request id in their second element.
-_REQUESTS = frozenset({3, 5, 6, 11, 25})
+_REQUESTS = frozenset({3, 5, 6, 11, 25, 31})
 
 
 def _request_id(obj: list[Any]) -> int:
@@ -280,25 +290,6 @@ def _request_id(obj: list[Any]) -> int:
             and type(obj[1]) is int and 0 < obj[1] <= _UINT64_MAX):
         return int(obj[1])
     return 0
-
-
-def _uint(v: object, what: str) -> int:
-    if type(v) is not int or v < 0 or v > _UINT64_MAX:
-        raise MalformedFrame(f"{what} must be an unsigned integer")
-    return v
-
-
-def _str(v: object, what: str) -> str:
-    if type(v) is not str:
-        raise MalformedFrame(f"{what} must be a string")
-    return v
-
-
-def _arity(obj: list[Any], n: int, name: str, optional: int = 0) -> None:
-    # Extra trailing elements are ignored: a newer peer may append optional
-    # fields without breaking this decoder (forward compatibility).
-    if len(obj) < n - optional:
-        raise MalformedFrame(f"{name} frame must have at least {n - 1 - optional} fields")
 
 
 def _parse_member(v: object) -> Member:
@@ -329,7 +320,8 @@ def _p_welcome(d: Decoder, o: list[Any]) -> Welcome:
 def _p_join(d: Decoder, o: list[Any]) -> Join:
     _arity(o, 4, "JOIN", optional=1)
     flags = _uint(o[3], "flags") if len(o) > 3 else 0
-    return Join(_uint(o[1], "req_id"), d._room(o[2]), flags)
+    options = _map(o[4], "options") if len(o) > 4 else {}
+    return Join(_uint(o[1], "req_id"), d._room(o[2]), flags, options)
 
 
 def _p_joined(d: Decoder, o: list[Any]) -> Joined:
@@ -452,12 +444,6 @@ def _p_neighbours(d: Decoder, o: list[Any]) -> Neighbours:
     return Neighbours(tuple(_str(u, "url") for u in o[1]))
 
 
-def _map(v: object, what: str) -> dict[str, Any]:
-    if not isinstance(v, dict) or not all(type(k) is str for k in v):
-        raise MalformedFrame(f"{what} must be a map with string keys")
-    return v
-
-
 def _p_telemetry(d: Decoder, o: list[Any]) -> Telemetry:
     _arity(o, 3, "TELEMETRY")
     if not isinstance(o[2], list):
@@ -544,6 +530,7 @@ _PARSERS: dict[int, Any] = {
     24: _p_command_ack,
     25: _p_report_state,
     26: _p_shadow_delta,
+    **ROOM_PARSERS,
 }
 
 _DEFAULT_DECODER = Decoder()

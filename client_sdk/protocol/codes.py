@@ -44,6 +44,7 @@ class ErrorCode(enum.IntEnum):
     OVERLOADED = 4004
     PUBLISH_TIMEOUT = 4005
     HANDSHAKE_TIMEOUT = 4006
+    ROOM_FAILED = 4007
     # 4100-4199: this edge is going away, go to a neighbour.
     SHUTTING_DOWN = 4100
     HANDOFF = 4101
@@ -54,6 +55,8 @@ class ErrorCode(enum.IntEnum):
     FORBIDDEN = 4403
     NOT_JOINED = 4404
     SESSION_TAKEN_OVER = 4409
+    JOIN_REFUSED = 4410
+    INPUT_REJECTED = 4411
     UNSUPPORTED_VERSION = 4405
     UNKNOWN_TYPE = 4406
     TOO_MANY_ROOMS = 4407

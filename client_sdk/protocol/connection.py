@@ -77,6 +77,7 @@ from .outbox import Outbox, OutboxItem
 from .publisher import Publisher, check_publish_size
 from .requests import Requests
 from .resume import ResumeTracker
+from .room_frames import RoomList, RoomListing
 from .rooms import RoomState
 from .timers import Deadlines, Keepalive
 
@@ -86,7 +87,8 @@ __all__ = ["ClientConnection", "ConnState", "INBOUND_LIMITS", "REQUEST_TYPES"]
 INBOUND_LIMITS = Limits(max_frame_bytes=16 * 1024 * 1024, max_presence_list=100_000)
 
 #: Frames that are requests: they carry a ``req_id`` and get one reply (or ERROR).
-REQUEST_TYPES: frozenset[type[Any]] = frozenset({Join, Leave, PresenceList, ReportState})
+REQUEST_TYPES: frozenset[type[Any]] = frozenset({Join, Leave, PresenceList, ReportState,
+                                                  RoomList})
 
 
 class ConnState(enum.Enum):
@@ -148,6 +150,7 @@ class ClientConnection:
             Ack: answers.ack,
             Joined: answers.reply,
             PresenceMembers: answers.reply,
+            RoomListing: answers.reply,
             Error: answers.error,
             Pong: answers.pong,
             Ping: self._on_ping,

@@ -18,6 +18,15 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from .room_frames import (
+    RoomEvent,
+    RoomList,
+    RoomListing,
+    RoomPatch,
+    RoomResync,
+    RoomStateFrame,
+)
+
 __all__ = [
     "MessageType",
     "Member",
@@ -82,6 +91,12 @@ class MessageType(enum.IntEnum):
     COMMAND_ACK = 24
     REPORT_STATE = 25
     SHADOW_DELTA = 26
+    ROOM_STATE = 27
+    ROOM_PATCH = 28
+    ROOM_EVENT = 29
+    ROOM_RESYNC = 30
+    ROOM_LIST = 31
+    ROOM_LISTING = 32
 
 
 #: JOIN flag: deliver presence join/leave events for this room.
@@ -129,11 +144,14 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Client → edge: ``[3, req_id, room, flags]``; answered by JOINED or ERROR."""
+    """Client → edge: ``[3, req_id, room, flags, options?]``; answered by JOINED or
+    ERROR.  ``options`` (a map, omitted on the wire when empty) go to a game room's
+    join hooks; plain rooms ignore them."""
 
     req_id: int
     room: str
     flags: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,4 +455,10 @@ Frame = (
     | CommandAck
     | ReportState
     | ShadowDelta
+    | RoomStateFrame
+    | RoomPatch
+    | RoomEvent
+    | RoomResync
+    | RoomList
+    | RoomListing
 )

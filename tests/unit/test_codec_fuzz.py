@@ -51,6 +51,12 @@ from client_sdk.protocol.messages import (
     Command,
     CommandAck,
     ReportState,
+    RoomEvent,
+    RoomList,
+    RoomListing,
+    RoomPatch,
+    RoomResync,
+    RoomStateFrame,
     ShadowDelta,
     Telemetry,
     TelemetryAck,
@@ -147,7 +153,8 @@ FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
     MessageType.HELLO: st.builds(Hello, uint64, st.text(_chars, max_size=200), text,
                                  st.none() | resume_map | info_map),
     MessageType.WELCOME: st.builds(Welcome, text, text, welcome_info),
-    MessageType.JOIN: st.builds(Join, uint64, room, uint64),
+    MessageType.JOIN: st.builds(Join, uint64, room, uint64,
+                                st.dictionaries(text, value, max_size=3)),
     MessageType.JOINED: st.builds(Joined, uint64, room, uint64, uint64),
     MessageType.LEAVE: st.builds(Leave, uint64, room),
     MessageType.PUBLISH: st.builds(Publish, uint64, room, payload, st.booleans(), idem),
@@ -183,6 +190,13 @@ FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
                                         st.dictionaries(text, value, max_size=5)),
     MessageType.SHADOW_DELTA: st.builds(ShadowDelta, uint64, uint64,
                                         st.dictionaries(text, value, max_size=5), text),
+    MessageType.ROOM_STATE: st.builds(RoomStateFrame, room, uint64, uint64, uint64, payload),
+    MessageType.ROOM_PATCH: st.builds(RoomPatch, room, uint64, uint64, uint64, payload),
+    MessageType.ROOM_EVENT: st.builds(RoomEvent, room, text, payload),
+    MessageType.ROOM_RESYNC: st.builds(RoomResync, room, uint64),
+    MessageType.ROOM_LIST: st.builds(RoomList, uint64, st.text(_chars, min_size=1, max_size=40)),
+    MessageType.ROOM_LISTING: st.builds(RoomListing, uint64, st.lists(
+        st.dictionaries(text, value, max_size=5), max_size=5)),
 }
 any_frame = st.one_of(*FRAME_STRATEGIES.values())
 
@@ -190,6 +204,7 @@ _FRAME_CLASSES = (
     Hello, Welcome, Join, Joined, Leave, Publish, Message, Ack, PresenceJoin, PresenceLeave,
     PresenceList, PresenceMembers, Ping, Pong, Error, Resume, Resumed, Handoff, Neighbours,
     Telemetry, TelemetryAck, TelemetryError, Command, CommandAck, ReportState, ShadowDelta,
+    RoomStateFrame, RoomPatch, RoomEvent, RoomResync, RoomList, RoomListing,
 )
 
 
@@ -390,7 +405,7 @@ def test_unknown_type_without_valid_req_id_reports_zero(type_id: int, second: An
 _FIELDS: dict[MessageType, list[str]] = {
     MessageType.HELLO: ["uint", "str", "str", "map_or_nil"],
     MessageType.WELCOME: ["str", "str", "map"],
-    MessageType.JOIN: ["uint", "room", "uint"],
+    MessageType.JOIN: ["uint", "room", "uint", "map"],
     MessageType.JOINED: ["uint", "room", "uint", "uint"],
     MessageType.LEAVE: ["uint", "room"],
     MessageType.PUBLISH: ["uint", "room", "bin", "bool", "uint"],
@@ -413,9 +428,15 @@ _FIELDS: dict[MessageType, list[str]] = {
     MessageType.COMMAND_ACK: ["str", "str", "map"],
     MessageType.REPORT_STATE: ["uint", "uint", "map"],
     MessageType.SHADOW_DELTA: ["uint", "uint", "map", "str"],
+    MessageType.ROOM_STATE: ["room", "uint", "uint", "uint", "bin"],
+    MessageType.ROOM_PATCH: ["room", "uint", "uint", "uint", "bin"],
+    MessageType.ROOM_EVENT: ["room", "str", "bin"],
+    MessageType.ROOM_RESYNC: ["room", "uint"],
+    MessageType.ROOM_LIST: ["uint", "str"],
+    MessageType.ROOM_LISTING: ["uint", "maps"],
 }
 # Fields that may be left out at the end of the array.
-_OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 1, MessageType.PUBLISH: 2,
+_OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 2, MessageType.PUBLISH: 2,
              MessageType.MESSAGE: 1, MessageType.COMMAND_ACK: 1,
              MessageType.SHADOW_DELTA: 1}
 
@@ -431,6 +452,8 @@ def _full_array(frame: Frame) -> list[Any]:
     arr: list[Any] = msgpack.unpackb(encode(frame), raw=False)
     if isinstance(frame, Message) and len(arr) == 6:
         arr.append(frame.idem)
+    if isinstance(frame, Join) and len(arr) == 4:
+        arr.append(frame.options)
     return arr
 _not_str = st.none() | st.booleans() | msgint | st.floats() | st.binary(max_size=4) \
     | st.lists(text, max_size=2) | st.dictionaries(text, text, max_size=2)
@@ -448,6 +471,8 @@ _WRONG: dict[str, st.SearchStrategy[Any]] = {
     "members": st.none() | text | msgint | st.dictionaries(text, text, max_size=2)
     | st.tuples(st.just(["s", "u", "player"]), msgint).map(list)
     | st.tuples(st.lists(text, min_size=2, max_size=2)).map(list),
+    "maps": st.none() | st.booleans() | msgint | text | st.dictionaries(text, text, max_size=2)
+    | st.lists(msgint, min_size=1, max_size=2),
     "array": st.none() | st.booleans() | msgint | st.floats() | text | st.binary(max_size=4)
     | st.dictionaries(text, text, max_size=2),
     # Not an array, or an array with a non-string among the URLs.

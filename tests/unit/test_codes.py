@@ -21,6 +21,8 @@ EXPECTED: dict[ErrorCode, Retry] = {
     ErrorCode.OVERLOADED: Retry.RECONNECT,
     ErrorCode.PUBLISH_TIMEOUT: Retry.RECONNECT,
     ErrorCode.HANDSHAKE_TIMEOUT: Retry.RECONNECT,
+    # A game room's handler raised or blocked: join it again later.
+    ErrorCode.ROOM_FAILED: Retry.RECONNECT,
     # Drain: the edge closes the connections that did not move with 4100; a
     # client that moved (HANDOFF, make before break) closes the old one with 4101.
     ErrorCode.SHUTTING_DOWN: Retry.RECONNECT_ELSEWHERE,
@@ -39,6 +41,9 @@ EXPECTED: dict[ErrorCode, Retry] = {
     # A device reported a shadow version not above the one the edge knows.
     ErrorCode.STALE_VERSION: Retry.NEVER,
     ErrorCode.FRAME_TOO_LARGE: Retry.NEVER,
+    # A game room refused the join (full, or its handler said no) or an input.
+    ErrorCode.JOIN_REFUSED: Retry.NEVER,
+    ErrorCode.INPUT_REJECTED: Retry.NEVER,
 }
 
 _RANGES = {

@@ -47,6 +47,12 @@ from client_sdk.protocol import (
     ReportState,
     Resume,
     Resumed,
+    RoomEvent,
+    RoomList,
+    RoomListing,
+    RoomPatch,
+    RoomResync,
+    RoomStateFrame,
     ShadowDelta,
     Telemetry,
     TelemetryAck,
@@ -55,8 +61,10 @@ from client_sdk.protocol import (
     decode,
     encode,
     encode_message,
+    pack_input,
 )
 from client_sdk.protocol import errors as protocol_errors
+from client_sdk.protocol.state_sync import DELETE, encode_ops, encode_value
 
 GOLDEN_FILE = Path(__file__).resolve().parents[1] / "golden" / "frames.json"
 
@@ -169,6 +177,19 @@ FRAMES: dict[str, Frame] = {
     "command-ack": CommandAck("c9f2", "done", {"uptime_s": 3}),
     "report-state": ReportState(4, 3, {"fw": "1.2.0", "led": "off"}),
     "shadow-delta": ShadowDelta(3, 5, {"led": "on"}, "c9f3"),
+    # Game rooms (docs/rooms.md): JOIN options, an input, and frames 27-32.
+    "join-options": Join(5, "arena-1", 0, {"name": "ada"}),
+    "publish-game-input": Publish(10, "arena-1", pack_input("move", {"dx": 1, "dy": 0}),
+                                  True, 77),
+    "room-state": RoomStateFrame("arena-1", 7, 140, 20, encode_value(
+        {"players": {"s-1f2e": {"x": 10.5, "y": 3.0, "score": 2}}, "round": 1})),
+    "room-patch": RoomPatch("arena-1", 7, 8, 141, encode_ops(
+        [(("players", "s-1f2e", "x"), 11.5), (("players", "s-9a"), DELETE)])),
+    "room-event": RoomEvent("arena-1", "said", encode_value({"who": "s-1f2e", "text": "gg"})),
+    "room-resync": RoomResync("arena-1", 7),
+    "room-list": RoomList(9, "arena-*"),
+    "room-listing": RoomListing(9, [{"name": "arena-1", "players": 2, "max_players": 16,
+                                     "metadata": {"label": "arena"}, "edge": "edge-a"}]),
 }
 
 
