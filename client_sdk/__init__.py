@@ -20,6 +20,7 @@ from .errors import (
     RequestTimeoutError,
     ServerError,
 )
+from .game import GameRoom
 from .protocol import Member
 from .subscription import PresenceEvent, RecoveryEvent, Subscription
 
@@ -33,6 +34,7 @@ __all__ = [
     "DiscoveryError",
     "EdgeRelayError",
     "ForbiddenError",
+    "GameRoom",
     "Member",
     "Position",
     "PresenceEvent",

@@ -40,10 +40,12 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .backoff import Backoff
 from .errors import ClientClosedError, ConnectError, EdgeRelayError, error_for_code
 from .failover import EdgeList, retry_hint_from_close
+from .game import GameRoom
 from .probe import rank_by_rtt
 from .protocol import (
     JOIN_NO_ECHO,
@@ -347,7 +349,8 @@ class Client(ClientPump):
 
     async def join(self, room: str, *, presence: bool = False, echo: bool = True,
                    on_message: Callable[[Message], None] | None = None,
-                   queue_size: int = 10_000) -> Subscription:
+                   queue_size: int = 10_000,
+                   options: dict[str, Any] | None = None) -> Subscription:
         """Join ``room`` and return its :class:`Subscription`.
 
         With ``on_message`` the callback runs synchronously for each message
@@ -355,6 +358,7 @@ class Client(ClientPump):
         iterate the subscription with ``async for``.  ``presence=True`` also
         delivers presence join/leave events (``sub.presence_events()``);
         ``echo=False`` skips this client's own publishes (live and replayed).
+        ``options`` go to a game room's join hooks (see :meth:`join_game`).
         """
         flags = (JOIN_PRESENCE if presence else 0) | (0 if echo else JOIN_NO_ECHO)
         sub = self._subs.get(room)
@@ -363,7 +367,7 @@ class Client(ClientPump):
                                queue_size)
             self._subs[room] = sub
         try:
-            joined = await self.request(Join(0, room, flags))
+            joined = await self.request(Join(0, room, flags, options or {}))
         except BaseException:
             self._subs.pop(room, None)
             self._core.forget_room(room)
@@ -371,11 +375,23 @@ class Client(ClientPump):
         assert isinstance(joined, Joined)  # the core set the room's position from it
         return sub
 
+    async def join_game(self, room: str, options: dict[str, Any] | None = None, *,
+                        timeout: float = 10.0) -> GameRoom:
+        """Join game room ``room`` and wait for its state: see :meth:`GameRoom.join`."""
+        return await GameRoom.join(self, self._games, room, options, timeout)
+
+    def game(self, room: str) -> GameRoom | None:
+        """The :class:`~client_sdk.game.GameRoom` of a joined game room, or None."""
+        return self._games.get(room)
+
     async def leave(self, room: str) -> None:
         """Leave ``room``; its subscription's iterator ends."""
         sub = self._subs.pop(room, None)
         if sub is not None:
             sub._end(None)
+        game = self._games.pop(room, None)
+        if game is not None:
+            game._close()
         self._core.forget_room(room)
         await self.request(Leave(0, room))
 

@@ -42,6 +42,7 @@ from .protocol.events import (
 from .transport import Link
 
 if TYPE_CHECKING:
+    from .game import GameRoom
     from .subscription import Subscription
 
 __all__ = ["ClientPump", "Position"]
@@ -90,8 +91,10 @@ class ClientPump:
         self._unresumed: set[str] = set()
         self._all_resumed = asyncio.Event()
         self._frame_handlers: dict[type[Any], list[Callable[[Any], None]]] = {}
+        self._error_handlers: list[Callable[[int, str], None]] = []
         self._link: Link | None = None
         self._subs: dict[str, Subscription] = {}
+        self._games: dict[str, GameRoom] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._connected = asyncio.Event()
         # One waiter per request, per reliable publish (by idem), per ping (by stamp).
@@ -284,6 +287,19 @@ class ClientPump:
         del self.errors[:-100]
         if self.on_error is not None:
             self.on_error(ev.code, ev.message)
+        for handler in list(self._error_handlers):
+            handler(ev.code, ev.message)
+
+    def add_error_handler(self, handler: Callable[[int, str], None]) -> Callable[[], None]:
+        """Also call ``handler(code, text)`` for each ERROR that answers no request
+        (besides ``on_error``); returns a function that removes it."""
+        self._error_handlers.append(handler)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._error_handlers.remove(handler)
+
+        return remove
 
     def _handoff_requested(self, ev: HandoffRequested) -> None:
         """HANDOFF from a draining edge: the connection policy's business."""

@@ -167,6 +167,11 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                         "(checked at start; default %(default)s)")
     p.add_argument("--uplink-rooms", default=_env("UPLINK_ROOMS", ""),
                    help="comma-separated room patterns whose messages also go to the origin")
+    p.add_argument("--room-handler", action="append", default=[], metavar="PATTERN=MOD:CLASS",
+                   help="run game rooms: rooms named PATTERN (with * wildcards) run the "
+                   "RoomHandler subclass MOD:CLASS on their owner edge (repeatable; also "
+                   "EDGE_RELAY_ROOM_HANDLERS, comma-separated, and the 'edge_relay.rooms' "
+                   "entry points; docs/rooms.md)")
     p.add_argument("--max-replay", type=int,
                    default=_env_int("MAX_REPLAY", d.max_replay),
                    help="most messages replayed per room on resume")
@@ -303,12 +308,24 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         uplink_spool_max=a.uplink_spool_max, uplink_overflow=a.uplink_overflow,
         uplink_fsync=a.uplink_fsync, redis_wait_replicas=a.redis_wait_replicas,
         uplink_rooms=tuple(p for p in a.uplink_rooms.split(",") if p),
+        room_handlers=room_handler_specs(a.room_handler, _env("ROOM_HANDLERS", "")),
         log_level=a.log_level, **iot_settings_from_args(a),
         quic_port=a.quic_port, quic_cert=a.quic_cert, quic_key=a.quic_key,
         quic_public_url=a.quic_public_url, quic_idle_timeout=a.quic_idle_timeout,
         quic_max_datagram=a.quic_max_datagram, quic_datagram_queue=a.quic_datagram_queue,
         quic_inbound_queue=a.quic_inbound_queue,
     )
+
+
+def room_handler_specs(flags: list[str], env: str) -> tuple[str, ...]:
+    """Every ``PATTERN=module:Class`` spec (flags, then the environment variable, then
+    installed entry points), each checked now: a bad one is a :class:`UserError`."""
+    from edge_node.games.loader import HandlerRegistry, HandlerSpecError
+
+    try:
+        return tuple(HandlerRegistry.from_sources(flags, env).describe())
+    except HandlerSpecError as exc:
+        raise UserError(str(exc)) from None
 
 
 def parse_position(text: str) -> tuple[float, float]:

@@ -106,6 +106,8 @@ class EdgeSettings:
     uplink_overflow: str = "drop_oldest"
     uplink_fsync: str = "NORMAL"
     uplink_rooms: tuple[str, ...] = ()
+    #: Game rooms (docs/rooms.md): ``PATTERN=module:Class`` specs, checked at start.
+    room_handlers: tuple[str, ...] = ()
     #: IoT telemetry (docs/iot.md): window length and grace (ms), forward raw
     #: samples too, the alerts room, detector mode (ewma|mad|both|any) and the
     #: raise threshold.

@@ -33,7 +33,10 @@ from client_sdk.protocol import (
     encode,
 )
 from edge_node.config import EdgeSettings
+from edge_node.fanout.game_metrics import register_game_metrics
+from edge_node.fanout.games import GameHost
 from edge_node.fanout.hub import Hub, HubSettings
+from edge_node.games.loader import HandlerRegistry, parse_specs
 from edge_node.iot.downlink import DownlinkConsumer
 from edge_node.iot.service import IotService, iot_settings
 from edge_node.neighbours.geo import rank_edges
@@ -98,6 +101,10 @@ class EdgeServer:
         #: runner then drains exactly as on SIGTERM.
         self.drain_requested = asyncio.Event()
         self.port = settings.port
+        if settings.room_handlers:
+            self.hub.games = GameHost(self.hub, HandlerRegistry(parse_specs(
+                list(settings.room_handlers))))
+            register_game_metrics(self.metrics, self.hub.games)
         self.iot = IotService(iot_settings(settings), self.hub, settings.edge_id)
         self.iot.register_metrics(self.metrics.registry)
         self.downlink: DownlinkConsumer | None = None
@@ -226,6 +233,8 @@ class EdgeServer:
         self.housekeeper.stop()
         if self.downlink is not None:
             await self.downlink.stop()
+        if self.hub.games is not None:
+            self.hub.games.close()
         await self.iot.stop()  # closes open windows: their rollups go to the uplink
         if self.uplink:
             up, self.uplink, self.hub.uplink = self.uplink, None, None  # no submit after stop

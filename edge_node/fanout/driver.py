@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client_sdk.protocol import Ack, Error, encode
 from edge_node.fanout.room import Machine, Room, SessionLike
@@ -29,6 +29,9 @@ from edge_node.runtime.tasks import spawn
 from edge_node.store.base import RoomStore
 from edge_node.store.records import Forwarded, pack_record
 from edge_node.transports.outbound import ws_binary_frame
+
+if TYPE_CHECKING:
+    from edge_node.fanout.games import GameHost
 
 __all__ = ["MachineDriver"]
 
@@ -53,6 +56,8 @@ class MachineDriver:
         self.stats = metrics.stats
         self.store = store
         self.uplink: Any = None
+        #: The edge's game rooms (None: no handler configured).
+        self.games: GameHost | None = None
         self._observe = metrics.fanout_seconds.observe
         self._settle = settle
         self._reactivate = reactivate
@@ -96,6 +101,8 @@ class MachineDriver:
         cmds = m.handle(event, now)
         if m.state is not before:
             self.stats.room_transitions[(before.name, m.state.name)] += 1
+            if self.games is not None and m.name in self.games.rooms:
+                self.games.on_machine_state(m.name, m.mine)
         return cmds
 
     def run(self, name: str, room: Room | None, cmds: list[Any]) -> None:
@@ -155,7 +162,10 @@ class MachineDriver:
 
     def _do_fanout(self, name: str, room: Room | None, c: ev.Fanout) -> None:
         if room is not None:
-            self.fanout(room, c.body, c.sender, c.reliable, c.skip)
+            if room.game and self.games is not None:
+                self.games.on_entry(name, c.body)  # an input for the room's handler
+            else:
+                self.fanout(room, c.body, c.sender, c.reliable, c.skip)
 
     def _do_ack(self, name: str, room: Room | None, c: ev.Ack[SessionLike]) -> None:
         if not c.session.closed:

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter as _Tally
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client_sdk.protocol import (
     Member,
@@ -40,8 +40,16 @@ from edge_node.runtime.metrics import EdgeMetrics
 from edge_node.runtime.tasks import spawn
 from edge_node.store.base import RoomStore, StoreUnavailable
 from edge_node.store.memory import MemoryBackend, MemoryRoomStore
-from edge_node.store.records import LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE, LIVE_UNRELIABLE
+from edge_node.store.records import (
+    LIVE_GAME,
+    LIVE_PRESENCE_JOIN,
+    LIVE_PRESENCE_LEAVE,
+    LIVE_UNRELIABLE,
+)
 from edge_node.store.types import Lease
+
+if TYPE_CHECKING:
+    from edge_node.fanout.games import GameHost
 
 __all__ = ["Hub", "Room", "SessionLike", "HubSettings"]
 
@@ -92,6 +100,15 @@ class Hub:
         self._driver.store = store
 
     @property
+    def games(self) -> GameHost | None:
+        """The edge's game rooms (None: no room handler configured; set it to change)."""
+        return self._driver.games
+
+    @games.setter
+    def games(self, games: GameHost | None) -> None:
+        self._driver.games = games
+
+    @property
     def uplink(self) -> Any:
         """The uplink to the origin (None: none; set it to change it)."""
         return self._driver.uplink
@@ -138,6 +155,8 @@ class Hub:
         passed (forwarded publishes waiting too long, lingering empty rooms).  Call a
         few times per second."""
         self._driver.tick(now)
+        if self.games is not None:
+            self.games.tick(now)
 
     # -- membership ---------------------------------------------------------
 
@@ -185,7 +204,7 @@ class Hub:
                 if load is not None:
                     records = await self._recent(name, load.count)
                     cmds = self._driver.handle(m, ev.RecentLoaded(records), time.monotonic())
-            room = Room(name, m)
+            room = Room(name, m, game=self.games is not None and self.games.is_game(name))
             self.rooms[name] = room
             self.stats.rooms = len(self.rooms)
             self._driver.run(name, room, cmds)
@@ -206,6 +225,8 @@ class Hub:
         room = self.rooms.get(name)
         if room is None or not room.remove(s.session_id):
             return False
+        if room.game and not quiet and self.games is not None:
+            self.games.leave(s, name)
         if not quiet:
             announce(self.store, self.uplink, room, s.member, joined=False)
         if not room.members:
@@ -311,7 +332,9 @@ class Hub:
         room = self.rooms.get(room_name)
         if room is None:
             return
-        if kind == LIVE_UNRELIABLE:
+        if room.game and kind >= LIVE_GAME and self.games is not None:
+            self.games.on_live(room_name, kind, body)
+        elif kind == LIVE_UNRELIABLE:
             sender, payload = body
             self._driver.fanout(room, encode_message(room_name, 0, 0, sender, payload), sender,
                                 False)
@@ -359,6 +382,13 @@ class Hub:
         """
         room = await self._room(name)
         m = room.machine
+        if room.game and self.games is not None:
+            # A game room's entries are inputs, not messages: the resumed player gets
+            # its whole view from the owner instead of a replay.
+            r = self._finish_resume(s, room, flags, not_recovered(
+                m, pos, "game_room", {"current": list(m.position())}), [])
+            self.games.rejoin(s, name)
+            return r
         if invalid:
             return self._finish_resume(s, room, flags, not_recovered(
                 m, pos, invalid, {"current": list(m.position())}), [])

@@ -42,6 +42,8 @@ class Room:
     #: Fan-out targets: sinks that take shared WebSocket frames, and the others.
     framed: list[tuple[str, Outbound]] = field(default_factory=list)
     bodies: list[tuple[str, FrameSink]] = field(default_factory=list)
+    #: A game room: its stream entries are inputs for the handler, not messages.
+    game: bool = False
 
     @property
     def mine(self) -> bool:
@@ -61,7 +63,6 @@ class Room:
         self.watchers = [s for sid, s in self.members.items()
                          if self.flags.get(sid, 0) & JOIN_PRESENCE]
         self.no_echo = {sid for sid in self.members if self.flags.get(sid, 0) & JOIN_NO_ECHO}
-
 
     def add(self, s: SessionLike, flags: int) -> None:
         """``s`` is a member now, joined with ``flags`` (``JOIN_*``)."""

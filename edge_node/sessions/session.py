@@ -32,6 +32,9 @@ from client_sdk.protocol import (
     ProtocolError,
     Publish,
     ReportState,
+    RoomList,
+    RoomListing,
+    RoomResync,
     Telemetry,
     UnknownMessageType,
     encode,
@@ -200,6 +203,8 @@ class ClientSession:
         elif t is PresenceList:
             assert isinstance(frame, PresenceList)
             await self._presence(frame)
+        elif t is RoomResync or t is RoomList:
+            self._game_request(frame)  # type: ignore[arg-type]
         elif self.iot is not None and isinstance(frame, (Telemetry, CommandAck, ReportState)):
             self.iot.handle(self, frame)
         else:
@@ -226,6 +231,12 @@ class ClientSession:
                 self._error(f.req_id, ErrorCode.NOT_JOINED,
                             f"join {f.room!r} before publishing to it")
             return
+        games = self.hub.games
+        if games is not None and games.is_game(f.room):
+            problem = games.check_input(f.payload, f.reliable)
+            if problem is not None:
+                self._error(f.req_id, *problem)
+                return
         self.hub.publish(self, f.room, f.payload, f.reliable, f.req_id, f.idem)
 
     async def _join(self, f: Join) -> None:
@@ -247,7 +258,31 @@ class ClientSession:
         if self.closed:  # the connection went away while Redis answered
             self.hub.leave(self, f.room)
             return
+        games = self.hub.games
+        if games is not None and games.is_game(f.room):
+            # JOINED comes from the room's handler (its owner), once it accepts.
+            code, text = await games.join(self, f.room, f.req_id, f.options)
+            if code:
+                self.rooms.discard(f.room)
+                self.room_flags.pop(f.room, None)
+                self.hub.leave(self, f.room, quiet=True)
+                self._error(f.req_id, code, text)
+            return
         self.send(encode(Joined(f.req_id, f.room, epoch, seq)))
+
+    def _game_request(self, f: RoomResync | RoomList) -> None:
+        games = self.hub.games
+        if isinstance(f, RoomList):
+            if games is None:
+                self.send(encode(RoomListing(f.req_id, [])))
+            else:
+                self.send(encode(RoomListing(f.req_id, games.listing(f.pattern)[:100])))
+        elif games is None or not games.is_game(f.room):
+            self._error(0, ErrorCode.BAD_REQUEST, f"{f.room!r} is not a game room")
+        elif f.room not in self.rooms:
+            self._error(0, ErrorCode.NOT_JOINED, f"not joined to {f.room!r}")
+        else:
+            games.resync(self, f.room)
 
     async def _presence(self, f: PresenceList) -> None:
         if not self.claims.may_join(f.room):

@@ -26,19 +26,26 @@ from edge_node.rooms.events import Pos, Record
 __all__ = [
     "Record", "pack_record", "unpack_record", "Forwarded", "ForwardAck", "Handover",
     "LiveEvent", "RecordError", "LIVE_PRESENCE_JOIN", "LIVE_PRESENCE_LEAVE",
-    "LIVE_UNRELIABLE", "LIVE_OWNER", "LIVE_APPENDED",
+    "LIVE_UNRELIABLE", "LIVE_OWNER", "LIVE_APPENDED", "LIVE_GAME", "LIVE_GAME_VERDICT",
+    "LIVE_GAME_RESYNC",
 ]
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 #: Live event kinds: a member joined / left (body ``[[session_id, subject, kind]]``), an
 #: unreliable message (``[sender, payload]``), the lease was handed over (``[new owner]``),
-#: and, on a Redis Cluster, the owner appended to the room stream (``[]``).
+#: and, on a Redis Cluster, the owner appended to the room stream (``[]``).  Game rooms
+#: (edge_node/fanout/games.py): a frame for players (``[to or "", exclude or "", frame]``),
+#: the owner's answer to a join (``[player, req_id, code, text]``) and a player's request
+#: for its whole view (``[player]``).
 LIVE_PRESENCE_JOIN = 1
 LIVE_PRESENCE_LEAVE = 2
 LIVE_UNRELIABLE = 3
 LIVE_OWNER = 4
 LIVE_APPENDED = 5
+LIVE_GAME = 6
+LIVE_GAME_VERDICT = 7
+LIVE_GAME_RESYNC = 8
 
 
 class RecordError(ValueError):

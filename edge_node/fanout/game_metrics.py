@@ -1,0 +1,120 @@
+"""``/metrics`` for game rooms: totals, tick time and lateness, and the busiest rooms.
+
+Per-room series are bounded: only the :data:`TOP_ROOMS` rooms with the longest last
+tick get a ``room`` label (an operator debugging a laggy match finds it there); every
+other figure is a total over the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from edge_node.fanout.games import GameHost
+from edge_node.games.room import GamePhase
+from edge_node.runtime.metrics import EdgeMetrics
+
+__all__ = ["register_game_metrics", "TOP_ROOMS", "game_summary"]
+
+#: Rooms shown with their own label, by last tick time.
+TOP_ROOMS = 10
+
+_TOTALS = (
+    ("ticks", "edge_game_ticks", "Ticks run by game rooms"),
+    ("skipped", "edge_game_ticks_skipped",
+     "Tick slots skipped because a tick started more than one interval late"),
+    ("overruns", "edge_game_tick_overruns", "Ticks that started more than one interval late"),
+    ("patches", "edge_game_patches", "State patch rounds"),
+    ("patch_bytes", "edge_game_patch_bytes", "Bytes of ROOM_PATCH frames delivered"),
+    ("full_bytes", "edge_game_full_state_equivalent_bytes",
+     "Bytes sending each player its whole view at every patch would have cost"),
+    ("full_states", "edge_game_full_states", "ROOM_STATE frames sent (joins, resyncs)"),
+    ("events", "edge_game_events", "ROOM_EVENT frames sent"),
+    ("inputs", "edge_game_inputs", "Inputs applied or refused"),
+    ("input_errors", "edge_game_input_errors", "Inputs refused (4003, 4411, 4413)"),
+)
+
+
+def game_summary(host: GameHost) -> dict[str, float]:
+    """Totals over every game room this edge ran (running ones included)."""
+    done = host.totals.done
+    out: dict[str, float] = {}
+    for attr, _n, _h in _TOTALS:
+        out[attr] = float(getattr(done, attr, 0)) + sum(
+            getattr(g.stats, attr) for g in host.rooms.values())
+    t = host.totals
+    out.update(rooms=len(host.rooms), started=t.started, failed=t.failed,
+               joins_refused=t.joins_refused, join_timeouts=t.join_timeouts,
+               resyncs=t.resyncs,
+               players=sum(len(g.players) for g in host.rooms.values()))
+    return out
+
+
+class _GameCollector(Collector):
+    def __init__(self, host: GameHost) -> None:
+        self.host = host
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        host = self.host
+        summary = game_summary(host)
+        for attr, name, text in _TOTALS:
+            c = CounterMetricFamily(name, text)
+            c.add_metric([], summary[attr])
+            yield c
+        for attr, name, text in (
+                ("started", "edge_game_rooms_started", "Game rooms started here"),
+                ("failed", "edge_game_rooms_failed", "Game rooms whose handler raised or "
+                 "blocked (players got ERROR 4007)"),
+                ("joins_refused", "edge_game_joins_refused", "Joins refused (4410, 4007)"),
+                ("join_timeouts", "edge_game_join_timeouts",
+                 "Joins the room's owner did not answer in time (4005)"),
+                ("resyncs", "edge_game_resyncs", "Resyncs asked by players")):
+            c = CounterMetricFamily(name, text)
+            c.add_metric([], summary[attr])
+            yield c
+        g = GaugeMetricFamily("edge_game_rooms", "Game rooms running here, by phase",
+                              labels=["phase"])
+        for phase in GamePhase:
+            g.add_metric([phase.name], sum(1 for r in host.rooms.values() if r.phase is phase))
+        yield g
+        g = GaugeMetricFamily("edge_game_players", "Players in game rooms running here")
+        g.add_metric([], summary["players"])
+        yield g
+        busiest = sorted(host.rooms.values(), key=lambda r: r.stats.tick_seconds,
+                         reverse=True)[:TOP_ROOMS]
+        tick = GaugeMetricFamily("edge_game_room_tick_seconds",
+                                 f"Last tick time of the {TOP_ROOMS} slowest game rooms",
+                                 labels=["room"])
+        players = GaugeMetricFamily("edge_game_room_players",
+                                    f"Players in the {TOP_ROOMS} slowest game rooms",
+                                    labels=["room"])
+        over = CounterMetricFamily("edge_game_room_overruns",
+                                   f"Late ticks of the {TOP_ROOMS} slowest game rooms",
+                                   labels=["room"])
+        pbytes = CounterMetricFamily("edge_game_room_patch_bytes",
+                                     f"Patch bytes of the {TOP_ROOMS} slowest game rooms",
+                                     labels=["room"])
+        for r in busiest:
+            tick.add_metric([r.name], r.stats.tick_seconds)
+            players.add_metric([r.name], len(r.players))
+            over.add_metric([r.name], r.stats.overruns)
+            pbytes.add_metric([r.name], r.stats.patch_bytes)
+        yield from (tick, players, over, pbytes)
+
+
+def register_game_metrics(metrics: EdgeMetrics, host: GameHost) -> None:
+    """Add the game-room metrics to the edge's registry and hook the tick observers."""
+    metrics.registry.register(_GameCollector(host))
+    tick = Histogram("edge_game_tick_seconds", "Time a game room's tick took (hooks, "
+                     "patch building)", buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
+                                                 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.05, 0.1, 1.0),
+                     registry=metrics.registry)
+    late = Histogram("edge_game_tick_lateness_seconds", "How late a game room's tick "
+                     "started against its fixed schedule (jitter)",
+                     buckets=(1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5),
+                     registry=metrics.registry)
+    host.observe_tick = tick.observe
+    host.observe_lateness = late.observe

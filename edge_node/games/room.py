@@ -1,0 +1,450 @@
+"""One game room's logic run as an explicit, sans-I/O state machine.
+
+A :class:`GameRoom` wraps the application's :class:`~edge_node.games.handler.RoomHandler`
+on the room's owner edge.  It does no I/O and reads no clock: the driver feeds events
+with :meth:`GameRoom.handle` (``now`` passed in), executes the commands returned
+(:mod:`edge_node.games.events`), and feeds :class:`~.events.Timer` at
+:meth:`GameRoom.next_deadline`.
+
+Inputs (join, leave, message) are queued as they come and applied at the next tick, in
+order; then timers due, then ``on_tick``.  Ticks are scheduled on a fixed grid
+(``start + n / tick_rate``): a late tick does not push the next one later; a tick more
+than one interval late skips the missed slots (counted in ``stats.skipped``) rather
+than running a burst.  The room's clock is ``ticks / tick_rate``, the same everywhere.
+
+After a tick, when a patch is due (``patch_rate``), the changes recorded in the state's
+:class:`~edge_node.games.state.ChangeLog` go out as one ROOM_PATCH per distinct view;
+players that joined or asked for a resync get their whole view (ROOM_STATE) instead.
+The handler's events follow the patch.
+
+A handler that raises (anything but :class:`~edge_node.games.handler.JoinRefused` in
+``on_join_attempt`` or :class:`~edge_node.games.handler.InputRejected` in
+``on_message``), or whose tick takes longer than ``hook_budget``, moves the room to
+FAILED: every player is told (ERROR 4007), later joins are refused with 4007, inputs
+are dropped.  Other rooms are not affected.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from client_sdk.protocol import ErrorCode, RoomEvent, RoomPatch, RoomStateFrame, encode
+from client_sdk.protocol.state_sync import encode_ops, encode_value
+from edge_node.games.events import (
+    Deliver,
+    Disposed,
+    GameCommand,
+    GameEvent,
+    InputError,
+    JoinInput,
+    JoinVerdict,
+    LeaveInput,
+    MessageInput,
+    Resync,
+    RoomFailed,
+    Start,
+    Stop,
+    TickTime,
+    Timer,
+)
+from edge_node.games.handler import InputRejected, JoinRefused, Player, RoomHandler
+from edge_node.games.state import ChangeLog, Schema, to_plain
+from edge_node.games.timers import TickTimers
+
+__all__ = ["GamePhase", "GameSettings", "GameStats", "GameRoom", "GAME_TRANSITIONS"]
+
+
+class GamePhase(enum.Enum):
+    """Where a game room stands."""
+
+    #: Created; inputs queue until :class:`~.events.Start`.
+    IDLE = "idle"
+    #: The handler runs: ticks, patches, inputs applied.
+    RUNNING = "running"
+    #: The handler raised or blocked: no more ticks, inputs dropped, joins refused.
+    FAILED = "failed"
+    #: Over.
+    DISPOSED = "disposed"
+
+
+Ph = GamePhase
+_INPUTS = {JoinInput: None, LeaveInput: None, MessageInput: None}
+
+#: phase -> event type -> the phases it may lead to.
+GAME_TRANSITIONS: dict[GamePhase, dict[type[Any], tuple[GamePhase, ...]]] = {
+    Ph.IDLE: {Start: (Ph.RUNNING, Ph.FAILED), **{e: (Ph.IDLE,) for e in _INPUTS},
+              Stop: (Ph.DISPOSED,)},
+    Ph.RUNNING: {**{e: (Ph.RUNNING,) for e in _INPUTS}, Resync: (Ph.RUNNING,),
+                 Timer: (Ph.RUNNING, Ph.FAILED), TickTime: (Ph.RUNNING, Ph.FAILED),
+                 Stop: (Ph.DISPOSED,)},
+    Ph.FAILED: {**{e: (Ph.FAILED,) for e in _INPUTS}, Resync: (Ph.FAILED,),
+                Timer: (Ph.FAILED,), TickTime: (Ph.FAILED,), Stop: (Ph.DISPOSED,)},
+    Ph.DISPOSED: {},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GameSettings:
+    """Limits of every game room (named, with safe defaults; see configuration.md)."""
+
+    #: Largest input payload accepted (bytes of the PUBLISH payload).
+    max_input_bytes: int = 4096
+    #: Inputs applied per player per tick; more get ERROR 4003 (once per tick).
+    max_inputs_per_tick: int = 16
+    #: A tick whose hooks run longer than this (seconds) fails the room (4007).
+    hook_budget: float = 1.0
+    #: Full-state size is sampled every N patches (for the bandwidth figures).
+    full_sample_every: int = 10
+
+
+@dataclass(slots=True)
+class GameStats:
+    """What a room did, for metrics, the demo and the bench."""
+
+    ticks: int = 0
+    skipped: int = 0
+    overruns: int = 0
+    patches: int = 0
+    #: Bytes of ROOM_PATCH frames delivered (summed over players).
+    patch_bytes: int = 0
+    #: What sending the whole view instead of each patch would have cost (estimate).
+    full_bytes: int = 0
+    full_states: int = 0
+    events: int = 0
+    inputs: int = 0
+    input_errors: int = 0
+    #: How late each tick started (seconds), the last 4096.
+    lateness: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    tick_seconds: float = 0.0
+
+
+class _Crashed(Exception):
+    """Unwinds a tick after the handler raised."""
+
+
+class GameRoom:
+    """One game room on its owner edge (see the module docstring)."""
+
+    def __init__(self, name: str, handler: RoomHandler,
+                 settings: GameSettings | None = None) -> None:
+        self.name = name
+        self.handler = handler
+        self.cfg = settings or GameSettings()
+        self.phase = Ph.IDLE
+        self.tick_rate = min(60, max(1, int(type(handler).tick_rate)))
+        self.patch_rate = min(self.tick_rate, max(1, int(type(handler).patch_rate)))
+        self.interval = 1.0 / self.tick_rate
+        self.patch_interval = 1.0 / self.patch_rate
+        self.players: dict[str, Player] = {}
+        self.rng = random.Random(0)
+        self.ticks = 0
+        self.version = 0
+        self.timers = TickTimers()
+        self.want_full: set[str] = set()
+        self.stats = GameStats()
+        self.failure = ""
+        #: player -> the version its mirror holds.
+        self._sent: dict[str, int] = {}
+        self._queue: list[JoinInput | LeaveInput | MessageInput] = []
+        self._events: list[tuple[str | None, str, bytes, str | None]] = []
+        self._log = ChangeLog()
+        self._next_tick = 0.0
+        self._next_patch = 0.0
+        self._full_size = 0
+        self._views = type(handler).visible is not RoomHandler.visible
+        handler._room = self
+        handler.metadata = {}
+
+    # -- the one entry point ------------------------------------------------------------
+
+    def handle(self, event: GameEvent, now: float) -> list[GameCommand]:
+        """Apply one event at ``now``; return the commands to execute, in order."""
+        allowed = GAME_TRANSITIONS[self.phase].get(type(event))
+        if allowed is None:
+            return []
+        out: list[GameCommand] = []
+        t = type(event)
+        if t is Timer:
+            self._on_timer(now, out)
+        elif t is JoinInput or t is LeaveInput or t is MessageInput:
+            self._on_input(event, out)  # type: ignore[arg-type]
+        elif t is Start:
+            self._on_start(event, now, out)  # type: ignore[arg-type]
+        elif t is Resync:
+            self._on_resync(event.player, out)  # type: ignore[union-attr]
+        elif t is TickTime:
+            self._on_tick_time(event.seconds, out)  # type: ignore[union-attr]
+        elif t is Stop:
+            self._on_stop(out)
+        assert self.phase in allowed, (self.phase, t.__name__)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When to feed :class:`~.events.Timer` next (None: not ticking)."""
+        return self._next_tick if self.phase is Ph.RUNNING else None
+
+    @property
+    def state(self) -> Schema:
+        return self.handler.state
+
+    def full_view(self, player: str | None = None) -> Any:
+        """The plain state tree ``player`` sees (the whole of it for None)."""
+        plain = to_plain(self.handler.state)
+        p = self.players.get(player) if player is not None else None
+        return plain if p is None or not self._views else self._filter(plain, (), p)
+
+    # -- events -------------------------------------------------------------------------
+
+    def _on_start(self, ev: Start, now: float, out: list[GameCommand]) -> None:
+        self.rng = random.Random(ev.seed)
+        self.phase = Ph.RUNNING
+        self._next_tick = now + self.interval
+        self._next_patch = now + self.patch_interval
+        try:
+            self._call(self.handler.on_create, dict(ev.options), out=out)
+            if not isinstance(getattr(self.handler, "state", None), Schema):
+                self.handler.state = _Empty()
+            self._log = self.handler.state.track()
+            self._apply_inputs(out)  # joins queued before the start
+        except _Crashed:
+            pass
+
+    def _on_input(self, ev: JoinInput | LeaveInput | MessageInput,
+                  out: list[GameCommand]) -> None:
+        if self.phase is Ph.FAILED:
+            if type(ev) is JoinInput:
+                out.append(JoinVerdict(ev.player, ev.req_id, ev.edge, ErrorCode.ROOM_FAILED,
+                                       f"room failed: {self.failure}"))
+            return
+        self._queue.append(ev)
+
+    def _on_resync(self, player: str, out: list[GameCommand]) -> None:
+        if self.phase is Ph.RUNNING and player in self.players:
+            self.want_full.add(player)
+            self._send_fulls(out)
+
+    def _on_tick_time(self, seconds: float, out: list[GameCommand]) -> None:
+        self.stats.tick_seconds = seconds
+        if seconds > self.cfg.hook_budget and self.phase is Ph.RUNNING:
+            self._fail(f"a tick took {seconds * 1000:.0f} ms "
+                       f"(budget {self.cfg.hook_budget * 1000:.0f} ms)", out)
+
+    def _on_stop(self, out: list[GameCommand]) -> None:
+        if self.phase is Ph.RUNNING:
+            try:
+                self._call(self.handler.on_dispose, out=out)
+            except _Crashed:
+                out.clear()  # nothing to tell: the room is going anyway
+        self.phase = Ph.DISPOSED
+        out.append(Disposed())
+
+    def _on_timer(self, now: float, out: list[GameCommand]) -> None:
+        if self.phase is not Ph.RUNNING or now < self._next_tick:
+            return
+        st = self.stats
+        late = now - self._next_tick
+        st.lateness.append(late)
+        if late >= self.interval:
+            missed = int(late / self.interval)
+            st.skipped += missed
+            st.overruns += 1
+            self._next_tick += missed * self.interval
+        # The tick being run counts from here: hooks see it as ``tick`` and ``clock``.
+        self.ticks += 1
+        st.ticks += 1
+        try:
+            self._apply_inputs(out)
+            for fn, args in self.timers.due(self.ticks):
+                self._call(fn, *args, out=out)
+            self._call(self.handler.on_tick, self.interval, out=out)
+        except _Crashed:
+            return
+        self._next_tick += self.interval
+        if now + 1e-6 >= self._next_patch:
+            self._patch(out)
+            self._next_patch += self.patch_interval
+            if self._next_patch <= now:
+                self._next_patch = now + self.patch_interval
+        elif self.want_full:
+            self._send_fulls(out)
+        self._flush_events(out)
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def _apply_inputs(self, out: list[GameCommand]) -> None:
+        queue, self._queue = self._queue, []
+        counts: dict[str, int] = {}
+        for ev in queue:
+            t = type(ev)
+            if t is MessageInput:
+                self._apply_message(ev, counts, out)  # type: ignore[arg-type]
+            elif t is JoinInput:
+                self._apply_join(ev, out)  # type: ignore[arg-type]
+            else:
+                p = self.players.pop(ev.player, None)
+                self._sent.pop(ev.player, None)
+                self.want_full.discard(ev.player)
+                if p is not None:
+                    self._call(self.handler.on_leave, p, out=out)
+
+    def _apply_join(self, ev: JoinInput, out: list[GameCommand]) -> None:
+        if ev.player in self.players:  # a re-join (resume, another edge): same player
+            out.append(JoinVerdict(ev.player, ev.req_id, ev.edge))
+            self.want_full.add(ev.player)
+            return
+        limit = type(self.handler).max_players
+        if limit and len(self.players) >= limit:
+            out.append(JoinVerdict(ev.player, ev.req_id, ev.edge, ErrorCode.JOIN_REFUSED,
+                                   f"room is full ({limit} players)"))
+            return
+        p = Player(ev.player, ev.subject, dict(ev.options))
+        try:
+            self.handler.on_join_attempt(p, p.options)
+        except JoinRefused as exc:
+            out.append(JoinVerdict(ev.player, ev.req_id, ev.edge, ErrorCode.JOIN_REFUSED,
+                                   str(exc) or "refused by the room"))
+            return
+        except Exception as exc:
+            self._crash("on_join_attempt", exc, out)
+        self.players[p.id] = p
+        self._sent[p.id] = 0
+        out.append(JoinVerdict(ev.player, ev.req_id, ev.edge))
+        self._call(self.handler.on_join, p, out=out)
+        self.want_full.add(p.id)
+
+    def _apply_message(self, ev: MessageInput, counts: dict[str, int],
+                       out: list[GameCommand]) -> None:
+        p = self.players.get(ev.player)
+        if p is None:
+            return  # not (or no longer) a player: nothing to apply
+        self.stats.inputs += 1
+        n = counts[ev.player] = counts.get(ev.player, 0) + 1
+        if ev.size > self.cfg.max_input_bytes:
+            self._input_error(ev.player, ErrorCode.FRAME_TOO_LARGE,
+                              f"input of {ev.size} bytes is over the limit of "
+                              f"{self.cfg.max_input_bytes}", out)
+            return
+        if n > self.cfg.max_inputs_per_tick:
+            if n == self.cfg.max_inputs_per_tick + 1:
+                self._input_error(ev.player, ErrorCode.RATE_LIMITED,
+                                  f"more than {self.cfg.max_inputs_per_tick} inputs in one "
+                                  "tick; the rest of this tick's are dropped", out)
+            else:
+                self.stats.input_errors += 1
+            return
+        try:
+            self.handler.on_message(p, ev.kind, ev.payload)
+        except InputRejected as exc:
+            self._input_error(ev.player, ErrorCode.INPUT_REJECTED,
+                              str(exc) or f"input {ev.kind!r} rejected", out)
+        except Exception as exc:
+            self._crash("on_message", exc, out)
+
+    def _input_error(self, player: str, code: int, text: str, out: list[GameCommand]) -> None:
+        self.stats.input_errors += 1
+        out.append(InputError(player, code, text))
+
+    # -- patches and full states ----------------------------------------------------
+
+    def _patch(self, out: list[GameCommand]) -> None:
+        ops = self._log.take()
+        st = self.stats
+        if st.patches % self.cfg.full_sample_every == 0 or not self._full_size:
+            self._full_size = len(encode_value(self.full_view()))
+        st.patches += 1
+        st.full_bytes += self._full_size * len(self.players)
+        if ops:
+            self.version += 1
+            self._send_patch(ops, out)
+        if self.want_full:
+            self._send_fulls(out)
+
+    def _send_patch(self, ops: list[tuple[Any, Any]], out: list[GameCommand]) -> None:
+        version, tick, room = self.version, self.ticks, self.name
+        groups: dict[tuple[int, tuple[int, ...]], list[str]] = {}
+        everything = tuple(range(len(ops)))
+        for pid, p in self.players.items():
+            if pid in self.want_full:
+                continue
+            idx = everything if not self._views else tuple(
+                i for i, (path, _v) in enumerate(ops) if self._sees(p, path))
+            if idx:
+                groups.setdefault((self._sent[pid], idx), []).append(pid)
+        whole = len(groups) == 1 and not self.want_full
+        for (base, idx), pids in groups.items():
+            data = encode_ops([ops[i] for i in idx])
+            body = encode(RoomPatch(room, base, version, tick, data))
+            self.stats.patch_bytes += len(body) * len(pids)
+            if whole and len(pids) == len(self.players):
+                out.append(Deliver(None, body))
+            else:
+                out += [Deliver(pid, body) for pid in pids]
+            for pid in pids:
+                self._sent[pid] = version
+
+    def _send_fulls(self, out: list[GameCommand]) -> None:
+        shared: bytes | None = None
+        for pid in sorted(self.want_full):
+            if pid not in self.players:
+                continue
+            if self._views:
+                data = encode_value(self.full_view(pid))
+            else:
+                if shared is None:
+                    shared = encode_value(self.full_view())
+                data = shared
+            out.append(Deliver(pid, encode(RoomStateFrame(
+                self.name, self.version, self.ticks, self.tick_rate, data))))
+            self._sent[pid] = self.version
+            self.stats.full_states += 1
+        self.want_full.clear()
+
+    def _sees(self, p: Player, path: tuple[Any, ...]) -> bool:
+        visible = self.handler.visible
+        return all(visible(p, path[:i]) for i in range(1, len(path) + 1))
+
+    def _filter(self, node: Any, path: tuple[Any, ...], p: Player) -> Any:
+        if not isinstance(node, dict):
+            return node
+        visible = self.handler.visible
+        return {k: self._filter(v, (*path, k), p) for k, v in node.items()
+                if visible(p, (*path, k))}
+
+    # -- events from the handler ----------------------------------------------------
+
+    def event(self, to: str | None, kind: str, payload: Any, exclude: str | None) -> None:
+        """Queue a ROOM_EVENT (called by the handler through its context)."""
+        self._events.append((to, kind, encode_value(payload), exclude))
+
+    def _flush_events(self, out: list[GameCommand]) -> None:
+        for to, kind, data, exclude in self._events:
+            out.append(Deliver(to, encode(RoomEvent(self.name, kind, data)), exclude))
+            self.stats.events += 1
+        self._events.clear()
+
+    # -- failures -------------------------------------------------------------------
+
+    def _call(self, fn: Any, *args: Any, out: list[GameCommand]) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._crash(getattr(fn, "__name__", "a timer"), exc, out)
+
+    def _crash(self, where: str, exc: Exception, out: list[GameCommand]) -> None:
+        self._fail(f"{type(exc).__name__} in {where}", out)
+        raise _Crashed from exc
+
+    def _fail(self, why: str, out: list[GameCommand]) -> None:
+        self.phase = Ph.FAILED
+        self.failure = why
+        self._queue.clear()
+        self._events.clear()
+        out.append(RoomFailed(ErrorCode.ROOM_FAILED, f"room failed: {why}"))
+
+
+class _Empty(Schema):
+    """The state of a handler that sets none."""

@@ -1,0 +1,48 @@
+"""Room handler specs: ``PATTERN=module:Class`` from flags and the environment, checked at
+start with one clear line, and the first matching pattern wins."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_node.cli import UserError, room_handler_specs
+from edge_node.games.loader import HandlerRegistry, HandlerSpecError, parse_specs
+from edge_node.local.arena import Arena
+
+
+def test_patterns_match_room_names_first_spec_wins() -> None:
+    reg = HandlerRegistry(parse_specs(["arena-*=edge_node.local.arena:Arena",
+                                       "*=edge_node.local.arena:Arena"]))
+    assert reg.match("arena-7") is Arena
+    assert reg.match("lobby") is Arena  # the catch-all
+    only = HandlerRegistry(parse_specs(["arena-*=edge_node.local.arena:Arena"]))
+    assert only.match("lobby") is None and only.match("arena-") is Arena
+    assert not HandlerRegistry() and HandlerRegistry().match("arena-1") is None
+    assert only.describe() == ["arena-*=edge_node.local.arena:Arena"]
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("arena-*", "expected PATTERN=module:Class"),
+    ("=edge_node.local.arena:Arena", "expected PATTERN=module:Class"),
+    ("arena-*=edge_node.local.arena", "expected PATTERN=module:Class"),
+    ("arena-*=no_such_module_xyz:Arena", "cannot import 'no_such_module_xyz'"),
+    ("arena-*=edge_node.local.arena:Nope", "has no 'Nope'"),
+    ("arena-*=edge_node.local.arena:SIZE", "is not a RoomHandler subclass"),
+])
+def test_bad_specs_say_what_is_wrong(spec: str, problem: str) -> None:
+    with pytest.raises(HandlerSpecError, match=problem):
+        parse_specs([spec])
+
+
+def test_the_cli_reads_flags_and_the_environment_and_reports_one_line() -> None:
+    specs = room_handler_specs(["arena-*=edge_node.local.arena:Arena"],
+                               " duel-*=edge_node.local.arena:Arena ,")
+    assert specs == ("arena-*=edge_node.local.arena:Arena", "duel-*=edge_node.local.arena:Arena")
+    with pytest.raises(UserError, match="cannot import"):
+        room_handler_specs([], "x=nope_mod:Y")
+
+
+def test_a_tick_rate_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Arena, "tick_rate", 120)
+    with pytest.raises(HandlerSpecError, match="tick_rate must be 1-60"):
+        parse_specs(["a=edge_node.local.arena:Arena"])
