@@ -60,6 +60,8 @@ class DemoConfig:
     #: Simulated IoT devices and their samples/s each (0 devices: none).
     devices: int = 500
     device_rate: float = 10.0
+    #: Bots playing the arena game room (0: none).
+    arena_bots: int = 6
 
 
 @dataclass
@@ -209,6 +211,13 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         fleet = DeviceFleet(urls, cluster.secret, cluster.redis_url, devices=cfg.devices,
                             rate=cfg.device_rate)
         await fleet.start()
+    arena = None
+    if cfg.arena_bots:
+        from edge_node.local.demo_arena import ArenaBots
+
+        arena = ArenaBots(urls, cluster.secret, bots=cfg.arena_bots,
+                          ca_file=cluster.ca_file or "")
+        await arena.start()
     # The players and devices live to the end: keep them out of the collector's
     # passes, whose pauses (58-84 ms measured) would otherwise show as gaps.
     tune_gc()
@@ -299,7 +308,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     if cfg.kill and len(cluster.edges) > 1:
         chaos.append(loop.create_task(killer()))
     await asyncio.gather(*(publisher(p) for p in players),
-                         *([fleet.run(cfg.duration)] if fleet is not None else []))
+                         *([fleet.run(cfg.duration)] if fleet is not None else []),
+                         *([arena.run(cfg.duration)] if arena is not None else []))
     await asyncio.gather(*chaos)
     # Drain: wait until every ack is in and deliveries stop changing (bounded).
     deadline = time.perf_counter() + 15.0
@@ -321,6 +331,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     handover = _handover_summary(players, drained, killed)
     origin = await _origin_summary(cluster)
     iot = await fleet.summary() if fleet is not None else {"devices": 0}
+    game: dict[str, Any] = await arena.summary() if arena is not None else {"bots": 0}
     forecast = await asyncio.to_thread(_forecast_summary, cluster)
     members: dict[str, list[_Player]] = defaultdict(list)
     for p in players:
@@ -350,6 +361,10 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             continue
         m = _scrape(e.http_url)
         scrapes.append(m)
+        if game.get("owner_edge") == e.edge_id:
+            from edge_node.local.demo_arena import arena_metrics
+
+            game.update(arena_metrics(m))
         edges.append({
             "id": e.edge_id, "url": e.url, "pid": e.pid,
             "connections": int(m.get("edge_connections", 0)),
@@ -398,9 +413,11 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         "handover": handover,
         "origin": origin,
         "iot": iot,
+        "game": game,
         "forecast": forecast,
         "edges": edges,
-        "ok": lost == 0 and dups == 0 and iot.get("lost", 0) == 0,
+        "ok": lost == 0 and dups == 0 and iot.get("lost", 0) == 0
+        and game.get("divergences", 0) == 0,
     }
 
 
@@ -508,18 +525,23 @@ def cmd_demo(a: Any) -> int:
 
     cfg = DemoConfig(edges=a.edges, players=a.players, rooms=a.rooms, rate=a.rate,
                      duration=a.duration, kill=not a.no_kill,
-                     devices=getattr(a, "devices", 500))
+                     devices=getattr(a, "devices", 500),
+                     arena_bots=getattr(a, "arena_bots", 6))
     if not (1 <= cfg.edges <= 16 and 2 <= cfg.players <= 5000 and 1 <= cfg.rooms
             <= cfg.players and 0 < cfg.rate <= 1000 and 0 < cfg.duration <= 3600
-            and 0 <= cfg.devices <= 5000):
+            and 0 <= cfg.devices <= 5000 and 0 <= cfg.arena_bots <= 16):
         raise UserError("need 1-16 edges, 2-5000 players, 1..players rooms, "
-                        "0 < rate <= 1000, 0 < duration <= 3600, 0-5000 devices")
+                        "0 < rate <= 1000, 0 < duration <= 3600, 0-5000 devices, "
+                        "0-16 arena bots")
     if a.json:
         parent = os.path.dirname(os.path.abspath(a.json))
         if not os.path.isdir(parent):
             raise UserError(f"--json: directory {parent} does not exist")
     print(f"starting Redis and {cfg.edges} edges ...", file=sys.stderr, flush=True)
-    cluster = LocalCluster(cfg.edges, edge_args=["--uplink-rooms", "room-*"])
+    from edge_node.local.demo_arena import ARENA_HANDLER
+
+    cluster = LocalCluster(cfg.edges, edge_args=["--uplink-rooms", "room-*",
+                                                 "--room-handler", ARENA_HANDLER])
     try:
         cluster.start()
     except (RedisUnavailable, RuntimeError) as exc:

@@ -15,6 +15,9 @@ def render_summary(s: dict[str, Any]) -> str:
     iot_s = s.get("iot") or {}
     if rel["lost"] or rel["duplicates"]:
         verdict = "PROBLEM: messages lost or duplicated"
+    elif (s.get("game") or {}).get("divergences"):
+        verdict = (f"PROBLEM: {s['game']['divergences']} arena players' state differs from "
+                   "the room owner's")
     elif iot_s.get("lost"):
         verdict = (f"PROBLEM: {iot_s['lost']} IoT samples did not reach the origin "
                    f"({iot_s.get('unacked', 0)} still unacknowledged in device buffers when "
@@ -106,6 +109,22 @@ def render_summary(s: dict[str, Any]) -> str:
             f"({iot['anomalies_injected']} anomalies injected)",
             f"  iot.lost                   {iot['lost']}  ({iot.get('unacked', 0)} samples "
             "still unacknowledged in device buffers at the end)",
+        ]
+    g = s.get("game") or {}
+    if g.get("bots"):
+        saving = g.get("bandwidth_saving")
+        lines += [
+            "",
+            f"  game.room                  {g['room']} on {g.get('owner_edge')} (authoritative "
+            f"arena: {g['bots']} bots on every edge, {g['inputs_sent']} inputs)",
+            f"  game.ticks                 {g.get('ticks')} at 20 Hz; tick jitter p99 <= "
+            f"{g.get('tick_jitter_p99_ms')} ms, tick time p99 <= {g.get('tick_time_p99_ms')} ms",
+            f"  game.patches               {g.get('patches')}; {g.get('patch_bytes')} bytes of "
+            f"patches against {g.get('full_state_bytes')} for the full state each time "
+            f"({saving}x less)" if saving else f"  game.patches               {g.get('patches')}",
+            f"  game.divergences           {g['divergences']}  (players whose final state "
+            f"differs from the owner's; {g['resyncs']} resyncs, {g['full_states']} full "
+            "states sent)",
         ]
     fc = s.get("forecast") or {}
     if fc:
