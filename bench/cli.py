@@ -28,6 +28,7 @@ DEFAULT_OUT = "bench-results"
 #: ``register(subparsers)`` that adds a parser with ``func`` set. Add one line here.
 SCENARIO_MODULES: tuple[str, ...] = (
     "bench.scenarios.rooms",
+    "bench.scenarios.games",
     "bench.scenarios.telemetry",
     "bench.scenarios.storm",
     "bench.sweep",

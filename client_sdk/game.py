@@ -136,12 +136,16 @@ class GameRoom:
         await asyncio.wait_for(self._has_state.wait(), timeout)
 
     def server_time(self) -> float:
-        """The room's clock now, in seconds (``tick / tick_rate``), estimated from
-        the frames received: the newest frame's tick plus the time since, smoothed.
-        Use it to interpolate between patches."""
+        """The room's clock now, in seconds (``tick / tick_rate``), for interpolation.
+
+        Estimated from the frames received (a frame's tick, plus the time since it
+        arrived, smoothed: late frames do not drag it back) plus half the measured
+        round-trip time (``client.rtt``, set by :meth:`~client_sdk.Client.ping`: call
+        it now and then), the usual one-way estimate.  0.0 before the first state."""
         if self._offset is None:
             return 0.0
-        return time.monotonic() + self._offset
+        rtt = self.client.rtt or 0.0
+        return time.monotonic() + self._offset + rtt / 2
 
     # -- acting -------------------------------------------------------------------
 

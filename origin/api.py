@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from client_sdk.protocol import mint_token
-from edge_node.contract import secrets_from_env
+from edge_node.contract import game_listings, secrets_from_env, unpack_listings
 from edge_node.redis_io import conn as redis_conn
 from edge_node.redis_io import keys as edge_keys
 from origin.body_limits import MAX_BODY_BYTES, MAX_JSON_DEPTH, BodyLimits
@@ -178,6 +178,15 @@ def create_app(settings: OriginSettings) -> FastAPI:
             raise HTTPException(404, f"no live edge {edge_id!r}")
         await r.set(edge_keys.edge_control(edge_id), "drain", ex=60)
         return {"edge": edge_id, "requested": "drain"}
+
+    @app.get("/v1/rooms", tags=["rooms"], dependencies=authed)
+    async def rooms(r: R, pattern: Annotated[str, Query(min_length=1, max_length=256)] = "*",
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """Running game rooms whose name matches ``pattern`` (``*`` wildcards), by name:
+        players, max_players, metadata, the owner edge and the state version, as their
+        owner edges publish them about once a second (docs/rooms.md)."""
+        raw: Any = await r.hgetall(game_listings())
+        return {"rooms": unpack_listings(raw, pattern, time.time())[:limit]}
 
     @app.get("/v1/rooms/{room_id}", tags=["rooms"], dependencies=authed)
     async def room(r: R, room_id: Ident,

@@ -3,19 +3,26 @@
 A game room's state is a tree of maps (string keys), lists and primitives (``None``,
 ``bool``, ``int``, ``float``, ``str``, ``bytes``).  The edge sends a client its view of
 the whole tree once (ROOM_STATE, at a version) and then *patches* (ROOM_PATCH), each
-taking the client from one version (``base``) to a later one.  A patch is a list of
-operations, applied in order:
+taking the client from one version (``base``) to a later one.
 
-- ``[path, value]``: set the node at ``path`` (a list of map keys and list indexes,
-  never empty) to ``value``, creating missing maps on the way;
-- ``[path]``: delete the node at ``path``.
+**Keys are sent once.**  Map keys in patches are small integers: indexes into the
+room's *key table*, which a client receives whole with each full state and grows
+with each patch.  A full state's bytes are msgpack ``[keys, state]``; a patch's are
+``[keys_from, new_keys, ops]``: ``new_keys`` extend the client's table, whose length
+must be ``keys_from`` first.  Each operation, applied in order, is
 
-Both the full state and the operations travel msgpack-encoded inside a ``bin`` field,
-so the edge encodes each once for every client that sees the same thing.
+- ``[path, value]``: set the node at ``path`` (a non-empty list of key indexes) to
+  ``value`` (plain: its map keys are strings), creating missing maps on the way;
+- ``[path]``: delete it.
+
+Lists are always set whole.  Floats that float32 holds exactly travel as float32
+(:mod:`.compact`).  Both byte strings travel inside a ``bin`` field, so the edge
+encodes each once for every client that sees the same.
 
 :class:`StateMirror` is the client's copy: it refuses a patch whose ``base`` is not the
-version it holds (a missed or reordered patch) instead of diverging silently; the
-caller then asks for a resync (ROOM_RESYNC) and gets a fresh full state.
+version it holds, or whose ``keys_from`` is not the size of its table (a missed or
+reordered patch) instead of diverging silently; the caller then asks for a resync
+(ROOM_RESYNC) and gets a fresh full state.
 """
 
 from __future__ import annotations
@@ -25,10 +32,16 @@ from typing import Any
 
 import msgpack
 
+from .compact import pack_compact
+
 __all__ = [
     "Path",
-    "encode_ops",
-    "decode_ops",
+    "DELETE",
+    "KeyTable",
+    "encode_state",
+    "decode_state",
+    "encode_patch",
+    "decode_patch",
     "encode_value",
     "decode_value",
     "apply_ops",
@@ -52,9 +65,8 @@ class PatchRefused(Exception):
 
 
 def encode_value(value: Any) -> bytes:
-    """The msgpack bytes of a state value (a full state or a subtree)."""
-    data: bytes = _packer.pack(value)
-    return data
+    """The msgpack bytes of a plain value (event payloads; floats compacted)."""
+    return pack_compact(value)
 
 
 def decode_value(data: bytes) -> Any:
@@ -62,35 +74,6 @@ def decode_value(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
                            max_ext_len=0, max_str_len=_MAX_LEN, max_bin_len=_MAX_LEN,
                            max_array_len=_MAX_LEN, max_map_len=_MAX_LEN)
-
-
-def encode_ops(ops: list[tuple[Path, Any]] | list[list[Any]]) -> bytes:
-    """Encode patch operations; an operation whose value is :data:`DELETE` is a delete."""
-    wire: list[list[Any]] = []
-    for op in ops:
-        path, value = op[0], op[1]
-        wire.append([list(path)] if value is DELETE else [list(path), value])
-    data: bytes = _packer.pack(wire)
-    return data
-
-
-def decode_ops(data: bytes) -> list[tuple[Path, Any]]:
-    """Decode patch operations (deletes come back with :data:`DELETE` as the value).
-
-    Raises :class:`PatchRefused` for bytes that are not a list of operations."""
-    try:
-        raw = decode_value(data)
-    except Exception as exc:
-        raise PatchRefused("patch is not valid msgpack") from exc
-    if not isinstance(raw, list):
-        raise PatchRefused("patch must be a list of operations")
-    out: list[tuple[Path, Any]] = []
-    for op in raw:
-        if not isinstance(op, list) or len(op) not in (1, 2) or not isinstance(op[0], list) \
-                or not op[0] or not all(type(k) in (str, int) for k in op[0]):
-            raise PatchRefused(f"malformed patch operation {op!r:.80}")
-        out.append((tuple(op[0]), op[1] if len(op) == 2 else DELETE))
-    return out
 
 
 class _Delete:
@@ -102,6 +85,72 @@ class _Delete:
 
 #: The value of a delete operation.
 DELETE: Any = _Delete()
+
+
+class KeyTable:
+    """The sender's key table: each map key used in a patch gets the next index."""
+
+    __slots__ = ("index", "keys")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def intern(self, key: str) -> int:
+        i = self.index.get(key)
+        if i is None:
+            i = self.index[key] = len(self.keys)
+            self.keys.append(key)
+        return i
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def encode_state(state: dict[str, Any], keys: list[str]) -> bytes:
+    """A full state's bytes: ``[keys, state]``."""
+    return pack_compact([keys, state])
+
+
+def decode_state(data: bytes) -> tuple[list[str], dict[str, Any]]:
+    """``(keys, state)`` of a full state; :class:`PatchRefused` when malformed."""
+    try:
+        raw = decode_value(data)
+    except Exception as exc:
+        raise PatchRefused("state is not valid msgpack") from exc
+    if not (isinstance(raw, list) and len(raw) == 2 and isinstance(raw[0], list)
+            and all(type(k) is str for k in raw[0]) and isinstance(raw[1], dict)):
+        raise PatchRefused("a room state must be [keys, map]")
+    return raw[0], raw[1]
+
+
+def encode_patch(keys_from: int, new_keys: list[str],
+                 ops: list[tuple[tuple[int, ...], Any]]) -> bytes:
+    """A patch's bytes: ``[keys_from, new_keys, ops]`` (paths as key indexes; an
+    operation whose value is :data:`DELETE` is a delete)."""
+    wire = [[list(p)] if v is DELETE else [list(p), v] for p, v in ops]
+    return pack_compact([keys_from, new_keys, wire])
+
+
+def decode_patch(data: bytes) -> tuple[int, list[str], list[tuple[tuple[int, ...], Any]]]:
+    """``(keys_from, new_keys, ops)``, deletes with :data:`DELETE` as the value.
+
+    Raises :class:`PatchRefused` for bytes that are not a patch."""
+    try:
+        raw = decode_value(data)
+    except Exception as exc:
+        raise PatchRefused("patch is not valid msgpack") from exc
+    if not (isinstance(raw, list) and len(raw) == 3 and type(raw[0]) is int
+            and isinstance(raw[1], list) and all(type(k) is str for k in raw[1])
+            and isinstance(raw[2], list)):
+        raise PatchRefused("a patch must be [keys_from, new_keys, ops]")
+    ops: list[tuple[tuple[int, ...], Any]] = []
+    for op in raw[2]:
+        if not isinstance(op, list) or len(op) not in (1, 2) or not isinstance(op[0], list) \
+                or not op[0] or not all(type(k) is int and k >= 0 for k in op[0]):
+            raise PatchRefused(f"malformed patch operation {op!r:.80}")
+        ops.append((tuple(op[0]), op[1] if len(op) == 2 else DELETE))
+    return raw[0], raw[1], ops
 
 
 def _container(root: Any, path: Path) -> Any:
@@ -168,6 +217,8 @@ class StateMirror:
 
     def __init__(self) -> None:
         self.state: dict[str, Any] = {}
+        #: The key table (see the module docstring).
+        self.keys: list[str] = []
         self.version = 0
         self.tick = 0
         self.patches = 0
@@ -186,11 +237,9 @@ class StateMirror:
         return remove
 
     def load(self, version: int, tick: int, data: bytes) -> None:
-        """Replace the state with a full state at ``version``."""
-        state = decode_value(data)
-        if not isinstance(state, dict):
-            raise PatchRefused("a room state must be a map")
-        self.state, self.version, self.tick = state, version, tick
+        """Replace the state (and the key table) with a full state at ``version``."""
+        keys, state = decode_state(data)
+        self.state, self.keys, self.version, self.tick = state, keys, version, tick
         self._notify((), state)
 
     def patch(self, base: int, version: int, tick: int, data: bytes) -> None:
@@ -198,7 +247,17 @@ class StateMirror:
         (state unchanged) when ``base`` is not the version held: ask for a resync."""
         if base != self.version or version <= base:
             raise PatchRefused(f"patch {base}->{version} does not follow version {self.version}")
-        ops = decode_ops(data)
+        keys_from, new_keys, wire_ops = decode_patch(data)
+        if keys_from != len(self.keys):
+            raise PatchRefused(f"patch extends a key table of {keys_from}, not "
+                               f"{len(self.keys)}")
+        keys = self.keys + new_keys
+        try:
+            ops: list[tuple[Path, Any]] = [(tuple(keys[i] for i in path), value)
+                                           for path, value in wire_ops]
+        except IndexError:
+            raise PatchRefused("patch names a key it does not define") from None
+        self.keys = keys
         try:
             apply_ops(self.state, ops)
         except PatchRefused:

@@ -25,6 +25,7 @@ when ownership moves, the running handler is disposed and its state is lost; the
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import itertools
 import logging
 import time
@@ -45,8 +46,10 @@ from client_sdk.protocol import (
 )
 from client_sdk.protocol.state_sync import state_checksum
 from edge_node.games import events as ge
+from edge_node.games.listing import pack_listing, unpack_listings
 from edge_node.games.loader import HandlerRegistry
 from edge_node.games.room import GamePhase, GameRoom, GameSettings, GameStats
+from edge_node.store.base import StoreUnavailable
 from edge_node.store.records import LIVE_GAME, LIVE_GAME_RESYNC, LIVE_GAME_VERDICT
 from edge_node.transports.outbound import FrameSink
 
@@ -124,6 +127,7 @@ class GameHost:
         #: plain Handle (no ``when()``) for a deadline already past, so keep it here.
         self._timers: dict[str, tuple[asyncio.Handle, float]] = {}
         self._req = itertools.count(_CONTROL_REQ)
+        self._listed = 0.0
         #: Observers of tick time and lateness (seconds), set by the metrics.
         self.observe_tick: Any = None
         self.observe_lateness: Any = None
@@ -189,17 +193,35 @@ class GameHost:
         else:
             self.hub.store.publish_live(room, LIVE_GAME_RESYNC, [s.session_id])
 
-    def listing(self, pattern: str) -> list[dict[str, Any]]:
-        """Game rooms running here whose name matches ``pattern``, each with its state
-        version and the checksum of its whole state (a client that sees all of it holds
-        the same checksum at that version)."""
-        import fnmatch
-        return [{"name": n, "players": len(g.players),
-                 "max_players": type(g.handler).max_players,
-                 "metadata": dict(g.handler.metadata), "edge": self.edge_id,
-                 "version": g.version, "checksum": state_checksum(g.full_view())}
-                for n, g in sorted(self.rooms.items()) if fnmatch.fnmatchcase(n, pattern)
-                and g.phase is GamePhase.RUNNING]
+    async def listing(self, pattern: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Running game rooms whose name matches ``pattern``, by name, at most
+        ``limit``: the ones this edge runs as they are now, each with its state
+        ``version`` and the ``checksum`` of its whole state (a client that sees all of it
+        holds the same checksum at that version), then the ones other edges run, as
+        their owners last published them (without a checksum)."""
+        local = {n: self._entry_of(n, g) for n, g in self.rooms.items()
+                 if g.phase is GamePhase.RUNNING and fnmatch.fnmatchcase(n, pattern)}
+        for e in local.values():
+            e["checksum"] = state_checksum(self.rooms[e["name"]].full_view())
+        try:
+            stored = await self.hub.store.listings()
+        except StoreUnavailable:
+            stored = {}
+        others = [e for e in unpack_listings(stored, pattern, time.time())
+                  if e["name"] not in local]
+        return sorted([*local.values(), *others], key=lambda e: e["name"])[:limit]
+
+    def _entry_of(self, room: str, g: GameRoom) -> dict[str, Any]:
+        return {"name": room, "players": len(g.players),
+                "max_players": type(g.handler).max_players,
+                "metadata": dict(g.handler.metadata), "edge": self.edge_id,
+                "version": g.version}
+
+    def _publish_listings(self) -> None:
+        now = time.time()
+        for room, g in self.rooms.items():
+            if g.phase is GamePhase.RUNNING:
+                self.hub.store.put_listing(room, pack_listing(self._entry_of(room, g), now))
 
     def _control(self, s: SessionLike, room: str, kind: str, value: dict[str, Any]) -> None:
         proxy = _Proxy(s.session_id, s.member)
@@ -223,7 +245,11 @@ class GameHost:
         p.done.set_result((code, text))
 
     def tick(self, now: float) -> None:
-        """Expire joins the owner did not answer in time (call a few times a second)."""
+        """Expire joins the owner did not answer in time, and refresh the listings of
+        the rooms running here about once a second (call a few times a second)."""
+        if now - self._listed >= 1.0:
+            self._listed = now
+            self._publish_listings()
         for key, p in list(self._pending.items()):
             if p.deadline <= now and not p.done.done():
                 self.totals.join_timeouts += 1
@@ -382,6 +408,7 @@ class GameHost:
     def _dispose(self, room: str, g: GameRoom) -> None:
         if self.rooms.get(room) is g:
             del self.rooms[room]
+            self.hub.store.put_listing(room, None)
         self.where.pop(room, None)
         timer = self._timers.pop(room, None)
         if timer is not None:

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from client_sdk.protocol import ErrorCode, RoomEvent, RoomPatch, RoomStateFrame, encode
-from client_sdk.protocol.state_sync import encode_ops, encode_value
+from client_sdk.protocol.compact import pack_compact
+from client_sdk.protocol.state_sync import KeyTable, encode_patch, encode_state, encode_value
 from edge_node.games.events import (
     Deliver,
     Disposed,
@@ -98,7 +99,10 @@ class GameSettings:
     #: A tick whose hooks run longer than this (seconds) fails the room (4007).
     hook_budget: float = 1.0
     #: Full-state size is sampled every N patches (for the bandwidth figures).
-    full_sample_every: int = 10
+    full_sample_every: int = 50
+    #: Keys in a room's key table before it starts a new one (every player then gets
+    #: its whole view again): bounds a long room whose players come and go.
+    max_keys: int = 4096
 
 
 @dataclass(slots=True)
@@ -147,8 +151,10 @@ class GameRoom:
         self.want_full: set[str] = set()
         self.stats = GameStats()
         self.failure = ""
-        #: player -> the version its mirror holds.
+        #: player -> the version its mirror holds, and how much of the key table it has.
         self._sent: dict[str, int] = {}
+        self._known: dict[str, int] = {}
+        self._keys = KeyTable()
         self._queue: list[JoinInput | LeaveInput | MessageInput] = []
         self._events: list[tuple[str | None, str, bytes, str | None]] = []
         self._log = ChangeLog()
@@ -287,6 +293,7 @@ class GameRoom:
             else:
                 p = self.players.pop(ev.player, None)
                 self._sent.pop(ev.player, None)
+                self._known.pop(ev.player, None)
                 self.want_full.discard(ev.player)
                 if p is not None:
                     self._call(self.handler.on_leave, p, out=out)
@@ -311,7 +318,7 @@ class GameRoom:
         except Exception as exc:
             self._crash("on_join_attempt", exc, out)
         self.players[p.id] = p
-        self._sent[p.id] = 0
+        self._sent[p.id] = self._known[p.id] = 0
         out.append(JoinVerdict(ev.player, ev.req_id, ev.edge))
         self._call(self.handler.on_join, p, out=out)
         self.want_full.add(p.id)
@@ -353,8 +360,11 @@ class GameRoom:
     def _patch(self, out: list[GameCommand]) -> None:
         ops = self._log.take()
         st = self.stats
+        if len(self._keys) > self.cfg.max_keys:
+            self._keys = KeyTable()  # a fresh table: everyone gets a full state with it
+            self.want_full.update(self.players)
         if st.patches % self.cfg.full_sample_every == 0 or not self._full_size:
-            self._full_size = len(encode_value(self.full_view()))
+            self._full_size = len(pack_compact(self.full_view()))
         st.patches += 1
         st.full_bytes += self._full_size * len(self.players)
         if ops:
@@ -365,7 +375,11 @@ class GameRoom:
 
     def _send_patch(self, ops: list[tuple[Any, Any]], out: list[GameCommand]) -> None:
         version, tick, room = self.version, self.ticks, self.name
-        groups: dict[tuple[int, tuple[int, ...]], list[str]] = {}
+        table = self._keys
+        intern = table.intern
+        wire = [(tuple(intern(k) for k in path), v) for path, v in ops]
+        keys = table.keys
+        groups: dict[tuple[int, int, tuple[int, ...]], list[str]] = {}
         everything = tuple(range(len(ops)))
         for pid, p in self.players.items():
             if pid in self.want_full:
@@ -373,10 +387,10 @@ class GameRoom:
             idx = everything if not self._views else tuple(
                 i for i, (path, _v) in enumerate(ops) if self._sees(p, path))
             if idx:
-                groups.setdefault((self._sent[pid], idx), []).append(pid)
+                groups.setdefault((self._sent[pid], self._known[pid], idx), []).append(pid)
         whole = len(groups) == 1 and not self.want_full
-        for (base, idx), pids in groups.items():
-            data = encode_ops([ops[i] for i in idx])
+        for (base, known, idx), pids in groups.items():
+            data = encode_patch(known, keys[known:], [wire[i] for i in idx])
             body = encode(RoomPatch(room, base, version, tick, data))
             self.stats.patch_bytes += len(body) * len(pids)
             if whole and len(pids) == len(self.players):
@@ -385,21 +399,24 @@ class GameRoom:
                 out += [Deliver(pid, body) for pid in pids]
             for pid in pids:
                 self._sent[pid] = version
+                self._known[pid] = len(keys)
 
     def _send_fulls(self, out: list[GameCommand]) -> None:
         shared: bytes | None = None
+        keys = self._keys.keys
         for pid in sorted(self.want_full):
             if pid not in self.players:
                 continue
             if self._views:
-                data = encode_value(self.full_view(pid))
+                data = encode_state(self.full_view(pid), keys)
             else:
                 if shared is None:
-                    shared = encode_value(self.full_view())
+                    shared = encode_state(self.full_view(), keys)
                 data = shared
             out.append(Deliver(pid, encode(RoomStateFrame(
                 self.name, self.version, self.ticks, self.tick_rate, data))))
             self._sent[pid] = self.version
+            self._known[pid] = len(keys)
             self.stats.full_states += 1
         self.want_full.clear()
 

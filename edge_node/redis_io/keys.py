@@ -79,3 +79,9 @@ def edge_control(edge_id: str) -> str:
     """Operator requests to this edge (value ``drain``), set by the origin's admin API,
     consumed (GETDEL) by the edge within a heartbeat; expires after a minute."""
     return f"{PREFIX}{{edge:{edge_id}}}:control"
+
+
+def game_listings() -> str:
+    """Hash room -> JSON listing of a running game room (written by its owner edge about
+    once a second; read by ROOM_LIST and the origin's ``GET /v1/rooms``)."""
+    return f"{PREFIX}games"

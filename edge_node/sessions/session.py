@@ -204,7 +204,7 @@ class ClientSession:
             assert isinstance(frame, PresenceList)
             await self._presence(frame)
         elif t is RoomResync or t is RoomList:
-            self._game_request(frame)  # type: ignore[arg-type]
+            await self._game_request(frame)  # type: ignore[arg-type]
         elif self.iot is not None and isinstance(frame, (Telemetry, CommandAck, ReportState)):
             self.iot.handle(self, frame)
         else:
@@ -270,13 +270,11 @@ class ClientSession:
             return
         self.send(encode(Joined(f.req_id, f.room, epoch, seq)))
 
-    def _game_request(self, f: RoomResync | RoomList) -> None:
+    async def _game_request(self, f: RoomResync | RoomList) -> None:
         games = self.hub.games
         if isinstance(f, RoomList):
-            if games is None:
-                self.send(encode(RoomListing(f.req_id, [])))
-            else:
-                self.send(encode(RoomListing(f.req_id, games.listing(f.pattern)[:100])))
+            rooms = [] if games is None else await games.listing(f.pattern)
+            self.send(encode(RoomListing(f.req_id, rooms)))
         elif games is None or not games.is_game(f.room):
             self._error(0, ErrorCode.BAD_REQUEST, f"{f.room!r} is not a game room")
         elif f.room not in self.rooms:

@@ -78,6 +78,13 @@ class RoomStore(Protocol):
     async def members(self, room: str) -> list[list[str]]:
         """Members on every live edge: ``[session_id, subject, kind, edge_id]``."""
 
+    def put_listing(self, room: str, entry: bytes | None) -> None:
+        """Publish (None: withdraw) the listing of a game room this edge runs, for
+        every edge and the origin to read (best effort)."""
+
+    async def listings(self) -> dict[str, bytes]:
+        """Every published game-room listing: room -> entry (stale ones included)."""
+
     async def history_after(self, room: str, epoch: int, seq: int,
                             limit: int) -> tuple[list[Record], bool, Pos | None]:
         """Records after a position (at most ``limit``), whether trimming or a loss

@@ -45,6 +45,8 @@ class MemoryBackend:
         self.maxlen = maxlen
         self.rooms: dict[str, _Room] = {}
         self.edges: dict[str, MemoryRoomStore] = {}
+        #: Game-room listings (see RoomStore.put_listing).
+        self.listings: dict[str, bytes] = {}
 
     def room(self, name: str) -> _Room:
         r = self.rooms.get(name)
@@ -295,6 +297,15 @@ class MemoryRoomStore:
         return [list(m) for m in self.backend.room(room).members.values() if m[3] in live]
 
     # -- history --------------------------------------------------------------------------
+
+    def put_listing(self, room: str, entry: bytes | None) -> None:
+        if entry is None:
+            self.backend.listings.pop(room, None)
+        else:
+            self.backend.listings[room] = entry
+
+    async def listings(self) -> dict[str, bytes]:
+        return dict(self.backend.listings)
 
     async def history_after(self, room: str, epoch: int, seq: int,
                             limit: int) -> tuple[list[Record], bool, Pos | None]:

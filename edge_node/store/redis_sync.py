@@ -305,6 +305,25 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
         with contextlib.suppress(RedisError):
             await self.r.hdel(K.room_members(room), session_id)
 
+    def put_listing(self, room: str, entry: bytes | None) -> None:
+        """Publish (None: withdraw) a game room's listing (best effort, not awaited)."""
+        spawn(self._put_listing(room, entry))
+
+    async def _put_listing(self, room: str, entry: bytes | None) -> None:
+        with contextlib.suppress(RedisError):
+            if entry is None:
+                await self.r.hdel(K.game_listings(), room)
+            else:
+                await self.r.hset(K.game_listings(), room, entry)
+
+    async def listings(self) -> dict[str, bytes]:
+        """Every published game-room listing (room -> entry)."""
+        try:
+            raw: Any = await self.r.hgetall(K.game_listings())
+        except RedisError as exc:
+            raise SyncUnavailable(str(exc)) from exc
+        return {k.decode(): bytes(v) for k, v in raw.items()}
+
     async def members(self, room: str) -> list[list[str]]:
         """Members on every live edge: ``[session_id, subject, kind, edge_id]``."""
         try:

@@ -461,3 +461,21 @@ def test_sigterm_stops_everything_the_run_started(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_games_tiny(tmp_path: Path) -> None:
+    """games: arena rooms over 2 edges; ticks run, patches beat full states, every input
+    acknowledged, the report has its figures."""
+    rc = main(["games", "--rooms", "3", "--players", "3", "--edges", "2", "--input-hz", "4",
+               "--duration", "2", "--warmup", "1", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    (path,) = sorted(tmp_path.glob("games-*.json"))
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "edge-relay-bench/1" and doc["meta"]["scenario"] == "games"
+    run = doc["targets"]["edge"]["runs"][0]
+    assert run["players_joined"] == 9, doc["warnings"]
+    assert run["ticks_per_s"] > 0 and run["tick_jitter_p99_ms"] is not None
+    assert run["edge_cpu_us_per_room_tick"] > 0
+    assert run["patch_bytes_per_player_s"] > 0
+    assert run["full_bytes_per_player_s"] > run["patch_bytes_per_player_s"]
+    assert run["inputs_acked_percent"] == 100.0, doc["warnings"]

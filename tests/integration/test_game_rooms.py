@@ -66,6 +66,13 @@ async def test_players_on_two_edges_play_one_arena(edge_factory, clients: Client
     assert ga.state == gb.state and gb.resyncs == 0
     assert gb.server_time() > 0
 
+    async def listed_on_e2() -> bool:  # e1 runs the room; e2 lists it from the store
+        listing = await b.request(RoomList(0, room))
+        assert isinstance(listing, RoomListing)
+        return [(r["name"], r["players"], r["edge"]) for r in listing.rooms] == [
+            (room, 2, a.edge_id)]
+    await eventually(listed_on_e2, timeout=5.0, what="the room listed on the other edge")
+
 
 async def _has_players(ga: GameRoom, gb: GameRoom, a: Client, b: Client) -> bool:
     want = {a.session_id, b.session_id}

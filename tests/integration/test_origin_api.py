@@ -304,3 +304,29 @@ async def test_admin_drain_hands_clients_over_and_the_edge_exits(
         assert not victim.alive() and victim.proc.returncode == 0
     finally:
         await c.close()
+
+
+async def test_game_rooms_listed_by_their_owner_edges(http: httpx.AsyncClient,
+                                                      server: RedisServer, edge_factory: Any,
+                                                      token: Any) -> None:
+    """GET /v1/rooms: running game rooms as their owner edges publish them."""
+    from client_sdk import connect
+
+    e = edge_factory("ed-games", "--room-handler", "arena-*=edge_node.local.arena:Arena",
+                     redis_url=server.url)
+    room = f"arena-api-{int(time.time() * 1000)}"
+    c = await connect(e.url, token("gamer", rooms=["arena-*"]))
+    try:
+        await c.join_game(room, {"name": "ada", "label": "ranked"})
+        resp = await poll(http, "/v1/rooms?pattern=arena-api-*",
+                          lambda d: any(x["name"] == room for x in d["rooms"]))
+        (mine,) = [x for x in resp.json()["rooms"] if x["name"] == room]
+        assert mine["players"] == 1 and mine["max_players"] == 16
+        assert mine["edge"] == "ed-games" and mine["metadata"]["label"] == "ranked"
+        assert (await http.get("/v1/rooms?pattern=nothing-*", headers=H)).json() == {"rooms": []}
+        assert (await http.get("/v1/rooms?limit=0", headers=H)).status_code == 422
+        await c.leave(room)
+        await poll(http, "/v1/rooms?pattern=arena-api-*",
+                   lambda d: all(x["name"] != room for x in d["rooms"]), timeout=20)
+    finally:
+        await c.close()

@@ -335,3 +335,27 @@ async def test_members_are_listed_from_every_live_edge(harness: Harness) -> None
     harness.stores.remove(b)
     assert await a.members(room) == [["s1", "alice", "player", a.edge_id]], \
         "members of a dead edge are not listed"
+
+
+async def test_game_listings_are_shared_by_every_edge(harness: Harness) -> None:
+    (a, _la), (b, _lb) = await _stores(harness, uid("edge-a"), uid("edge-b"))
+    room, other = uid("arena"), uid("arena")
+    a.put_listing(room, b'{"players":2,"at":1}')
+    b.put_listing(other, b'{"players":1,"at":1}')
+    async def both() -> bool:
+        got = await b.listings()
+        return got.get(room) == b'{"players":2,"at":1}' and other in got
+    await wait_until_async(both, 10, "both listings")
+    a.put_listing(room, None)  # withdrawn: the room ended
+
+    async def gone() -> bool:
+        return room not in await b.listings()
+    await wait_until_async(gone, 10, "the withdrawn listing")
+
+
+async def wait_until_async(check: Callable[[], Awaitable[bool]], timeout: float,
+                           what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)

@@ -46,3 +46,21 @@ def test_a_tick_rate_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(Arena, "tick_rate", 120)
     with pytest.raises(HandlerSpecError, match="tick_rate must be 1-60"):
         parse_specs(["a=edge_node.local.arena:Arena"])
+
+
+def test_listings_keep_fresh_entries_matching_the_pattern() -> None:
+    from edge_node.games.listing import pack_listing, unpack_listings
+
+    now = 1000.0
+    raw = {
+        b"arena-1": pack_listing({"players": 2, "edge": "e1"}, now - 1),
+        "arena-2": pack_listing({"players": 5}, now - 30),  # its owner stopped refreshing
+        b"duel-1": pack_listing({"players": 1}, now),
+        b"arena-3": b"not json",
+        b"arena-4": b'{"players": 1}',  # no time: not trusted
+    }
+    got = unpack_listings(raw, "arena-*", now)
+    assert [e["name"] for e in got] == ["arena-1"]
+    assert got[0]["players"] == 2 and got[0]["edge"] == "e1"
+    assert [e["name"] for e in unpack_listings(raw, "*", now, ttl=60)] == [
+        "arena-1", "arena-2", "duel-1"]

@@ -21,7 +21,7 @@ from client_sdk.protocol import (
     decode,
     unpack_input,
 )
-from client_sdk.protocol.state_sync import StateMirror, decode_value, state_checksum
+from client_sdk.protocol.state_sync import StateMirror, decode_state, decode_value, state_checksum
 from edge_node.games import events as ge
 from edge_node.games.handler import InputRejected, JoinRefused, Player, RoomHandler
 from edge_node.games.room import GAME_TRANSITIONS, GamePhase, GameRoom, GameSettings
@@ -154,7 +154,7 @@ def test_a_join_is_answered_then_the_player_gets_its_whole_view(room: GameRoom) 
                                           if isinstance(c, ge.Deliver))
     (full,) = frames_to(cmds, "a")
     assert isinstance(full, RoomStateFrame) and full.tick_rate == 10
-    assert decode_value(full.state)["players"]["a"]["score"] == 0
+    assert decode_state(full.state)[1]["players"]["a"]["score"] == 0
     # Joining again (a resume) is accepted at once and re-sends the whole view.
     cmds = join(room, "a", req=6)
     assert ge.JoinVerdict("a", 6, "edge-a") in cmds

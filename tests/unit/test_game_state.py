@@ -8,20 +8,43 @@ itself — and a mirror never applies a patch that does not follow its version.
 from __future__ import annotations
 
 import random
+from typing import Any
 
+import msgpack
 import pytest
 
+from client_sdk.protocol.compact import pack_compact
 from client_sdk.protocol.state_sync import (
     DELETE,
+    KeyTable,
     PatchRefused,
     StateMirror,
     apply_ops,
-    decode_ops,
-    encode_ops,
-    encode_value,
+    decode_patch,
+    decode_state,
+    encode_patch,
+    encode_state,
     state_checksum,
 )
-from edge_node.games.state import Schema, StateList, StateMap, to_plain
+from edge_node.games.state import F32, Schema, StateList, StateMap, to_plain
+
+
+class Sender:
+    """The edge's side of the format for one client: a key table and what it knows."""
+
+    def __init__(self) -> None:
+        self.table = KeyTable()
+        self.known = 0
+
+    def full(self, state: dict[str, Any]) -> bytes:
+        self.known = len(self.table)
+        return encode_state(state, self.table.keys)
+
+    def patch(self, ops: list[tuple[Any, Any]]) -> bytes:
+        wire = [(tuple(self.table.intern(k) for k in p), v) for p, v in ops]
+        data = encode_patch(self.known, self.table.keys[self.known:], wire)
+        self.known = len(self.table)
+        return data
 
 
 class Card(Schema):
@@ -146,7 +169,8 @@ def test_patches_applied_to_a_mirror_reproduce_the_state(seed: int) -> None:
     t = Table()
     log = t.track()
     mirror = StateMirror()
-    mirror.load(1, 0, encode_value(to_plain(t)))
+    tx = Sender()
+    mirror.load(1, 0, tx.full(to_plain(t)))
     version = 1
     for _patch in range(30):
         for _ in range(rnd.randrange(0, 6)):
@@ -154,53 +178,88 @@ def test_patches_applied_to_a_mirror_reproduce_the_state(seed: int) -> None:
         ops = log.take()
         if not ops:
             continue
-        mirror.patch(version, version + 1, _patch, encode_ops(ops))
+        mirror.patch(version, version + 1, _patch, tx.patch(ops))
         version += 1
         assert mirror.state == to_plain(t)
     assert state_checksum(mirror.state) == state_checksum(to_plain(t))
 
 
-def test_ops_round_trip_through_bytes_and_deletes_survive() -> None:
-    ops = [(("a", "b"), 1), (("a", "c"), DELETE), (("l", 0), "x")]
-    assert decode_ops(encode_ops(ops)) == ops
+def test_patches_carry_each_key_once_and_round_trip() -> None:
+    tx = Sender()
+    first = tx.patch([(("players", "ada", "x"), 1.5), (("players", "ada", "y"), 2.5)])
+    keys_from, new_keys, ops = decode_patch(first)
+    assert (keys_from, new_keys) == (0, ["players", "ada", "x", "y"])
+    assert ops == [((0, 1, 2), 1.5), ((0, 1, 3), 2.5)]
+    second = tx.patch([(("players", "ada", "x"), 2.0), (("players", "bob"), DELETE)])
+    assert decode_patch(second) == (4, ["bob"], [((0, 1, 2), 2.0), ((0, 4), DELETE)])
+    assert len(second) == 22  # no key repeated: 1-byte indexes, "bob" once, a 5-byte float
+    assert decode_state(tx.full({"a": 1})) == (["players", "ada", "x", "y", "bob"], {"a": 1})
+
+
+def test_floats_that_float32_holds_travel_in_five_bytes_exactly() -> None:
+    values = [1.5, 3.0, -0.25, 12.34, 1e300, float("inf")]
+    data = pack_compact(values)
+    assert msgpack.unpackb(data) == values  # exact, whatever the width
+    assert len(data) == 1 + 3 * 5 + 2 * 9 + 5  # 12.34 and 1e300 need float64
+    s = Seat()
+    s.x = 12.34
+    assert s.x == 12.34  # a float field keeps float64
+
+    class Fast(Schema):
+        v: F32 = 0.0
+
+    f = Fast(v=12.34)
+    assert f.v != 12.34 and abs(f.v - 12.34) < 1e-5  # rounded to float32 on assignment
+    assert len(pack_compact(f.v)) == 5
+    with pytest.raises(TypeError):
+        f.v = "fast"  # type: ignore[assignment]
 
 
 def test_mirror_refuses_a_patch_that_does_not_follow_and_stays_unchanged() -> None:
     m = StateMirror()
-    m.load(4, 10, encode_value({"hp": 3}))
+    tx = Sender()
+    m.load(4, 10, tx.full({"hp": 3}))
+    hp2 = tx.patch([(("hp",), 2)])
     with pytest.raises(PatchRefused):
-        m.patch(3, 5, 11, encode_ops([(("hp",), 2)]))  # base 3: we hold 4
+        m.patch(3, 5, 11, hp2)  # base 3: we hold 4
     with pytest.raises(PatchRefused):
-        m.patch(4, 4, 11, encode_ops([(("hp",), 2)]))  # does not move forward
+        m.patch(4, 4, 11, hp2)  # does not move forward
+    with pytest.raises(PatchRefused):
+        m.patch(4, 5, 11, encode_patch(1, [], [((0,), 2)]))  # a key table we do not hold
     assert m.state == {"hp": 3} and m.version == 4
-    m.patch(4, 6, 12, encode_ops([(("hp",), 2)]))  # a base several versions back is fine
+    m.patch(4, 6, 12, hp2)  # a base several versions back is fine
     assert m.state == {"hp": 2} and (m.version, m.tick) == (6, 12)
 
 
 def test_mirror_rejects_malformed_patches_and_needs_a_full_state_after_a_bad_path() -> None:
     m = StateMirror()
-    m.load(1, 0, encode_value({"l": [1, 2]}))
-    for bad in (b"\xc1", encode_value({"not": "a list"}), encode_value([[[], 1]]),
-                encode_value([["a"]]), encode_value([[["a", 1.5], 1]])):
+    tx = Sender()
+    m.load(1, 0, tx.full({"l": [1, 2], "n": 5}))
+    for bad in (b"\xc1", pack_compact({"not": "a list"}), pack_compact([0, [], [[[], 1]]]),
+                pack_compact([0, [], [["a"]]]), pack_compact([0, [], [[[-1], 1]]]),
+                pack_compact([0, [7], []]), pack_compact([0, [], [[[3], 1]]])):
         with pytest.raises(PatchRefused):
             m.patch(1, 2, 1, bad)
-    with pytest.raises(PatchRefused):
-        m.patch(1, 2, 1, encode_ops([(("l", 7, "x"), 1)]))  # no such list item
+    assert m.state == {"l": [1, 2], "n": 5} and m.version == 1
+    with pytest.raises(PatchRefused):  # n is a number: nothing can live under it
+        m.patch(1, 2, 1, tx.patch([(("n", "x", "y"), 1)]))
     assert m.version == 0  # half-applied: only a ROOM_STATE repairs it
-    with pytest.raises(PatchRefused):
-        m.load(2, 0, encode_value([1, 2]))  # a state must be a map
+    for bad_state in (pack_compact([1, 2]), pack_compact([[], [1]]), pack_compact([[3], {}])):
+        with pytest.raises(PatchRefused):
+            m.load(2, 0, bad_state)  # a state must be [keys, map]
 
 
 def test_change_listeners_hear_changes_under_their_prefix() -> None:
     m = StateMirror()
     heard: list[tuple[object, object]] = []
     remove = m.on_change(["players", "a"], lambda p, v: heard.append((p, v)))
-    m.load(1, 0, encode_value({"players": {"a": {"x": 1}, "b": {"x": 1}}}))
-    m.patch(1, 2, 1, encode_ops([(("players", "a", "x"), 2), (("players", "b", "x"), 3),
-                                 (("players", "a"), DELETE)]))
+    tx = Sender()
+    m.load(1, 0, tx.full({"players": {"a": {"x": 1}, "b": {"x": 1}}}))
+    m.patch(1, 2, 1, tx.patch([(("players", "a", "x"), 2), (("players", "b", "x"), 3),
+                               (("players", "a"), DELETE)]))
     # The full state counts as a change at the root; b's change is not under the prefix.
     assert heard[0][0] == ()
     assert heard[1:] == [(("players", "a", "x"), 2), (("players", "a"), None)]
     remove()
-    m.patch(2, 3, 2, encode_ops([(("players", "a"), {"x": 9})]))
+    m.patch(2, 3, 2, tx.patch([(("players", "a"), {"x": 9})]))
     assert len(heard) == 3

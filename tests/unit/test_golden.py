@@ -64,7 +64,7 @@ from client_sdk.protocol import (
     pack_input,
 )
 from client_sdk.protocol import errors as protocol_errors
-from client_sdk.protocol.state_sync import DELETE, encode_ops, encode_value
+from client_sdk.protocol.state_sync import DELETE, encode_patch, encode_state, encode_value
 
 GOLDEN_FILE = Path(__file__).resolve().parents[1] / "golden" / "frames.json"
 
@@ -181,10 +181,12 @@ FRAMES: dict[str, Frame] = {
     "join-options": Join(5, "arena-1", 0, {"name": "ada"}),
     "publish-game-input": Publish(10, "arena-1", pack_input("move", {"dx": 1, "dy": 0}),
                                   True, 77),
-    "room-state": RoomStateFrame("arena-1", 7, 140, 20, encode_value(
-        {"players": {"s-1f2e": {"x": 10.5, "y": 3.0, "score": 2}}, "round": 1})),
-    "room-patch": RoomPatch("arena-1", 7, 8, 141, encode_ops(
-        [(("players", "s-1f2e", "x"), 11.5), (("players", "s-9a"), DELETE)])),
+    # The state with the key table so far; the patch extends it by "s-9a" (index 3).
+    "room-state": RoomStateFrame("arena-1", 7, 140, 20, encode_state(
+        {"players": {"s-1f2e": {"x": 10.5, "y": 3.0, "score": 2}}, "round": 1},
+        ["players", "s-1f2e", "x"])),
+    "room-patch": RoomPatch("arena-1", 7, 8, 141, encode_patch(
+        3, ["s-9a"], [((0, 1, 2), 11.5), ((0, 3), DELETE)])),
     "room-event": RoomEvent("arena-1", "said", encode_value({"who": "s-1f2e", "text": "gg"})),
     "room-resync": RoomResync("arena-1", 7),
     "room-list": RoomList(9, "arena-*"),

@@ -1,0 +1,238 @@
+"""``games``: authoritative game rooms on the edge: R rooms x P players, the arena's
+handler ticking at its rate on each room's owner, every player steering.
+
+Starts a local cluster (embedded Redis, E edges with ``--room-handler`` for the arena),
+then load-generator processes whose SDK clients join the rooms (player ``j`` of room
+``r`` on edge ``(r + j) mod E``) and send a ``move`` input ``--input-hz`` times a
+second each, mirroring the state from ROOM_STATE / ROOM_PATCH frames.  After the
+warm-up it reads the edges' ``/metrics`` and CPU, and again after ``--duration``:
+
+- tick jitter p50/p99 (how late ticks start against their grid; histogram bucket
+  bounds) and tick time p99;
+- edge CPU per room-tick and in all (share of one core);
+- patch bytes per player per second, against what sending every player its whole
+  view at every patch would cost (the baseline, measured in the same run);
+- ticks skipped, inputs sent and acknowledged, resyncs (patches that did not follow).
+
+``--pin`` puts the edges on CPU 0 and the load generators on the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.errors import BenchError
+from bench.procstats import can_pin, pin_pid, sample
+from bench.validators import positive_float, positive_int
+
+__all__ = ["register", "run_games", "ROWS"]
+
+ARENA = "arena-*=edge_node.local.arena:Arena"
+ROWS = [
+    ("tick jitter p50 (ms, bucket bound)", "tick_jitter_p50_ms"),
+    ("tick jitter p99 (ms, bucket bound)", "tick_jitter_p99_ms"),
+    ("tick time p99 (ms, bucket bound)", "tick_time_p99_ms"),
+    ("room-ticks per second", "ticks_per_s"),
+    ("edge CPU per room-tick (µs)", "edge_cpu_us_per_room_tick"),
+    ("edge CPU (% of one core)", "edge_cpu_percent"),
+    ("patch bytes per player per s", "patch_bytes_per_player_s"),
+    ("full-state bytes per player per s (baseline)", "full_bytes_per_player_s"),
+    ("bandwidth saving (x)", "bandwidth_saving"),
+    ("ticks skipped", "ticks_skipped"),
+    ("inputs per second", "inputs_per_s"),
+    ("inputs acknowledged (%)", "inputs_acked_percent"),
+    ("resyncs", "resyncs"),
+    ("load generator CPU (% of one core, max)", "loadgen_cpu_percent_max"),
+]
+
+
+def register(subs: Any) -> None:
+    sp = subs.add_parser(
+        "games", help="authoritative game rooms: tick jitter, CPU per room-tick, patch bytes",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("--rooms", type=positive_int, default=100, help="(default: 100)")
+    sp.add_argument("--players", type=positive_int, default=10,
+                    help="players per room (default: 10)")
+    sp.add_argument("--edges", type=positive_int, default=1, help="(default: 1)")
+    sp.add_argument("--input-hz", type=positive_float, default=5.0,
+                    help="inputs per player per second (default: 5)")
+    sp.add_argument("--duration", type=positive_float, default=15.0,
+                    help="measured seconds (default: 15)")
+    sp.add_argument("--warmup", type=positive_float, default=5.0,
+                    help="seconds after every player joined, before measuring (default: 5)")
+    sp.add_argument("--procs", type=positive_int, default=0,
+                    help="load-generator processes (default: one per 500 players)")
+    sp.add_argument("--runs", type=positive_int, default=1, help="(default: 1)")
+    sp.add_argument("--pin", action="store_true",
+                    help="edges on CPU 0, load generators on the other CPUs")
+    sp.add_argument("--out", type=Path, default=Path("bench-results"),
+                    help="report directory (default: bench-results)")
+    sp.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sp.set_defaults(func=cmd)
+
+
+def cmd(args: argparse.Namespace) -> int:
+    if args.players < 1 or args.rooms * args.players > 5000:
+        raise BenchError("--rooms x --players must be at most 5000")
+    if args.pin and not can_pin():
+        raise BenchError("--pin needs at least 2 CPUs and sched_setaffinity")
+    params = {"rooms": args.rooms, "players": args.players, "edges": args.edges,
+              "input_hz": args.input_hz, "duration": args.duration, "warmup": args.warmup,
+              "pin": args.pin}
+    procs = args.procs or max(1, -(-args.rooms * args.players // 500))
+    runs = [run_games(params, procs, args.quiet) for _ in range(args.runs)]
+    warnings = sorted({w for r in runs for w in r.pop("warnings")})
+    stamp = report.timestamp()
+    doc = {"schema": report.SCHEMA, "meta": report.make_meta("games", params, stamp),
+           "targets": {"edge": {"runs": runs, "median": report.medians(runs)}},
+           "ratios": {}, "warnings": warnings}
+    md = report.markdown(doc, ROWS)
+    json_path, md_path = report.write(doc, args.out, md)
+    print(md)
+    print(f"report: {json_path}", file=sys.stderr)
+    print(f"summary: {md_path}", file=sys.stderr)
+    return 0
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+def run_games(p: dict[str, Any], procs: int, quiet: bool = False) -> dict[str, Any]:
+    """One run: start the cluster and the load, measure, stop; the run's figures."""
+    import psutil
+
+    from bench.scenarios.games_load import worker_main
+    from edge_node.local.cluster import LocalCluster
+
+    rooms, players, edges = p["rooms"], p["players"], p["edges"]
+    cluster = LocalCluster(edges, edge_args=["--room-handler", ARENA], origin=False,
+                           quic=False)
+    cluster.start()
+    ctx = multiprocessing.get_context("spawn")
+    workers: list[Any] = []
+    try:
+        edge_procs = [psutil.Process(e.pid) for e in cluster.edges]
+        ncpu = os.cpu_count() or 1
+        if p["pin"]:
+            for e in cluster.edges:
+                pin_pid(e.pid, {0})
+        tag = f"{int(time.time() * 1000) % 10**9}"
+        specs = [(r * players + j, f"arena-b{tag}-{r}", (r + j) % edges, j)
+                 for r in range(rooms) for j in range(players)]
+        ready, results = ctx.Queue(), ctx.Queue()
+        total = p["warmup"] + p["duration"]
+        for w in range(procs):
+            mine = specs[w::procs]
+            proc = ctx.Process(target=worker_main, args=(
+                cluster.urls, cluster.secret, mine, p["input_hz"], total, ready, results,
+                {w % (ncpu - 1) + 1} if p["pin"] and ncpu > 1 else None), daemon=True)
+            proc.start()
+            workers.append(proc)
+        joined = 0
+        deadline = time.monotonic() + 120 + len(specs) / 20
+        for _ in workers:
+            joined += int(ready.get(timeout=max(1.0, deadline - time.monotonic())))
+        _say(quiet, f"{joined} players in {rooms} rooms on {edges} edge(s); warming up")
+        loadgen = [psutil.Process(w.pid) for w in workers]
+        time.sleep(p["warmup"])
+        m0 = [_scrape(e.http_url) for e in cluster.edges]
+        c0 = [sample(x) for x in edge_procs]
+        g0 = [sample(x) for x in loadgen]
+        time.sleep(p["duration"])
+        m1 = [_scrape(e.http_url) for e in cluster.edges]
+        c1 = [sample(x) for x in edge_procs]
+        g1 = [sample(x) for x in loadgen]
+        outs = [results.get(timeout=60) for _ in workers]
+    finally:
+        for w in workers:
+            w.join(timeout=10)
+            if w.is_alive():
+                w.kill()
+        cluster.stop()
+    return _figures(p, joined, m0, m1, c0, c1, g0, g1, outs)
+
+
+def _figures(p: dict[str, Any], joined: int, m0: list[dict[str, float]],
+             m1: list[dict[str, float]], c0: list[Any], c1: list[Any], g0: list[Any],
+             g1: list[Any], outs: list[dict[str, Any]]) -> dict[str, Any]:
+    dur = p["duration"]
+
+    def delta(name: str) -> float:
+        return sum(b.get(name, 0.0) - a.get(name, 0.0) for a, b in zip(m0, m1, strict=True))
+
+    ticks = delta("edge_game_ticks_total")
+    cpu = sum(b.cpu_s - a.cpu_s for a, b in zip(c0, c1, strict=True))
+    pbytes = delta("edge_game_patch_bytes_total")
+    fbytes = delta("edge_game_full_state_equivalent_bytes_total")
+    loadgen = [100.0 * (b.cpu_s - a.cpu_s) / (b.t - a.t) for a, b in zip(g0, g1, strict=True)]
+    inputs = sum(o["inputs"] for o in outs)
+    acked = sum(o["acked"] for o in outs)
+    warnings = [o["error"] for o in outs if o.get("error")]
+    if max(loadgen, default=0.0) > 85.0:
+        warnings.append(f"a load generator used {max(loadgen):.0f}% of a core: it may be "
+                        "the bottleneck (add CPUs or lower --input-hz)")
+    if joined < p["rooms"] * p["players"]:
+        warnings.append(f"only {joined} of {p['rooms'] * p['players']} players joined")
+    return {
+        "players_joined": joined,
+        "tick_jitter_p50_ms": _quantile(m0, m1, "edge_game_tick_lateness_seconds", 0.5),
+        "tick_jitter_p99_ms": _quantile(m0, m1, "edge_game_tick_lateness_seconds", 0.99),
+        "tick_time_p99_ms": _quantile(m0, m1, "edge_game_tick_seconds", 0.99),
+        "ticks_per_s": round(ticks / dur, 1),
+        "edge_cpu_us_per_room_tick": round(1e6 * cpu / ticks, 1) if ticks else None,
+        "edge_cpu_percent": round(100.0 * cpu / dur, 1),
+        "patch_bytes_per_player_s": round(pbytes / max(joined, 1) / dur, 1),
+        "full_bytes_per_player_s": round(fbytes / max(joined, 1) / dur, 1),
+        "bandwidth_saving": round(fbytes / pbytes, 2) if pbytes else None,
+        "ticks_skipped": delta("edge_game_ticks_skipped_total"),
+        "inputs_per_s": round(inputs / (p["warmup"] + dur), 1),
+        "inputs_acked_percent": round(100.0 * acked / inputs, 2) if inputs else None,
+        "resyncs": sum(o["resyncs"] for o in outs),
+        "loadgen_cpu_percent_max": round(max(loadgen, default=0.0), 1),
+        "warnings": warnings,
+    }
+
+
+def _scrape(url: str) -> dict[str, float]:
+    import urllib.request
+
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def _quantile(m0: list[dict[str, float]], m1: list[dict[str, float]], name: str,
+              q: float) -> float | None:
+    """The upper bound (ms) of the histogram bucket holding quantile ``q`` of the
+    observations made between the two scrapes (every edge summed)."""
+    buckets: dict[float, float] = {}
+    for a, b in zip(m0, m1, strict=True):
+        for key, v in b.items():
+            if key.startswith(f"{name}_bucket{{") and 'le="+Inf"' not in key:
+                le = float(key.split('le="')[1].split('"')[0])
+                buckets[le] = buckets.get(le, 0.0) + v - a.get(key, 0.0)
+    total = sum(b.get(f"{name}_count", 0.0) - a.get(f"{name}_count", 0.0)
+                for a, b in zip(m0, m1, strict=True))
+    if not total:
+        return None
+    for le in sorted(buckets):
+        if buckets[le] >= q * total:
+            return round(le * 1000, 3)
+    return None
