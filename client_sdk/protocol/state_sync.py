@@ -32,7 +32,7 @@ from typing import Any
 
 import msgpack
 
-from .compact import pack_compact
+from .compact import pack_compact, pack_ops
 
 __all__ = [
     "Path",
@@ -128,8 +128,8 @@ def encode_patch(keys_from: int, new_keys: list[str],
                  ops: list[tuple[tuple[int, ...], Any]]) -> bytes:
     """A patch's bytes: ``[keys_from, new_keys, ops]`` (paths as key indexes; an
     operation whose value is :data:`DELETE` is a delete)."""
-    wire = [[list(p)] if v is DELETE else [list(p), v] for p, v in ops]
-    return pack_compact([keys_from, new_keys, wire])
+    head: bytes = _packer.pack(keys_from) + _packer.pack(new_keys)
+    return b"\x93" + head + pack_ops(ops, DELETE)
 
 
 def decode_patch(data: bytes) -> tuple[int, list[str], list[tuple[tuple[int, ...], Any]]]:

@@ -51,7 +51,7 @@ from edge_node.games.loader import HandlerRegistry
 from edge_node.games.room import GamePhase, GameRoom, GameSettings, GameStats
 from edge_node.store.base import StoreUnavailable
 from edge_node.store.records import LIVE_GAME, LIVE_GAME_RESYNC, LIVE_GAME_VERDICT
-from edge_node.transports.outbound import FrameSink
+from edge_node.transports.outbound import FrameSink, Outbound, ws_binary_frame
 
 if TYPE_CHECKING:
     from edge_node.fanout.hub import Hub, SessionLike
@@ -437,13 +437,21 @@ class GameHost:
             return
         members = r.members
         n = 0
+        frame: bytes | None = None  # WebSocket framing once for every player here
         for sid in ((to,) if to is not None else players):
             if sid == exclude or sid not in players:
                 continue
             s = members.get(sid)
-            if s is not None and not s.closed:
-                s.out.push(body)
-                n += 1
+            if s is None or s.closed:
+                continue
+            out = s.out
+            if out.framed and isinstance(out, Outbound):
+                if frame is None:
+                    frame = ws_binary_frame(body)
+                out.push_framed(frame, True)
+            else:
+                out.push(body)
+            n += 1
         self.hub.stats.deliveries += n
         self.hub.stats.delivered_bytes += n * len(body)
 

@@ -155,6 +155,7 @@ class GameRoom:
         self._sent: dict[str, int] = {}
         self._known: dict[str, int] = {}
         self._keys = KeyTable()
+        self._paths: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._queue: list[JoinInput | LeaveInput | MessageInput] = []
         self._events: list[tuple[str | None, str, bytes, str | None]] = []
         self._log = ChangeLog()
@@ -362,6 +363,7 @@ class GameRoom:
         st = self.stats
         if len(self._keys) > self.cfg.max_keys:
             self._keys = KeyTable()  # a fresh table: everyone gets a full state with it
+            self._paths.clear()
             self.want_full.update(self.players)
         if st.patches % self.cfg.full_sample_every == 0 or not self._full_size:
             self._full_size = len(pack_compact(self.full_view()))
@@ -376,8 +378,13 @@ class GameRoom:
     def _send_patch(self, ops: list[tuple[Any, Any]], out: list[GameCommand]) -> None:
         version, tick, room = self.version, self.ticks, self.name
         table = self._keys
-        intern = table.intern
-        wire = [(tuple(intern(k) for k in path), v) for path, v in ops]
+        cache = self._paths  # the same paths change tick after tick: intern each once
+        wire = []
+        for path, v in ops:
+            ipath = cache.get(path)
+            if ipath is None:
+                ipath = cache[path] = tuple(table.intern(k) for k in path)
+            wire.append((ipath, v))
         keys = table.keys
         groups: dict[tuple[int, int, tuple[int, ...]], list[str]] = {}
         everything = tuple(range(len(ops)))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Iterator, MutableMapping
+from collections.abc import ItemsView, Iterator, KeysView, MutableMapping, ValuesView
 from typing import Any, ClassVar, Generic, TypeVar
 
 from client_sdk.protocol.compact import to_float32
@@ -37,6 +37,8 @@ from client_sdk.protocol.state_sync import DELETE, Path
 __all__ = ["Schema", "StateMap", "StateList", "ChangeLog", "F32", "to_plain", "PRIMITIVES"]
 
 PRIMITIVES = (bool, int, float, str, bytes, type(None))
+_PLAIN = frozenset(PRIMITIVES)
+_MISSING: Any = object()
 
 
 class _Float32:
@@ -97,7 +99,8 @@ class _Node:
 
     def _changed(self, key: str | int, value: Any) -> None:
         if self._log is not None:
-            self._log.record((*self._path, key), value if value is DELETE else to_plain(value))
+            plain = value if value is DELETE or type(value) in _PLAIN else to_plain(value)
+            self._log.record((*self._path, key), plain)
 
 
 def to_plain(value: Any) -> Any:
@@ -161,6 +164,22 @@ class StateMap(_Node, MutableMapping[str, V], Generic[V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._items.get(key, default)
+
+    # Read views straight from the dict (the mixins' generic ones are slow in a tick).
+    def keys(self) -> KeysView[str]:
+        return self._items.keys()
+
+    def values(self) -> ValuesView[V]:
+        return self._items.values()
+
+    def items(self) -> ItemsView[str, V]:
+        return self._items.items()
 
     def __repr__(self) -> str:
         return f"StateMap({self._items!r})"
@@ -309,10 +328,22 @@ class Schema(_Node):
         return ((k, v) for k, v in self.__dict__.items() if isinstance(v, _Node))
 
     def __setattr__(self, name: str, value: Any) -> None:
-        spec = self._resolve().get(name)
+        spec = (self._fields or self._resolve()).get(name)
         if spec is None:
             raise AttributeError(f"{type(self).__name__} has no field {name!r}")
         kind, arg = spec
+        t = type(value)
+        # The hot path of a tick: a number into a number field, unchanged or not.
+        if (kind == "f32" or kind == "float") and (t is float or t is int):
+            value = to_float32(value) if kind == "f32" else float(value)
+            d = self.__dict__
+            if d.get(name, _MISSING) == value:
+                return  # unchanged: nothing to record, nothing to send
+            d[name] = value
+            log = self._log
+            if log is not None:
+                log.record((*self._path, name), value)
+            return
         where = f"{type(self).__name__}.{name}"
         if kind == "prim" or kind == "float":
             if not isinstance(value, arg) or (type(value) is bool and bool not in arg):

@@ -162,9 +162,13 @@ class Arena(RoomHandler):
                     b.y = _clamp(b.y - uy * push)
 
     def _pick_orbs(self) -> None:
+        reach = (2 * RADIUS) ** 2
+        orbs = list(self.state.orbs.values())
         for pid, a in sorted(self.state.players.items()):
-            for orb in self.state.orbs.values():
-                if math.hypot(a.x - orb.x, a.y - orb.y) < 2 * RADIUS:
+            ax, ay = a.x, a.y
+            for orb in orbs:
+                dx, dy = ax - orb.x, ay - orb.y
+                if dx * dx + dy * dy < reach:
                     a.score += 1
                     self._place(orb)
                     self.send(pid, "scored", {"score": a.score})
