@@ -56,7 +56,8 @@ from edge_node.games.handler import InputRejected, JoinRefused, Player, RoomHand
 from edge_node.games.state import ChangeLog, Schema, to_plain
 from edge_node.games.timers import TickTimers
 
-__all__ = ["GamePhase", "GameSettings", "GameStats", "GameRoom", "GAME_TRANSITIONS"]
+__all__ = ["GamePhase", "GameSettings", "GameStats", "GameRoom", "GAME_TRANSITIONS",
+           "TIMER_SLACK"]
 
 
 class GamePhase(enum.Enum):
@@ -73,6 +74,11 @@ class GamePhase(enum.Enum):
 
 
 Ph = GamePhase
+
+#: A Timer this early (seconds) still runs the tick: event loops fire timers up to a
+#: millisecond early (libuv rounds to whole milliseconds), and a machine that refused
+#: would be woken again at once, over and over, until the deadline.
+TIMER_SLACK = 0.002
 _INPUTS = {JoinInput: None, LeaveInput: None, MessageInput: None}
 
 #: phase -> event type -> the phases it may lead to.
@@ -250,10 +256,10 @@ class GameRoom:
         out.append(Disposed())
 
     def _on_timer(self, now: float, out: list[GameCommand]) -> None:
-        if self.phase is not Ph.RUNNING or now < self._next_tick:
+        if self.phase is not Ph.RUNNING or now + TIMER_SLACK < self._next_tick:
             return
         st = self.stats
-        late = now - self._next_tick
+        late = max(0.0, now - self._next_tick)
         st.lateness.append(late)
         if late >= self.interval:
             missed = int(late / self.interval)
@@ -271,7 +277,7 @@ class GameRoom:
         except _Crashed:
             return
         self._next_tick += self.interval
-        if now + 1e-6 >= self._next_patch:
+        if now + TIMER_SLACK >= self._next_patch:
             self._patch(out)
             self._next_patch += self.patch_interval
             if self._next_patch <= now:

@@ -396,3 +396,15 @@ def test_arena_inputs_and_payloads_are_checked() -> None:
     assert [c.code for c in cmds if isinstance(c, ge.InputError)] == [
         ErrorCode.INPUT_REJECTED, ErrorCode.INPUT_REJECTED]
     assert unpack_input(b"\x92\xa4move\x01") == ("move", 1)
+
+
+def test_a_timer_a_millisecond_early_runs_the_tick_instead_of_spinning(room: GameRoom) -> None:
+    """libuv fires timers up to 1 ms early; refusing would make the driver re-arm the
+    timer for a sub-millisecond delay, which fires at once, again and again (measured:
+    17 wake-ups per tick and 70 % of a core for 50 rooms)."""
+    start(room, 1000.0)
+    due = room.next_deadline()
+    assert due is not None
+    room.handle(ge.Timer(), due - 0.001)
+    assert room.ticks == 1 and room.stats.lateness[-1] == 0.0
+    assert room.next_deadline() == pytest.approx(due + 0.1)  # still on the grid
