@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ClientClosedError
-from .protocol import Frame, Message, Welcome
+from .protocol import Frame, History, HistoryPage, Message, Welcome
 from .protocol.connection import ClientConnection
 from .protocol.events import (
     FrameIgnored,
@@ -370,6 +370,19 @@ class ClientPump:
         finally:
             self._requests.pop(req_id, None)
             self._core.cancel_request(req_id)
+
+    async def history(self, room: str, after: tuple[int, int] | Position | None = None, *,
+                      limit: int = 100) -> HistoryPage:
+        """A page of ``room``'s stored reliable messages after position ``after`` (None:
+        from the oldest one kept), at most ``limit`` (1-1000), oldest first: for a new
+        session to catch up, before or after joining.  Page on with ``after`` = the last
+        message's ``(epoch, seq)`` while ``page.more``; ``page.gap`` says messages just
+        after ``after`` were no longer kept.  Needs the token's permission to join."""
+        pos = (0, 0) if after is None else (
+            (after.epoch, after.seq) if isinstance(after, Position) else after)
+        reply = await self.request(History(0, room, pos[0], pos[1], limit))
+        assert isinstance(reply, HistoryPage)
+        return reply
 
     def send_frame(self, frame: Frame, *, reliable: bool = True) -> None:
         """Send a one-way frame now (TELEMETRY, COMMAND_ACK, ...): no reply is tracked.

@@ -52,6 +52,8 @@ from .messages import (
     Welcome,
 )
 from .room_frames import (
+    History,
+    HistoryPage,
     RoomEvent,
     RoomList,
     RoomListing,
@@ -103,6 +105,8 @@ __all__ = [
     "Retry",
     "ShadowDelta",
     "RoomStateFrame",
+    "History",
+    "HistoryPage",
     "RoomPatch",
     "RoomEvent",
     "RoomResync",

@@ -23,7 +23,7 @@ from .events import (
 from .messages import Ack, Error, Joined, Pong, PresenceMembers
 from .publisher import Publisher
 from .requests import Requests
-from .room_frames import RoomListing
+from .room_frames import HistoryPage, RoomListing
 from .rooms import RoomState
 from .timers import Keepalive
 
@@ -55,7 +55,7 @@ class Answers:
         acked = self._publisher.acked(f)
         return acked if acked is not None else self.reply(f, now)
 
-    def reply(self, f: Ack | Joined | PresenceMembers | RoomListing,
+    def reply(self, f: Ack | Joined | PresenceMembers | RoomListing | HistoryPage,
               now: float) -> RequestAnswered | None:
         """The reply to request ``f.req_id``; a JOINED also sets its room's position
         (:meth:`~.rooms.RoomState.joined`) when the room is tracked."""

@@ -281,7 +281,7 @@ class Decoder:
 
 
 #: Client frames that carry a request id in their second element.
-_REQUESTS = frozenset({3, 5, 6, 11, 25, 31})
+_REQUESTS = frozenset({3, 5, 6, 11, 25, 31, 33})
 
 
 def _request_id(obj: list[Any]) -> int:

@@ -77,7 +77,7 @@ from .outbox import Outbox, OutboxItem
 from .publisher import Publisher, check_publish_size
 from .requests import Requests
 from .resume import ResumeTracker
-from .room_frames import RoomList, RoomListing
+from .room_frames import History, HistoryPage, RoomList, RoomListing
 from .rooms import RoomState
 from .timers import Deadlines, Keepalive
 
@@ -88,7 +88,7 @@ INBOUND_LIMITS = Limits(max_frame_bytes=16 * 1024 * 1024, max_presence_list=100_
 
 #: Frames that are requests: they carry a ``req_id`` and get one reply (or ERROR).
 REQUEST_TYPES: frozenset[type[Any]] = frozenset({Join, Leave, PresenceList, ReportState,
-                                                  RoomList})
+                                                  RoomList, History})
 
 
 class ConnState(enum.Enum):
@@ -151,6 +151,7 @@ class ClientConnection:
             Joined: answers.reply,
             PresenceMembers: answers.reply,
             RoomListing: answers.reply,
+            HistoryPage: answers.reply,
             Error: answers.error,
             Pong: answers.pong,
             Ping: self._on_ping,

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .room_frames import (
+    History,
+    HistoryPage,
     RoomEvent,
     RoomList,
     RoomListing,
@@ -97,6 +99,8 @@ class MessageType(enum.IntEnum):
     ROOM_RESYNC = 30
     ROOM_LIST = 31
     ROOM_LISTING = 32
+    HISTORY = 33
+    HISTORY_PAGE = 34
 
 
 #: JOIN flag: deliver presence join/leave events for this room.
@@ -461,4 +465,6 @@ Frame = (
     | RoomResync
     | RoomList
     | RoomListing
+    | History
+    | HistoryPage
 )

@@ -1,4 +1,5 @@
-"""The game-room frames (types 27-32): state, patches, events, resync and listing.
+"""The room frames (types 27-34): game-room state, patches, events, resync and listing,
+and a room's history read by request.
 
 Wire shapes (docs/protocol.md § game rooms, golden vectors in tests/golden/frames.json):
 
@@ -11,6 +12,8 @@ type   name          elements after the type                         direction
 30     ROOM_RESYNC   room, version                                    client → edge
 31     ROOM_LIST     req_id, pattern                                  client → edge
 32     ROOM_LISTING  req_id, rooms (array of maps)                    edge → client
+33     HISTORY       req_id, room, epoch, seq, limit                  client → edge
+34     HISTORY_PAGE  req_id, room, messages, more, gap                edge → client
 =====  ============  =============================================  ===============
 
 ``state``, ``ops`` and ``payload`` are msgpack bytes inside a ``bin`` (see
@@ -32,7 +35,8 @@ from .fields import arity, binary, str_map, string, uint
 
 __all__ = [
     "RoomStateFrame", "RoomPatch", "RoomEvent", "RoomResync", "RoomList", "RoomListing",
-    "ROOM_FRAMES", "ROOM_ENCODERS", "ROOM_PARSERS", "pack_input", "unpack_input",
+    "History", "HistoryPage", "HistoryItem", "ROOM_FRAMES", "ROOM_ENCODERS", "ROOM_PARSERS",
+    "pack_input", "unpack_input",
 ]
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -99,7 +103,40 @@ class RoomListing:
     rooms: list[dict[str, Any]] = field(default_factory=list)
 
 
-ROOM_FRAMES = (RoomStateFrame, RoomPatch, RoomEvent, RoomResync, RoomList, RoomListing)
+@dataclass(frozen=True, slots=True)
+class History:
+    """Client → edge: ``[33, req_id, room, epoch, seq, limit]``: the room's reliable
+    messages after position ``(epoch, seq)`` (``(0, 0)``: from the oldest kept), at most
+    ``limit``.  Needs only the token's permission to join the room, not membership.
+    Answered by HISTORY_PAGE or ERROR."""
+
+    req_id: int
+    room: str
+    epoch: int = 0
+    seq: int = 0
+    limit: int = 100
+
+
+#: One message of a history page: ``(epoch, seq, sender, payload, idem)``.
+HistoryItem = tuple[int, int, str, bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Edge → client: ``[34, req_id, room, messages, more, gap]``: ``messages`` in order,
+    each ``[epoch, seq, sender, payload, idem]``; ``more``: there are later ones (ask
+    again after the last); ``gap``: messages right after the position asked for are no
+    longer kept (trimmed), so the page starts at the oldest one kept."""
+
+    req_id: int
+    room: str
+    messages: tuple[HistoryItem, ...] = ()
+    more: bool = False
+    gap: bool = False
+
+
+ROOM_FRAMES = (RoomStateFrame, RoomPatch, RoomEvent, RoomResync, RoomList, RoomListing,
+               History, HistoryPage)
 
 
 def pack_input(kind: str, value: Any) -> bytes:
@@ -126,6 +163,9 @@ ROOM_ENCODERS: dict[type[Any], Any] = {
     RoomResync: lambda f: [30, f.room, f.version],
     RoomList: lambda f: [31, f.req_id, f.pattern],
     RoomListing: lambda f: [32, f.req_id, f.rooms],
+    History: lambda f: [33, f.req_id, f.room, f.epoch, f.seq, f.limit],
+    HistoryPage: lambda f: [34, f.req_id, f.room, [list(m) for m in f.messages], f.more,
+                            f.gap],
 }
 
 
@@ -171,6 +211,30 @@ def _p_listing(d: Any, o: list[Any]) -> RoomListing:
     return RoomListing(uint(o[1], "req_id"), [str_map(r, "room") for r in o[2]])
 
 
+def _p_history(d: Any, o: list[Any]) -> History:
+    arity(o, 6, "HISTORY")
+    return History(uint(o[1], "req_id"), _room(d, o[2]), uint(o[3], "epoch"),
+                   uint(o[4], "seq"), uint(o[5], "limit"))
+
+
+def _item(v: object) -> HistoryItem:
+    if not isinstance(v, list) or len(v) < 5:
+        raise MalformedFrame("a history message must be [epoch, seq, sender, payload, idem]")
+    return (uint(v[0], "epoch"), uint(v[1], "seq"), string(v[2], "sender"),
+            binary(v[3], "payload"), uint(v[4], "idem"))
+
+
+def _p_history_page(d: Any, o: list[Any]) -> HistoryPage:
+    arity(o, 6, "HISTORY_PAGE")
+    if not isinstance(o[3], list):
+        raise MalformedFrame("messages must be an array")
+    if type(o[4]) is not bool or type(o[5]) is not bool:
+        raise MalformedFrame("more and gap must be booleans")
+    return HistoryPage(uint(o[1], "req_id"), _room(d, o[2]), tuple(_item(m) for m in o[3]),
+                       o[4], o[5])
+
+
 ROOM_PARSERS: dict[int, Any] = {
     27: _p_state, 28: _p_patch, 29: _p_event, 30: _p_resync, 31: _p_list, 32: _p_listing,
+    33: _p_history, 34: _p_history_page,
 }

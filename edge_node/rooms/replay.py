@@ -11,14 +11,15 @@ is either complete (``recovered: true``) or ``recovered: false`` with a reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from client_sdk.protocol import Resumed, encode_message
+from client_sdk.protocol import HistoryPage, Resumed, encode_message
 from edge_node.rooms.events import Pos, Record
 from edge_node.rooms.machine import RoomMachine, RoomState
 
-__all__ = ["History", "needs_history", "plan_resume", "not_recovered"]
+__all__ = ["History", "needs_history", "plan_resume", "not_recovered", "history_page"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,21 @@ def needs_history(m: RoomMachine[Any], pos: Pos) -> bool:
         return True
     first = (ring[0][0], ring[0][1])
     return not (first <= pos or first == (pos[0], pos[1] + 1))
+
+
+def history_page(req_id: int, room: str, records: Sequence[Record], limit: int, gap: bool,
+                 budget: int) -> HistoryPage:
+    """A HISTORY_PAGE of at most ``limit`` of ``records`` (read after the position asked,
+    one more than ``limit`` if there are more), cut where the frame would outgrow
+    ``budget`` bytes (``more`` then says so)."""
+    items: list[tuple[int, int, str, bytes, int]] = []
+    size = 0
+    for r in records[:limit]:
+        size += len(r.payload) + len(r.sender) + 32
+        if items and size > budget:
+            return HistoryPage(req_id, room, tuple(items), True, gap)
+        items.append((r.epoch, r.seq, r.sender, r.payload, r.idem))
+    return HistoryPage(req_id, room, tuple(items), len(records) > limit, gap)
 
 
 def not_recovered(m: RoomMachine[Any], pos: Pos, reason: str,

@@ -21,6 +21,7 @@ from client_sdk.protocol import (
     Decoder,
     Error,
     ErrorCode,
+    History,
     Join,
     Joined,
     Leave,
@@ -39,6 +40,8 @@ from client_sdk.protocol import (
     UnknownMessageType,
     encode,
 )
+from edge_node.rooms.replay import history_page
+from edge_node.store.base import StoreUnavailable
 from edge_node.transports.outbound import Flusher
 
 if TYPE_CHECKING:
@@ -205,6 +208,9 @@ class ClientSession:
             await self._presence(frame)
         elif t is RoomResync or t is RoomList:
             await self._game_request(frame)  # type: ignore[arg-type]
+        elif t is History:
+            assert isinstance(frame, History)
+            await self._history(frame)
         elif self.iot is not None and isinstance(frame, (Telemetry, CommandAck, ReportState)):
             self.iot.handle(self, frame)
         else:
@@ -281,6 +287,26 @@ class ClientSession:
             self._error(0, ErrorCode.NOT_JOINED, f"not joined to {f.room!r}")
         else:
             games.resync(self, f.room)
+
+    async def _history(self, f: History) -> None:
+        """HISTORY: a page of the room's stored messages (the token must allow joining
+        the room; membership is not needed: a new session catches up before joining)."""
+        if not self.claims.may_join(f.room):
+            self._error(f.req_id, ErrorCode.FORBIDDEN, f"token does not allow {f.room!r}")
+            return
+        limit = min(max(f.limit, 1), 1000)
+        store = self.hub.store
+        try:
+            records, gap, first = await store.history_after(f.room, f.epoch, f.seq, limit + 1)
+            if gap and first is not None:  # trimmed: start at the oldest message kept
+                after = (first[0], first[1] - 1) if first[1] else (first[0] - 1, 2**63)
+                records, _gap, _first = await store.history_after(f.room, *after, limit + 1)
+        except StoreUnavailable:
+            self._error(f.req_id, ErrorCode.INTERNAL,
+                        "history unavailable (the store is unreachable); retry")
+            return
+        budget = self.settings.limits.max_frame_bytes - 1024
+        self.send(encode(history_page(f.req_id, f.room, records, limit, gap, budget)))
 
     async def _presence(self, f: PresenceList) -> None:
         if not self.claims.may_join(f.room):

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from client_sdk import Client, Position, PresenceEvent, ReceivedMessage, Subscription
+from client_sdk import Client, Position, PresenceEvent, ReceivedMessage, ServerError, Subscription
 from tests.helpers import eventually, uid
 
 ClientFactory = Callable[..., Awaitable[Client]]
@@ -291,3 +291,29 @@ async def test_publish_from_mirror_right_after_owner_side_leaves(edge_factory, c
     pos = await asyncio.wait_for(b.publish(room, b"after"), 8)
     assert pos is not None and (pos.epoch, pos.seq) > (first.epoch, first.seq)
     assert [m.payload for m in await collect(sb, 2, 5)] == [b"before", b"after"]
+
+
+async def test_history_pages_a_room_for_a_session_that_has_not_joined(
+        edge_factory, clients, token) -> None:
+    """HISTORY: a new session reads back a room's messages before it joins, page by
+    page; the token must allow the room."""
+    e1, e2 = edge_factory(uid("hist1")), edge_factory(uid("hist2"))
+    room = uid("hist")
+    pub = await clients(e1.url, token("pub"))
+    await pub.join(room)
+    acked = [await pub.publish(room, f"m{i}".encode()) for i in range(5)]
+    reader = await clients(e2.url, token("reader"))  # another edge, not a member
+    page = await reader.history(room, limit=3)
+    assert [m[3] for m in page.messages] == [b"m0", b"m1", b"m2"]
+    assert page.more and not page.gap
+    assert all(m[2] == pub.session_id for m in page.messages)
+    last = page.messages[-1]
+    rest = await reader.history(room, (last[0], last[1]), limit=3)
+    assert [m[3] for m in rest.messages] == [b"m3", b"m4"] and not rest.more
+    assert [(m[0], m[1]) for m in (*page.messages, *rest.messages)] == [
+        (p.epoch, p.seq) for p in acked]
+    assert (await reader.history(room, acked[-1])).messages == ()
+    outsider = await clients(e2.url, token("outsider", rooms=["other-*"]))
+    with pytest.raises(ServerError) as info:
+        await outsider.history(room)
+    assert info.value.code == 4403

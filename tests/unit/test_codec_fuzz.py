@@ -50,6 +50,8 @@ from client_sdk.protocol import (
 from client_sdk.protocol.messages import (
     Command,
     CommandAck,
+    History,
+    HistoryPage,
     ReportState,
     RoomEvent,
     RoomList,
@@ -197,6 +199,10 @@ FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
     MessageType.ROOM_LIST: st.builds(RoomList, uint64, st.text(_chars, min_size=1, max_size=40)),
     MessageType.ROOM_LISTING: st.builds(RoomListing, uint64, st.lists(
         st.dictionaries(text, value, max_size=5), max_size=5)),
+    MessageType.HISTORY: st.builds(History, uint64, room, uint64, uint64, uint64),
+    MessageType.HISTORY_PAGE: st.builds(HistoryPage, uint64, room, st.lists(
+        st.tuples(uint64, uint64, text, payload, uint64), max_size=5).map(tuple),
+        st.booleans(), st.booleans()),
 }
 any_frame = st.one_of(*FRAME_STRATEGIES.values())
 
@@ -204,7 +210,8 @@ _FRAME_CLASSES = (
     Hello, Welcome, Join, Joined, Leave, Publish, Message, Ack, PresenceJoin, PresenceLeave,
     PresenceList, PresenceMembers, Ping, Pong, Error, Resume, Resumed, Handoff, Neighbours,
     Telemetry, TelemetryAck, TelemetryError, Command, CommandAck, ReportState, ShadowDelta,
-    RoomStateFrame, RoomPatch, RoomEvent, RoomResync, RoomList, RoomListing,
+    RoomStateFrame, RoomPatch, RoomEvent, RoomResync, RoomList, RoomListing, History,
+    HistoryPage,
 )
 
 
@@ -434,6 +441,8 @@ _FIELDS: dict[MessageType, list[str]] = {
     MessageType.ROOM_RESYNC: ["room", "uint"],
     MessageType.ROOM_LIST: ["uint", "str"],
     MessageType.ROOM_LISTING: ["uint", "maps"],
+    MessageType.HISTORY: ["uint", "room", "uint", "uint", "uint"],
+    MessageType.HISTORY_PAGE: ["uint", "room", "items", "bool", "bool"],
 }
 # Fields that may be left out at the end of the array.
 _OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 2, MessageType.PUBLISH: 2,
@@ -471,6 +480,8 @@ _WRONG: dict[str, st.SearchStrategy[Any]] = {
     "members": st.none() | text | msgint | st.dictionaries(text, text, max_size=2)
     | st.tuples(st.just(["s", "u", "player"]), msgint).map(list)
     | st.tuples(st.lists(text, min_size=2, max_size=2)).map(list),
+    "items": st.none() | st.booleans() | msgint | text | st.dictionaries(text, text, max_size=2)
+    | st.lists(msgint, min_size=1, max_size=2) | st.just([[1, 2, "s", "not-bin", 0]]),
     "maps": st.none() | st.booleans() | msgint | text | st.dictionaries(text, text, max_size=2)
     | st.lists(msgint, min_size=1, max_size=2),
     "array": st.none() | st.booleans() | msgint | st.floats() | text | st.binary(max_size=4)

@@ -64,3 +64,17 @@ def test_listings_keep_fresh_entries_matching_the_pattern() -> None:
     assert got[0]["players"] == 2 and got[0]["edge"] == "e1"
     assert [e["name"] for e in unpack_listings(raw, "*", now, ttl=60)] == [
         "arena-1", "arena-2", "duel-1"]
+
+
+def test_a_history_page_stops_at_the_limit_or_the_frame_budget() -> None:
+    from edge_node.rooms.events import Record
+    from edge_node.rooms.replay import history_page
+
+    recs = [Record(1, i, "s", b"x" * 100, "e", i, i) for i in range(1, 8)]
+    page = history_page(4, "r", recs, 5, False, budget=10_000)
+    assert [m[1] for m in page.messages] == [1, 2, 3, 4, 5] and page.more
+    assert not history_page(4, "r", recs[:3], 5, True, budget=10_000).more
+    cut = history_page(4, "r", recs, 5, False, budget=300)  # about 130 bytes each
+    assert [m[1] for m in cut.messages] == [1, 2] and cut.more
+    one = history_page(4, "r", recs, 5, False, budget=10)  # never an empty page
+    assert len(one.messages) == 1 and one.more

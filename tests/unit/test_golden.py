@@ -29,6 +29,8 @@ from client_sdk.protocol import (
     Frame,
     Handoff,
     Hello,
+    History,
+    HistoryPage,
     Join,
     Joined,
     Leave,
@@ -192,6 +194,9 @@ FRAMES: dict[str, Frame] = {
     "room-list": RoomList(9, "arena-*"),
     "room-listing": RoomListing(9, [{"name": "arena-1", "players": 2, "max_players": 16,
                                      "metadata": {"label": "arena"}, "edge": "edge-a"}]),
+    "history": History(11, "lobby", 3, 40, 2),
+    "history-page": HistoryPage(11, "lobby", ((3, 41, "s-1f2e", b"hi", 9001),
+                                              (3, 42, "s-9a", b"yo", 0)), True, False),
 }
 
 
