@@ -132,8 +132,23 @@ class GameRoom:
             yield kind, payload
 
     async def wait_state(self, timeout: float = 10.0) -> None:
-        """Wait for the first full state (raises ``TimeoutError``)."""
-        await asyncio.wait_for(self._has_state.wait(), timeout)
+        """Wait for the first full state (raises ``TimeoutError``).  If it does not come
+        within a second of the call, it is asked for again (ROOM_RESYNC), then after 2 and
+        4 s more: a state lost on its way (a live message between edges) is not waited
+        for forever."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        wait = 1.0
+        while not self._has_state.is_set():
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no state from game room {self.name!r} in {timeout:g} s")
+            try:
+                await asyncio.wait_for(self._has_state.wait(), min(wait, left))
+            except TimeoutError:
+                if loop.time() < deadline:
+                    self._ask_resync()
+                    wait = min(wait * 2, 4.0)
 
     def server_time(self) -> float:
         """The room's clock now, in seconds (``tick / tick_rate``), for interpolation.
@@ -198,8 +213,12 @@ class GameRoom:
         self._changed()
 
     def _on_patch(self, f: RoomPatch) -> None:
-        if f.room != self.name or not self.mirror.version:
-            return  # no full state yet: it is on its way
+        if f.room != self.name:
+            return
+        if not self.mirror.version:  # a patch before any state: the state was lost
+            if not self._resync_asked:
+                self._ask_resync()
+            return
         try:
             self.mirror.patch(f.base, f.version, f.tick, f.ops)
         except PatchRefused:

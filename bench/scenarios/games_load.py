@@ -53,8 +53,10 @@ async def _play(urls: list[str], secret: bytes, specs: list[tuple[int, str, int,
     joined += await asyncio.gather(*(join(*s) for s in rest))
     ready.put(len(joined))
     counts = {"inputs": 0, "acked": 0}
+    pending: set[asyncio.Future[Any]] = set()
 
     def settled(fut: asyncio.Future[Any]) -> None:
+        pending.discard(fut)
         if not fut.cancelled() and fut.exception() is None:
             counts["acked"] += 1
 
@@ -67,11 +69,14 @@ async def _play(urls: list[str], secret: bytes, specs: list[tuple[int, str, int,
                                             "dy": round(rng.uniform(-1, 1), 2)})
             counts["inputs"] += 1
             if fut is not None:
+                pending.add(fut)
                 fut.add_done_callback(settled)
             await asyncio.sleep(1.0 / input_hz)
 
     await asyncio.gather(*(steer(i, g) for i, (_c, g) in enumerate(joined)))
-    await asyncio.sleep(1.0)  # the last acknowledgements
+    # The last acknowledgements (bounded: a busy host may take a while).
+    if pending:
+        await asyncio.wait(set(pending), timeout=30)
     out = {**counts, "resyncs": sum(g.resyncs for _c, g in joined)}
     for c, _g in joined:
         with contextlib.suppress(Exception):

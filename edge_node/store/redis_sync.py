@@ -53,6 +53,7 @@ from edge_node.store.redis_append import AppendPipeline
 from edge_node.store.redis_handover import RoomHandover
 from edge_node.store.redis_inbox import InboxReader, xadd_quiet
 from edge_node.store.redis_leases import LeaseKeeper
+from edge_node.store.redis_live import LivePublisher
 from edge_node.store.redis_loss import LossGuard
 from edge_node.store.redis_tail import ClusterReading
 from edge_node.store.types import Lease, SyncListener, SyncUnavailable
@@ -106,6 +107,7 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
         # Blocking reads need a connection without a short socket timeout (PITFALLS).
         self.blocking: aioredis.Redis = redis_conn.connect(url, socket_timeout=None)
         self.pubsub = self._new_pubsub()
+        self.live = LivePublisher(self.r, cluster=self.cluster)
         self._tails: dict[str, bytes] = {}  # room -> last stream id read (mirror rooms)
         self._owners: dict[str, str] = {}  # mirror room -> owner edge last seen
         self._owned: dict[str, str] = {}  # room -> lease token
@@ -160,6 +162,7 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
             loop.create_task(self.inbox.run(), name="sync-read"),
             loop.create_task(self._lease_loop(), name="sync-lease"),
             loop.create_task(self._live_loop(), name="sync-live"),
+            loop.create_task(self.live.run(), name="sync-live-out"),
         ]
         if self.cluster:
             self._tasks.append(loop.create_task(self._tail_loop(), name="sync-tail"))
@@ -284,11 +287,13 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
                          {"a": ForwardAck(sender, req_id, (epoch, seq)).pack()}))
 
     def publish_live(self, room: str, kind: int, body: list[Any]) -> None:
-        """Send an ephemeral event to the other edges that have this room."""
-        data = LiveEvent(kind, self.edge_id, room, tuple(body)).pack()
-        spawn(self._publish_live(room, data))
+        """Send an ephemeral event to the other edges that have this room (in order)."""
+        self.live.publish(K.room_live(room), LiveEvent(kind, self.edge_id, room,
+                                                       tuple(body)).pack())
 
     async def _publish_live(self, room: str, data: bytes) -> None:
+        """Publish now, awaited (the handover's notice, which must be out before it goes
+        on)."""
         try:
             await self.r.publish(K.room_live(room), data)
         except RedisError as exc:

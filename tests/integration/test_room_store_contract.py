@@ -359,3 +359,17 @@ async def wait_until_async(check: Callable[[], Awaitable[bool]], timeout: float,
     while not await check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
+
+
+async def test_live_events_arrive_in_the_order_they_were_sent(harness: Harness) -> None:
+    """A game room's join verdict and the player's first state travel as two live events
+    one after the other: the second must never overtake the first."""
+    (a, _la), (b, lb) = await _stores(harness, uid("edge-a"), uid("edge-b"))
+    room = uid("room")
+    await a.activate(room)
+    await b.activate(room)
+    await asyncio.sleep(0.2)  # subscriptions settle
+    for i in range(300):
+        a.publish_live(room, 6, ["p", "", b"%d" % i])
+    await wait_until(lambda: len(lb.of("live", room)) == 300, 10, "every live event")
+    assert [c[3][2] for c in lb.of("live", room)] == [b"%d" % i for i in range(300)]
