@@ -3,6 +3,8 @@ start with one clear line, and the first matching pattern wins."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edge_node.cli import UserError, room_handler_specs
@@ -78,3 +80,27 @@ def test_a_history_page_stops_at_the_limit_or_the_frame_budget() -> None:
     assert [m[1] for m in cut.messages] == [1, 2] and cut.more
     one = history_page(4, "r", recs, 5, False, budget=10)  # never an empty page
     assert len(one.messages) == 1 and one.more
+
+
+def test_handlers_load_from_installed_entry_points(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package that declares ``[project.entry-points."edge_relay.rooms"]`` is found
+    without any flag: here a distribution's metadata made on disk, put on sys.path."""
+    import importlib
+    import sys
+
+    root = tmp_path
+    dist = root / "mygame-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mygame\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[edge_relay.rooms]\nduel-* = edge_node.local.arena:Arena\n")
+    monkeypatch.setattr(sys, "path", [str(root), *sys.path])
+    importlib.invalidate_caches()
+    reg = HandlerRegistry.from_sources([], "")
+    assert reg.describe() == ["duel-*=edge_node.local.arena:Arena"]
+    assert reg.match("duel-9") is Arena and reg.match("arena-1") is None
+    # Flags come first: they win over an entry point with the same pattern.
+    first = HandlerRegistry.from_sources(["duel-*=tests.integration.game_handlers:Duo"], "")
+    assert first.match("duel-9") is not Arena
+    assert not HandlerRegistry.from_sources([], "", entry_points=False)
