@@ -411,8 +411,33 @@ def cmd_token(a: argparse.Namespace) -> int:
     secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]
     rooms = a.rooms.split(",") if a.rooms else ["*"]
     pub = a.publish.split(",") if a.publish else None
-    print(mint_token(secret, a.subject, a.kind, rooms, publish=pub, now=time.time(), ttl=a.ttl))
+    metrics = parse_metric_ranges(a.metric) if a.metric else None
+    if metrics is not None and a.kind != "device":
+        raise UserError("--metric is for device tokens: add --kind device")
+    print(mint_token(secret, a.subject, a.kind, rooms, publish=pub, metrics=metrics,
+                     now=time.time(), ttl=a.ttl))
     return 0
+
+
+def parse_metric_ranges(specs: list[str]) -> dict[str, tuple[float | None, float | None]]:
+    """``["temp=-40:125", "hum=0:"]`` -> ``{"temp": (-40.0, 125.0), "hum": (0.0, None)}``;
+    :class:`UserError` naming the bad spec."""
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for spec in specs:
+        name, sep, rng = spec.partition("=")
+        lo_s, colon, hi_s = rng.partition(":")
+        if not sep or not colon or not name.strip():
+            raise UserError(f"--metric {spec!r}: expected NAME=MIN:MAX (a bound may be empty)")
+        try:
+            lo = float(lo_s) if lo_s.strip() else None
+            hi = float(hi_s) if hi_s.strip() else None
+        except ValueError:
+            raise UserError(f"--metric {spec!r}: MIN and MAX must be numbers") from None
+        if any(v is not None and not math.isfinite(v) for v in (lo, hi)) or (
+                lo is not None and hi is not None and lo > hi):
+            raise UserError(f"--metric {spec!r}: needs finite bounds with MIN <= MAX")
+        out[name.strip()] = (lo, hi)
+    return out
 
 
 def cmd_cert(a: argparse.Namespace) -> int:
@@ -452,6 +477,10 @@ def add_edge_commands(sub: Any) -> None:
                     help="token kind (default %(default)s; service is exempt from rate limits)")
     pt.add_argument("--rooms", default="*", help="comma-separated room patterns (default *)")
     pt.add_argument("--publish", default="", help="publish patterns (default: same as --rooms)")
+    pt.add_argument("--metric", action="append", default=[], metavar="NAME=MIN:MAX",
+                    help="device tokens: a metric the device may send, with its declared "
+                    "range (either bound may be left out: temp=-40:125, hum=0:); repeatable; "
+                    "samples outside it are refused (docs/iot.md)")
     pt.add_argument("--ttl", type=float, default=3600.0,
                     help="seconds until expiry, > 0 (default %(default)g)")
     pt.set_defaults(func=cmd_token)

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from redis.exceptions import RedisError
 
 from client_sdk.protocol import mint_token
@@ -70,6 +70,18 @@ class TokenIn(BaseModel):
     rooms: list[str] = Field(default_factory=lambda: ["*"], max_length=100)
     publish: list[str] | None = Field(None, max_length=100)
     ttl: float = Field(3600.0, gt=0, le=30 * 86400)
+    metrics: dict[str, tuple[float | None, float | None]] | None = Field(
+        None, max_length=100, description="device tokens: metric name -> [min, max] (null: "
+        "no bound); samples outside are refused (docs/iot.md)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TokenIn:
+        for name, (lo, hi) in (self.metrics or {}).items():
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"metrics.{name}: min {lo:g} is above max {hi:g}")
+        if self.metrics is not None and self.kind != "device":
+            raise ValueError("metrics are for device tokens (kind: device)")
+        return self
 
 
 class TokenOut(BaseModel):
@@ -242,7 +254,7 @@ def create_app(settings: OriginSettings) -> FastAPI:
         secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]
         now = time.time()
         tok = mint_token(secret, body.subject, body.kind, body.rooms, publish=body.publish,
-                         now=now, ttl=body.ttl)
+                         metrics=body.metrics, now=now, ttl=body.ttl)
         return TokenOut(token=tok, expires=int(now + body.ttl))
 
     return app

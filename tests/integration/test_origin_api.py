@@ -249,6 +249,21 @@ async def test_tokens_minted_for_edges(http: httpx.AsyncClient) -> None:
     claims = verify_token(out["token"], (SECRET,), now=time.time())
     assert claims.subject == "sensor-9" and claims.kind == "device"
     assert out["expires"] > time.time()
+    # Declared metric ranges (docs/iot.md), as the CLI's --metric mints them.
+    resp = await http.post("/v1/tokens", headers=H, json={
+        "subject": "sensor-9", "kind": "device", "rooms": ["dev-sensor-9"],
+        "metrics": {"temp": [-40, 125], "hum": [0, None]}})
+    assert resp.status_code == 201, resp.text
+    claims = verify_token(resp.json()["token"], (SECRET,), now=time.time())
+    assert sorted(claims.metrics or ()) == [("hum", 0.0, float("inf")),
+                                            ("temp", -40.0, 125.0)]
+    for bad in ({"temp": [125, -40]}, {"temp": [1]}, {"temp": "hot"}):
+        resp = await http.post("/v1/tokens", headers=H, json={
+            "subject": "s", "kind": "device", "metrics": bad})
+        assert resp.status_code == 422, (bad, resp.text)
+    resp = await http.post("/v1/tokens", headers=H, json={
+        "subject": "p", "kind": "player", "metrics": {"temp": [0, 1]}})
+    assert resp.status_code == 422 and "device" in resp.text
 
 
 async def test_sdk_bootstraps_from_discovery(origin: OriginProcess, server: RedisServer,

@@ -42,6 +42,35 @@ def test_token_with_a_positive_ttl(capsys: pytest.CaptureFixture[str],
     assert claims.subject == "alice"
 
 
+def test_token_for_a_device_with_metric_ranges(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--metric NAME=MIN:MAX`` (either bound may be empty) ends up in the claims the
+    edge validates samples against."""
+    import time
+
+    monkeypatch.delenv("EDGE_RELAY_SECRET", raising=False)
+    assert main(["token", "sensor-1", "--kind", "device", "--metric", "temp=-40:125",
+                 "--metric", "hum=0:"]) == 0
+    claims = verify_token(capsys.readouterr().out.strip(), (DEV_SECRET,), now=time.time())
+    assert claims.kind == "device"
+    assert sorted(claims.metrics or ()) == [("hum", 0.0, float("inf")),
+                                            ("temp", -40.0, 125.0)]
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--kind", "device", "--metric", "temp"], ("expected NAME=MIN:MAX",)),
+    (["--kind", "device", "--metric", "temp=hot:cold"], ("must be numbers",)),
+    (["--kind", "device", "--metric", "temp=10:0"], ("MIN <= MAX",)),
+    (["--kind", "device", "--metric", "temp=0:inf"], ("finite",)),
+    (["--metric", "temp=0:1"], ("--metric is for device tokens",)),
+])
+def test_token_refuses_bad_metric_ranges(capsys: pytest.CaptureFixture[str], args: list[str],
+                                         words: tuple[str, ...]) -> None:
+    rc = main(["token", "sensor-1", *args])
+    _one_line_error(capsys, rc, *words)
+    assert capsys.readouterr().out == ""
+
+
 @pytest.mark.parametrize(("var", "value", "words"), [
     ("EDGE_RELAY_PORT", "abc", ("EDGE_RELAY_PORT='abc'", "is not an integer")),
     ("EDGE_RELAY_PORT", "87.5", ("EDGE_RELAY_PORT='87.5'", "is not an integer")),
