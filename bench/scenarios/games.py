@@ -31,6 +31,7 @@ from bench import report
 from bench.errors import BenchError
 from bench.procstats import can_pin, pin_pid, sample
 from bench.validators import positive_float, positive_int
+from edge_node.local.scrape import bucket_quantile_ms, scrape_metrics
 
 __all__ = ["register", "run_games", "ROWS"]
 
@@ -144,11 +145,11 @@ def run_games(p: dict[str, Any], procs: int, quiet: bool = False) -> dict[str, A
         _say(quiet, f"{joined} players in {rooms} rooms on {edges} edge(s); warming up")
         loadgen = [psutil.Process(w.pid) for w in workers]
         time.sleep(p["warmup"])
-        m0 = [_scrape(e.http_url) for e in cluster.edges]
+        m0 = [scrape_metrics(e.http_url, timeout=5) for e in cluster.edges]
         c0 = [sample(x) for x in edge_procs]
         g0 = [sample(x) for x in loadgen]
         time.sleep(p["duration"])
-        m1 = [_scrape(e.http_url) for e in cluster.edges]
+        m1 = [scrape_metrics(e.http_url, timeout=5) for e in cluster.edges]
         c1 = [sample(x) for x in edge_procs]
         g1 = [sample(x) for x in loadgen]
         outs = [results.get(timeout=60) for _ in workers]
@@ -189,9 +190,9 @@ def _figures(p: dict[str, Any], joined: int, m0: list[dict[str, float]],
         warnings.append(f"only {joined} of {p['rooms'] * p['players']} players joined")
     return {
         "players_joined": joined,
-        "tick_jitter_p50_ms": _quantile(m0, m1, "edge_game_tick_lateness_seconds", 0.5),
-        "tick_jitter_p99_ms": _quantile(m0, m1, "edge_game_tick_lateness_seconds", 0.99),
-        "tick_time_p99_ms": _quantile(m0, m1, "edge_game_tick_seconds", 0.99),
+        "tick_jitter_p50_ms": bucket_quantile_ms(m0, m1, "edge_game_tick_lateness_seconds", 0.5),
+        "tick_jitter_p99_ms": bucket_quantile_ms(m0, m1, "edge_game_tick_lateness_seconds", 0.99),
+        "tick_time_p99_ms": bucket_quantile_ms(m0, m1, "edge_game_tick_seconds", 0.99),
         "ticks_per_s": round(ticks / dur, 1),
         "edge_cpu_us_per_room_tick": round(1e6 * cpu / ticks, 1) if ticks else None,
         "edge_cpu_percent": round(100.0 * cpu / dur, 1),
@@ -206,38 +207,3 @@ def _figures(p: dict[str, Any], joined: int, m0: list[dict[str, float]],
         "warnings": warnings,
     }
 
-
-def _scrape(url: str) -> dict[str, float]:
-    import urllib.request
-
-    out: dict[str, float] = {}
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith("#") or " " not in line:
-                continue
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                continue
-    return out
-
-
-def _quantile(m0: list[dict[str, float]], m1: list[dict[str, float]], name: str,
-              q: float) -> float | None:
-    """The upper bound (ms) of the histogram bucket holding quantile ``q`` of the
-    observations made between the two scrapes (every edge summed)."""
-    buckets: dict[float, float] = {}
-    for a, b in zip(m0, m1, strict=True):
-        for key, v in b.items():
-            if key.startswith(f"{name}_bucket{{") and 'le="+Inf"' not in key:
-                le = float(key.split('le="')[1].split('"')[0])
-                buckets[le] = buckets.get(le, 0.0) + v - a.get(key, 0.0)
-    total = sum(b.get(f"{name}_count", 0.0) - a.get(f"{name}_count", 0.0)
-                for a, b in zip(m0, m1, strict=True))
-    if not total:
-        return None
-    for le in sorted(buckets):
-        if buckets[le] >= q * total:
-            return round(le * 1000, 3)
-    return None

@@ -47,7 +47,7 @@ def game_summary(host: GameHost) -> dict[str, float]:
     done = host.totals.done
     out: dict[str, float] = {}
     for attr, _n, _h in _TOTALS:
-        out[attr] = float(getattr(done, attr, 0)) + sum(
+        out[attr] = float(getattr(done, attr)) + sum(
             getattr(g.stats, attr) for g in host.rooms.values())
     t = host.totals
     out.update(rooms=len(host.rooms), started=t.started, failed=t.failed,

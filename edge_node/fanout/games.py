@@ -30,7 +30,7 @@ import itertools
 import logging
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from client_sdk.protocol import (
@@ -101,7 +101,7 @@ class GameTotals:
     join_timeouts: int = 0
     resyncs: int = 0
     #: Stats of rooms already disposed, added up.
-    done: GameStats | None = None
+    done: GameStats = field(default_factory=GameStats)
 
 
 class GameHost:
@@ -121,7 +121,7 @@ class GameHost:
         self.where: dict[str, dict[str, str]] = {}
         #: Member side: room -> session ids of accepted players here.
         self.local: dict[str, set[str]] = {}
-        self.totals = GameTotals(done=GameStats())
+        self.totals = GameTotals()
         self._pending: dict[tuple[str, int], _Pending] = {}
         #: room -> (timer handle, the deadline it is for).  uvloop's call_at returns a
         #: plain Handle (no ``when()``) for a deadline already past, so keep it here.
@@ -413,11 +413,7 @@ class GameHost:
         timer = self._timers.pop(room, None)
         if timer is not None:
             timer[0].cancel()
-        d, s = self.totals.done, g.stats
-        assert d is not None
-        for name in ("ticks", "skipped", "overruns", "patches", "patch_bytes", "full_bytes",
-                     "full_states", "events", "inputs", "input_errors"):
-            setattr(d, name, getattr(d, name) + getattr(s, name))
+        self.totals.done.add(g.stats)
 
     def _deliver(self, room: str, to: str | None, body: bytes, exclude: str | None) -> None:
         where = self.where.get(room, {})

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from client_sdk.protocol import ErrorCode, RoomEvent, RoomPatch, RoomStateFrame, encode
@@ -130,6 +130,12 @@ class GameStats:
     #: How late each tick started (seconds), the last 4096.
     lateness: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     tick_seconds: float = 0.0
+
+    def add(self, other: GameStats) -> None:
+        """Add ``other``'s counters to these (the totals of rooms already gone)."""
+        for f in fields(self):
+            if f.type == "int":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 class _Crashed(Exception):

@@ -14,7 +14,6 @@ publishers in its room: ``lost`` and ``duplicates`` must both be 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import json
@@ -39,6 +38,7 @@ from client_sdk.transport import TlsOptions
 from edge_node.local.cluster import LocalCluster
 from edge_node.local.demo_report import render_summary
 from edge_node.local.redis_server import RedisUnavailable
+from edge_node.local.scrape import scrape_metrics
 from edge_node.runtime.gc_tuning import tune_gc
 
 __all__ = ["cmd_demo", "run_demo", "DemoConfig"]
@@ -127,22 +127,6 @@ def _forecast_summary(cluster: LocalCluster) -> dict[str, Any]:
                                           "messages_per_s", "forecast_messages_per_s",
                                           "recommended_replicas", "reactive_replicas")}
     return {}
-
-
-def _scrape(http_url: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    try:
-        with urllib.request.urlopen(http_url + "/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, _, value = line.rpartition(" ")
-        with contextlib.suppress(ValueError):
-            out[name] = float(value)  # labelled series keep their labels in the name
-    return out
 
 
 _LABELS = re.compile(r'(\w+)="([^"]*)"')
@@ -359,7 +343,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             edges.append({"id": e.edge_id, "url": e.url, "pid": e.pid, "killed": True,
                           "exit_code": e.proc.returncode})
             continue
-        m = _scrape(e.http_url)
+        m = scrape_metrics(e.http_url)
         scrapes.append(m)
         if game.get("owner_edge") == e.edge_id:
             from edge_node.local.demo_arena import arena_metrics

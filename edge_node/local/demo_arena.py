@@ -21,6 +21,7 @@ from typing import Any
 from client_sdk import Client, GameRoom, connect
 from client_sdk.protocol import RoomList, RoomListing, mint_token
 from client_sdk.transport import TlsOptions
+from edge_node.local.scrape import bucket_quantile_ms
 
 __all__ = ["ArenaBots", "ARENA_HANDLER", "arena_metrics"]
 
@@ -131,10 +132,13 @@ def arena_metrics(scrape: dict[str, float]) -> dict[str, Any]:
     patches = scrape.get("edge_game_patches_total", 0.0)
     pbytes = scrape.get("edge_game_patch_bytes_total", 0.0)
     fbytes = scrape.get("edge_game_full_state_equivalent_bytes_total", 0.0)
+
+    def p99(name: str) -> float | None:  # since the edge started
+        return bucket_quantile_ms([{}], [scrape], name, 0.99)
     return {
         "ticks": int(ticks),
-        "tick_jitter_p99_ms": _bucket_p99(scrape, "edge_game_tick_lateness_seconds"),
-        "tick_time_p99_ms": _bucket_p99(scrape, "edge_game_tick_seconds"),
+        "tick_jitter_p99_ms": p99("edge_game_tick_lateness_seconds"),
+        "tick_time_p99_ms": p99("edge_game_tick_seconds"),
         "ticks_skipped": int(scrape.get("edge_game_ticks_skipped_total", 0.0)),
         "patches": int(patches),
         "patch_bytes": int(pbytes),
@@ -142,15 +146,3 @@ def arena_metrics(scrape: dict[str, float]) -> dict[str, Any]:
         "bandwidth_saving": round(fbytes / pbytes, 1) if pbytes else None,
     }
 
-
-def _bucket_p99(scrape: dict[str, float], name: str) -> float | None:
-    """The upper bound of the histogram bucket holding the 99th percentile, in ms."""
-    total = scrape.get(f"{name}_count", 0.0)
-    if not total:
-        return None
-    bounds = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in scrape.items()
-                    if k.startswith(f"{name}_bucket{{") and 'le="+Inf"' not in k)
-    for le, n in bounds:
-        if n >= 0.99 * total:
-            return round(le * 1000, 3)
-    return None

@@ -29,7 +29,7 @@ from edge_node.store.memory import MemoryBackend, MemoryRoomStore
 from edge_node.store.records import Forwarded, pack_record
 from edge_node.store.redis_sync import RoomSync
 from edge_node.store.types import Lease
-from tests.helpers import uid, wait_until
+from tests.helpers import eventually, uid, wait_until
 
 LEASE_MS = 1000
 
@@ -345,20 +345,12 @@ async def test_game_listings_are_shared_by_every_edge(harness: Harness) -> None:
     async def both() -> bool:
         got = await b.listings()
         return got.get(room) == b'{"players":2,"at":1}' and other in got
-    await wait_until_async(both, 10, "both listings")
+    await eventually(both, 10, "both listings")
     a.put_listing(room, None)  # withdrawn: the room ended
 
     async def gone() -> bool:
         return room not in await b.listings()
-    await wait_until_async(gone, 10, "the withdrawn listing")
-
-
-async def wait_until_async(check: Callable[[], Awaitable[bool]], timeout: float,
-                           what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+    await eventually(gone, 10, "the withdrawn listing")
 
 
 async def test_live_events_arrive_in_the_order_they_were_sent(harness: Harness) -> None:
