@@ -36,3 +36,15 @@ class Duo(RoomHandler):
 
     def on_create(self, options: dict[str, Any]) -> None:
         self.state = Counter()
+
+
+class Slow(RoomHandler):
+    """One tick a second: a burst of inputs lands in a single tick."""
+
+    tick_rate = 1
+
+    def on_create(self, options: dict[str, Any]) -> None:
+        self.state = Counter()
+
+    def on_message(self, player: Player, kind: str, payload: Any) -> None:
+        self.state.n += 1
