@@ -103,7 +103,8 @@ class EdgeServer:
         self.port = settings.port
         if settings.room_handlers:
             self.hub.games = GameHost(self.hub, HandlerRegistry(parse_specs(
-                list(settings.room_handlers))))
+                list(settings.room_handlers))), secrets=settings.secrets,
+                snapshot_ttl=max(600.0, 2 * settings.resume_window))
             register_game_metrics(self.metrics, self.hub.games)
         self.iot = IotService(iot_settings(settings), self.hub, settings.edge_id)
         self.iot.register_metrics(self.metrics.registry)

@@ -82,6 +82,9 @@ class _Delete:
     def __repr__(self) -> str:
         return "DELETE"
 
+    def __reduce__(self) -> str:
+        return "DELETE"  # pickled by name: a snapshot's pending deletes stay DELETE
+
 
 #: The value of a delete operation.
 DELETE: Any = _Delete()

@@ -101,8 +101,8 @@ class MachineDriver:
         cmds = m.handle(event, now)
         if m.state is not before:
             self.stats.room_transitions[(before.name, m.state.name)] += 1
-            if self.games is not None and m.name in self.games.rooms:
-                self.games.on_machine_state(m.name, m.mine)
+            if self.games is not None and self.games.is_game(m.name):
+                self.games.on_machine_state(m.name, m)
         return cmds
 
     def run(self, name: str, room: Room | None, cmds: list[Any]) -> None:

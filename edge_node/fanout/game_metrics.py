@@ -7,6 +7,7 @@ other figure is a total over the edge.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Iterator
 
@@ -39,6 +40,26 @@ _TOTALS = (
     ("events", "edge_game_events", "ROOM_EVENT frames sent"),
     ("inputs", "edge_game_inputs", "Inputs applied or refused"),
     ("input_errors", "edge_game_input_errors", "Inputs refused (4003, 4411, 4413)"),
+    ("replayed_ticks", "edge_game_replayed_ticks",
+     "Ticks run again from the stream after a restore (not in edge_game_ticks)"),
+)
+
+#: Continuity counters (GameTotals attribute, metric, help).
+_CONTINUITY = (
+    ("marks", "edge_game_marks", "$tick marks appended to game rooms' streams"),
+    ("snapshots", "edge_game_snapshots", "Game-room snapshots stored"),
+    ("snapshot_failures", "edge_game_snapshot_failures",
+     "Game-room snapshots not stored (too large, not picklable, fenced, store down)"),
+    ("restores", "edge_game_restores", "Game rooms restored here from a snapshot"),
+    ("fresh", "edge_game_restores_fresh",
+     "Game rooms this edge came to own that had no snapshot (started afresh)"),
+    ("restore_failures", "edge_game_restore_failures",
+     "Snapshots that did not load (bad signature, changed handler): started afresh"),
+    ("restore_gaps", "edge_game_restore_gaps",
+     "Restores across a gap in the room's stream (inputs lost)"),
+    ("replayed_entries", "edge_game_replayed_entries",
+     "Stream entries replayed by restores"),
+    ("handovers", "edge_game_handovers", "Game rooms moved live to another edge on a drain"),
 )
 
 
@@ -54,6 +75,10 @@ def game_summary(host: GameHost) -> dict[str, float]:
                joins_refused=t.joins_refused, join_timeouts=t.join_timeouts,
                resyncs=t.resyncs,
                players=sum(len(g.players) for g in host.rooms.values()))
+    for attr, _n, _h in _CONTINUITY:
+        out[attr] = float(getattr(t, attr))
+    out.update(snapshot_bytes=t.snapshot_bytes, capture_seconds=t.capture_seconds,
+               restore_seconds=t.restore_seconds)
     return out
 
 
@@ -106,6 +131,33 @@ class _GameCollector(Collector):
             c = CounterMetricFamily(name, text)
             c.add_metric([], summary[attr])
             yield c
+        for attr, name, text in _CONTINUITY:
+            c = CounterMetricFamily(name, text)
+            c.add_metric([], summary[attr])
+            yield c
+        for attr, name, text in (
+                ("snapshot_bytes", "edge_game_last_snapshot_bytes",
+                 "Size of the last game-room snapshot stored (compressed)"),
+                ("capture_seconds", "edge_game_last_capture_seconds",
+                 "Time the last game-room snapshot took to capture and seal"),
+                ("restore_seconds", "edge_game_last_restore_seconds",
+                 "Time the last restore took, from owning the room to ticking")):
+            g = GaugeMetricFamily(name, text)
+            g.add_metric([], summary[attr])
+            yield g
+        now = time.monotonic()
+        ages = [now - host.cont.saved[n][0] for n in host.rooms if n in host.cont.saved]
+        g = GaugeMetricFamily("edge_game_oldest_snapshot_age_seconds",
+                              "Age of the oldest stored snapshot among the game rooms "
+                              "running here (what a crash would replay, in time)")
+        g.add_metric([], max(ages, default=0.0))
+        yield g
+        g = GaugeMetricFamily("edge_game_entries_behind_snapshots",
+                              "Stream entries fed since each running game room's stored "
+                              "snapshot, summed (what a crash would replay)")
+        g.add_metric([], sum(host.cont.fed.get(n, 0) - host.cont.saved.get(n, (0.0, 0))[1]
+                             for n in host.rooms))
+        yield g
         g = GaugeMetricFamily("edge_game_rooms", "Game rooms running here, by phase",
                               labels=["phase"])
         for phase in GamePhase:

@@ -17,9 +17,9 @@ stream, one owner), with three differences:
   edge delivers them).  A lost live message shows as a patch that does not follow:
   the client asks for a resync (ROOM_RESYNC) and gets its whole view again.
 
-Continuity across an owner's crash or drain (snapshots, input replay) is not here yet:
-when ownership moves, the running handler is disposed and its state is lost; the next
-``$join`` seen by the new owner starts a fresh one.
+**Continuity** (docs/rooms.md, "Continuity"): ``$tick`` marks, snapshots, restore on
+a new owner and the live move on a drain are :class:`GameContinuity`'s
+(:mod:`edge_node.fanout.game_continuity`), one per host (``host.cont``).
 """
 
 from __future__ import annotations
@@ -45,16 +45,19 @@ from client_sdk.protocol import (
     unpack_input,
 )
 from client_sdk.protocol.state_sync import state_checksum
+from edge_node.fanout.game_continuity import GameContinuity, event_of
 from edge_node.games import events as ge
 from edge_node.games.listing import pack_listing, unpack_listings
 from edge_node.games.loader import HandlerRegistry
 from edge_node.games.room import GamePhase, GameRoom, GameSettings, GameStats
+from edge_node.runtime.tasks import spawn
 from edge_node.store.base import StoreUnavailable
 from edge_node.store.records import LIVE_GAME, LIVE_GAME_RESYNC, LIVE_GAME_VERDICT
 from edge_node.transports.outbound import FrameSink, Outbound, ws_binary_frame
 
 if TYPE_CHECKING:
     from edge_node.fanout.hub import Hub, SessionLike
+    from edge_node.rooms.machine import RoomMachine
 
 __all__ = ["GameHost", "GameTotals", "CONTROL_PREFIX"]
 
@@ -102,6 +105,24 @@ class GameTotals:
     resyncs: int = 0
     #: Stats of rooms already disposed, added up.
     done: GameStats = field(default_factory=GameStats)
+    #: Continuity: ``$tick`` marks appended; snapshots stored, refused or failed (too
+    #: large, not picklable, store refused or unreachable), the last one's size and
+    #: capture time; rooms restored from a snapshot, owners that found none (a fresh
+    #: room at the next join), snapshots that did not load, restores across a gap in
+    #: the stream (inputs lost), entries replayed; the last restore's time from owning
+    #: the room to ticking, rooms moved live on a drain.
+    marks: int = 0
+    snapshots: int = 0
+    snapshot_failures: int = 0
+    snapshot_bytes: int = 0
+    capture_seconds: float = 0.0
+    restores: int = 0
+    fresh: int = 0
+    restore_failures: int = 0
+    restore_gaps: int = 0
+    replayed_entries: int = 0
+    restore_seconds: float = 0.0
+    handovers: int = 0
 
 
 class GameHost:
@@ -109,7 +130,8 @@ class GameHost:
     a join waits for the owner's verdict before ERROR 4005 (retry)."""
 
     def __init__(self, hub: Hub, registry: HandlerRegistry,
-                 settings: GameSettings | None = None, join_timeout: float = 5.0) -> None:
+                 settings: GameSettings | None = None, join_timeout: float = 5.0,
+                 secrets: tuple[bytes, ...] = (), snapshot_ttl: float = 600.0) -> None:
         self.hub = hub
         self.edge_id = hub.edge_id
         self.registry = registry
@@ -117,8 +139,6 @@ class GameHost:
         self.join_timeout = join_timeout
         #: Game rooms running here (this edge owns them).
         self.rooms: dict[str, GameRoom] = {}
-        #: Owner side: room -> player -> the edge its session is on.
-        self.where: dict[str, dict[str, str]] = {}
         #: Member side: room -> session ids of accepted players here.
         self.local: dict[str, set[str]] = {}
         self.totals = GameTotals()
@@ -127,6 +147,10 @@ class GameHost:
         #: plain Handle (no ``when()``) for a deadline already past, so keep it here.
         self._timers: dict[str, tuple[asyncio.Handle, float]] = {}
         self._req = itertools.count(_CONTROL_REQ)
+        #: The sender of ``$tick`` marks (the room's own entries, never a player).
+        self._marker = _Proxy("$room", Member("$room", "", "service"))
+        #: Snapshots, marks and restores of the game rooms this edge owns.
+        self.cont = GameContinuity(self, secrets, snapshot_ttl)
         self._listed = 0.0
         #: Observers of tick time and lateness (seconds), set by the metrics.
         self.observe_tick: Any = None
@@ -172,8 +196,10 @@ class GameHost:
         return None
 
     def rejoin(self, s: SessionLike, room: str) -> None:
-        """A resumed session is back in ``room`` here: tell the owner where it is now
-        (it gets its whole view again)."""
+        """A resumed session is back in ``room`` here: tell the owner where it is now.
+        It was a player: patches reach it here from now on (its mirror goes on from its
+        last patch, or asks for a resync if it missed one)."""
+        self.local.setdefault(room, set()).add(s.session_id)
         self._control(s, room, "$join", {"req": 0, "subject": s.member.subject,
                                          "options": {}, "edge": self.edge_id})
 
@@ -277,32 +303,28 @@ class GameHost:
 
     def _entry(self, room: str, body: bytes) -> None:
         r = self.hub.rooms.get(room)
-        if r is None or not r.machine.mine:
+        if r is None or not r.machine.mine or room in self.cont.moving:
+            return  # not ours, or captured for a drain: the next owner applies it
+        buf = self.cont.restoring.get(room)
+        if buf is not None:
+            buf.append(body)  # after the stream's entries, once they are replayed
             return
         msg = decode(body)
         assert isinstance(msg, Message)
-        try:
-            kind, value = unpack_input(msg.payload)
-        except ValueError:
-            return  # the edge checks inputs before publishing: only a foreign writer
-        g = self.rooms.get(room)
         pos = (msg.epoch, msg.seq)
-        if kind == "$join":
-            if not isinstance(value, dict):
-                return
-            if g is None:
-                g = self._start(room, value.get("options") or {}, msg.epoch)
-            self.where.setdefault(room, {})[msg.sender] = str(value.get("edge", ""))
-            ev: ge.GameEvent = ge.JoinInput(
-                msg.sender, str(value.get("subject", "")), value.get("options") or {},
-                int(value.get("req", 0)), str(value.get("edge", "")), pos)
-        elif g is None:
-            return  # not running here: no player to apply it to
-        elif kind == "$leave":
-            self.where.get(room, {}).pop(msg.sender, None)
-            ev = ge.LeaveInput(msg.sender, pos)
-        else:
-            ev = ge.MessageInput(msg.sender, kind, value, len(msg.payload), pos)
+        ev = event_of(msg.sender, msg.payload, pos)
+        g = self.rooms.get(room)
+        if ev is None:
+            return
+        if type(ev) is ge.TickMark:
+            if g is not None:
+                self.cont.marks[room] = pos
+            return
+        if g is None:
+            if type(ev) is not ge.JoinInput:
+                return  # not running here: no player to apply it to
+            g = self._start(room, ev.options, msg.epoch)
+        self.cont.fed[room] = self.cont.fed.get(room, 0) + 1
         self._feed(room, g, ev)
 
     def _start(self, room: str, options: dict[str, Any], epoch: int) -> GameRoom:
@@ -310,18 +332,38 @@ class GameHost:
         assert cls is not None
         g = GameRoom(room, cls(), self.cfg)
         self.rooms[room] = g
+        self.cont.fed[room] = 0
         self.totals.started += 1
         log.info("game room started", extra={"room": room, "handler": cls.__qualname__})
         self._feed(room, g, ge.Start(options, zlib.crc32(f"{room}:{epoch}".encode())))
         return g
 
-    def on_machine_state(self, room: str, mine: bool) -> None:
-        """The room machine changed state: a handler runs only while ``mine``."""
+    def on_machine_state(self, room: str, m: RoomMachine[Any]) -> None:
+        """The room machine of game room ``room`` changed state: a handler runs only
+        while it is ours (OWNED or LOCAL).  Becoming ours starts a restore; ceasing
+        to be stops the handler without ending the game (it goes on at the next owner),
+        unless the room closed here with no player left in the game: then it is over
+        and its snapshot is dropped."""
+        from edge_node.rooms.machine import RoomState
+        if m.mine:
+            self.cont.moving.discard(room)  # a handover that failed: the room stays here
+            if room not in self.rooms and room not in self.cont.restoring:
+                self.cont.restoring[room] = []
+                spawn(self.cont.restore(room, time.monotonic()), name=f"restore {room}")
+            return
+        self.cont.restoring.pop(room, None)
+        self.cont.moving.discard(room)
         g = self.rooms.get(room)
-        if g is not None and not mine:
-            log.warning("game room stopped: ownership moved (its state is not carried "
-                        "over yet)", extra={"room": room})
-            self._feed(room, g, ge.Stop("ownership moved"))
+        if g is None:
+            return
+        over = (m.state is RoomState.CLOSED and not m.handed_to
+                and (not g.players or g.phase is not GamePhase.RUNNING))
+        if over:
+            spawn(self.hub.store.drop_snapshot(room))
+        else:
+            log.info("game room stopped here: ownership moved",
+                     extra={"room": room, "state": m.state.value})
+        self._feed(room, g, ge.Stop("ownership moved", moved=not over))
 
     def on_live(self, room: str, kind: int, body: list[Any]) -> None:
         """Game traffic from another edge on the room's live channel."""
@@ -376,16 +418,20 @@ class GameHost:
             self.observe_lateness(g.stats.lateness[-1])
         self._run(room, g, cmds)
         self._schedule(room, g)
+        if room in self.cont.unsaved:
+            self.cont.save_soon(room)
 
     def _run(self, room: str, g: GameRoom, cmds: list[ge.GameCommand]) -> None:
         for c in cmds:
             t = type(c)
             if t is ge.Deliver:
                 self._deliver(room, c.to, c.body, c.exclude)  # type: ignore[union-attr]
+            elif t is ge.Mark:
+                self.cont.mark(room, c.tick)  # type: ignore[union-attr]
+            elif t is ge.SnapshotDue:
+                self.cont.snapshot_due(room, g)
             elif t is ge.JoinVerdict:
                 assert isinstance(c, ge.JoinVerdict)
-                if c.code:
-                    self.where.get(room, {}).pop(c.player, None)
                 if c.edge == self.edge_id:
                     self._verdict(c.player, c.req_id, room, c.code, c.text)
                 else:
@@ -409,14 +455,16 @@ class GameHost:
         if self.rooms.get(room) is g:
             del self.rooms[room]
             self.hub.store.put_listing(room, None)
-        self.where.pop(room, None)
+            for d in (self.cont.marks, self.cont.unsaved, self.cont.saved, self.cont.fed):
+                d.pop(room, None)
         timer = self._timers.pop(room, None)
         if timer is not None:
             timer[0].cancel()
         self.totals.done.add(g.stats)
 
     def _deliver(self, room: str, to: str | None, body: bytes, exclude: str | None) -> None:
-        where = self.where.get(room, {})
+        g = self.rooms.get(room)
+        where = g.edges if g is not None else {}
         self._deliver_local(room, to, body, exclude)
         if to is None:
             remote = any(e != self.edge_id for p, e in where.items() if p != exclude)
@@ -454,7 +502,7 @@ class GameHost:
     def close(self) -> None:
         """Stop every game room (the edge is stopping)."""
         for room, g in list(self.rooms.items()):
-            self._run(room, g, g.handle(ge.Stop("edge stopping"), 0.0))
+            self._run(room, g, g.handle(ge.Stop("edge stopping", moved=True), 0.0))
         for key, p in list(self._pending.items()):
             if not p.done.done():
                 p.done.set_result((ErrorCode.SHUTTING_DOWN, "the edge is stopping"))

@@ -247,6 +247,10 @@ class Hub:
                 or not room.machine.epoch or not store.owns(name):
             return False
         m = room.machine
+        if room.game and self.games is not None:
+            await self.games.cont.hand_over(name)  # the game's state goes with the lease
+            if self.rooms.get(name) is not room or m.state is not RoomState.OWNED:
+                return False
         self._driver.feed(name, room, m, ev.HandOverStart(to))
         try:
             ok = await store.hand_over(name, to, m.last)

@@ -2,7 +2,10 @@
 
 Inputs (join, leave, message) are entries of the room's stream: the driver feeds them
 in stream order with their position, and the room applies them at its next tick, so a
-room fed the same entries reaches the same state anywhere.
+room fed the same entries reaches the same state anywhere.  Each tick that applied
+inputs (and at least every ``mark_every`` ticks) is closed by a ``$tick`` entry of the
+stream (:class:`Mark`): replaying a room's entries after a snapshot (:class:`TickMark`
+for each ``$tick``) applies every input at the tick it was applied live.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from typing import Any
 
 __all__ = [
     "Start", "JoinInput", "LeaveInput", "MessageInput", "Resync", "Timer", "TickTime",
-    "Stop", "GameEvent",
-    "Deliver", "JoinVerdict", "InputError", "RoomFailed", "Disposed", "GameCommand",
+    "Stop", "TickMark", "GoLive", "GameEvent",
+    "Deliver", "JoinVerdict", "InputError", "RoomFailed", "Disposed", "Mark", "SnapshotDue",
+    "GameCommand",
 ]
 
 Pos = tuple[int, int]
@@ -83,12 +87,32 @@ class TickTime:
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """The room ends (last player gone, ownership moved, edge stopping)."""
+    """The room stops here.  ``moved``: it goes on elsewhere (ownership moved, the
+    edge is stopping): ``on_dispose`` is not called; else the room is over (its last
+    player left)."""
 
     reason: str = ""
+    moved: bool = False
 
 
-GameEvent = Start | JoinInput | LeaveInput | MessageInput | Resync | Timer | TickTime | Stop
+@dataclass(frozen=True, slots=True)
+class TickMark:
+    """Replay only: the room's owner ran tick ``tick`` here (a ``$tick`` stream entry):
+    run the ticks up to it, applying the inputs fed since the last mark at ``tick``."""
+
+    tick: int
+
+
+@dataclass(frozen=True, slots=True)
+class GoLive:
+    """Replay done: tick on from here.  ``epoch`` is the new owner's lease epoch (a
+    room restored after a crash numbers its state versions from ``epoch << 32``)."""
+
+    epoch: int = 0
+
+
+GameEvent = (Start | JoinInput | LeaveInput | MessageInput | Resync | Timer | TickTime | Stop
+             | TickMark | GoLive)
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -138,4 +162,20 @@ class Disposed:
     """The room is over: forget it."""
 
 
-GameCommand = Deliver | JoinVerdict | InputError | RoomFailed | Disposed
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Append a ``$tick`` entry for ``tick`` to the room's stream now (before any input
+    fed later): the inputs before it and after the previous mark were applied at
+    ``tick``."""
+
+    tick: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotDue:
+    """Time to store a snapshot of the room
+    (:func:`~edge_node.games.continuity.capture`) covering the stream up to the last
+    :class:`Mark`."""
+
+
+GameCommand = Deliver | JoinVerdict | InputError | RoomFailed | Disposed | Mark | SnapshotDue

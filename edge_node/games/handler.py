@@ -92,6 +92,13 @@ class RoomHandler:
     metadata: dict[str, Any]
     _room: GameRoom
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a snapshot) without its room: what the handler holds is its state,
+        its metadata and its own attributes."""
+        d = dict(self.__dict__)
+        d.pop("_room", None)
+        return d
+
     # -- what the hooks may use -------------------------------------------------------
 
     @property

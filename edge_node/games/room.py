@@ -22,6 +22,21 @@ A handler that raises (anything but :class:`~edge_node.games.handler.JoinRefused
 ``on_message``), or whose tick takes longer than ``hook_budget``, moves the room to
 FAILED: every player is told (ERROR 4007), later joins are refused with 4007, inputs
 are dropped.  Other rooms are not affected.
+
+**Continuity.**  A tick that applied inputs, and at least every ``mark_interval`` of
+room time, returns :class:`~.events.Mark`: the driver appends a ``$tick`` entry to the
+room's stream at once, so every input applied lies before the mark of its tick and
+every input not yet applied after the last mark.  Every ``snapshot_interval`` the room
+returns :class:`~.events.SnapshotDue`; :func:`~edge_node.games.continuity.capture`
+is then the room at the end of that tick, covering the stream up to the last mark.  A
+new owner builds the room with :func:`~edge_node.games.continuity.restore` (phase
+REPLAYING), feeds the stream entries after that mark (inputs, and
+:class:`~.events.TickMark` for each ``$tick``: the ticks up to it run quietly, their
+output dropped), then :class:`~.events.GoLive`.  A room restored
+from a ``final`` snapshot (a drain, no tick after it) keeps its state versions and key
+table, so players go on from their last patch; any other restore (a crash) starts a
+fresh version space above anything the old owner sent and sends every player its
+whole view.
 """
 
 from __future__ import annotations
@@ -32,29 +47,34 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from client_sdk.protocol import ErrorCode, RoomEvent, RoomPatch, RoomStateFrame, encode
-from client_sdk.protocol.compact import pack_compact
-from client_sdk.protocol.state_sync import KeyTable, encode_patch, encode_state, encode_value
+from client_sdk.protocol import ErrorCode, RoomEvent, encode
+from client_sdk.protocol.state_sync import KeyTable, encode_value
 from edge_node.games.events import (
     Deliver,
     Disposed,
     GameCommand,
     GameEvent,
+    GoLive,
     InputError,
     JoinInput,
     JoinVerdict,
     LeaveInput,
+    Mark,
     MessageInput,
     Resync,
     RoomFailed,
+    SnapshotDue,
     Start,
     Stop,
+    TickMark,
     TickTime,
     Timer,
 )
 from edge_node.games.handler import InputRejected, JoinRefused, Player, RoomHandler
+from edge_node.games.snapshot import MAX_SNAPSHOT_BYTES
 from edge_node.games.state import ChangeLog, Schema, to_plain
 from edge_node.games.timers import TickTimers
+from edge_node.games.views import PlayerViews
 
 __all__ = ["GamePhase", "GameSettings", "GameStats", "GameRoom", "GAME_TRANSITIONS",
            "TIMER_SLACK"]
@@ -65,6 +85,9 @@ class GamePhase(enum.Enum):
 
     #: Created; inputs queue until :class:`~.events.Start`.
     IDLE = "idle"
+    #: Restored from a snapshot: stream entries after it are replayed (no output) until
+    #: :class:`~.events.GoLive`.
+    REPLAYING = "replaying"
     #: The handler runs: ticks, patches, inputs applied.
     RUNNING = "running"
     #: The handler raised or blocked: no more ticks, inputs dropped, joins refused.
@@ -85,11 +108,15 @@ _INPUTS = {JoinInput: None, LeaveInput: None, MessageInput: None}
 GAME_TRANSITIONS: dict[GamePhase, dict[type[Any], tuple[GamePhase, ...]]] = {
     Ph.IDLE: {Start: (Ph.RUNNING, Ph.FAILED), **{e: (Ph.IDLE,) for e in _INPUTS},
               Stop: (Ph.DISPOSED,)},
+    Ph.REPLAYING: {**{e: (Ph.REPLAYING,) for e in _INPUTS},
+                   TickMark: (Ph.REPLAYING, Ph.FAILED), GoLive: (Ph.RUNNING, Ph.FAILED),
+                   Stop: (Ph.DISPOSED,)},
     Ph.RUNNING: {**{e: (Ph.RUNNING,) for e in _INPUTS}, Resync: (Ph.RUNNING,),
                  Timer: (Ph.RUNNING, Ph.FAILED), TickTime: (Ph.RUNNING, Ph.FAILED),
                  Stop: (Ph.DISPOSED,)},
     Ph.FAILED: {**{e: (Ph.FAILED,) for e in _INPUTS}, Resync: (Ph.FAILED,),
-                Timer: (Ph.FAILED,), TickTime: (Ph.FAILED,), Stop: (Ph.DISPOSED,)},
+                Timer: (Ph.FAILED,), TickTime: (Ph.FAILED,), TickMark: (Ph.FAILED,),
+                GoLive: (Ph.FAILED,), Stop: (Ph.DISPOSED,)},
     Ph.DISPOSED: {},
 }
 
@@ -100,8 +127,11 @@ class GameSettings:
 
     #: Largest input payload accepted (bytes of the PUBLISH payload).
     max_input_bytes: int = 4096
-    #: Inputs applied per player per tick; more get ERROR 4003 (once per tick).
+    #: Inputs applied per player per tick; more wait for the next ticks, up to
+    #: ``max_waiting_inputs`` per player (a burst sent while the room moved); beyond
+    #: that, a flood: dropped, ERROR 4003 (once per tick).
     max_inputs_per_tick: int = 16
+    max_waiting_inputs: int = 64
     #: A tick whose hooks run longer than this (seconds) fails the room (4007).
     hook_budget: float = 1.0
     #: Full-state size is sampled every N patches (for the bandwidth figures).
@@ -109,6 +139,14 @@ class GameSettings:
     #: Keys in a room's key table before it starts a new one (every player then gets
     #: its whole view again): bounds a long room whose players come and go.
     max_keys: int = 4096
+    #: Room seconds between two ``$tick`` marks when no input came: after a crash the
+    #: room resumes from its last mark, so this bounds the room time run again.
+    mark_interval: float = 0.25
+    #: Room seconds between two snapshots: bounds the replay after a crash (and the
+    #: stream kept behind the snapshot).
+    snapshot_interval: float = 2.0
+    #: A snapshot larger than this (bytes, compressed) is not stored.
+    max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES
 
 
 @dataclass(slots=True)
@@ -127,6 +165,8 @@ class GameStats:
     events: int = 0
     inputs: int = 0
     input_errors: int = 0
+    #: Ticks run again from the stream after a restore.
+    replayed_ticks: int = 0
     #: How late each tick started (seconds), the last 4096.
     lateness: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     tick_seconds: float = 0.0
@@ -142,7 +182,7 @@ class _Crashed(Exception):
     """Unwinds a tick after the handler raised."""
 
 
-class GameRoom:
+class GameRoom(PlayerViews):
     """One game room on its owner edge (see the module docstring)."""
 
     def __init__(self, name: str, handler: RoomHandler,
@@ -169,12 +209,22 @@ class GameRoom:
         self._keys = KeyTable()
         self._paths: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._queue: list[JoinInput | LeaveInput | MessageInput] = []
+        #: Inputs over a tick's share, applied first at the next tick.
+        self._carry: list[JoinInput | LeaveInput | MessageInput] = []
         self._events: list[tuple[str | None, str, bytes, str | None]] = []
         self._log = ChangeLog()
         self._next_tick = 0.0
         self._next_patch = 0.0
         self._full_size = 0
         self._views = type(handler).visible is not RoomHandler.visible
+        #: Owner side: player -> the edge its session is on (from its last join).
+        self.edges: dict[str, str] = {}
+        self.mark_every = max(1, round(self.cfg.mark_interval * self.tick_rate))
+        self.snapshot_every = max(1, round(self.cfg.snapshot_interval * self.tick_rate))
+        #: Restored from a handover snapshot (players' mirrors can go on from it).
+        self.final = False
+        self._marked = 0
+        self._snapped = -self.snapshot_every  # the first tick takes one
         handler._room = self
         handler.metadata = {}
 
@@ -198,9 +248,47 @@ class GameRoom:
         elif t is TickTime:
             self._on_tick_time(event.seconds, out)  # type: ignore[union-attr]
         elif t is Stop:
-            self._on_stop(out)
+            self._on_stop(event, out)  # type: ignore[arg-type]
+        elif t is TickMark:
+            self._on_tick_mark(event.tick)  # type: ignore[union-attr]
+        elif t is GoLive:
+            self._on_go_live(event.epoch, now, out)  # type: ignore[union-attr]
         assert self.phase in allowed, (self.phase, t.__name__)
         return out
+
+    # -- continuity ---------------------------------------------------------------------
+
+    def _on_tick_mark(self, tick: int) -> None:
+        if tick <= self.ticks:
+            return  # a mark of a tick already run: its inputs wait for the next one
+        quiet: list[GameCommand] = []
+        held, self._queue = self._queue, []
+        ok = True
+        while ok and self.ticks < tick - 1:
+            ok = self._run_tick(quiet, replay=True)
+        self._queue = held
+        if ok:
+            self._run_tick(quiet, replay=True)
+        self._events.clear()
+        self.want_full.clear()
+        self._marked = self.ticks
+        self.final = False  # ticks ran after the snapshot: mirrors cannot follow it
+
+    def _on_go_live(self, epoch: int, now: float, out: list[GameCommand]) -> None:
+        if self.phase is Ph.FAILED:
+            out.append(RoomFailed(ErrorCode.ROOM_FAILED, f"room failed: {self.failure}"))
+            return
+        self.phase = Ph.RUNNING
+        self._next_tick = now + self.interval
+        self._next_patch = now + self.patch_interval
+        if not self.final:
+            # What the players hold came from an owner that is gone: a fresh version
+            # space (above any the old owner used) and everyone's whole view.
+            self._keys = KeyTable()
+            self._paths.clear()
+            self._log.take()
+            self.version = max(self.version, epoch << 32)
+            self.want_full = set(self.players)
 
     def next_deadline(self) -> float | None:
         """When to feed :class:`~.events.Timer` next (None: not ticking)."""
@@ -221,14 +309,15 @@ class GameRoom:
     def _on_start(self, ev: Start, now: float, out: list[GameCommand]) -> None:
         self.rng = random.Random(ev.seed)
         self.phase = Ph.RUNNING
-        self._next_tick = now + self.interval
-        self._next_patch = now + self.patch_interval
+        # The first tick is due at once: it applies the joins queued before the start
+        # (like any input, at a tick that closes with a mark).
+        self._next_tick = now
+        self._next_patch = now
         try:
             self._call(self.handler.on_create, dict(ev.options), out=out)
             if not isinstance(getattr(self.handler, "state", None), Schema):
                 self.handler.state = _Empty()
             self._log = self.handler.state.track()
-            self._apply_inputs(out)  # joins queued before the start
         except _Crashed:
             pass
 
@@ -252,8 +341,8 @@ class GameRoom:
             self._fail(f"a tick took {seconds * 1000:.0f} ms "
                        f"(budget {self.cfg.hook_budget * 1000:.0f} ms)", out)
 
-    def _on_stop(self, out: list[GameCommand]) -> None:
-        if self.phase is Ph.RUNNING:
+    def _on_stop(self, ev: Stop, out: list[GameCommand]) -> None:
+        if self.phase is Ph.RUNNING and not ev.moved:
             try:
                 self._call(self.handler.on_dispose, out=out)
             except _Crashed:
@@ -272,16 +361,12 @@ class GameRoom:
             st.skipped += missed
             st.overruns += 1
             self._next_tick += missed * self.interval
-        # The tick being run counts from here: hooks see it as ``tick`` and ``clock``.
-        self.ticks += 1
-        st.ticks += 1
-        try:
-            self._apply_inputs(out)
-            for fn, args in self.timers.due(self.ticks):
-                self._call(fn, *args, out=out)
-            self._call(self.handler.on_tick, self.interval, out=out)
-        except _Crashed:
+        applied = bool(self._queue or self._carry)
+        if not self._run_tick(out):
             return
+        if applied or self.ticks - self._marked >= self.mark_every:
+            out.insert(0, Mark(self.ticks))
+            self._marked = self.ticks
         self._next_tick += self.interval
         if now + TIMER_SLACK >= self._next_patch:
             self._patch(out)
@@ -291,11 +376,34 @@ class GameRoom:
         elif self.want_full:
             self._send_fulls(out)
         self._flush_events(out)
+        if self.ticks - self._snapped >= self.snapshot_every:
+            self._snapped = self.ticks
+            out.append(SnapshotDue())
+
+    def _run_tick(self, out: list[GameCommand], replay: bool = False) -> bool:
+        """Run one tick: inputs queued, timers due, ``on_tick``.  False if the handler
+        raised (the room is FAILED)."""
+        # The tick being run counts from here: hooks see it as ``tick`` and ``clock``.
+        self.ticks += 1
+        if replay:
+            self.stats.replayed_ticks += 1
+        else:
+            self.stats.ticks += 1
+        try:
+            self._apply_inputs(out)
+            for fn, args in self.timers.due(self.ticks):
+                self._call(fn, *args, out=out)
+            self._call(self.handler.on_tick, self.interval, out=out)
+        except _Crashed:
+            return False
+        return True
 
     # -- inputs -------------------------------------------------------------------------
 
     def _apply_inputs(self, out: list[GameCommand]) -> None:
-        queue, self._queue = self._queue, []
+        """Apply the inputs carried over from the last tick, then those fed since."""
+        queue = self._carry + self._queue if self._carry else self._queue
+        self._queue, self._carry = [], []
         counts: dict[str, int] = {}
         for ev in queue:
             t = type(ev)
@@ -305,6 +413,7 @@ class GameRoom:
                 self._apply_join(ev, out)  # type: ignore[arg-type]
             else:
                 p = self.players.pop(ev.player, None)
+                self.edges.pop(ev.player, None)
                 self._sent.pop(ev.player, None)
                 self._known.pop(ev.player, None)
                 self.want_full.discard(ev.player)
@@ -312,9 +421,12 @@ class GameRoom:
                     self._call(self.handler.on_leave, p, out=out)
 
     def _apply_join(self, ev: JoinInput, out: list[GameCommand]) -> None:
-        if ev.player in self.players:  # a re-join (resume, another edge): same player
+        if ev.player in self.players:
+            # A re-join (resume, handoff to another edge): the same player, now there.
+            # Its mirror goes on from its last patch; one that missed some asks for a
+            # resync.
+            self.edges[ev.player] = ev.edge
             out.append(JoinVerdict(ev.player, ev.req_id, ev.edge))
-            self.want_full.add(ev.player)
             return
         limit = type(self.handler).max_players
         if limit and len(self.players) >= limit:
@@ -331,6 +443,7 @@ class GameRoom:
         except Exception as exc:
             self._crash("on_join_attempt", exc, out)
         self.players[p.id] = p
+        self.edges[p.id] = ev.edge
         self._sent[p.id] = self._known[p.id] = 0
         out.append(JoinVerdict(ev.player, ev.req_id, ev.edge))
         self._call(self.handler.on_join, p, out=out)
@@ -341,20 +454,27 @@ class GameRoom:
         p = self.players.get(ev.player)
         if p is None:
             return  # not (or no longer) a player: nothing to apply
-        self.stats.inputs += 1
         n = counts[ev.player] = counts.get(ev.player, 0) + 1
-        if ev.size > self.cfg.max_input_bytes:
-            self._input_error(ev.player, ErrorCode.FRAME_TOO_LARGE,
-                              f"input of {ev.size} bytes is over the limit of "
-                              f"{self.cfg.max_input_bytes}", out)
-            return
-        if n > self.cfg.max_inputs_per_tick:
-            if n == self.cfg.max_inputs_per_tick + 1:
+        cfg = self.cfg
+        if n > cfg.max_inputs_per_tick:
+            # Over the tick's share: wait for the next ticks (a burst after a failover,
+            # inputs already acknowledged), up to max_waiting_inputs; beyond, a flood.
+            if n <= cfg.max_inputs_per_tick + cfg.max_waiting_inputs:
+                self._carry.append(ev)
+                return
+            self.stats.inputs += 1
+            if n == cfg.max_inputs_per_tick + cfg.max_waiting_inputs + 1:
                 self._input_error(ev.player, ErrorCode.RATE_LIMITED,
-                                  f"more than {self.cfg.max_inputs_per_tick} inputs in one "
-                                  "tick; the rest of this tick's are dropped", out)
+                                  f"more than {cfg.max_inputs_per_tick + cfg.max_waiting_inputs}"
+                                  " inputs waiting; the rest of this tick's are dropped", out)
             else:
                 self.stats.input_errors += 1
+            return
+        self.stats.inputs += 1
+        if ev.size > cfg.max_input_bytes:
+            self._input_error(ev.player, ErrorCode.FRAME_TOO_LARGE,
+                              f"input of {ev.size} bytes is over the limit of "
+                              f"{cfg.max_input_bytes}", out)
             return
         try:
             self.handler.on_message(p, ev.kind, ev.payload)
@@ -367,88 +487,6 @@ class GameRoom:
     def _input_error(self, player: str, code: int, text: str, out: list[GameCommand]) -> None:
         self.stats.input_errors += 1
         out.append(InputError(player, code, text))
-
-    # -- patches and full states ----------------------------------------------------
-
-    def _patch(self, out: list[GameCommand]) -> None:
-        ops = self._log.take()
-        st = self.stats
-        if len(self._keys) > self.cfg.max_keys:
-            self._keys = KeyTable()  # a fresh table: everyone gets a full state with it
-            self._paths.clear()
-            self.want_full.update(self.players)
-        if st.patches % self.cfg.full_sample_every == 0 or not self._full_size:
-            self._full_size = len(pack_compact(self.full_view()))
-        st.patches += 1
-        st.full_bytes += self._full_size * len(self.players)
-        if ops:
-            self.version += 1
-            self._send_patch(ops, out)
-        if self.want_full:
-            self._send_fulls(out)
-
-    def _send_patch(self, ops: list[tuple[Any, Any]], out: list[GameCommand]) -> None:
-        version, tick, room = self.version, self.ticks, self.name
-        table = self._keys
-        cache = self._paths  # the same paths change tick after tick: intern each once
-        wire = []
-        for path, v in ops:
-            ipath = cache.get(path)
-            if ipath is None:
-                ipath = cache[path] = tuple(table.intern(k) for k in path)
-            wire.append((ipath, v))
-        keys = table.keys
-        groups: dict[tuple[int, int, tuple[int, ...]], list[str]] = {}
-        everything = tuple(range(len(ops)))
-        for pid, p in self.players.items():
-            if pid in self.want_full:
-                continue
-            idx = everything if not self._views else tuple(
-                i for i, (path, _v) in enumerate(ops) if self._sees(p, path))
-            if idx:
-                groups.setdefault((self._sent[pid], self._known[pid], idx), []).append(pid)
-        whole = len(groups) == 1 and not self.want_full
-        for (base, known, idx), pids in groups.items():
-            data = encode_patch(known, keys[known:], [wire[i] for i in idx])
-            body = encode(RoomPatch(room, base, version, tick, data))
-            self.stats.patch_bytes += len(body) * len(pids)
-            if whole and len(pids) == len(self.players):
-                out.append(Deliver(None, body))
-            else:
-                out += [Deliver(pid, body) for pid in pids]
-            for pid in pids:
-                self._sent[pid] = version
-                self._known[pid] = len(keys)
-
-    def _send_fulls(self, out: list[GameCommand]) -> None:
-        shared: bytes | None = None
-        keys = self._keys.keys
-        for pid in sorted(self.want_full):
-            if pid not in self.players:
-                continue
-            if self._views:
-                data = encode_state(self.full_view(pid), keys)
-            else:
-                if shared is None:
-                    shared = encode_state(self.full_view(), keys)
-                data = shared
-            out.append(Deliver(pid, encode(RoomStateFrame(
-                self.name, self.version, self.ticks, self.tick_rate, data))))
-            self._sent[pid] = self.version
-            self._known[pid] = len(keys)
-            self.stats.full_states += 1
-        self.want_full.clear()
-
-    def _sees(self, p: Player, path: tuple[Any, ...]) -> bool:
-        visible = self.handler.visible
-        return all(visible(p, path[:i]) for i in range(1, len(path) + 1))
-
-    def _filter(self, node: Any, path: tuple[Any, ...], p: Player) -> Any:
-        if not isinstance(node, dict):
-            return node
-        visible = self.handler.visible
-        return {k: self._filter(v, (*path, k), p) for k, v in node.items()
-                if visible(p, (*path, k))}
 
     # -- events from the handler ----------------------------------------------------
 
@@ -478,9 +516,15 @@ class GameRoom:
         self.phase = Ph.FAILED
         self.failure = why
         self._queue.clear()
+        self._carry.clear()
         self._events.clear()
         out.append(RoomFailed(ErrorCode.ROOM_FAILED, f"room failed: {why}"))
 
 
 class _Empty(Schema):
     """The state of a handler that sets none."""
+
+
+def empty_state() -> Schema:
+    """A state for a handler that sets none."""
+    return _Empty()

@@ -88,6 +88,21 @@ class _Node:
         object.__setattr__(self, "_log", None)
         object.__setattr__(self, "_path", ())
 
+    def __getstate__(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """Pickled without the change log (a restored tree is tracked anew)."""
+        slots = {name: getattr(self, name) for cls in type(self).__mro__
+                 for name in cls.__dict__.get("__slots__", ())
+                 if name != "_log" and hasattr(self, name)}
+        return getattr(self, "__dict__", None), slots
+
+    def __setstate__(self, state: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
+        fields, slots = state
+        if fields:
+            self.__dict__.update(fields)  # not through __setattr__: nothing to record
+        object.__setattr__(self, "_log", None)
+        for name, value in slots.items():
+            object.__setattr__(self, name, value)
+
     def _attach(self, log: ChangeLog | None, path: Path) -> None:
         object.__setattr__(self, "_log", log)
         object.__setattr__(self, "_path", path)

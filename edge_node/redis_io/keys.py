@@ -12,6 +12,7 @@ __all__ = [
     "room_members",
     "room_live",
     "room_lost",
+    "room_snapshot",
     "room_of_log",
     "edge_inbox",
     "edge_info",
@@ -63,6 +64,12 @@ def room_lost(room: str) -> str:
     """Hash of history ranges lost in a Redis failover: ``after`` -> ``upto`` (positions
     ``E-S``); a resume across one is answered ``recovered: false``."""
     return f"{PREFIX}{{room:{room}}}:lost"
+
+
+def room_snapshot(room: str) -> str:
+    """Hash of the room's newest game-room snapshot: ``pos`` (``E-S``, the stream position
+    it covers) and ``data``; written by the lease holder only, with a PX expiry."""
+    return f"{PREFIX}{{room:{room}}}:snap"
 
 
 def edge_inbox(edge_id: str) -> str:

@@ -93,6 +93,26 @@ class RoomStore(Protocol):
     async def recent(self, room: str, count: int) -> list[Record]:
         """The newest ``count`` records, oldest first."""
 
+    async def put_snapshot(self, room: str, pos: Pos, data: bytes, ttl_ms: int) -> bool:
+        """Store ``data`` as the game-room snapshot of ``room`` covering its stream up to
+        ``pos``.  Fenced: only while this edge holds the room's lease (the current token),
+        and only once the stream holds ``pos`` (its last entry id >= pos), so a snapshot
+        never covers inputs that are not durable.  On success: the key expires after
+        ``ttl_ms`` (refreshed by every put), and the stream is trimmed behind the
+        *previous* snapshot's position (entries with id < previous pos removed: one
+        snapshot interval of inputs stays behind the newest snapshot, for duplicate
+        detection; behind ``pos`` instead if it is older than the previous one).
+        Returns True when stored, False when refused (lease not ours, or pos not yet in
+        the stream).  Raises :data:`StoreUnavailable` when the store cannot be reached."""
+
+    async def get_snapshot(self, room: str) -> tuple[Pos, bytes] | None:
+        """The newest snapshot of ``room`` (its position and data), or None.
+        Raises :data:`StoreUnavailable`."""
+
+    async def drop_snapshot(self, room: str) -> None:
+        """Forget ``room``'s snapshot (the game ended), only while this edge holds the
+        lease.  Best effort: never raises."""
+
     async def hand_over(self, room: str, to: str, last: Pos) -> bool:
         """Drain: store what is queued, then move our lease to edge ``to`` with the
         same epoch and read the room from ``last`` on.  False if it could not move."""

@@ -4,7 +4,8 @@ Cluster slot), so they stay valid on Redis Cluster.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "RENEW", "RELEASE", "APPEND", "STEAL", "HANDOVER", "EPOCH_FLOOR"]
+__all__ = ["ACQUIRE", "RENEW", "RELEASE", "APPEND", "STEAL", "HANDOVER", "EPOCH_FLOOR",
+           "SNAPSHOT", "DROP_SNAPSHOT"]
 
 #: KEYS: owner, epoch; ARGV: edge_id, lease_ms.  Returns ``{1, token}`` when the
 #: lease was free and is now ours (new epoch), else ``{0, current_token}``.
@@ -107,4 +108,43 @@ EPOCH_FLOOR = """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
+"""
+
+#: KEYS: owner, log, snap; ARGV: token, pos_epoch, pos_seq, data, ttl_ms.  Stores a
+#: game-room snapshot covering the stream up to ``pos``.  Fenced like APPEND (but 0, not
+#: an error, when the lease is not ours), and refused (0) until the stream's last entry
+#: is at or past ``pos`` (an empty stream holds only ``0-0``), so a snapshot never covers
+#: inputs that are not durable.  Then: HSET pos/data, PEXPIRE, and the stream is trimmed
+#: behind the previous snapshot's position (behind ``pos`` if that is older: entries a
+#: replay from this snapshot needs are never removed).  Returns 1 when stored.
+SNAPSHOT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local pe, ps = tonumber(ARGV[2]), tonumber(ARGV[3])
+if pe ~= 0 or ps ~= 0 then
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if #last == 0 then return 0 end
+  local id = last[1][1]
+  local dash = string.find(id, '-', 1, true)
+  local le = tonumber(string.sub(id, 1, dash - 1))
+  local ls = tonumber(string.sub(id, dash + 1))
+  if le < pe or (le == pe and ls < ps) then return 0 end
+end
+local prev = redis.call('HGET', KEYS[3], 'pos')
+redis.call('HSET', KEYS[3], 'pos', ARGV[2] .. '-' .. ARGV[3], 'data', ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+if prev then
+  local dash = string.find(prev, '-', 1, true)
+  local ve = tonumber(string.sub(prev, 1, dash - 1))
+  local vs = tonumber(string.sub(prev, dash + 1))
+  local cut = prev
+  if pe < ve or (pe == ve and ps < vs) then cut = ARGV[2] .. '-' .. ARGV[3] end
+  redis.call('XTRIM', KEYS[2], 'MINID', cut)
+end
+return 1
+"""
+
+#: KEYS: owner, snap; ARGV: token.  Deletes the snapshot only while the lease is ours.
+DROP_SNAPSHOT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[2]) end
+return 0
 """

@@ -14,6 +14,7 @@ from the event loop (``call_soon``), as the Redis store's background tasks do.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ class _Room:
     last_id: Pos = (0, 0)  # last position ever appended (trimmed or not)
     added: int = 0
     members: dict[str, list[str]] = field(default_factory=dict)
+    #: Newest game-room snapshot: (position, data, monotonic expiry deadline).
+    snapshot: tuple[Pos, bytes, float] | None = None
 
     def last(self) -> Pos:
         return self.last_id
@@ -330,3 +333,37 @@ class MemoryRoomStore:
         if r is None or count <= 0:
             return []
         return [unpack_record(e, s, d) for e, s, d in list(r.log)[-count:]]
+
+    # -- game-room snapshots ----------------------------------------------------------------
+
+    async def put_snapshot(self, room: str, pos: Pos, data: bytes, ttl_ms: int) -> bool:
+        """As Redis: fenced by our lease token, refused until the history holds ``pos``,
+        expires after ``ttl_ms`` (a monotonic deadline, checked on read), and trims the
+        history behind the previous snapshot's position (behind ``pos`` if older)."""
+        tok = self._owned.get(room)
+        r = self.backend.rooms.get(room)
+        if tok is None or r is None or r.owner != tok or r.last_id < pos:
+            return False
+        prev = r.snapshot
+        r.snapshot = (pos, bytes(data), time.monotonic() + ttl_ms / 1000.0)
+        if prev is not None:
+            cut = min(prev[0], pos)
+            while r.log and (r.log[0][0], r.log[0][1]) < cut:
+                r.log.popleft()
+        return True
+
+    async def get_snapshot(self, room: str) -> tuple[Pos, bytes] | None:
+        r = self.backend.rooms.get(room)
+        if r is None or r.snapshot is None:
+            return None
+        pos, data, deadline = r.snapshot
+        if time.monotonic() >= deadline:
+            r.snapshot = None  # expired
+            return None
+        return pos, data
+
+    async def drop_snapshot(self, room: str) -> None:
+        tok = self._owned.get(room)
+        r = self.backend.rooms.get(room)
+        if tok is not None and r is not None and r.owner == tok:
+            r.snapshot = None

@@ -68,7 +68,8 @@ _pack = msgpack.Packer(use_bin_type=True).pack
 
 _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
             "append": lua.APPEND, "steal": lua.STEAL, "handover": lua.HANDOVER,
-            "epoch_floor": lua.EPOCH_FLOOR}
+            "epoch_floor": lua.EPOCH_FLOOR, "snapshot": lua.SNAPSHOT,
+            "drop_snapshot": lua.DROP_SNAPSHOT}
 
 
 
@@ -364,6 +365,47 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
             return await history.recent(self.r, room, count)
         except RedisError as exc:
             raise SyncUnavailable(str(exc)) from exc
+
+    # -- game-room snapshots --------------------------------------------------
+
+    async def put_snapshot(self, room: str, pos: tuple[int, int], data: bytes,
+                           ttl_ms: int) -> bool:
+        """Store a game-room snapshot covering the stream up to ``pos`` (the SNAPSHOT
+        script: fenced by our lease token, refused until the stream holds ``pos``; trims
+        the stream behind the previous snapshot).  False without a round trip when this
+        edge holds no lease on the room."""
+        tok = self._owned.get(room)
+        if tok is None:
+            return False
+        try:
+            ok: Any = await self._script(
+                "snapshot", 3, K.room_owner(room), K.room_log(room), K.room_snapshot(room),
+                tok, pos[0], pos[1], data, ttl_ms)
+        except (RedisError, RedisClusterException) as exc:
+            raise SyncUnavailable(str(exc)) from exc
+        return bool(ok)
+
+    async def get_snapshot(self, room: str) -> tuple[tuple[int, int], bytes] | None:
+        """The room's newest snapshot (position, data), or None."""
+        try:
+            raw: Any = await self.r.hmget(K.room_snapshot(room), ["pos", "data"])
+        except (RedisError, RedisClusterException) as exc:
+            raise SyncUnavailable(str(exc)) from exc
+        pos, data = raw
+        if pos is None or data is None:
+            return None
+        return split_id(pos), bytes(data)
+
+    async def drop_snapshot(self, room: str) -> None:
+        """Delete the room's snapshot while we hold its lease (best effort)."""
+        tok = self._owned.get(room)
+        if tok is None:
+            return
+        try:
+            await self._script("drop_snapshot", 2, K.room_owner(room),
+                               K.room_snapshot(room), tok)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            log.warning("snapshot drop failed", extra={"room": room, "error": str(exc)})
 
     # -- background tasks ----------------------------------------------------
 

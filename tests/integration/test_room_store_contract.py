@@ -365,3 +365,120 @@ async def test_live_events_arrive_in_the_order_they_were_sent(harness: Harness) 
         a.publish_live(room, 6, ["p", "", b"%d" % i])
     await wait_until(lambda: len(lb.of("live", room)) == 300, 10, "every live event")
     assert [c[3][2] for c in lb.of("live", room)] == [b"%d" % i for i in range(300)]
+
+
+async def _durable_upto(store: RoomStore, lis: Listener, room: str, epoch: int,
+                        n: int, start: int = 1) -> None:
+    """Append records ``start..n`` of ``epoch`` and wait until the store holds them."""
+    for i in range(start, n + 1):
+        store.append(room, epoch, i, _rec(i))
+    await store.flush()
+    await wait_until(lambda: ("durable", room, (epoch, n)) in lis.calls, 10, "durable")
+
+
+_SNAP = b"\x00\x01snap\x00" + bytes(range(256)) * 400  # ~100 KiB, zero bytes inside
+
+
+async def test_a_snapshot_is_stored_only_once_the_stream_holds_its_position(
+        harness: Harness) -> None:
+    ((a, la),) = await _stores(harness, uid("edge-a"))
+    room = uid("room")
+    e = (await a.activate(room)).epoch
+    assert await a.get_snapshot(room) is None
+    assert not await a.put_snapshot(room, (e, 1), _SNAP, 60_000), "empty stream"
+    await _durable_upto(a, la, room, e, 3)
+    assert not await a.put_snapshot(room, (e, 4), _SNAP, 60_000), "(e, 4) not appended yet"
+    assert await a.get_snapshot(room) is None
+    assert await a.put_snapshot(room, (e, 3), _SNAP, 60_000)
+    assert await a.get_snapshot(room) == ((e, 3), _SNAP)
+    assert await a.put_snapshot(room, (e, 2), b"", 60_000), "any stored position will do"
+    assert await a.get_snapshot(room) == ((e, 2), b"")
+    big = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    assert await a.put_snapshot(room, (e, 3), big, 60_000)
+    assert await a.get_snapshot(room) == ((e, 3), big)
+
+
+async def test_only_the_lease_holder_stores_a_snapshot(harness: Harness) -> None:
+    (a, la), (b, _lb), (c, _lc) = await _stores(harness, uid("edge-a"), uid("edge-b"),
+                                                uid("edge-c"))
+    room = uid("room")
+    e = (await a.activate(room)).epoch
+    await b.activate(room)  # a mirror: no lease
+    await _durable_upto(a, la, room, e, 2)
+    assert await a.put_snapshot(room, (e, 2), _SNAP, 60_000)
+    assert not await b.put_snapshot(room, (e, 2), b"b's", 60_000)
+    assert not await b.put_snapshot(room, (e, 1), b"b's", 60_000)
+    assert await b.get_snapshot(room) == ((e, 2), _SNAP)
+    await harness.lapse(room)  # a's lease expired and c took the room: a is fenced,
+    lease = await c.activate(room)  # whether or not it has noticed yet
+    assert lease.mine and lease.epoch == e + 1
+    assert not await a.put_snapshot(room, (e, 2), b"a's stale", 60_000)
+    assert await c.get_snapshot(room) == ((e, 2), _SNAP)
+    assert await c.put_snapshot(room, (e, 2), b"c's", 60_000)
+    assert await a.get_snapshot(room) == ((e, 2), b"c's")
+
+
+async def test_a_snapshot_trims_the_stream_behind_the_previous_one(harness: Harness) -> None:
+    ((a, la),) = await _stores(harness, uid("edge-a"))
+    room = uid("room")
+    e = (await a.activate(room)).epoch
+    await _durable_upto(a, la, room, e, 30)
+    assert await a.put_snapshot(room, (e, 10), b"s10", 60_000)
+    records, gap, first = await a.history_after(room, 0, 0, 100)
+    assert (gap, first) == (False, (e, 1)), "the first snapshot trims nothing"
+    assert [r.seq for r in records] == list(range(1, 31))
+    assert await a.put_snapshot(room, (e, 20), b"s20", 60_000)
+    records, gap, first = await a.history_after(room, 0, 0, 100)
+    assert first == (e, 10), "entries before the previous snapshot are gone"
+    assert gap and records == [], "so a reader from the start has a gap"
+    records, gap, first = await a.history_after(room, e, 9, 100)
+    assert (gap, first) == (False, (e, 10))
+    assert [r.seq for r in records] == list(range(10, 31)), "everything from 10 on is kept"
+    assert [r.seq for r in await a.recent(room, 100)] == list(range(10, 31))
+    assert await a.put_snapshot(room, (e, 30), b"s30", 60_000)
+    records, gap, first = await a.history_after(room, e, 19, 100)
+    assert (gap, first) == (False, (e, 20))
+    assert [r.seq for r in records] == list(range(20, 31))
+    assert (await a.history_after(room, e, 9, 100))[1], "10..19 are gone"
+    assert await a.get_snapshot(room) == ((e, 30), b"s30")
+
+
+async def test_only_the_lease_holder_drops_a_snapshot(harness: Harness) -> None:
+    (a, la), (b, _lb), (c, _lc) = await _stores(harness, uid("edge-a"), uid("edge-b"),
+                                                uid("edge-c"))
+    room = uid("room")
+    e = (await a.activate(room)).epoch
+    await b.activate(room)
+    await _durable_upto(a, la, room, e, 1)
+    assert await a.put_snapshot(room, (e, 1), _SNAP, 60_000)
+    await b.drop_snapshot(room)
+    await b.drop_snapshot(uid("never"))
+    assert await b.get_snapshot(room) == ((e, 1), _SNAP), "not dropped by a mirror"
+    await harness.lapse(room)
+    assert (await c.activate(room)).mine
+    await a.drop_snapshot(room)
+    assert await c.get_snapshot(room) == ((e, 1), _SNAP), "not dropped by a fenced owner"
+    await c.drop_snapshot(room)
+    assert await c.get_snapshot(room) is None
+    assert await b.get_snapshot(room) is None
+    await c.drop_snapshot(room)  # nothing left to drop: no error
+
+
+async def test_a_snapshot_expires_after_its_ttl_refreshed_by_every_put(
+        harness: Harness) -> None:
+    ((a, la),) = await _stores(harness, uid("edge-a"))
+    room = uid("room")
+    e = (await a.activate(room)).epoch
+    await _durable_upto(a, la, room, e, 1)
+    assert await a.put_snapshot(room, (e, 1), b"x", 1000)
+    if isinstance(a, RoomSync):
+        assert 0 < await a.r.pttl(K.room_snapshot(room)) <= 1000
+        assert await a.put_snapshot(room, (e, 1), b"x", 60_000)
+        assert 1000 < await a.r.pttl(K.room_snapshot(room)) <= 60_000, "refreshed"
+        assert await a.put_snapshot(room, (e, 1), b"x", 1000)
+    await asyncio.sleep(0.6)
+    assert await a.put_snapshot(room, (e, 1), b"y", 1000), "refreshed before it expired"
+    await asyncio.sleep(0.6)  # past the first put's expiry, within the second's
+    assert await a.get_snapshot(room) == ((e, 1), b"y")
+    await asyncio.sleep(0.8)
+    assert await a.get_snapshot(room) is None, "expired"

@@ -107,10 +107,14 @@ def start(r: GameRoom, now: float = 1000.0, **options: Any) -> None:
     assert r.handle(ge.Start(options, seed=7), now) == []
 
 
+#: Continuity commands (tested in test_game_snapshots.py), left out of these tests.
+_CONTINUITY = (ge.Mark, ge.SnapshotDue)
+
+
 def tick(r: GameRoom) -> list[ge.GameCommand]:
     due = r.next_deadline()
     assert due is not None
-    return r.handle(ge.Timer(), due)
+    return [c for c in r.handle(ge.Timer(), due) if not isinstance(c, _CONTINUITY)]
 
 
 def frames_to(cmds: list[ge.GameCommand], player: str | None) -> list[Any]:
@@ -133,14 +137,16 @@ def test_the_transition_table_names_every_phase_and_disposed_is_final() -> None:
 
 def test_ticks_run_on_a_fixed_grid_and_late_ticks_do_not_drift(room: GameRoom) -> None:
     start(room, 1000.0)
+    assert room.next_deadline() == pytest.approx(1000.0)  # the first tick at once
+    room.handle(ge.Timer(), 1000.0)
     assert room.next_deadline() == pytest.approx(1000.1)
     room.handle(ge.Timer(), 1000.1 + 0.03)  # 30 ms late
     assert room.next_deadline() == pytest.approx(1000.2)  # still on the grid
-    assert room.handle(ge.Timer(), 1000.15) == [] and room.ticks == 1  # early: nothing
+    assert room.handle(ge.Timer(), 1000.15) == [] and room.ticks == 2  # early: nothing
     room.handle(ge.Timer(), 1000.2 + 0.35)  # 3.5 intervals late: 3 slots skipped
     assert room.stats.skipped == 3 and room.stats.overruns == 1
-    assert room.ticks == 2 and room.next_deadline() == pytest.approx(1000.6)
-    assert room.handler.clock == pytest.approx(0.2)  # room time counts ticks run
+    assert room.ticks == 3 and room.next_deadline() == pytest.approx(1000.6)
+    assert room.handler.clock == pytest.approx(0.3)  # room time counts ticks run
     assert max(room.stats.lateness) == pytest.approx(0.35)
 
 
@@ -155,10 +161,12 @@ def test_a_join_is_answered_then_the_player_gets_its_whole_view(room: GameRoom) 
     (full,) = frames_to(cmds, "a")
     assert isinstance(full, RoomStateFrame) and full.tick_rate == 10
     assert decode_state(full.state)[1]["players"]["a"]["score"] == 0
-    # Joining again (a resume) is accepted at once and re-sends the whole view.
-    cmds = join(room, "a", req=6)
-    assert ge.JoinVerdict("a", 6, "edge-a") in cmds
-    assert isinstance(frames_to(cmds, "a")[0], RoomStateFrame)
+    # Joining again (a resume, a handoff to another edge) is accepted at once; the
+    # player's mirror goes on from its last patch (no whole view), at its new edge.
+    room.handle(ge.JoinInput("a", "user-a", {}, 6, "edge-b"), 0.0)
+    cmds = tick(room)
+    assert ge.JoinVerdict("a", 6, "edge-b") in cmds and room.edges["a"] == "edge-b"
+    assert not any(isinstance(f, RoomStateFrame) for f in frames_to(cmds, "a"))
 
 
 def test_joins_refused_by_the_handler_or_because_the_room_is_full(room: GameRoom) -> None:
@@ -202,20 +210,27 @@ def test_a_rejected_input_gets_4411_and_the_room_goes_on(room: GameRoom) -> None
 
 
 def test_oversize_inputs_and_floods_are_refused_per_player() -> None:
-    r = GameRoom("t", Game(), GameSettings(max_input_bytes=100, max_inputs_per_tick=3))
+    r = GameRoom("t", Game(), GameSettings(max_input_bytes=100, max_inputs_per_tick=3,
+                                           max_waiting_inputs=2))
     start(r)
     join(r, "a")
     join(r, "b")
+    x0 = r.state.players["b"].x
     r.handle(ge.MessageInput("a", "move", 1.0, size=101), 0.0)
-    for _ in range(6):
+    for _ in range(8):
         r.handle(ge.MessageInput("b", "move", 1.0), 0.0)
     r.handle(ge.MessageInput("a", "move", 1.0), 0.0)
     cmds = tick(r)
     errors = [c for c in cmds if isinstance(c, ge.InputError)]
     assert [(e.player, e.code) for e in errors] == [
         ("a", ErrorCode.FRAME_TOO_LARGE), ("b", ErrorCode.RATE_LIMITED)]  # one per tick
-    assert r.stats.input_errors == 4  # 1 oversize + 3 over the flood limit
-    assert r.stats.inputs == 8
+    assert r.stats.input_errors == 4  # 1 oversize + 3 past the share and the waiting room
+    assert r.stats.inputs == 8 and r.state.players["b"].x == pytest.approx(x0 + 3)
+    # The 2 over the tick's share waited: applied first at the next tick, no error.
+    r.handle(ge.MessageInput("b", "move", 10.0), 0.0)
+    cmds = tick(r)
+    assert not [c for c in cmds if isinstance(c, ge.InputError)]
+    assert r.state.players["b"].x == pytest.approx(x0 + 15)
 
 
 def test_inputs_from_non_players_are_dropped(room: GameRoom) -> None:
