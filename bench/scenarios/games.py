@@ -15,6 +15,16 @@ warm-up it reads the edges' ``/metrics`` and CPU, and again after ``--duration``
 - ticks skipped, inputs sent and acknowledged, resyncs (patches that did not follow).
 
 ``--pin`` puts the edges on CPU 0 and the load generators on the others.
+
+``--chaos kill|drain`` (2 edges or more) hits the first edge half-way through the
+measured window: SIGKILL (a neighbour restores its rooms from their snapshots and the
+inputs after them) or SIGTERM (a drain: its rooms move live with their leases).  For
+the rooms that edge owned (room ``r`` is owned by edge ``r mod E``) it reports what
+their players saw: the time until the room ticked again, the longest silence of a
+player that stayed on its edge and of one that had to move, the ticks run again; for
+every player, inputs acknowledged but not taken (lost) and taken twice (the arena
+counts each avatar's inputs); and from the edges, restore time (p50/p99), entries
+replayed, snapshot size and capture time.  Every client knows every edge.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -52,6 +64,24 @@ ROWS = [
     ("resyncs", "resyncs"),
     ("load generators' CPU (% of one core, summed)", "loadgen_cpu_percent"),
 ]
+#: Rows added with --chaos.
+CHAOS_ROWS = [
+    ("rooms hit (owned by the edge hit)", "rooms_hit"),
+    ("ticking again after the hit, median (s)", "ticked_again_p50_s"),
+    ("ticking again after the hit, worst room (s)", "ticked_again_max_s"),
+    ("longest silence, players that stayed (ms)", "stay_gap_max_ms"),
+    ("longest silence, players that moved (ms)", "moved_gap_max_ms"),
+    ("ticks run again, worst room", "ticks_rerun_max"),
+    ("inputs acknowledged but not taken (lost)", "inputs_lost"),
+    ("inputs taken twice", "inputs_twice"),
+    ("restores", "restores"),
+    ("restore time p50 (ms, bucket bound)", "restore_p50_ms"),
+    ("restore time p99 (ms, bucket bound)", "restore_p99_ms"),
+    ("entries replayed", "replayed_entries"),
+    ("rooms moved in live (a drain's final snapshot)", "moved_in"),
+    ("snapshot bytes (last, compressed)", "snapshot_bytes"),
+    ("snapshot capture + seal (ms, last)", "capture_ms"),
+]
 
 
 def register(subs: Any) -> None:
@@ -71,6 +101,9 @@ def register(subs: Any) -> None:
     sp.add_argument("--procs", type=positive_int, default=0,
                     help="load-generator processes (default: one per 500 players)")
     sp.add_argument("--runs", type=positive_int, default=1, help="(default: 1)")
+    sp.add_argument("--chaos", choices=("none", "kill", "drain"), default="none",
+                    help="SIGKILL or drain (SIGTERM) the first edge half-way: rooms survive "
+                    "(needs --edges 2 or more; default: none)")
     sp.add_argument("--pin", action="store_true",
                     help="edges on CPU 0, load generators on the other CPUs")
     sp.add_argument("--out", type=Path, default=Path("bench-results"),
@@ -84,9 +117,12 @@ def cmd(args: argparse.Namespace) -> int:
         raise BenchError("--rooms x --players must be at most 5000")
     if args.pin and not can_pin():
         raise BenchError("--pin needs at least 2 CPUs and sched_setaffinity")
+    if args.chaos != "none" and args.edges < 2:
+        raise BenchError(f"--chaos {args.chaos} needs --edges 2 or more (a neighbour to "
+                         "take the rooms)")
     params = {"rooms": args.rooms, "players": args.players, "edges": args.edges,
               "input_hz": args.input_hz, "duration": args.duration, "warmup": args.warmup,
-              "pin": args.pin}
+              "pin": args.pin, "chaos": args.chaos}
     procs = args.procs or max(1, -(-args.rooms * args.players // 500))
     runs = [run_games(params, procs, args.quiet) for _ in range(args.runs)]
     warnings = sorted({w for r in runs for w in r.pop("warnings")})
@@ -94,7 +130,7 @@ def cmd(args: argparse.Namespace) -> int:
     doc = {"schema": report.SCHEMA, "meta": report.make_meta("games", params, stamp),
            "targets": {"edge": {"runs": runs, "median": report.medians(runs)}},
            "ratios": {}, "warnings": warnings}
-    md = report.markdown(doc, ROWS)
+    md = report.markdown(doc, ROWS + (CHAOS_ROWS if args.chaos != "none" else []))
     json_path, md_path = report.write(doc, args.out, md)
     print(md)
     print(f"report: {json_path}", file=sys.stderr)
@@ -127,6 +163,9 @@ def run_games(p: dict[str, Any], procs: int, quiet: bool = False) -> dict[str, A
             for e in cluster.edges:
                 pin_pid(e.pid, {0})
         tag = f"{int(time.time() * 1000) % 10**9}"
+        chaos = p.get("chaos", "none")
+        victim = cluster.edges[0]
+        event_at = ctx.Value("d", 0.0)
         specs = [(r * players + j, f"arena-b{tag}-{r}", (r + j) % edges, j)
                  for r in range(rooms) for j in range(players)]
         ready, results = ctx.Queue(), ctx.Queue()
@@ -135,7 +174,8 @@ def run_games(p: dict[str, Any], procs: int, quiet: bool = False) -> dict[str, A
             mine = specs[w::procs]
             proc = ctx.Process(target=worker_main, args=(
                 cluster.urls, cluster.secret, mine, p["input_hz"], total, ready, results,
-                {w % (ncpu - 1) + 1} if p["pin"] and ncpu > 1 else None), daemon=True)
+                {w % (ncpu - 1) + 1} if p["pin"] and ncpu > 1 else None,
+                (victim.edge_id, event_at) if chaos != "none" else None), daemon=True)
             proc.start()
             workers.append(proc)
         joined = 0
@@ -148,9 +188,21 @@ def run_games(p: dict[str, Any], procs: int, quiet: bool = False) -> dict[str, A
         m0 = [scrape_metrics(e.http_url, timeout=5) for e in cluster.edges]
         c0 = [sample(x) for x in edge_procs]
         g0 = [sample(x) for x in loadgen]
-        time.sleep(p["duration"])
-        m1 = [scrape_metrics(e.http_url, timeout=5) for e in cluster.edges]
-        c1 = [sample(x) for x in edge_procs]
+        if chaos == "none":
+            time.sleep(p["duration"])
+        else:
+            time.sleep(p["duration"] / 2)
+            event_at.value = time.time()
+            if chaos == "kill":
+                victim.kill()
+            else:
+                victim.signal(signal.SIGTERM)
+            _say(quiet, f"{chaos}: {victim.edge_id} at {p['duration'] / 2:g} s")
+            time.sleep(p["duration"] / 2)
+        live = [i for i, e in enumerate(cluster.edges) if e.alive()]
+        m1 = [scrape_metrics(e.http_url, timeout=5) if e.alive() else m0[i]
+              for i, e in enumerate(cluster.edges)]
+        c1 = [sample(x) if i in live else c0[i] for i, x in enumerate(edge_procs)]
         g1 = [sample(x) for x in loadgen]
         outs = [results.get(timeout=60) for _ in workers]
     finally:
@@ -159,7 +211,50 @@ def run_games(p: dict[str, Any], procs: int, quiet: bool = False) -> dict[str, A
             if w.is_alive():
                 w.kill()
         cluster.stop()
-    return _figures(p, joined, m0, m1, c0, c1, g0, g1, outs)
+    out = _figures(p, joined, m0, m1, c0, c1, g0, g1, outs)
+    if chaos != "none":
+        out.update(_chaos_figures(p, outs, [m1[i] for i in live]))
+    return out
+
+
+def _chaos_figures(p: dict[str, Any], outs: list[dict[str, Any]],
+                   scrapes: list[dict[str, float]]) -> dict[str, Any]:
+    """The rooms the first edge owned (``r mod E == 0``), worst over their players."""
+    rooms: dict[str, dict[str, float]] = {}
+    for o in outs:
+        for name, r in o.get("rooms", {}).items():
+            if int(name.rsplit("-", 1)[1]) % p["edges"] != 0:
+                continue
+            mine = rooms.setdefault(name, dict.fromkeys(r, 0.0))
+            for k, v in r.items():
+                mine[k] = max(mine[k], v)
+    again = sorted(r["again_s"] for r in rooms.values())
+    zeros: list[dict[str, float]] = [{} for _ in scrapes]
+
+    def total(name: str) -> float:
+        return sum(m.get(name, 0.0) for m in scrapes)
+    return {
+        "rooms_hit": len(rooms),
+        "ticked_again_p50_s": round(statistics.median(again), 3) if again else None,
+        "ticked_again_max_s": round(again[-1], 3) if again else None,
+        "stay_gap_max_ms": round(1000 * max((r["stay_gap_s"] for r in rooms.values()),
+                                            default=0.0), 1),
+        "moved_gap_max_ms": round(1000 * max((r["moved_gap_s"] for r in rooms.values()),
+                                             default=0.0), 1),
+        "ticks_rerun_max": int(max((r["rerun"] for r in rooms.values()), default=0.0)),
+        "inputs_lost": sum(o.get("lost", 0) for o in outs),
+        "inputs_twice": sum(o.get("twice", 0) for o in outs),
+        "restores": int(total("edge_game_restores_total")),
+        "restore_p50_ms": bucket_quantile_ms(zeros, scrapes, "edge_game_restore_seconds", 0.5),
+        "restore_p99_ms": bucket_quantile_ms(zeros, scrapes, "edge_game_restore_seconds",
+                                             0.99),
+        "replayed_entries": int(total("edge_game_replayed_entries_total")),
+        "moved_in": int(total("edge_game_moved_in_total")),
+        "snapshot_bytes": int(max((m.get("edge_game_last_snapshot_bytes", 0.0)
+                                   for m in scrapes), default=0.0)),
+        "capture_ms": round(1000 * max((m.get("edge_game_last_capture_seconds", 0.0)
+                                        for m in scrapes), default=0.0), 3),
+    }
 
 
 def _figures(p: dict[str, Any], joined: int, m0: list[dict[str, float]],

@@ -81,6 +81,9 @@ class GameContinuity:
         #: entries fed since it started here.
         self.saved: dict[str, tuple[float, int]] = {}
         self.fed: dict[str, int] = {}
+        #: Observer of restore times (seconds, owning the room to ticking), set by the
+        #: metrics.
+        self.observe_restore: Any = None
 
 
     async def restore(self, room: str, t0: float) -> None:
@@ -117,7 +120,9 @@ class GameContinuity:
         if snap is None:
             self.host.totals.fresh += 1
         else:
-            self.host.totals.restore_seconds = time.monotonic() - t0
+            took = self.host.totals.restore_seconds = time.monotonic() - t0
+            if self.observe_restore is not None:
+                self.observe_restore(took)
         for body in buf:  # fed while the stream was read: whatever it did not hold
             msg = decode(body)
             if isinstance(msg, Message) and (msg.epoch, msg.seq) > last:
@@ -165,6 +170,8 @@ class GameContinuity:
         self.host.totals.restores += 1
         self.host.totals.replayed_entries += len(entries)
         self.host._run(room, g, g.handle(ge.GoLive(epoch), now))
+        if g.final:
+            self.host.totals.moved_in += 1
         log.info("game room restored", extra={
             "room": room, "tick": g.ticks, "replayed": len(entries), "final": g.final,
             "players": len(g.players)})

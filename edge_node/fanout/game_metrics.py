@@ -60,6 +60,8 @@ _CONTINUITY = (
     ("replayed_entries", "edge_game_replayed_entries",
      "Stream entries replayed by restores"),
     ("handovers", "edge_game_handovers", "Game rooms moved live to another edge on a drain"),
+    ("moved_in", "edge_game_moved_in",
+     "Game rooms restored here from a drain's final snapshot (players kept their patches)"),
 )
 
 
@@ -197,6 +199,11 @@ def register_game_metrics(metrics: EdgeMetrics, host: GameHost) -> None:
                          "started against its fixed schedule (jitter)",
                          (1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2,
                           0.1, 0.5))
-    metrics.registry.register(_GameCollector(host, (tick, late)))
+    restore = FastHistogram("edge_game_restore_seconds", "Time a game room took from this "
+                            "edge owning it to ticking (snapshot read, stream read, replay)",
+                            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                             2.5, 5.0))
+    metrics.registry.register(_GameCollector(host, (tick, late, restore)))
     host.observe_tick = tick.observe
     host.observe_lateness = late.observe
+    host.cont.observe_restore = restore.observe

@@ -110,7 +110,8 @@ class GameTotals:
     #: capture time; rooms restored from a snapshot, owners that found none (a fresh
     #: room at the next join), snapshots that did not load, restores across a gap in
     #: the stream (inputs lost), entries replayed; the last restore's time from owning
-    #: the room to ticking, rooms moved live on a drain.
+    #: the room to ticking; rooms moved live on a drain, away and in (restored from a
+    #: drain's final snapshot: players kept their patches).
     marks: int = 0
     snapshots: int = 0
     snapshot_failures: int = 0
@@ -123,6 +124,7 @@ class GameTotals:
     replayed_entries: int = 0
     restore_seconds: float = 0.0
     handovers: int = 0
+    moved_in: int = 0
 
 
 class GameHost:

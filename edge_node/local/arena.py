@@ -37,6 +37,9 @@ class Avatar(Schema):
     score: int = 0
     name: str = ""
     colour: str = ""
+    #: Inputs this player's avatar took (the demo checks them against the inputs the
+    #: edge acknowledged: none lost, none applied twice, across a drain and a kill).
+    inputs: int = 0
 
 
 class Wall(Schema):
@@ -131,6 +134,7 @@ class Arena(RoomHandler):
             self.broadcast("said", {"who": player.id, "text": payload})
         else:
             raise InputRejected(f"unknown input {kind!r} (the arena knows move and say)")
+        self.state.players[player.id].inputs += 1
 
     def on_tick(self, dt: float) -> None:
         players = self.state.players

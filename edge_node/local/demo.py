@@ -195,13 +195,23 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         fleet = DeviceFleet(urls, cluster.secret, cluster.redis_url, devices=cfg.devices,
                             rate=cfg.device_rate)
         await fleet.start()
-    arena = None
+    # Arenas: one homed on the edge the demo drains (it moves live with its lease), one
+    # on the edge it kills (a neighbour restores it); without chaos, one on the first.
+    arenas: list[Any] = []
     if cfg.arena_bots:
         from edge_node.local.demo_arena import ArenaBots
 
-        arena = ArenaBots(urls, cluster.secret, bots=cfg.arena_bots,
-                          ca_file=cluster.ca_file or "")
-        await arena.start()
+        n_edges = len(cluster.edges)
+        homes = {}
+        if cfg.kill and n_edges >= 3:
+            homes["drain"] = n_edges - 1
+        if cfg.kill and n_edges > 1:
+            homes["kill"] = 1
+        for label, home in (homes or {"demo": 0}).items():
+            arenas.append(ArenaBots(urls, cluster.secret, bots=cfg.arena_bots,
+                                    ca_file=cluster.ca_file or "", home=home, label=label))
+        for a in arenas:
+            await a.start()
     # The players and devices live to the end: keep them out of the collector's
     # passes, whose pauses (58-84 ms measured) would otherwise show as gaps.
     tune_gc()
@@ -269,6 +279,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             how = "POST /v1/edges/{id}/drain" if status == 202 else how
         if how == "SIGTERM":
             victim.signal(signal.SIGTERM)
+        for a in arenas:
+            a.event("drain", victim.edge_id)
         drained["how"] = how
         print(f"\n[{time.perf_counter() - start:5.1f}s] {how} {victim.edge_id} "
               f"(pid {victim.pid}): drain with handover", file=sys.stderr, flush=True)
@@ -282,6 +294,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         kill_ns[0] = int(killed["t"] * 1e9)
         killed["edge"] = victim.edge_id
         victim.kill()
+        for a in arenas:
+            a.event("kill", victim.edge_id)
         print(f"\n[{time.perf_counter() - start:5.1f}s] SIGKILL {victim.edge_id} "
               f"(pid {victim.pid})", file=sys.stderr, flush=True)
 
@@ -293,7 +307,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         chaos.append(loop.create_task(killer()))
     await asyncio.gather(*(publisher(p) for p in players),
                          *([fleet.run(cfg.duration)] if fleet is not None else []),
-                         *([arena.run(cfg.duration)] if arena is not None else []))
+                         *(a.run(cfg.duration) for a in arenas))
     await asyncio.gather(*chaos)
     # Drain: wait until every ack is in and deliveries stop changing (bounded).
     deadline = time.perf_counter() + 15.0
@@ -315,7 +329,13 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     handover = _handover_summary(players, drained, killed)
     origin = await _origin_summary(cluster)
     iot = await fleet.summary() if fleet is not None else {"devices": 0}
-    game: dict[str, Any] = await arena.summary() if arena is not None else {"bots": 0}
+    game: dict[str, Any] = {"bots": 0}
+    if arenas:
+        rooms = [await a.summary() for a in arenas]
+        game = {"bots": sum(r["bots"] for r in rooms), "arenas": rooms,
+                **{k: sum(r[k] for r in rooms) for k in (
+                    "divergences", "inputs_sent", "inputs_acked", "inputs_applied",
+                    "inputs_lost", "inputs_applied_twice", "resyncs", "full_states")}}
     forecast = await asyncio.to_thread(_forecast_summary, cluster)
     members: dict[str, list[_Player]] = defaultdict(list)
     for p in players:
@@ -345,10 +365,6 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             continue
         m = scrape_metrics(e.http_url)
         scrapes.append(m)
-        if game.get("owner_edge") == e.edge_id:
-            from edge_node.local.demo_arena import arena_metrics
-
-            game.update(arena_metrics(m))
         edges.append({
             "id": e.edge_id, "url": e.url, "pid": e.pid,
             "connections": int(m.get("edge_connections", 0)),
@@ -365,6 +381,10 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             det = 1000.0 * m.get("edge_failover_detection_seconds_sum", 0.0) / n_det
             prev = failover.get("detection_ms")
             failover["detection_ms"] = round(det if prev is None else min(prev, det), 1)
+    if arenas:
+        from edge_node.local.demo_arena import arena_metrics
+
+        game.update(arena_metrics(scrapes))
     for p in players:
         await p.client.close()
     sent = sum(len(p.acked) for p in players)
@@ -401,7 +421,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         "forecast": forecast,
         "edges": edges,
         "ok": lost == 0 and dups == 0 and iot.get("lost", 0) == 0
-        and game.get("divergences", 0) == 0,
+        and game.get("divergences", 0) == 0 and game.get("inputs_lost", 0) == 0
+        and game.get("inputs_applied_twice", 0) == 0,
     }
 
 

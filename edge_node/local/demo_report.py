@@ -18,6 +18,10 @@ def render_summary(s: dict[str, Any]) -> str:
     elif (s.get("game") or {}).get("divergences"):
         verdict = (f"PROBLEM: {s['game']['divergences']} arena players' state differs from "
                    "the room owner's")
+    elif (s.get("game") or {}).get("inputs_lost") or (s.get("game") or {}).get(
+            "inputs_applied_twice"):
+        verdict = (f"PROBLEM: arena inputs lost ({s['game']['inputs_lost']}) or applied "
+                   f"twice ({s['game']['inputs_applied_twice']})")
     elif iot_s.get("lost"):
         verdict = (f"PROBLEM: {iot_s['lost']} IoT samples did not reach the origin "
                    f"({iot_s.get('unacked', 0)} still unacknowledged in device buffers when "
@@ -112,20 +116,7 @@ def render_summary(s: dict[str, Any]) -> str:
         ]
     g = s.get("game") or {}
     if g.get("bots"):
-        saving = g.get("bandwidth_saving")
-        lines += [
-            "",
-            f"  game.room                  {g['room']} on {g.get('owner_edge')} (authoritative "
-            f"arena: {g['bots']} bots on every edge, {g['inputs_sent']} inputs)",
-            f"  game.ticks                 {g.get('ticks')} at 20 Hz; tick jitter p99 <= "
-            f"{g.get('tick_jitter_p99_ms')} ms, tick time p99 <= {g.get('tick_time_p99_ms')} ms",
-            f"  game.patches               {g.get('patches')}; {g.get('patch_bytes')} bytes of "
-            f"patches against {g.get('full_state_bytes')} for the full state each time "
-            f"({saving}x less)" if saving else f"  game.patches               {g.get('patches')}",
-            f"  game.divergences           {g['divergences']}  (players whose final state "
-            f"differs from the owner's; {g['resyncs']} resyncs, {g['full_states']} full "
-            "states sent)",
-        ]
+        lines += _game_lines(g)
     fc = s.get("forecast") or {}
     if fc:
         lines += [
@@ -136,3 +127,39 @@ def render_summary(s: dict[str, Any]) -> str:
         ]
     lines += ["", f"  {verdict}", ""]
     return "\n".join(lines)
+
+
+def _game_lines(g: dict[str, Any]) -> list[str]:
+    """The arenas: ticks and patches, then per arena what each drain and kill did."""
+    saving = g.get("bandwidth_saving")
+    lines = [
+        "",
+        f"  game.arenas                {len(g['arenas'])} authoritative arenas, {g['bots']} "
+        f"bots on every edge, {g['inputs_sent']} inputs ({g['inputs_acked']} acknowledged)",
+        f"  game.ticks                 {g.get('ticks')} at 20 Hz on the edges still up; tick "
+        f"jitter p99 <= {g.get('tick_jitter_p99_ms')} ms, tick time p99 <= "
+        f"{g.get('tick_time_p99_ms')} ms",
+        f"  game.patches               {g.get('patches')}; {g.get('patch_bytes')} bytes of "
+        f"patches against {g.get('full_state_bytes')} for the full state each time "
+        f"({saving}x less)" if saving else f"  game.patches               {g.get('patches')}",
+        f"  game.snapshots             {g.get('snapshots')} stored (last "
+        f"{g.get('snapshot_bytes')} bytes); {g.get('restores')} restores (last "
+        f"{g.get('restore_ms')} ms, {g.get('replayed_entries')} entries replayed), "
+        f"{g.get('moved_in')} moved in live on a drain",
+    ]
+    for a in g["arenas"]:
+        lines.append(f"  game.{a['room']:<22} home {a['home_edge']}, now on "
+                     f"{a.get('owner_edge')}: {a['inputs_applied']} inputs applied, "
+                     f"{a['inputs_lost']} lost, {a['inputs_applied_twice']} twice, "
+                     f"{a['divergences']} diverged")
+        for e in a["events"]:
+            lines.append(
+                f"    after the {e['event']} of {e['edge']}: ticking again in "
+                f"{e['ticked_again_s']:.2f} s (longest silence {e['max_patch_gap_ms']:.0f} ms)"
+                f", {e['ticks_run_again']} ticks run again, {e['whole_views_sent']} whole "
+                "views sent")
+    lines.append(
+        f"  game.divergences           {g['divergences']}  (players whose final state "
+        f"differs from the owner's; {g['resyncs']} resyncs, {g['full_states']} full "
+        "states sent)")
+    return lines

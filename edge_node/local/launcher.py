@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="simulated IoT devices at 10 samples/s each (default 500; 0 = none)")
     pd.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
     pd.add_argument("--arena-bots", type=int, default=6,
-                    help="bots playing an authoritative game room (the arena, run by its "
-                    "owner edge) at 10 inputs/s each (default 6; 0 = none)")
+                    help="bots per authoritative arena (a game room run by its owner edge) "
+                    "at 10 inputs/s each: one arena lives on the edge that is drained, one "
+                    "on the edge that is killed (default 6; 0 = none)")
     pd.add_argument("--no-kill", action="store_true",
                     help="do not SIGKILL an edge half-way (steady state only)")
     pd.set_defaults(func=_cmd_demo)

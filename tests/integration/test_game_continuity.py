@@ -3,7 +3,10 @@
 Two players (one on the owner edge, one on a neighbour) send numbered inputs to a
 ``Ledger`` room (it records each input by id, how often and at which tick, and drifts
 by its seeded random source every tick) while the owner edge is SIGKILLed, drained
-(SIGTERM) or frozen (SIGSTOP, then SIGCONT: its late ticks must not count).  Then:
+(SIGTERM), frozen (SIGSTOP, then SIGCONT: its late ticks must not count), cut from
+Redis by a fault-injecting proxy (its players still reach it: they play on in a world
+that must not count, then come back to the room's) or while Redis itself is paused
+(CLIENT PAUSE: every edge stalls, leases may lapse meanwhile).  Then:
 
 - every input the edge acknowledged is in the state exactly once (none lost, none
   applied twice), and nothing else is;
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +38,7 @@ from edge_node.games.room import GameRoom as RoomMachine
 from edge_node.redis_io import keys as K
 from edge_node.rooms.events import Record
 from edge_node.store.history import parse_entry
+from tests.faultproxy import FaultProxy
 from tests.helpers import eventually, uid
 from tests.integration.game_handlers import Ledger
 
@@ -110,10 +115,17 @@ async def _send_all(game: GameRoom, who: str, hit: asyncio.Event | None) -> list
     return acked
 
 
-@pytest.mark.parametrize("action", ["kill", "drain", "freeze"])
+@pytest.mark.parametrize("action", ["kill", "drain", "freeze", "partition", "redis_pause"])
 async def test_a_game_room_outlives_its_edge(edge_factory, clients: ClientFactory, token,
                                              redis_url: str, action: str) -> None:
-    e1 = edge_factory(uid("gc1"), *LEDGER)
+    proxy: FaultProxy | None = None
+    url1 = redis_url
+    if action == "partition":  # e1 reaches Redis (and so every other edge) through it
+        u = urllib.parse.urlsplit(redis_url)
+        proxy = await FaultProxy(u.hostname or "127.0.0.1", u.port or 6379).start()
+        url1 = u._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+    # In a thread: the proxy forwards from this loop while the edge starts.
+    e1 = await asyncio.to_thread(edge_factory, uid("gc1"), *LEDGER, redis_url=url1)
     e2 = edge_factory(uid("gc2"), *LEDGER)
     room = uid("ledger")
     observer = StreamObserver(redis_url, room)
@@ -134,8 +146,13 @@ async def test_a_game_room_outlives_its_edge(edge_factory, clients: ClientFactor
             e1.kill()
         elif action == "drain":
             e1.signal(signal.SIGTERM)
-        else:
+        elif action == "freeze":
             e1.signal(signal.SIGSTOP)
+        elif action == "partition":
+            assert proxy is not None
+            proxy.blackhole()
+        else:
+            await observer.r.execute_command("CLIENT", "PAUSE", 3000, "ALL")
         # The room ticks again on e2 (b never left it): a tick past the one at the hit
         # that came after the hit.
         async def ticking_again() -> bool:
@@ -146,6 +163,13 @@ async def test_a_game_room_outlives_its_edge(edge_factory, clients: ClientFactor
         if action == "freeze":
             await asyncio.sleep(1.0)
             e1.signal(signal.SIGCONT)  # late ticks of a fenced owner must not count
+        elif proxy is not None:
+            await asyncio.sleep(1.0)
+            # The link comes back: connections that went silent are reset (as TCP
+            # would after the partition), new ones work; the owner learns it was
+            # fenced.
+            proxy.cut()
+            proxy.restore()
         acked_a, acked_b = await sending
         sent = {f"{w}-{i}" for w in "ab" for i in range(N)}
         assert set(acked_a) | set(acked_b) == sent, "every input acknowledged in the end"
@@ -183,4 +207,6 @@ async def test_a_game_room_outlives_its_edge(edge_factory, clients: ClientFactor
     finally:
         if action == "freeze":
             e1.signal(signal.SIGCONT)
+        if proxy is not None:
+            await proxy.stop()
         await observer.close()
