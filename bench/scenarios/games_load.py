@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import random
 import time
 from typing import Any
+
+from edge_node.local.timeline import around
 
 __all__ = ["worker_main"]
 
@@ -120,9 +121,10 @@ async def _play(urls: list[str], secret: bytes, specs: list[tuple[int, str, int,
 def _chaos_figures(chaos: tuple[str, Any], specs: list[tuple[int, str, int, int]],
                    joined: list[Any], frames: list[list[tuple[float, int, str]]],
                    sent: list[int], acked: list[int]) -> dict[str, Any]:
-    """Per room: the worst silence seen around the event by players that stayed on
-    their edge (``stay``) and by players that were on the victim and moved (``moved``),
-    when the room ticked again, the ticks run again; per player: inputs lost
+    """Per room, in the 5 s after the event: the worst silence seen by players that
+    stayed on their edge (``stay``) and by players that were on the victim and moved
+    (``moved``), when the room ticked again and the ticks run again, as the stayers saw
+    it (:func:`edge_node.local.timeline.around`); per player: inputs lost
     (acknowledged, not taken) and taken twice."""
     victim, event_at = chaos
     t_e = float(event_at.value)
@@ -133,16 +135,18 @@ def _chaos_figures(chaos: tuple[str, Any], specs: list[tuple[int, str, int, int]
         lost += max(0, acked[i] - took)
         twice += max(0, took - sent[i])
         before = [f for f in frames[i] if f[0] <= t_e]
-        window = [f for f in frames[i] if t_e - 0.2 <= f[0] <= t_e + 20.0]
-        pairs = list(itertools.pairwise(window))
-        if not t_e or not before or not pairs:
+        seen = around([(t, k) for t, k, _e in frames[i]], t_e, t_e + 5.0)
+        if not t_e or not before or seen is None:
             continue
-        a, b = max(pairs, key=lambda p: p[1][0] - p[0][0])
         who = "moved" if before[-1][2] == victim else "stay"
         r = rooms.setdefault(room, {"stay_gap_s": 0.0, "moved_gap_s": 0.0, "again_s": 0.0,
-                                    "rerun": 0.0})
-        r[f"{who}_gap_s"] = max(r[f"{who}_gap_s"], b[0] - a[0])
+                                    "rerun": 0.0, "gap_before_s": 0.0})
+        r[f"{who}_gap_s"] = max(r[f"{who}_gap_s"], seen[0])
+        calm = around([(t, k) for t, k, _e in frames[i] if t >= t_e - 5.0], t_e - 4.8,
+                      t_e - 0.2)  # the baseline: the same player before the hit
+        if calm is not None:
+            r["gap_before_s"] = max(r["gap_before_s"], calm[0])
         if who == "stay":
-            r["again_s"] = max(r["again_s"], b[0] - t_e)
-            r["rerun"] = max(r["rerun"], float(a[1] - b[1] + 1))
+            r["again_s"] = max(r["again_s"], seen[1])
+            r["rerun"] = max(r["rerun"], float(seen[2]))
     return {"rooms": rooms, "lost": lost, "twice": twice}

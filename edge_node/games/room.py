@@ -279,8 +279,9 @@ class GameRoom(PlayerViews):
             out.append(RoomFailed(ErrorCode.ROOM_FAILED, f"room failed: {self.failure}"))
             return
         self.phase = Ph.RUNNING
-        self._next_tick = now + self.interval
-        self._next_patch = now + self.patch_interval
+        # The room was silent while it moved: its next tick (and patch) is due now.
+        self._next_tick = now
+        self._next_patch = now
         if not self.final:
             # What the players hold came from an owner that is gone: a fresh version
             # space (above any the old owner used) and everyone's whole view.

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import random
 import time
 from typing import Any
@@ -30,6 +29,7 @@ from client_sdk import Client, GameRoom, connect
 from client_sdk.protocol import RoomList, RoomListing, mint_token
 from client_sdk.transport import TlsOptions
 from edge_node.local.scrape import bucket_quantile_ms
+from edge_node.local.timeline import around
 
 __all__ = ["ArenaBots", "ARENA_HANDLER", "arena_metrics"]
 
@@ -133,25 +133,15 @@ class ArenaBots:
 
     def _event_figures(self, ev: dict[str, Any], until: float) -> dict[str, Any]:
         """What the bots not on the hit edge saw from event ``ev`` to ``until`` (the
-        next event, or 5 s later): the longest silence; when the room ticked again (the
-        end of the first silence over 3 patch intervals that began within 2 s of the
-        event, else the first frame after it); ticks run again across that silence."""
+        next event, or 5 s later): the longest silence, when the room ticked again,
+        the ticks run again (:func:`edge_node.local.timeline.around`)."""
         t_e = ev["t"]
         gap = again = 0.0
         rerun = 0
         for i in ev["watchers"]:
-            window = [f for f in self.frames[i] if t_e - 0.2 <= f[0] <= until]
-            pairs = list(itertools.pairwise(window))
-            if not pairs:
-                continue
-            gap = max(gap, max(b[0] - a[0] for a, b in pairs))
-            hole = next(((a, b) for a, b in pairs if b[0] - a[0] > 0.15 and a[0] <= t_e + 2.0),
-                        None)
-            if hole is not None:
-                again = max(again, hole[1][0] - t_e)
-                rerun = max(rerun, hole[0][1] - hole[1][1] + 1)
-            else:
-                again = max(again, next((f[0] for f in window if f[0] > t_e), t_e) - t_e)
+            seen = around([(t, tick) for t, tick, _full in self.frames[i]], t_e, until)
+            if seen is not None:
+                gap, again, rerun = max(gap, seen[0]), max(again, seen[1]), max(rerun, seen[2])
         fulls = sum(1 for frames in self.frames for t, _tick, full in frames
                     if full and t_e <= t <= until)
         return {"event": ev["event"], "edge": ev["edge"],

@@ -479,3 +479,18 @@ def test_games_tiny(tmp_path: Path) -> None:
     assert run["patch_bytes_per_player_s"] > 0
     assert run["full_bytes_per_player_s"] > run["patch_bytes_per_player_s"]
     assert run["inputs_acked_percent"] == 100.0, doc["warnings"]
+
+
+def test_games_kill_tiny(tmp_path: Path) -> None:
+    """games --chaos kill: the rooms of the killed edge are restored on the other one
+    and tick again; no acknowledged input lost or taken twice; figures in the report."""
+    rc = main(["games", "--rooms", "2", "--players", "3", "--edges", "2", "--input-hz", "4",
+               "--duration", "4", "--warmup", "1", "--chaos", "kill", "--out",
+               str(tmp_path), "--quiet"])
+    assert rc == 0
+    (path,) = sorted(tmp_path.glob("games-*.json"))
+    run = json.loads(path.read_text())["targets"]["edge"]["runs"][0]
+    assert run["rooms_hit"] == 1 and run["restores"] == 1
+    assert run["inputs_lost"] == 0 and run["inputs_twice"] == 0
+    assert run["ticked_again_max_s"] is not None  # how soon: a figure, not a test
+    assert run["snapshot_bytes"] > 0 and run["restore_p50_ms"] is not None

@@ -40,6 +40,7 @@ async def test_the_neighbour_restores_a_game_whose_owner_died() -> None:
     _ha, hb, ga, gb, _sa, sb = await _two_players(backend)
     assert ROOM not in gb.rooms
     owner_tick = ga.rooms[ROOM].ticks
+    fulls = len(sb.frames(ROOM_STATE))
     ga.close()  # the process is gone: no more ticks, nothing released
     backend.kill("a")
     await wait_for(lambda: ROOM in gb.rooms and gb.totals.restores == 1)
@@ -47,7 +48,6 @@ async def test_the_neighbour_restores_a_game_whose_owner_died() -> None:
     assert set(g.players) == {"sa", "sb"} and g.version >= 1 << 32
     assert g.ticks <= owner_tick + 1  # resumed from the last mark, at most a tick ahead
     # b's player gets its whole view in the new version space, then patches.
-    fulls = len(sb.frames(ROOM_STATE))
     await wait_for(lambda: len(sb.frames(ROOM_STATE)) > fulls)
     await wait_for(lambda: mirror_of(sb).state == g.full_view())
     hb.publish(sb, ROOM, pack_input("move", {"dx": -1, "dy": 0}), True, 30, 30)

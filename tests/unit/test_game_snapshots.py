@@ -283,7 +283,7 @@ def test_a_handover_snapshot_lets_every_mirror_go_on_from_its_last_patch() -> No
     g, cmds = restore(sealed, o.log[o.last_mark + 1:], now=7000.0)
     assert cmds == [] and g.version == o.room.version and g.final
     twin = Owner(g, now=7000.0)
-    sent = twin.tick(2)
+    sent = twin.tick(1)  # due at once: it patches
     frames = [decode(c.body) for c in sent if isinstance(c, ge.Deliver)
               and c.to in (None, "a")]
     assert frames and not any(isinstance(f, RoomStateFrame) for f in frames)
