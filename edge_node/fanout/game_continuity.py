@@ -81,6 +81,9 @@ class GameContinuity:
         #: entries fed since it started here.
         self.saved: dict[str, tuple[float, int]] = {}
         self.fed: dict[str, int] = {}
+        #: Drains waiting for a room's next tick to capture it right after (room ->
+        #: future, set by the host after the tick).
+        self.after_tick: dict[str, asyncio.Future[None]] = {}
         #: Observer of restore times (seconds, owning the room to ticking), set by the
         #: metrics.
         self.observe_restore: Any = None
@@ -251,6 +254,17 @@ class GameContinuity:
         owner then restores as after a crash)."""
         g = self.host.rooms.get(room)
         if g is None or g.phase is not GamePhase.RUNNING:
+            return
+        # Right after a tick (and its patch): the players' silence is then the move
+        # alone, not the move plus the time since the last tick.
+        ticked = self.after_tick[room] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(ticked, 2 * g.interval + 0.05)
+        except TimeoutError:
+            pass
+        finally:
+            self.after_tick.pop(room, None)
+        if self.host.rooms.get(room) is not g or g.phase is not GamePhase.RUNNING:
             return
         self.moving.add(room)
         self.unsaved.pop(room, None)

@@ -422,6 +422,9 @@ class GameHost:
         self._schedule(room, g)
         if room in self.cont.unsaved:
             self.cont.save_soon(room)
+        ticked = self.cont.after_tick.get(room)
+        if ticked is not None and not ticked.done():
+            ticked.set_result(None)
 
     def _run(self, room: str, g: GameRoom, cmds: list[ge.GameCommand]) -> None:
         for c in cmds:
