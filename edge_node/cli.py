@@ -91,6 +91,10 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ping-timeout", type=float,
                    default=_env_float("PING_TIMEOUT", d.ping_timeout),
                    help="seconds to wait for a pong before closing (default %(default)s)")
+    p.add_argument("--message-timeout", type=float,
+                   default=_env_float("MESSAGE_TIMEOUT", d.message_timeout),
+                   help="seconds a client has to complete a message once it began "
+                   "(fragments or bytes trickled past it: close 4008; default %(default)s)")
     p.add_argument("--max-frame-bytes", type=int,
                    default=_env_int("MAX_FRAME_BYTES", Limits().max_frame_bytes),
                    help="largest inbound frame, bytes; larger gets ERROR 4413 "
@@ -288,6 +292,8 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
     if a.quic_inbound_queue < a.max_frame_bytes:
         raise UserError("--quic-inbound-queue must be at least --max-frame-bytes "
                         f"({a.max_frame_bytes})")
+    if a.message_timeout <= 0:
+        raise UserError("--message-timeout (EDGE_RELAY_MESSAGE_TIMEOUT) must be above 0 s")
     if a.redis_wait_replicas is not None and a.redis_wait_replicas < 0:
         raise UserError("--redis-wait-replicas (REDIS_WAIT_REPLICAS) must be 0 or more")
     return EdgeSettings(
@@ -296,8 +302,8 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         secrets=secrets_from_env(os.environ.get("EDGE_RELAY_SECRET")),
         limits=Limits(max_frame_bytes=a.max_frame_bytes, max_rooms_per_connection=a.max_rooms),
         ping_interval=a.ping_interval, ping_timeout=a.ping_timeout,
-        send_queue_bytes=a.send_queue_bytes, write_delay=a.write_delay_ms / 1000.0,
-        write_interval=a.write_interval_ms / 1000.0,
+        message_timeout=a.message_timeout, send_queue_bytes=a.send_queue_bytes,
+        write_delay=a.write_delay_ms / 1000.0, write_interval=a.write_interval_ms / 1000.0,
         rate_per_sec=a.rate, rate_burst=a.burst,
         stream_maxlen=a.stream_maxlen, backlog=a.backlog, log_format=a.log_format,
         resume_window=a.resume_window, lease_ms=a.lease_ms, max_replay=a.max_replay,

@@ -48,6 +48,9 @@ class EdgeSettings:
     ping_timeout: float = 5.0
     #: Seconds a client has to send HELLO after the upgrade.
     handshake_timeout: float = 5.0
+    #: Seconds a client has to complete an inbound message once its first bytes (or
+    #: first WebSocket fragment) arrived; a trickle past it is closed with 4008.
+    message_timeout: float = 10.0
     #: TCP listen backlog (reconnect storms need >= 1024).
     backlog: int = 2048
     #: Per-client send queue bound, bytes (Centrifugo: 1 MiB).

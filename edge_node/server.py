@@ -51,6 +51,7 @@ from edge_node.sessions.handshake import read_hello
 from edge_node.sessions.resume import check_resume, rejoin
 from edge_node.sessions.session import ClientSession, SessionClose
 from edge_node.sessions.session_store import SessionStore, resume_token
+from edge_node.sessions.trickle import TrickleWatch
 from edge_node.store.memory import MemoryBackend, MemoryRoomStore
 from edge_node.store.redis_sync import RoomSync
 from edge_node.transports.connection import ConnectionGone, SessionConn, WsConn
@@ -93,8 +94,10 @@ class EdgeServer:
         self.admission = Admission(self.stats, settings.connect_rate, settings.max_connections,
                                    self.closing)
         self.http = HttpEndpoints(settings.edge_id, self.metrics, self.admission)
+        self.trickle = TrickleWatch(settings.message_timeout)
+        self._trickle_at = 0.0
         self.housekeeper = Housekeeper(
-            self.hub.tick, self._send_status, self._refresh_neighbours,
+            self._tick, self._send_status, self._refresh_neighbours,
             self.checkpoints.save_all, settings.heartbeat_interval, settings.checkpoint_interval)
         self._cpu_mark = (time.monotonic(), time.process_time())
         #: Set when an operator asked for a drain through the origin (admin API); the
@@ -291,6 +294,28 @@ class EdgeServer:
         others = [i for i in infos if i.get("id") != self.settings.edge_id
                   and not is_draining(i) and i.get("url")]
         return [(i["id"], i["url"]) for i in rank_edges(others, self.settings.position)]
+
+    def _tick(self, now: float) -> None:
+        """The housekeeper's frequent turn: rooms and games, and (once a second) the
+        connections that trickle a message (closed with 4008)."""
+        self.hub.tick(now)
+        if now - self._trickle_at < 1.0:
+            return
+        self._trickle_at = now
+        due = self.trickle.due(((sid, s, c) for sid, (s, c) in self.sessions.items()), now)
+        for sid in due:
+            _session, conn = self.sessions[sid]
+            self.stats.errors[ErrorCode.MESSAGE_TIMEOUT] += 1
+            log.warning("closing a connection that trickles a message",
+                        extra={"session": sid, "partial_bytes": conn.partial_bytes()})
+            spawn(self._close_trickler(conn))
+
+    async def _close_trickler(self, conn: SessionConn) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(
+                ErrorCode.MESSAGE_TIMEOUT, "a message was not completed within "
+                f"{self.settings.message_timeout:g} s"), 2.0)
+        conn.abort()
 
     async def _refresh_neighbours(self) -> None:
         fresh = await self.live_neighbours()

@@ -45,6 +45,7 @@ class ErrorCode(enum.IntEnum):
     PUBLISH_TIMEOUT = 4005
     HANDSHAKE_TIMEOUT = 4006
     ROOM_FAILED = 4007
+    MESSAGE_TIMEOUT = 4008
     # 4100-4199: this edge is going away, go to a neighbour.
     SHUTTING_DOWN = 4100
     HANDOFF = 4101

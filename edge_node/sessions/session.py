@@ -98,6 +98,8 @@ class ClientSession:
         self.settings = settings
         self.decoder = decoder
         self.stats = stats
+        #: Inbound messages handled (the server's trickle watch reads it).
+        self.messages_in = 0
         self.rooms: set[str] = set()
         self.room_flags: dict[str, int] = {}
         self._publish_ok: dict[str, bool] = {}
@@ -155,6 +157,7 @@ class ClientSession:
     async def handle(self, raw: bytes | str) -> None:
         """Process one inbound message (a WebSocket message, QUIC record or datagram)."""
         self.stats.frames_in += 1
+        self.messages_in += 1
         if isinstance(raw, str):
             self._error(0, ErrorCode.BAD_REQUEST, "text frames are not supported; send binary")
             return

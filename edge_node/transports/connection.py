@@ -32,6 +32,8 @@ class SessionConn(Protocol):
     same until a clean end.  ``close`` sends what is queued, then closes with
     an application code and reason; ``abort`` drops the connection at once.
     ``clean`` is true once the client closed normally (code 1000).
+    ``partial_bytes`` is how much of an inbound message has arrived without the
+    message being complete yet (0 between messages).
     """
 
     transport_name: str
@@ -44,6 +46,7 @@ class SessionConn(Protocol):
                  on_slow: Callable[[], None]) -> FrameSink: ...
     @property
     def clean(self) -> bool: ...
+    def partial_bytes(self) -> int: ...
 
 
 class WsConn:
@@ -79,6 +82,14 @@ class WsConn:
         assert self.ws.transport is not None
         return Outbound(self.ws.transport, flusher, limit=limit, soft_limit=soft_limit,
                         on_slow=on_slow)
+
+    def partial_bytes(self) -> int:
+        """Bytes of a message begun and not complete: fragments of a fragmented message
+        (plus one, so an empty first fragment counts) and bytes of a frame not read
+        to its end."""
+        p = self.ws.protocol
+        size = p.current_size
+        return (0 if size is None else size + 1) + len(p.reader.buffer)
 
     @property
     def clean(self) -> bool:

@@ -16,6 +16,7 @@ with 4413 instead, checked here too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -56,6 +57,7 @@ from client_sdk.protocol import (
     encode,
 )
 from client_sdk.transport import Link, LinkClosed, open_link
+from client_sdk.transport.records import encode_record
 from tests.helpers import eventually, http_get, uid
 
 MAX_FRAME = 64 * 1024  # the edge's default max_frame_bytes
@@ -401,6 +403,59 @@ async def test_no_hello_within_handshake_timeout(edge, bystander) -> None:
 
 
 # -- frames after the handshake ----------------------------------------------
+
+
+async def test_a_message_trickled_forever_is_closed_with_4008(edge_factory, bystander, token,
+                                                              transport) -> None:
+    """One fragment (WebSocket) or one byte of a record (QUIC) every 0.3 s keeps the
+    connection busy but never completes a message: closed with 4008 once it has taken
+    longer than --message-timeout; a client sending at the same pace but completing its
+    messages, and a bystander, are served throughout."""
+    edge = edge_factory(uid("trk"), "--message-timeout", "1.5")
+    by = await bystander(edge)
+    steady = await raw_session(edge.url, token(uid("steady")))
+    ws = await raw_session(edge.url, token(uid("trickler")))
+    frame = encode(Ping(7))
+
+    async def trickle() -> None:
+        if ws.ws is not None:
+            async def pieces() -> AsyncIterator[bytes]:
+                for _ in range(60):  # 18 s at most: the edge closes it long before
+                    yield frame[:1]
+                    await asyncio.sleep(0.3)
+            with contextlib.suppress(*Closed):
+                await ws.ws.send(pieces())
+            return
+        link = ws.link
+        assert link is not None
+        record = encode_record(frame * 40)
+        for i in range(60):  # bytes of one record, never all of them
+            link._quic.send_stream_data(link._stream_id, record[i:i + 1])  # type: ignore[attr-defined]
+            link._schedule()  # type: ignore[attr-defined]
+            await asyncio.sleep(0.3)
+
+    sender = asyncio.create_task(trickle())
+    try:
+        waiting = asyncio.create_task(expect_close(ws, timeout=8))
+        n = 0
+        while not waiting.done():
+            n += 1
+            await steady.send(encode(Ping(n)))  # complete messages at a trickle's pace
+            assert isinstance(await recv_frame(steady), Pong)
+            await by.check()
+            await asyncio.sleep(0.3)
+        code, reason = await waiting
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    assert code == ErrorCode.MESSAGE_TIMEOUT and "1.5 s" in reason, (code, reason)
+    assert n >= 5 and not steady.closed
+    await assert_edge_healthy(edge, {ErrorCode.MESSAGE_TIMEOUT})
+
+
+async def test_message_timeout_must_be_positive(edge_factory) -> None:
+    with pytest.raises(RuntimeError, match="--message-timeout"):
+        edge_factory(uid("trk0"), "--message-timeout", "0")
 
 
 async def test_oversize_frames(edge, bystander, token, transport) -> None:

@@ -23,6 +23,9 @@ EXPECTED: dict[ErrorCode, Retry] = {
     ErrorCode.HANDSHAKE_TIMEOUT: Retry.RECONNECT,
     # A game room's handler raised or blocked: join it again later.
     ErrorCode.ROOM_FAILED: Retry.RECONNECT,
+    # A message trickled past message_timeout: a slow link, or a client bug; a fresh
+    # connection may do better.
+    ErrorCode.MESSAGE_TIMEOUT: Retry.RECONNECT,
     # Drain: the edge closes the connections that did not move with 4100; a
     # client that moved (HANDOFF, make before break) closes the old one with 4101.
     ErrorCode.SHUTTING_DOWN: Retry.RECONNECT_ELSEWHERE,

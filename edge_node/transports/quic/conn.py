@@ -167,6 +167,10 @@ class QuicConn:
                     return
                 raise
 
+    def partial_bytes(self) -> int:
+        """Bytes of a record begun on the stream and not complete."""
+        return self._decoder.buffered
+
     @property
     def clean(self) -> bool:
         """True if the client closed with code 1000 (or 0, QUIC's NO_ERROR)."""
