@@ -14,12 +14,15 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from edge_node.contract import ShardCountMismatch
 from edge_node.redis_io.conn import RedisURLError, check_url
 from origin.settings import OriginSettings, api_keys_from_env
+
+if TYPE_CHECKING:
+    from origin.supervise import WorkerSupervisor
 
 __all__ = ["main", "build_parser"]
 
@@ -131,8 +134,9 @@ def cmd_worker(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_api(a: argparse.Namespace) -> int:
-    """Serve the HTTP API until SIGINT/SIGTERM."""
+def cmd_api(a: argparse.Namespace, workers: WorkerSupervisor | None = None) -> int:
+    """Serve the HTTP API until SIGINT/SIGTERM (``workers``: the supervisor of
+    ``origin run``'s worker processes)."""
     import uvicorn
 
     from origin.api import create_app
@@ -141,7 +145,7 @@ def cmd_api(a: argparse.Namespace) -> int:
     if not s.api_keys:
         print("origin: warning: ORIGIN_API_KEYS is empty: every API call but /healthz "
               "will be refused", file=sys.stderr)
-    app = create_app(s)  # a bad ORIGIN_FORECAST_* setting stops here, before Redis
+    app = create_app(s, workers)  # a bad ORIGIN_FORECAST_* setting stops here, before Redis
     require_redis(s.redis_url)
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning",
                 access_log=False)
@@ -149,7 +153,10 @@ def cmd_api(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    """N worker processes plus the API in this process; stopping this stops them."""
+    """N worker processes plus the API in this process; a worker that exits is
+    restarted (:mod:`origin.supervise`); stopping this stops them."""
+    from origin.supervise import WorkerSupervisor
+
     require_redis(settings_from_args(a).redis_url)  # once, before any child starts
     base = [sys.executable, "-m", "origin", "worker", "--redis-url", a.redis_url,
             "--shards", str(a.shards)]
@@ -158,20 +165,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     # reach the ``finally`` below; a SIGKILL cannot, so each worker also watches us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     env = {**os.environ, _PARENT_ENV: str(os.getpid())}
-    procs: list[subprocess.Popen[bytes]] = []
+    workers = WorkerSupervisor([[*base, "--consumer", f"{prefix}-{i}"]
+                                for i in range(a.workers)], env)
     try:
-        procs += [subprocess.Popen([*base, "--consumer", f"{prefix}-{i}"], env=env)
-                  for i in range(a.workers)]
-        return cmd_api(a)
+        workers.start()
+        return cmd_api(a, workers)
     finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        workers.stop()
 
 
 def cmd_stats(a: argparse.Namespace) -> int:

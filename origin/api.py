@@ -35,6 +35,7 @@ from origin.forecast_service import ForecastService
 from origin.keys import ShardKeys
 from origin.metrics import render_metrics
 from origin.settings import OriginSettings
+from origin.supervise import WorkerSupervisor
 from origin.view import device_view, edge_list, origin_stats, recent_alerts, room_view
 
 __all__ = ["create_app"]
@@ -116,8 +117,10 @@ async def _auth(request: Request, authorization: Annotated[str | None, Header()]
 R = Annotated[aioredis.Redis, Depends(_redis)]
 
 
-def create_app(settings: OriginSettings) -> FastAPI:
-    """The API app; it opens its Redis client on startup and closes it on shutdown."""
+def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None) -> FastAPI:
+    """The API app; it opens its Redis client on startup and closes it on shutdown.
+    ``workers``: the worker processes ``origin run`` supervises (shown by ``/healthz``
+    and ``/metrics``)."""
     # Demand forecast (ORIGIN_FORECAST_* settings; a bad value raises here, at start).
     forecast_settings = ForecastSettings.from_env()
 
@@ -143,19 +146,30 @@ def create_app(settings: OriginSettings) -> FastAPI:
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(r: R) -> JSONResponse:
-        """200 when Redis answers, else 503."""
+        """200 when Redis answers and (``origin run``) every worker runs, else 503
+        (``redis_unavailable``, ``workers_missing``: a worker exited and is being
+        restarted)."""
         try:
             await r.ping()
         except (RedisError, OSError):
             return JSONResponse({"status": "redis_unavailable"}, status_code=503)
-        return JSONResponse({"status": "ok", "pid": os.getpid()})
+        body: dict[str, Any] = {"status": "ok", "pid": os.getpid()}
+        if workers is not None:
+            st = workers.status()
+            body["workers"] = {"expected": st.expected, "running": st.running,
+                               "restarts": st.restarts, "last_exit": st.last_exit}
+            if st.running < st.expected:
+                body["status"] = "workers_missing"
+                return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
 
     @app.get("/metrics", tags=["ops"], dependencies=authed, response_class=PlainTextResponse)
     async def metrics(r: R, request: Request) -> PlainTextResponse:
         """Prometheus text: origin totals, lag histogram, backlog and pending per consumer."""
         stats = await origin_stats(r, settings)
         recs = request.app.state.forecast.latest()
-        body = await asyncio.to_thread(render_metrics, stats, recs)
+        body = await asyncio.to_thread(render_metrics, stats, recs,
+                                       workers.status() if workers is not None else None)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/stats", tags=["ops"], dependencies=authed)

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from origin.effects import bucket_ms
 from origin.forecast import Recommendation
+from origin.supervise import WorkerStatus
 
 __all__ = ["render_metrics"]
 
@@ -104,12 +105,35 @@ class _Forecast(Collector):
             yield g
 
 
+class _Workers(Collector):
+    def __init__(self, st: WorkerStatus) -> None:
+        self.st = st
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.st
+        for name, value, doc in (
+                ("origin_workers_expected", st.expected,
+                 "Worker processes `origin run` keeps running"),
+                ("origin_workers_running", st.running, "Worker processes running now")):
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], float(value))
+            yield g
+        c = CounterMetricFamily("origin_worker_restarts",
+                                "Worker processes restarted after they exited")
+        c.add_metric([], float(st.restarts))
+        yield c
+
+
 def render_metrics(stats: dict[str, Any],
-                   forecast: Sequence[Recommendation] | None = None) -> bytes:
-    """Prometheus text for :func:`origin.view.origin_stats` output and the latest
-    forecast recommendations (blocking: run in a thread)."""
+                   forecast: Sequence[Recommendation] | None = None,
+                   workers: WorkerStatus | None = None) -> bytes:
+    """Prometheus text for :func:`origin.view.origin_stats` output, the latest
+    forecast recommendations and (``origin run``) its workers (blocking: run in a
+    thread)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(_Stats(stats))
     if forecast is not None:
         reg.register(_Forecast(forecast))
+    if workers is not None:
+        reg.register(_Workers(workers))
     return generate_latest(reg)

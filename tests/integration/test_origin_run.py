@@ -71,3 +71,53 @@ def test_no_worker_outlives_origin_run(redis_url: str, tmp_path: Path,
             assert "is gone: stopping" in (tmp_path / "run.log").read_text()
     finally:
         api.kill()  # the whole process group: workers left by a failure go too
+
+
+def test_a_worker_that_dies_is_restarted_and_healthz_says_so_meanwhile(
+        redis_url: str, tmp_path: Path) -> None:
+    """SIGKILL one of ``origin run``'s workers: /healthz answers 503 workers_missing
+    until the supervisor has started a new one (after 1 s), then 200 again; /metrics
+    counts the restart."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    def healthz() -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(api.http_url + "/healthz", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    api = spawn_api(redis_url, "--workers", "2", command="run",
+                    env={"ORIGIN_API_KEYS": "k"}, log_path=str(tmp_path / "run.log"))
+    try:
+        before = workers_of(api.proc.pid, 2)
+        status, body = healthz()
+        assert status == 200 and body["workers"] == {"expected": 2, "running": 2,
+                                                     "restarts": 0, "last_exit": None}
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        seen_missing = False
+        while time.monotonic() < deadline and not seen_missing:
+            status, body = healthz()
+            seen_missing = status == 503 and body["status"] == "workers_missing"
+            time.sleep(0.1)
+        assert seen_missing, body
+        after = workers_of(api.proc.pid, 2)
+        assert victim not in after and len(after & before) == 1
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and healthz()[0] != 200:
+            time.sleep(0.1)
+        status, body = healthz()
+        assert status == 200 and body["workers"]["restarts"] == 1  # type: ignore[index]
+        assert body["workers"]["last_exit"] == -signal.SIGKILL  # type: ignore[index]
+        req = urllib.request.Request(api.http_url + "/metrics", headers={"X-API-Key": "k"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            text = r.read().decode()
+        assert "origin_worker_restarts_total 1.0" in text
+        assert "origin_workers_running 2.0" in text
+        assert "origin worker exited: restarting it" in (tmp_path / "run.log").read_text()
+    finally:
+        api.kill()
