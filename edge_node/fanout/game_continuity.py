@@ -71,8 +71,9 @@ class GameContinuity:
         self.marks: dict[str, Pos] = {}
         #: Rooms being restored -> stream entries (encoded MESSAGEs) fed meanwhile.
         self.restoring: dict[str, list[bytes]] = {}
-        #: Rooms captured for a drain: their entries now belong to the next owner.
-        self.moving: set[str] = set()
+        #: Rooms captured for a drain -> the entries fed since (they belong to the next
+        #: owner; kept in case the handover fails and the room stays here).
+        self.moving: dict[str, list[bytes]] = {}
         #: room -> a captured snapshot waiting for its mark to be durable, and the
         #: rooms with a store write in flight.
         self.unsaved: dict[str, tuple[Pos, bytes, float, int]] = {}
@@ -91,37 +92,53 @@ class GameContinuity:
 
     async def restore(self, room: str, t0: float) -> None:
         """This edge became ``room``'s owner: rebuild the game from its snapshot and
-        the stream after it, then feed what arrived meanwhile."""
+        the stream after it, then feed what arrived meanwhile.  While the store cannot
+        be reached the read is retried (backoff to 2 s) as long as the room is ours:
+        starting afresh would let a new game overwrite the stored one.  A room run
+        without a store (LOCAL) starts afresh at once."""
+        from edge_node.rooms.machine import RoomState
+
         buf = self.restoring.get(room)
         if buf is None:
             return
         snap: RoomSnapshot | None = None
         entries: list[Any] = []
         pos: Pos = (0, 0)
-        try:
-            got = await self.host.hub.store.get_snapshot(room)
-            if got is not None:
-                pos, data = got
-                snap = unseal(data, self.keys)
-                entries = await self.entries_after(room, pos)
-        except StoreUnavailable as exc:
-            log.warning("game room snapshot unreachable: the room starts afresh",
-                        extra={"room": room, "error": str(exc)})
-            snap = None
-        except SnapshotInvalid as exc:
-            self.host.totals.restore_failures += 1
-            log.error("game room snapshot refused: the room starts afresh",
-                      extra={"room": room, "error": str(exc)})
-            snap = None
+        delay = 0.1
+        while True:
+            r = self.host.hub.rooms.get(room)
+            if self.restoring.get(room) is not buf or r is None or not r.machine.mine:
+                return  # ownership moved meanwhile (a new restore may have begun)
+            if r.machine.state is RoomState.LOCAL:
+                break
+            try:
+                got = await self.host.hub.store.get_snapshot(room)
+                if got is not None:
+                    pos, data = got
+                    snap = self._checked(room, pos, unseal(data, self.keys))
+                    entries = await self.entries_after(room, pos)
+                break
+            except StoreUnavailable as exc:
+                log.warning("game room snapshot unreachable: retrying",
+                            extra={"room": room, "error": str(exc), "in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+            except SnapshotInvalid as exc:
+                self.host.totals.restore_failures += 1
+                log.error("game room snapshot refused: the room starts afresh",
+                          extra={"room": room, "error": str(exc)})
+                snap = None
+                break
         if self.restoring.get(room) is not buf:
-            return  # ownership moved meanwhile (a new restore may have begun)
+            return
         del self.restoring[room]
         r = self.host.hub.rooms.get(room)
         if r is None or not r.machine.mine:
             return
-        last = self.replay(room, snap, pos, entries, r.machine.epoch) if snap else (0, 0)
-        if snap is None:
+        last = self.replay(room, snap, pos, entries, r.machine.epoch) if snap else None
+        if last is None:
             self.host.totals.fresh += 1
+            last = (0, 0)
         else:
             took = self.host.totals.restore_seconds = time.monotonic() - t0
             if self.observe_restore is not None:
@@ -131,22 +148,41 @@ class GameContinuity:
             if isinstance(msg, Message) and (msg.epoch, msg.seq) > last:
                 self.host._entry(room, body)
 
+    @staticmethod
+    def _checked(room: str, pos: Pos, snap: RoomSnapshot) -> RoomSnapshot:
+        """The sealed header must name this room and the stored position (a snapshot
+        moved to another room's key, or its position rewritten, is refused)."""
+        if snap.room != room or snap.pos != tuple(pos):
+            raise SnapshotInvalid(f"snapshot of {snap.room!r} at {list(snap.pos)} stored "
+                                  f"for {room!r} at {list(pos)}")
+        return snap
+
     async def entries_after(self, room: str, pos: Pos) -> list[Any]:
+        """The stream's entries after ``pos``; across a gap (entries trimmed or lost)
+        the reading goes on from the first entry still held (counted, logged)."""
         out: list[Any] = []
         chunk = 5000
         while True:
-            records, gap, _first = await self.host.hub.store.history_after(room, *pos, chunk)
+            records, gap, first = await self.host.hub.store.history_after(room, *pos, chunk)
             if gap:
                 self.host.totals.restore_gaps += 1
                 log.error("game room stream has a gap after its snapshot: inputs lost",
-                          extra={"room": room, "after": list(pos)})
+                          extra={"room": room, "after": list(pos),
+                                 "resumes_at": list(first) if first else None})
+                if first is None or first <= pos:
+                    return out
+                pos = (first[0], first[1] - 1) if first[1] > 0 else (first[0] - 1, 1 << 62)
+                continue
             out += records
             if len(records) < chunk:
                 return out
             pos = (records[-1].epoch, records[-1].seq)
 
     def replay(self, room: str, snap: RoomSnapshot, pos: Pos, entries: list[Any],
-                epoch: int) -> Pos:
+               epoch: int) -> Pos | None:
+        """Restore ``room`` from ``snap`` and replay ``entries``; the last position
+        replayed, or None (the snapshot did not restore: a fresh room at the next
+        join)."""
         cls = self.host.registry.match(room)
         assert cls is not None
         try:
@@ -155,21 +191,28 @@ class GameContinuity:
             self.host.totals.restore_failures += 1
             log.error("game room snapshot does not restore: the room starts afresh",
                       extra={"room": room, "error": str(exc)})
-            return (0, 0)
-        self.host.rooms[room] = g
-        self.marks[room] = last = pos
-        self.fed[room] = 0
-        self.saved[room] = (time.monotonic(), 0)
+            return None
         now = asyncio.get_running_loop().time()
-        for rec in entries:
-            last = (rec.epoch, rec.seq)
-            ev = event_of(rec.sender, rec.payload, last)
-            if ev is not None:
-                g.handle(ev, now)  # replay: no output
-                if type(ev) is ge.TickMark:
-                    self.marks[room] = last
-                else:
-                    self.fed[room] += 1
+        last, mark, fed = pos, pos, 0
+        try:
+            for rec in entries:
+                last = (rec.epoch, rec.seq)
+                ev = event_of(rec.sender, rec.payload, last)
+                if ev is not None:
+                    g.handle(ev, now)  # replay: no output
+                    if type(ev) is ge.TickMark:
+                        mark = last
+                    else:
+                        fed += 1
+        except Exception:  # a bug of ours (the machine contains the handler's)
+            self.host.totals.restore_failures += 1
+            log.exception("game room replay failed: the room starts afresh",
+                          extra={"room": room})
+            return None
+        self.host.rooms[room] = g
+        self.marks[room] = mark
+        self.fed[room] = fed
+        self.saved[room] = (time.monotonic(), 0)
         self.host.totals.restores += 1
         self.host.totals.replayed_entries += len(entries)
         self.host._run(room, g, g.handle(ge.GoLive(epoch), now))
@@ -189,11 +232,16 @@ class GameContinuity:
         self.host.hub.publish(self.host._marker, room, pack_input("$tick", {"t": tick}), True,
                          next(self.host._req), 0)
 
-    def capture(self, room: str, g: GameRoom, final: bool = False) -> bytes | None:
-        """Seal a snapshot of ``g`` (None if it cannot be: counted and logged)."""
+    def capture(self, room: str, g: GameRoom, mark: Pos,
+                final: bool = False) -> bytes | None:
+        """Seal a snapshot of ``g`` covering the stream up to ``mark`` (None if it
+        cannot be: counted and logged)."""
         t0 = time.perf_counter()
+        r = self.host.hub.rooms.get(room)
+        epoch = r.machine.epoch if r is not None else 0
         try:
-            data = seal(take_snapshot(g, final), self.keys[0], self.host.cfg.max_snapshot_bytes)
+            data = seal(take_snapshot(g, final, mark, epoch), self.keys[0],
+                        self.host.cfg.max_snapshot_bytes)
         except SnapshotTooLarge as exc:
             self.host.totals.snapshot_failures += 1
             log.warning("game room snapshot not stored", extra={"room": room,
@@ -210,9 +258,9 @@ class GameContinuity:
 
     def snapshot_due(self, room: str, g: GameRoom) -> None:
         mark = self.marks.get(room)
-        if mark is None or room in self.saving:
-            return
-        data = self.capture(room, g)
+        if mark is None or room in self.saving or g.phase is not GamePhase.RUNNING:
+            return  # (a room that failed in this very tick is never stored)
+        data = self.capture(room, g, mark)
         if data is not None:
             self.unsaved[room] = (mark, data, time.monotonic(), self.fed.get(room, 0))
             self.save_soon(room)
@@ -241,7 +289,8 @@ class GameContinuity:
         if ok:
             self.host.totals.snapshots += 1
             self.host.totals.snapshot_bytes = len(data)
-            self.saved[room] = (at, fed)
+            if room in self.host.rooms:
+                self.saved[room] = (at, fed)
         else:
             self.host.totals.snapshot_failures += 1
         return ok
@@ -266,10 +315,10 @@ class GameContinuity:
             self.after_tick.pop(room, None)
         if self.host.rooms.get(room) is not g or g.phase is not GamePhase.RUNNING:
             return
-        self.moving.add(room)
+        self.moving[room] = []
         self.unsaved.pop(room, None)
         mark = self.marks.get(room)
-        data = self.capture(room, g, final=True)
+        data = self.capture(room, g, mark, final=True) if mark is not None else None
         self.host._run(room, g, g.handle(ge.Stop("handed over", moved=True), 0.0))
         if mark is None or data is None:
             return

@@ -305,9 +305,11 @@ class GameHost:
 
     def _entry(self, room: str, body: bytes) -> None:
         r = self.hub.rooms.get(room)
-        if r is None or not r.machine.mine or room in self.cont.moving:
-            return  # not ours, or captured for a drain: the next owner applies it
-        buf = self.cont.restoring.get(room)
+        if r is None or not r.machine.mine:
+            return
+        buf = self.cont.moving.get(room)  # captured for a drain: the next owner's
+        if buf is None:
+            buf = self.cont.restoring.get(room)
         if buf is not None:
             buf.append(body)  # after the stream's entries, once they are replayed
             return
@@ -348,13 +350,16 @@ class GameHost:
         and its snapshot is dropped."""
         from edge_node.rooms.machine import RoomState
         if m.mine:
-            self.cont.moving.discard(room)  # a handover that failed: the room stays here
+            # A handover that failed: the room stays here; what was fed during the
+            # attempt (maybe not stored yet) follows the restore.
+            moved = self.cont.moving.pop(room, [])
             if room not in self.rooms and room not in self.cont.restoring:
-                self.cont.restoring[room] = []
+                self.cont.restoring[room] = moved
                 spawn(self.cont.restore(room, time.monotonic()), name=f"restore {room}")
             return
         self.cont.restoring.pop(room, None)
-        self.cont.moving.discard(room)
+        if m.state is not RoomState.HANDING_OVER:  # (a handover may still fail)
+            self.cont.moving.pop(room, None)
         g = self.rooms.get(room)
         if g is None:
             return
@@ -410,6 +415,7 @@ class GameHost:
     def _tick(self, room: str, g: GameRoom) -> None:
         loop = asyncio.get_running_loop()
         n = len(g.stats.lateness)
+        ticks_before = g.ticks
         t0 = time.perf_counter()
         cmds = g.handle(ge.Timer(), loop.time())
         spent = time.perf_counter() - t0
@@ -423,7 +429,7 @@ class GameHost:
         if room in self.cont.unsaved:
             self.cont.save_soon(room)
         ticked = self.cont.after_tick.get(room)
-        if ticked is not None and not ticked.done():
+        if ticked is not None and not ticked.done() and g.ticks != ticks_before:
             ticked.set_result(None)
 
     def _run(self, room: str, g: GameRoom, cmds: list[ge.GameCommand]) -> None:
@@ -450,6 +456,9 @@ class GameHost:
             elif t is ge.RoomFailed:
                 assert isinstance(c, ge.RoomFailed)
                 self.totals.failed += 1
+                # Over: no later owner may bring it back from an older snapshot.
+                self.cont.unsaved.pop(room, None)
+                spawn(self.hub.store.drop_snapshot(room))
                 self.hub.stats.errors[c.code] += 1
                 log.error("game room failed", extra={"room": room, "error": c.text})
                 self._deliver(room, None, encode(Error(0, c.code, f"{room}: {c.text}")), None)

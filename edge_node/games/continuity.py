@@ -51,9 +51,11 @@ def capture(g: GameRoom) -> bytes:
     }, protocol=5)
 
 
-def take_snapshot(g: GameRoom, final: bool = False) -> RoomSnapshot:
-    """:func:`capture` with its header (``final``: no tick will run after it here)."""
-    return RoomSnapshot(g.name, g.ticks, g.version, final, capture(g))
+def take_snapshot(g: GameRoom, final: bool = False, pos: tuple[int, int] = (0, 0),
+                  epoch: int = 0) -> RoomSnapshot:
+    """:func:`capture` with its header (``final``: no tick will run after it here;
+    ``pos``: the stream position it covers; ``epoch``: the owner's lease epoch)."""
+    return RoomSnapshot(g.name, g.ticks, g.version, final, capture(g), pos, epoch)
 
 
 def restore(snap: RoomSnapshot, handler_cls: type[RoomHandler],
@@ -63,7 +65,7 @@ def restore(snap: RoomSnapshot, handler_cls: type[RoomHandler],
     :class:`~edge_node.games.events.GoLive`.  Raises
     :class:`~edge_node.games.snapshot.SnapshotInvalid` when the snapshot does not load
     or holds another handler class."""
-    data = safe_loads(snap.body, (handler_cls.__module__.partition(".")[0],))
+    data = safe_loads(snap.body, (handler_package(handler_cls),))
     try:
         h = data["handler"]
         if type(h) is not handler_cls:
@@ -80,9 +82,19 @@ def restore(snap: RoomSnapshot, handler_cls: type[RoomHandler],
         raise SnapshotInvalid(f"snapshot does not restore: {type(exc).__name__}: "
                               f"{exc}") from exc
     g.final = snap.final
+    g.snap_epoch = snap.epoch
     g._snapped = g.ticks
     g.phase = GamePhase.REPLAYING
     return g
+
+
+def handler_package(cls: type[RoomHandler]) -> str:
+    """What a snapshot of ``cls``'s rooms may load code from: the top-level package of
+    its module (``mygame`` for ``mygame.rooms:Arena``: its state classes may live in a
+    sibling module), or only its own module when that is inside this project."""
+    mod = cls.__module__
+    top = mod.partition(".")[0]
+    return mod if top in ("edge_node", "client_sdk") else top
 
 
 def _fill(g: GameRoom, h: RoomHandler, data: dict[str, Any]) -> None:

@@ -221,8 +221,10 @@ class GameRoom(PlayerViews):
         self.edges: dict[str, str] = {}
         self.mark_every = max(1, round(self.cfg.mark_interval * self.tick_rate))
         self.snapshot_every = max(1, round(self.cfg.snapshot_interval * self.tick_rate))
-        #: Restored from a handover snapshot (players' mirrors can go on from it).
+        #: Restored from a handover snapshot (players' mirrors can go on from it), and
+        #: the lease epoch of the owner that took the snapshot.
         self.final = False
+        self.snap_epoch = 0
         self._marked = 0
         self._snapped = -self.snapshot_every  # the first tick takes one
         handler._room = self
@@ -282,13 +284,19 @@ class GameRoom(PlayerViews):
         # The room was silent while it moved: its next tick (and patch) is due now.
         self._next_tick = now
         self._next_patch = now
+        if self.final and self.snap_epoch != epoch:
+            # A drain's snapshot keeps the epoch (the lease moves as it is); in another
+            # epoch an owner restored it and ran on before dying: players may hold
+            # patches of that run.
+            self.final = False
         if not self.final:
             # What the players hold came from an owner that is gone: a fresh version
-            # space (above any the old owner used) and everyone's whole view.
+            # space (above any the old owner used: the next epoch's, or 2^30 past the
+            # snapshot's within one) and everyone's whole view.
             self._keys = KeyTable()
             self._paths.clear()
             self._log.take()
-            self.version = max(self.version, epoch << 32)
+            self.version = max(self.version, epoch << 32) + (1 << 30)
             self.want_full = set(self.players)
 
     def next_deadline(self) -> float | None:

@@ -6,7 +6,8 @@ timers, the state versions and key table); this module wraps those bytes with wh
 new owner needs to check before it trusts them:
 
 - a header (room name, tick, state version, ``final``: taken at a handover, with no
-  tick run after it), packed with msgpack;
+  tick run after it; the stream position it covers and the lease epoch it was taken
+  in), packed with msgpack;
 - zlib compression (level 1: a few hundred microseconds for the demo's arena);
 - an HMAC-SHA256 over the rest, keyed from the edge secrets (the ones tokens are
   signed with, so every edge of a deployment can check every other's snapshots):
@@ -16,15 +17,17 @@ new owner needs to check before it trusts them:
   larger snapshot is refused (:class:`SnapshotTooLarge`) and the room goes on without
   a new one.
 
-Unpickling is limited to the handler's own top-level package, this project's packages
-and a short list of standard-library containers (:class:`SnapshotUnpickler`), a second
-line behind the HMAC.
+Unpickling is limited (:class:`SnapshotUnpickler`), a second line behind the HMAC:
+classes and functions of the handler's own top-level package, classes of this
+project's game-room and protocol packages, and a short list of standard-library types;
+never a dotted name (an attribute path), never a module.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import io
 import pickle
 import zlib
@@ -60,6 +63,10 @@ class RoomSnapshot:
     version: int
     final: bool
     body: bytes
+    #: The stream position it covers (its last ``$tick`` mark) and the lease epoch of
+    #: the owner that took it.
+    pos: tuple[int, int] = (0, 0)
+    epoch: int = 0
 
 
 def snapshot_key(secret: bytes) -> bytes:
@@ -69,8 +76,8 @@ def snapshot_key(secret: bytes) -> bytes:
 
 def seal(snap: RoomSnapshot, key: bytes, limit: int = MAX_SNAPSHOT_BYTES) -> bytes:
     """The stored form of ``snap``.  Raises :class:`SnapshotTooLarge` over ``limit``."""
-    head = msgpack.packb([snap.room, snap.tick, snap.version, snap.final, snap.body],
-                         use_bin_type=True)
+    head = msgpack.packb([snap.room, snap.tick, snap.version, snap.final, snap.body,
+                          list(snap.pos), snap.epoch], use_bin_type=True)
     body = zlib.compress(head, 1)
     size = len(MAGIC) + _MAC + len(body)
     if size > limit:
@@ -89,9 +96,11 @@ def unseal(data: bytes, keys: tuple[bytes, ...]) -> RoomSnapshot:
                for k in keys):
         raise SnapshotInvalid("snapshot signature does not match any edge secret")
     try:
-        room, tick, version, final, inner = msgpack.unpackb(zlib.decompress(body), raw=False)
-        return RoomSnapshot(str(room), int(tick), int(version), bool(final), bytes(inner))
-    except (ValueError, TypeError, zlib.error) as exc:
+        room, tick, version, final, inner, pos, epoch = msgpack.unpackb(
+            zlib.decompress(body), raw=False)
+        return RoomSnapshot(str(room), int(tick), int(version), bool(final), bytes(inner),
+                            (int(pos[0]), int(pos[1])), int(epoch))
+    except (ValueError, TypeError, IndexError, zlib.error) as exc:
         raise SnapshotInvalid(f"snapshot does not decode: {exc}") from exc
 
 
@@ -108,24 +117,37 @@ _STDLIB = {
     "fractions": {"Fraction"},
     "enum": {"Enum", "IntEnum"},
 }
-_OURS = ("edge_node", "client_sdk")
+#: This project's modules whose *classes* a snapshot may name (state records, players,
+#: queued inputs, the DELETE marker).
+_OURS = ("edge_node.games", "client_sdk.protocol")
+
+
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
 
 
 class SnapshotUnpickler(pickle.Unpickler):
-    """Loads only globals of the packages in ``allowed`` (top-level names), this
-    project's and :data:`_STDLIB`; anything else raises :class:`SnapshotInvalid`."""
+    """Loads only: classes and functions of the modules or packages in ``allowed`` (the
+    handler's), classes of :data:`_OURS`, the names in :data:`_STDLIB`.  Never a
+    dotted name (``a.b``: an attribute path that could reach anything) and never a
+    module; anything else raises :class:`SnapshotInvalid`."""
 
     def __init__(self, data: bytes, allowed: tuple[str, ...]) -> None:
         super().__init__(io.BytesIO(data))
-        self.allowed = tuple(dict.fromkeys((*allowed, *_OURS)))
+        self.allowed = tuple(dict.fromkeys(allowed))
 
     def find_class(self, module: str, name: str) -> Any:
-        top = module.partition(".")[0]
-        if top in self.allowed or name in _STDLIB.get(module, ()):
-            return super().find_class(module, name)
+        handler = _within(module, self.allowed)
+        if "." not in name and (handler or _within(module, _OURS)
+                                or name in _STDLIB.get(module, ())):
+            obj = super().find_class(module, name)
+            if isinstance(obj, type) or (handler and inspect.isfunction(obj)) \
+                    or name in _STDLIB.get(module, ()):
+                return obj
         raise SnapshotInvalid(f"snapshot refers to {module}.{name}, which a snapshot may "
-                              f"not load (allowed: the packages {', '.join(self.allowed)} "
-                              "and standard containers)")
+                              f"not load (allowed: classes and functions of "
+                              f"{', '.join(self.allowed)}, classes of {', '.join(_OURS)}, "
+                              "standard containers)")
 
 
 def safe_loads(data: bytes, allowed: tuple[str, ...]) -> Any:

@@ -101,9 +101,11 @@ class RoomStore(Protocol):
         ``ttl_ms`` (refreshed by every put), and the stream is trimmed behind the
         *previous* snapshot's position (entries with id < previous pos removed: one
         snapshot interval of inputs stays behind the newest snapshot, for duplicate
-        detection; behind ``pos`` instead if it is older than the previous one).
-        Returns True when stored, False when refused (lease not ours, or pos not yet in
-        the stream).  Raises :data:`StoreUnavailable` when the store cannot be reached."""
+        detection).  Returns True when stored, False when refused: the lease is not
+        ours, ``pos`` is not in the stream yet, or the stored snapshot covers more
+        (``pos`` older than its position: a late write never replaces a newer one; an
+        equal position replaces it).  Raises :data:`StoreUnavailable` when the store
+        cannot be reached."""
 
     async def get_snapshot(self, room: str) -> tuple[Pos, bytes] | None:
         """The newest snapshot of ``room`` (its position and data), or None.

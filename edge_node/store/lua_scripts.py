@@ -130,16 +130,15 @@ if pe ~= 0 or ps ~= 0 then
   if le < pe or (le == pe and ls < ps) then return 0 end
 end
 local prev = redis.call('HGET', KEYS[3], 'pos')
-redis.call('HSET', KEYS[3], 'pos', ARGV[2] .. '-' .. ARGV[3], 'data', ARGV[4])
-redis.call('PEXPIRE', KEYS[3], ARGV[5])
 if prev then
   local dash = string.find(prev, '-', 1, true)
   local ve = tonumber(string.sub(prev, 1, dash - 1))
   local vs = tonumber(string.sub(prev, dash + 1))
-  local cut = prev
-  if pe < ve or (pe == ve and ps < vs) then cut = ARGV[2] .. '-' .. ARGV[3] end
-  redis.call('XTRIM', KEYS[2], 'MINID', cut)
+  if pe < ve or (pe == ve and ps < vs) then return 0 end
 end
+redis.call('HSET', KEYS[3], 'pos', ARGV[2] .. '-' .. ARGV[3], 'data', ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+if prev then redis.call('XTRIM', KEYS[2], 'MINID', prev) end
 return 1
 """
 

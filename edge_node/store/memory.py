@@ -338,17 +338,21 @@ class MemoryRoomStore:
 
     async def put_snapshot(self, room: str, pos: Pos, data: bytes, ttl_ms: int) -> bool:
         """As Redis: fenced by our lease token, refused until the history holds ``pos``,
-        expires after ``ttl_ms`` (a monotonic deadline, checked on read), and trims the
-        history behind the previous snapshot's position (behind ``pos`` if older)."""
+        expires after ``ttl_ms`` (a monotonic deadline, checked on read), refused when
+        older than the stored one, and trims the history behind the previous snapshot's
+        position."""
         tok = self._owned.get(room)
         r = self.backend.rooms.get(room)
         if tok is None or r is None or r.owner != tok or r.last_id < pos:
             return False
         prev = r.snapshot
+        if prev is not None and time.monotonic() >= prev[2]:
+            prev = None  # expired
+        if prev is not None and pos < prev[0]:
+            return False
         r.snapshot = (pos, bytes(data), time.monotonic() + ttl_ms / 1000.0)
         if prev is not None:
-            cut = min(prev[0], pos)
-            while r.log and (r.log[0][0], r.log[0][1]) < cut:
+            while r.log and (r.log[0][0], r.log[0][1]) < prev[0]:
                 r.log.popleft()
         return True
 

@@ -391,8 +391,8 @@ async def test_a_snapshot_is_stored_only_once_the_stream_holds_its_position(
     assert await a.get_snapshot(room) is None
     assert await a.put_snapshot(room, (e, 3), _SNAP, 60_000)
     assert await a.get_snapshot(room) == ((e, 3), _SNAP)
-    assert await a.put_snapshot(room, (e, 2), b"", 60_000), "any stored position will do"
-    assert await a.get_snapshot(room) == ((e, 2), b"")
+    assert await a.put_snapshot(room, (e, 3), b"", 60_000), "an empty one, same position"
+    assert await a.get_snapshot(room) == ((e, 3), b"")
     big = bytes(range(256)) * (3 * 4096)  # 3 MiB
     assert await a.put_snapshot(room, (e, 3), big, 60_000)
     assert await a.get_snapshot(room) == ((e, 3), big)
@@ -441,6 +441,11 @@ async def test_a_snapshot_trims_the_stream_behind_the_previous_one(harness: Harn
     assert [r.seq for r in records] == list(range(20, 31))
     assert (await a.history_after(room, e, 9, 100))[1], "10..19 are gone"
     assert await a.get_snapshot(room) == ((e, 30), b"s30")
+    # A late write of an older snapshot never replaces a newer one; the same
+    # position does (a drain's final snapshot over a periodic one).
+    assert not await a.put_snapshot(room, (e, 25), b"late", 60_000)
+    assert await a.put_snapshot(room, (e, 30), b"final", 60_000)
+    assert await a.get_snapshot(room) == ((e, 30), b"final")
 
 
 async def test_only_the_lease_holder_drops_a_snapshot(harness: Harness) -> None:

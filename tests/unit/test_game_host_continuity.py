@@ -70,3 +70,52 @@ async def test_a_drain_moves_the_game_live_and_mirrors_go_on_from_their_patch() 
     assert len(sb.frames(ROOM_STATE)) == fulls, "no whole view needed"
     gb.close()
     await settle()
+
+
+async def test_inputs_fed_while_a_failed_handover_moved_the_room_are_applied() -> None:
+    """The drain captured the room and stopped it; an input arrives while the snapshot
+    is being stored; then the lease cannot move.  The room stays here, restored, and
+    that input (perhaps not stored yet when the restore read the stream) is applied."""
+    backend = MemoryBackend()
+    ha, _hb, ga, _gb, sa, _sb = await _two_players(backend)
+    store = ha.store
+    put, history = store.put_snapshot, store.history_after
+    late: list[tuple[int, int]] = []
+
+    async def put_and_publish(*args: Any) -> bool:
+        ha.publish(sa, ROOM, pack_input("move", {"dx": 0, "dy": 1}), True, 50, 50)
+        late.append(ha.rooms[ROOM].machine.last)
+        return await put(*args)
+
+    async def cannot_move(*_args: Any) -> bool:
+        return False
+
+    async def not_yet_stored(*args: Any) -> Any:  # the restore reads before it is
+        records, gap, first = await history(*args)
+        return [r for r in records if (r.epoch, r.seq) not in late], gap, first
+
+    store.put_snapshot = put_and_publish  # type: ignore[method-assign]
+    store.hand_over = cannot_move  # type: ignore[method-assign]
+    store.history_after = not_yet_stored  # type: ignore[method-assign]
+    g0 = ga.rooms[ROOM]
+    before = g0.handler.state.players["sa"].inputs  # type: ignore[attr-defined]
+    assert not await ha.hand_over(ROOM, "b")
+    await wait_for(lambda: ROOM in ga.rooms and ga.rooms[ROOM] is not g0
+                   and ga.rooms[ROOM].phase.value == "running")
+    g = ga.rooms[ROOM]
+    await wait_for(lambda: g.handler.state.players["sa"].inputs == before + 1)  # type: ignore[attr-defined]
+    assert ga.totals.restores == 1 and ga.totals.moved_in == 1
+    ga.close()
+    await settle()
+
+
+async def test_a_room_that_fails_drops_its_snapshot() -> None:
+    backend = MemoryBackend()
+    ha, _hb, ga, _gb, _sa, _sb = await _two_players(backend)
+    assert await ha.store.get_snapshot(ROOM) is not None
+    g = ga.rooms[ROOM]
+    g.handler.on_tick = None  # type: ignore[method-assign,assignment]
+    await wait_for(lambda: g.phase.value == "failed")
+    await wait_for(lambda: backend.rooms[ROOM].snapshot is None)
+    ga.close()
+    await settle()

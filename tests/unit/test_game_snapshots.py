@@ -278,9 +278,12 @@ def test_a_handover_snapshot_lets_every_mirror_go_on_from_its_last_patch() -> No
     o.feed(ge.MessageInput("b", "hit", None))  # fed, not applied yet: replayed
     # The drain: a final snapshot between two ticks, possibly with changes not sent
     # yet (patch_rate is half the tick rate).
-    sealed = seal(take_snapshot(o.room, final=True), KEY)
+    sealed = seal(take_snapshot(o.room, final=True, epoch=5), KEY)
     pending = bool(o.room._log)
-    g, cmds = restore(sealed, o.log[o.last_mark + 1:], now=7000.0)
+    # Restored in another epoch (an owner restored it, ran on and died): not final.
+    other, _ = restore(sealed, o.log[o.last_mark + 1:], epoch=6, now=7000.0)
+    assert not other.final and other.version > 6 << 32 and other.want_full == {"a", "b"}
+    g, cmds = restore(sealed, o.log[o.last_mark + 1:], epoch=5, now=7000.0)
     assert cmds == [] and g.version == o.room.version and g.final
     twin = Owner(g, now=7000.0)
     sent = twin.tick(1)  # due at once: it patches
@@ -343,6 +346,13 @@ def test_snapshots_are_sealed_bounded_and_load_only_allowed_code() -> None:
     evil = RoomSnapshot("r", 1, 1, False, pickle.dumps(os.system))
     with pytest.raises(SnapshotInvalid, match="may not load"):
         restore_room(unseal(seal(evil, KEY), (KEY,)), Drift)
+    # Nor a dotted name (an attribute path out of an allowed module), nor a module,
+    # nor a function of this project outside the handler's own module.
+    for body in (b"\x80\x04\x8c\x18edge_node.games.snapshot\x8c\x0cpickle.loads\x93.",
+                 b"\x80\x04\x8c\x18edge_node.games.snapshot\x8c\x06pickle\x93.",
+                 b"\x80\x04\x8c\x18edge_node.games.snapshot\x8c\x06unseal\x93."):
+        with pytest.raises(SnapshotInvalid, match="may not load"):
+            restore_room(RoomSnapshot("r", 1, 1, False, body), Drift)
     # Another handler class: refused (a deploy changed the room's code).
     with pytest.raises(SnapshotInvalid, match=r"refers to test_game_snapshots\.Drift"):
         restore_room(snap, Arena)
