@@ -29,6 +29,7 @@ DEFAULT_OUT = "bench-results"
 SCENARIO_MODULES: tuple[str, ...] = (
     "bench.scenarios.rooms",
     "bench.scenarios.games",
+    "bench.scenarios.anomaly",
     "bench.scenarios.telemetry",
     "bench.scenarios.storm",
     "bench.sweep",

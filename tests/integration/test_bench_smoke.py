@@ -494,3 +494,36 @@ def test_games_kill_tiny(tmp_path: Path) -> None:
     assert run["inputs_lost"] == 0 and run["inputs_twice"] == 0
     assert run["ticked_again_max_s"] is not None  # how soon: a figure, not a test
     assert run["snapshot_bytes"] > 0 and run["restore_p50_ms"] is not None
+
+
+def test_anomaly_tiny(tmp_path: Path) -> None:
+    """anomaly: the edge's detector over two generated NAB-format series; the spike in the
+    window is detected, the report has the three profiles; a bad --data is a usage error."""
+    import math
+    import random
+    from datetime import datetime, timedelta
+
+    rng = random.Random(3)
+    t0 = datetime(2020, 1, 1)
+    (tmp_path / "data" / "gen").mkdir(parents=True)
+    windows: dict[str, list[list[str]]] = {}
+    for k in range(2):
+        rows = []
+        for i in range(1200):
+            v = 10 + math.sin(i / 20) + rng.gauss(0, 0.1) + (25 if i == 800 else 0)
+            rows.append(f"{t0 + timedelta(minutes=i)},{v}")
+        (tmp_path / "data" / "gen" / f"s{k}.csv").write_text("timestamp,value\n" + "\n".join(rows))
+        windows[f"gen/s{k}.csv"] = [["2020-01-01 13:15:00", "2020-01-01 13:35:00"]]
+    (tmp_path / "windows.json").write_text(json.dumps(windows))
+    out = tmp_path / "out"
+    rc = main(["anomaly", "--data", str(tmp_path), "--out", str(out), "--quiet",
+               "--plot", str(out / "series.png"), "--series", "1"])
+    assert rc == 0
+    (path,) = sorted(out.glob("anomaly-*.json"))
+    run = json.loads(path.read_text())["targets"]["edge"]["runs"][0]
+    assert run["series"] == 2 and run["windows"] == 2
+    assert run["detections"]["windows_detected"] == 2, run["per_series"]
+    assert set(run["scores"]) == {"standard", "reward_low_FP", "reward_low_FN"}
+    assert run["scores"]["standard"]["deployed"] > 50
+    assert run["us_per_sample"]["median"] > 0 and run["memory_bytes"]["max"] > 0
+    assert main(["anomaly", "--data", str(tmp_path / "nope"), "--quiet"]) == 2
