@@ -21,6 +21,7 @@ from typing import Any
 
 from client_sdk.protocol import KINDS, Limits, mint_token
 from edge_node.config import DEV_SECRET, EdgeSettings, secrets_from_env
+from edge_node.iot.detect import MODES as IOT_MODES
 from edge_node.iot.detect import DetectorSettings
 from edge_node.runtime.gc_tuning import tune_gc
 from edge_node.uplink.spool import OVERFLOW_POLICIES, SYNC_MODES
@@ -228,8 +229,11 @@ def add_iot_args(p: argparse.ArgumentParser) -> None:
                    help="also forward raw samples to the origin")
     p.add_argument("--iot-alerts-room", default=_env("IOT_ALERTS_ROOM", d.iot_alerts_room),
                    help="room that receives anomaly alerts (default 'alerts'; '' = none)")
-    p.add_argument("--iot-detector", choices=["ewma", "mad", "both", "any"],
-                   default=_env("IOT_DETECTOR", d.iot_detector), help="anomaly detector mode")
+    p.add_argument("--iot-detector", choices=list(IOT_MODES),
+                   default=_env("IOT_DETECTOR", d.iot_detector),
+                   help="anomaly detector: likelihood (graded anomaly likelihood, one "
+                   "alert per episode) or a z-score mode ewma|mad|both|any "
+                   "(default %(default)s)")
     p.add_argument("--iot-z-on", type=float, default=_env_float("IOT_Z_ON", d.iot_z_on),
                    help="anomaly score that raises an alert (at least "
                    f"{_IOT_Z_OFF:g}, the score below which it clears; default %(default)s)")

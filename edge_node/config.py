@@ -112,13 +112,14 @@ class EdgeSettings:
     #: Game rooms (docs/rooms.md): ``PATTERN=module:Class`` specs, checked at start.
     room_handlers: tuple[str, ...] = ()
     #: IoT telemetry (docs/iot.md): window length and grace (ms), forward raw
-    #: samples too, the alerts room, detector mode (ewma|mad|both|any) and the
-    #: raise threshold.
+    #: samples too, the alerts room, detector mode (likelihood|ewma|mad|both|any;
+    #: likelihood since issue 19, see docs/iot.md) and the z-score raise threshold
+    #: (z modes only).
     iot_window_ms: int = 1000
     iot_grace_ms: int = 500
     iot_raw: bool = False
     iot_alerts_room: str = "alerts"
-    iot_detector: str = "any"
+    iot_detector: str = "likelihood"
     iot_z_on: float = 6.0
     #: QUIC listener (raw QUIC + WebTransport on one UDP port): None = off,
     #: 0 = any free port.  Certificate and key are PEM files; without them the

@@ -4,14 +4,16 @@ Runs the detector the edge runs (``edge_node.iot.detect``, built from ``--detect
 ``--z-on`` exactly as the edge builds it from ``--iot-detector`` / ``--iot-z-on``) over
 every series of a NAB-format directory, one sample at a time through
 ``Detector.update``, as the edge's pipeline does.  Each sample gets a score in [0, 1]:
-the detector raises binary alerts, so 1.0 on an alert's raising sample and 0.0
-elsewhere (a future detector whose verdicts say ``graded = True`` has its verdict's
-``score`` used as is).  Scoring: ``bench.nab`` (NAB v1.1's rules; its docstring lists
+a graded detector (``Detector.graded`` true: mode ``likelihood``, the edge's default)
+scores every sample, and its ``Detector.last_score`` is read after each update; a
+binary one (the z-score modes) gives 1.0 on an alert's raising sample and 0.0
+elsewhere.  Scoring: ``bench.nab`` (NAB v1.1's rules; its docstring lists
 the choices).
 
 Reports, per profile (standard, reward_low_FP, reward_low_FN), the normalised NAB
 score at the threshold the edge deploys (0.5: an alert is a detection) and at NAB's
-optimised threshold; a per-category table; µs per sample (``Detector.update`` alone:
+optimised threshold; a per-category table; µs per sample (``Detector.update`` alone, plus
+the ``last_score`` read of a graded detector:
 median over series, and the total); memory per series (a deep ``sys.getsizeof`` walk of
 each detector after its series, the shared settings left out); detections inside and
 outside the windows; and a PNG of up to ``--series`` series (windows shaded, learning
@@ -73,10 +75,12 @@ def register(subs: Any) -> None:
                     help="NAB-format directory: data/<category>/<name>.csv and "
                     "windows.json (default: the NAB_DATA environment variable"
                     + (f", now {env}" if env else ", unset: then --data is required") + ")")
-    sp.add_argument("--detector", choices=MODES, default="any",
-                    help="detector mode, as the edge's --iot-detector (default: any)")
+    default = _edge_default()
+    sp.add_argument("--detector", choices=MODES, default=default,
+                    help=f"detector mode, as the edge's --iot-detector (default: {default})")
     sp.add_argument("--z-on", type=positive_float, default=6.0,
-                    help="score that raises an alert, as the edge's --iot-z-on (at least "
+                    help="z-score that raises an alert in the z modes, as the edge's "
+                    "--iot-z-on (at least "
                     f"{DetectorSettings().z_off:g}; default: 6.0)")
     sp.add_argument("--plot", type=Path, default=None,
                     help="PNG to write (default: OUT/anomaly-<timestamp>.png)")
@@ -87,6 +91,12 @@ def register(subs: Any) -> None:
                     help="report directory (default: bench-results)")
     sp.add_argument("--quiet", action="store_true", help="no progress on stderr")
     sp.set_defaults(func=cmd)
+
+
+def _edge_default() -> str:
+    from edge_node.config import EdgeSettings
+
+    return EdgeSettings().iot_detector
 
 
 def edge_detector(mode: str, z_on: float) -> DetectorSettings:
@@ -108,10 +118,12 @@ def edge_detector(mode: str, z_on: float) -> DetectorSettings:
 def sample_score(verdict: Any) -> float:
     """A sample's score in [0, 1] from what ``Detector.update`` returned.
 
-    Binary detectors (today's): 1.0 on the sample that raises an alert, 0.0 elsewhere
-    (a clearing verdict included).  Today's ``Verdict.score`` is a z-score, unbounded
-    and only present on state changes, so it is not used.  A graded detector says so
-    with ``graded = True`` on its verdicts: their ``score`` (in [0, 1]) is used as is.
+    Binary detectors (the z modes): 1.0 on the sample that raises an alert, 0.0
+    elsewhere (a clearing verdict included); their ``Verdict.score`` is a z-score,
+    unbounded and only present on state changes, so it is not used.  A verdict marked
+    ``graded = True`` has its ``score`` (in [0, 1]) used as is; a graded detector's
+    samples without a verdict are scored from ``Detector.last_score`` instead (see
+    :func:`run_series`).
     """
     if verdict is None:
         return 0.0
@@ -159,13 +171,26 @@ class SeriesRun:
 
 
 def run_series(values: Sequence[float], settings: DetectorSettings) -> SeriesRun:
-    """The detector over one series, sample by sample, as the edge's pipeline drives it."""
+    """The detector over one series, sample by sample, as the edge's pipeline drives it;
+    a graded detector's ``last_score`` is read after every update (inside the timing)."""
     det = Detector(settings)
     update = det.update
-    t0 = time.perf_counter_ns()
-    verdicts = [update(x) for x in values]
-    ns = time.perf_counter_ns() - t0
-    scores = [sample_score(v) for v in verdicts]
+    if det.graded:  # a score for every sample: read after each update
+        scores = []
+        verdicts = []
+        t0 = time.perf_counter_ns()
+        for x in values:
+            verdicts.append(update(x))
+            scores.append(det.last_score)
+        ns = time.perf_counter_ns() - t0
+        for sc in scores:
+            if not 0.0 <= sc <= 1.0:
+                raise BenchError(f"a graded detector's score must be in [0, 1], not {sc!r}")
+    else:
+        t0 = time.perf_counter_ns()
+        verdicts = [update(x) for x in values]
+        ns = time.perf_counter_ns() - t0
+        scores = [sample_score(v) for v in verdicts]
     raised = sum(1 for v in verdicts if v is not None and v.state == "raised")
     return SeriesRun(scores, ns, deep_size(det, skip=(settings,)), raised)
 

@@ -15,6 +15,13 @@ must exceed the threshold, ``any`` = either), with a warm-up (no alert for the
 first ``warmup`` samples) and hysteresis: an alert is *raised* when the score
 reaches ``z_on`` and *cleared* only after ``clear_after`` consecutive samples
 below ``z_off``, so a noisy sensor near the threshold does not flap.
+
+Mode ``likelihood`` (the edge's default, ``EdgeSettings.iot_detector``) delegates to
+:class:`edge_node.iot.likelihood.LikelihoodDetector` (settings in ``likelihood``): a
+graded score in [0, 1] for every sample (:attr:`Detector.last_score`, with
+:attr:`Detector.graded` true), alerts raised at 0.5 once per episode; ``z_on``,
+``z_off``, ``alpha``, ``warmup`` and the MAD settings do not apply to it.  Its
+verdicts carry that score (``graded = True``) and the level baseline.
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from edge_node.iot.likelihood import LikelihoodDetector, LikelihoodSettings
 
 __all__ = ["DetectorSettings", "Detector", "Verdict", "MODES"]
 
-MODES = ("ewma", "mad", "both", "any")
+MODES = ("ewma", "mad", "both", "any", "likelihood")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +51,8 @@ class DetectorSettings:
     mad_window: int = 101
     #: MAD is recomputed every this many samples (the median is always exact).
     mad_every: int = 8
+    #: Settings of mode ``likelihood``.
+    likelihood: LikelihoodSettings = field(default_factory=LikelihoodSettings)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -59,12 +70,17 @@ class Verdict:
     score: float
     baseline: float
     detector: str
+    #: ``score`` is a graded score in [0, 1] (mode ``likelihood``), not a z-score.
+    graded: bool = False
 
 
 class Detector:
     """One series' detector.  :meth:`update` returns a :class:`Verdict` on a change."""
 
     __slots__ = (
+        "_early",
+        "_lk",
+        "_lk_raised",
         "_mad",
         "_quiet",
         "_since_mad",
@@ -88,6 +104,21 @@ class Detector:
         self._since_mad = 0
         self.active = False
         self._quiet = 0
+        self._lk = LikelihoodDetector(settings.likelihood) if settings.mode == "likelihood" \
+            else None
+        #: Mode ``likelihood``: the z-scores decide until the likelihood has learned.
+        self._early = self._lk is not None
+        self._lk_raised = False
+
+    @property
+    def graded(self) -> bool:
+        """True when :attr:`last_score` is a graded score for every sample."""
+        return self._lk is not None
+
+    @property
+    def last_score(self) -> float:
+        """The last sample's score in [0, 1] (mode ``likelihood``; 0.0 otherwise)."""
+        return self._lk.last_score if self._lk is not None else 0.0
 
     def _median(self) -> float:
         a = self._sorted
@@ -108,6 +139,30 @@ class Detector:
 
     def update(self, x: float) -> Verdict | None:
         """Score ``x``, then fold it into the baseline."""
+        lk = self._lk
+        if lk is not None:
+            score = lk.update(x)
+            if self._early:
+                # The likelihood learns for its first samples: until then (and until an
+                # alert raised meanwhile clears) the robust z-scores guard a new sensor.
+                verdict = self._classic(x)
+                if not self.active and lk.n > lk.s.warmup:
+                    self._early = False  # hand over; drop the z-scores' state
+                    self._win.clear()
+                    self._sorted.clear()
+                return verdict
+            if lk.raised:
+                self._lk_raised = True
+                self.active = True
+                return Verdict("raised", x, score, lk.level, "likelihood", True)
+            if lk.cleared and self._lk_raised:
+                self._lk_raised = False
+                self.active = False
+                return Verdict("cleared", x, score, lk.level, "likelihood", True)
+            return None
+        return self._classic(x)
+
+    def _classic(self, x: float) -> Verdict | None:
         s = self.s
         verdict: Verdict | None = None
         if self.n >= s.warmup:

@@ -218,7 +218,11 @@ async def test_spike_and_level_shift_raise_alerts_clean_signal_none(
         await wait_until(lambda: len(raised()) >= 2, 10.0, "two alerts in the alerts room")
         got = raised()
         assert {a["device"] for a in got} == {noisy_id}
-        assert sorted(a["ts"] for a in got)[:2] == [series[spike_at][1], series[shift_at][1]]
+        first, second = sorted(a["ts"] for a in got)[:2]
+        assert first == series[spike_at][1]  # a spike beyond anything seen: at once
+        # A shift into a range already seen (the spike went higher): within 10 samples,
+        # once the likelihood of the recent errors says it is not noise.
+        assert series[shift_at][1] <= second <= series[shift_at + 10][1]
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             resp = await http.get("/v1/alerts", headers=H)
