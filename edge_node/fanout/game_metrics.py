@@ -182,12 +182,23 @@ class _GameCollector(Collector):
         pbytes = CounterMetricFamily("edge_game_room_patch_bytes",
                                      f"Patch bytes of the {TOP_ROOMS} slowest game rooms",
                                      labels=["room"])
+        age = GaugeMetricFamily("edge_game_room_snapshot_age_seconds",
+                                f"Age of the stored snapshot of the {TOP_ROOMS} slowest game "
+                                "rooms (what a crash would replay, in time)", labels=["room"])
+        behind = GaugeMetricFamily("edge_game_room_entries_behind_snapshot",
+                                   f"Stream entries fed since the stored snapshot of the "
+                                   f"{TOP_ROOMS} slowest game rooms", labels=["room"])
+        cont = host.cont
         for r in busiest:
             tick.add_metric([r.name], r.stats.tick_seconds)
             players.add_metric([r.name], len(r.players))
             over.add_metric([r.name], r.stats.overruns)
             pbytes.add_metric([r.name], r.stats.patch_bytes)
-        yield from (tick, players, over, pbytes)
+            saved = cont.saved.get(r.name)
+            if saved is not None:
+                age.add_metric([r.name], now - saved[0])
+                behind.add_metric([r.name], cont.fed.get(r.name, 0) - saved[1])
+        yield from (tick, players, over, pbytes, age, behind)
 
 
 def register_game_metrics(metrics: EdgeMetrics, host: GameHost) -> None:

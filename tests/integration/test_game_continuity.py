@@ -35,6 +35,7 @@ from edge_node.fanout.game_continuity import event_of
 from edge_node.games import events as ge
 from edge_node.games.room import GamePhase
 from edge_node.games.room import GameRoom as RoomMachine
+from edge_node.local.scrape import scrape_metrics
 from edge_node.redis_io import keys as K
 from edge_node.rooms.events import Record
 from edge_node.store.history import parse_entry
@@ -202,6 +203,16 @@ async def test_a_game_room_outlives_its_edge(edge_factory, clients: ClientFactor
         if action == "drain":
             # Moved live: b's mirror went on from its patches (no whole view again).
             assert gb.full_states == fulls_b and gb.resyncs == 0
+        # The room's owner now (e2, but after a Redis pause e1 may have kept it) shows
+        # what it restored and the room's snapshot age (it stores its own).
+        metrics = scrape_metrics(e2.http_url)
+        if action != "redis_pause":
+            assert metrics.get("edge_game_restores_total", 0) >= 1
+        elif not metrics.get("edge_game_restores_total"):
+            metrics = scrape_metrics(e1.http_url)
+        if action == "drain":
+            assert metrics.get("edge_game_moved_in_total", 0) == 1
+        assert f'edge_game_room_snapshot_age_seconds{{room="{room}"}}' in metrics
         print(f"{action}: ticking again {recovery:.2f} s after the hit; "
               f"b got {gb.full_states - fulls_b} full states, {gb.resyncs} resyncs")
     finally:
