@@ -173,6 +173,12 @@ class Hub:
             self._driver.feed(name, room, room.machine, ev.Occupied())
         return room
 
+    async def ensure_room(self, name: str) -> None:
+        """Have room ``name`` active here without a member (for the edge's own
+        publishes, e.g. IoT alerts): it then stays active.  Raises what activation
+        raises only for a bug; an unreachable store runs it locally."""
+        await self._room(name)
+
     def _add(self, s: SessionLike, room: Room, flags: int) -> None:
         room.add(s, flags)
         announce(self.store, self.uplink, room, s.member, joined=True)

@@ -42,6 +42,7 @@ from client_sdk.protocol import (
 from edge_node.iot.pipeline import Alert, IotSettings, Pipeline
 from edge_node.iot.shadow import Shadow, StaleVersion
 from edge_node.iot.validate import Validator
+from edge_node.runtime.tasks import spawn
 
 if TYPE_CHECKING:
     from edge_node.fanout.hub import Hub
@@ -95,6 +96,8 @@ class IotService:
         self._commands: dict[str, dict[str, _PendingCommand]] = {}
         self._ticket_base = 0
         self._sender = _EdgeSender(edge_id)
+        #: Alerts waiting for the alerts room to become active on this edge.
+        self._alert_queue: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self.acks_sent = 0
         self.commands_delivered = 0
@@ -249,13 +252,34 @@ class IotService:
             self.alert_latency_ms.append(float(now_ms - a.ts_ms))
             del self.alert_latency_ms[:-10_000]
         room = self.settings.alerts_room
-        if room and room in self.hub.rooms:
-            try:
-                self.hub.publish(self._sender, room, msgpack.packb(body), True, 0, 0)
-            except Exception:
-                log.exception("alert publish failed")
+        if room and room in self.hub.rooms and not self._alert_queue:
+            self._publish_alert(room, body)
+        elif room:
+            # The alerts room is not active here (nobody on this edge joined it): make
+            # it active, then publish, in order, so members on every edge get alerts.
+            self._alert_queue.append(body)
+            if len(self._alert_queue) == 1:
+                spawn(self._alerts_later(room), name="iot-alerts")
         if self.uplink is not None:
             self.uplink.submit("alert", a.device, body)
+
+    def _publish_alert(self, room: str, body: dict[str, Any]) -> None:
+        try:
+            self.hub.publish(self._sender, room, msgpack.packb(body), True, 0, 0)
+        except Exception:
+            log.exception("alert publish failed")
+
+    async def _alerts_later(self, room: str) -> None:
+        try:
+            await self.hub.ensure_room(room)
+        except Exception:
+            log.exception("alerts room could not be activated; alerts dropped",
+                          extra={"room": room, "alerts": len(self._alert_queue)})
+            self._alert_queue.clear()
+            return
+        queued, self._alert_queue = self._alert_queue, []
+        for body in queued:
+            self._publish_alert(room, body)
 
     # -- shadows ------------------------------------------------------------
 

@@ -264,3 +264,32 @@ async def test_origin_counts_each_piece_once_whichever_edge_sends_it(
     assert len([a for a in resp.json()["alerts"] if a["key"] == dev_id]) == 1
     stats = (await http.get("/v1/stats", headers=H)).json()
     assert stats["iot"]["pieces_duplicate"] >= 1 and stats["iot"]["alerts_duplicate"] >= 1
+
+
+async def test_alerts_reach_a_dashboard_on_another_edge(
+        edges: Callable[..., EdgeProcess]) -> None:
+    """Nobody on the device's edge joined the alerts room: its alerts still reach a
+    dashboard joined to it on another edge (the edge activates the room to publish)."""
+    e1, e2 = edges(uid("iot-a1")), edges(uid("iot-a2"))
+    dashboard = await connect(e2.url, mint_token(SECRET, "ops", "service", ["alerts"],
+                                                 now=time.time()))
+    payloads: list[bytes] = []
+    await dashboard.join("alerts", on_message=lambda m: payloads.append(m.payload))
+    dev_id = uid("far")
+    dev = await Device.connect(e1.url, device_token(dev_id), batch_max=100, linger=0.05)
+    try:
+        series = _noisy(random.Random(11), 400, time.time_ns() // 1_000_000 - 60_000)
+        series[300] = (series[300][0] + 10.0, series[300][1])
+        for v, ts in series:
+            dev.send_telemetry("temp", v, ts)
+        await dev.flush()
+        assert await dev.wait_acked(15.0)
+
+        def mine() -> list[dict[str, Any]]:
+            return [a for a in (msgpack.unpackb(p) for p in payloads) if a["device"] == dev_id]
+        await wait_until(lambda: bool(mine()), 10.0, "the alert on the other edge")
+        got = mine()[0]
+        assert (got["state"], got["ts"], got["edge"]) == ("raised", series[300][1], e1.edge_id)
+    finally:
+        await dev.close()
+        await dashboard.close()
