@@ -2,7 +2,9 @@
 
 Auth: every route except ``/healthz`` needs an API key from ``settings.api_keys`` in
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; none given -> 401, a wrong one ->
-403.  Bad bodies or parameters -> 422 with FastAPI's ``detail`` list (field path and
+403, and so is a key whose scopes do not allow the route (:mod:`origin.scopes`:
+``discover`` for ``GET /v1/edges``, ``read`` for every GET, ``mint`` for tokens,
+``admin`` for drains, desired state and commands).  Bad bodies or parameters -> 422 with FastAPI's ``detail`` list (field path and
 message); a body over 64 KiB -> 413 (:mod:`origin.body_limits`).  Unknown
 rooms/devices -> 404.  The OpenAPI document is at ``/openapi.json``.
 """
@@ -34,6 +36,7 @@ from origin.forecast import ForecastSettings
 from origin.forecast_service import ForecastService
 from origin.keys import ShardKeys
 from origin.metrics import render_metrics
+from origin.scopes import allows, parse_key
 from origin.settings import OriginSettings
 from origin.supervise import WorkerSupervisor
 from origin.view import device_view, edge_list, origin_stats, recent_alerts, room_view
@@ -97,8 +100,17 @@ def _redis(request: Request) -> aioredis.Redis:
     return r
 
 
-async def _auth(request: Request, authorization: Annotated[str | None, Header()] = None,
-                x_api_key: Annotated[str | None, Header()] = None) -> None:
+def _needs(scope: str) -> Any:
+    """A dependency: the request's API key must allow ``scope`` (origin/scopes.py)."""
+    async def check(request: Request,
+                    authorization: Annotated[str | None, Header()] = None,
+                    x_api_key: Annotated[str | None, Header()] = None) -> None:
+        await _auth(request, authorization, x_api_key, scope)
+    return Depends(check)
+
+
+async def _auth(request: Request, authorization: str | None, x_api_key: str | None,
+                scope: str) -> None:
     given = x_api_key
     if given is None and authorization:
         scheme, _, cred = authorization.partition(" ")
@@ -109,9 +121,13 @@ async def _auth(request: Request, authorization: Annotated[str | None, Header()]
     if not given:
         raise HTTPException(401, "API key required: 'Authorization: Bearer KEY' or "
                             "'X-API-Key: KEY'", headers={"WWW-Authenticate": "Bearer"})
-    keys: tuple[bytes, ...] = request.app.state.api_keys
-    if not any(hmac.compare_digest(given.encode(), k) for k in keys):
+    keys: tuple[tuple[bytes, frozenset[str]], ...] = request.app.state.api_keys
+    scopes = next((sc for k, sc in keys if hmac.compare_digest(given.encode(), k)), None)
+    if scopes is None:
         raise HTTPException(403, "API key not accepted")
+    if not allows(scopes, scope):
+        raise HTTPException(403, f"this API key may not do that (needs scope {scope!r}; "
+                            f"it has {', '.join(sorted(scopes))})")
 
 
 R = Annotated[aioredis.Redis, Depends(_redis)]
@@ -136,9 +152,11 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
 
     app = FastAPI(title="edge-relay origin", version="1", lifespan=lifespan,
                   description="Global view, device shadows and commands, edge discovery.")
-    app.state.api_keys = tuple(k.encode() for k in settings.api_keys)
+    app.state.api_keys = tuple((key.encode(), scopes) for key, scopes in
+                               map(parse_key, settings.api_keys))
     app.add_middleware(BodyLimits, max_bytes=MAX_BODY_BYTES, max_depth=MAX_JSON_DEPTH)
-    authed = [Depends(_auth)]
+    read, discover, mint, admin = ([_needs(s)] for s in ("read", "discover", "mint",
+                                                          "admin"))
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
@@ -163,7 +181,7 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
                 return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
-    @app.get("/metrics", tags=["ops"], dependencies=authed, response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["ops"], dependencies=read, response_class=PlainTextResponse)
     async def metrics(r: R, request: Request) -> PlainTextResponse:
         """Prometheus text: origin totals, lag histogram, backlog and pending per consumer."""
         stats = await origin_stats(r, settings)
@@ -172,19 +190,19 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
                                        workers.status() if workers is not None else None)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/v1/stats", tags=["ops"], dependencies=authed)
+    @app.get("/v1/stats", tags=["ops"], dependencies=read)
     async def stats(r: R) -> dict[str, Any]:
         """The origin's counters as JSON (what the demo summary reads)."""
         return await origin_stats(r, settings)
 
-    @app.get("/v1/forecast", tags=["ops"], dependencies=authed)
+    @app.get("/v1/forecast", tags=["ops"], dependencies=read)
     async def forecast(request: Request) -> dict[str, Any]:
         """Demand forecast per region: observed and forecast connections and messages/s,
         recommended and reactive edge replicas (see docs/deployment.md)."""
         svc: ForecastService = request.app.state.forecast
         return svc.as_dict()
 
-    @app.get("/v1/edges", tags=["discovery"], dependencies=authed)
+    @app.get("/v1/edges", tags=["discovery"], dependencies=discover)
     async def edges(r: R, lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
                     lon: Annotated[float | None, Query(ge=-180, le=180)] = None
                     ) -> dict[str, Any]:
@@ -194,7 +212,7 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
             raise HTTPException(422, "give both lat and lon, or neither")
         return {"edges": await edge_list(r, settings, lat, lon)}
 
-    @app.post("/v1/edges/{edge_id}/drain", tags=["discovery"], dependencies=authed,
+    @app.post("/v1/edges/{edge_id}/drain", tags=["discovery"], dependencies=admin,
               status_code=202)
     async def drain_edge(r: R, edge_id: Ident) -> dict[str, Any]:
         """Ask a live edge to drain (as on SIGTERM: clients handed to neighbours, room
@@ -205,7 +223,7 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
         await r.set(edge_keys.edge_control(edge_id), "drain", ex=60)
         return {"edge": edge_id, "requested": "drain"}
 
-    @app.get("/v1/rooms", tags=["rooms"], dependencies=authed)
+    @app.get("/v1/rooms", tags=["rooms"], dependencies=read)
     async def rooms(r: R, pattern: Annotated[str, Query(min_length=1, max_length=256)] = "*",
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """Running game rooms whose name matches ``pattern`` (``*`` wildcards), by name:
@@ -214,7 +232,7 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
         raw: Any = await r.hgetall(game_listings())
         return {"rooms": unpack_listings(raw, pattern, time.time())[:limit]}
 
-    @app.get("/v1/rooms/{room_id}", tags=["rooms"], dependencies=authed)
+    @app.get("/v1/rooms/{room_id}", tags=["rooms"], dependencies=read)
     async def room(r: R, room_id: Ident,
                    events: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
         """Latest snapshot, recent events and members of a room."""
@@ -223,7 +241,7 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
             raise HTTPException(404, f"room {room_id!r} unknown to the origin")
         return v
 
-    @app.get("/v1/devices/{device_id}", tags=["devices"], dependencies=authed)
+    @app.get("/v1/devices/{device_id}", tags=["devices"], dependencies=read)
     async def device(r: R, device_id: Ident,
                      minutes: Annotated[int, Query(ge=1, le=1440)] = 10) -> dict[str, Any]:
         """The device shadow, latest values, per-minute rollups and commands."""
@@ -232,7 +250,7 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
             raise HTTPException(404, f"device {device_id!r} unknown to the origin")
         return v
 
-    @app.put("/v1/devices/{device_id}/desired", tags=["devices"], dependencies=authed,
+    @app.put("/v1/devices/{device_id}/desired", tags=["devices"], dependencies=admin,
              status_code=202)
     async def desired(r: R, device_id: Ident, body: DesiredIn) -> dict[str, Any]:
         """Merge into the desired state; the change goes to the device as a ``desired``
@@ -248,7 +266,7 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
                                      "version": int(res[1])}, body.ttl)
         return {"desired_version": int(res[1]), "command": cmd}
 
-    @app.post("/v1/devices/{device_id}/commands", tags=["devices"], dependencies=authed,
+    @app.post("/v1/devices/{device_id}/commands", tags=["devices"], dependencies=admin,
               status_code=202)
     async def command(r: R, device_id: Ident, body: CommandIn) -> dict[str, Any]:
         """Send a command: pushed now if the device is online (status ``sent:EDGE``), else
@@ -256,13 +274,13 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
         return await enqueue_command(r, settings, device_id,
                                      {"name": body.name, "args": body.args}, body.ttl)
 
-    @app.get("/v1/alerts", tags=["devices"], dependencies=authed)
+    @app.get("/v1/alerts", tags=["devices"], dependencies=read)
     async def alerts(r: R, limit: Annotated[int, Query(ge=1, le=1000)] = 100
                      ) -> dict[str, Any]:
         """Recent alerts from all edges, newest first."""
         return {"alerts": await recent_alerts(r, settings, limit)}
 
-    @app.post("/v1/tokens", tags=["auth"], dependencies=authed, status_code=201)
+    @app.post("/v1/tokens", tags=["auth"], dependencies=mint, status_code=201)
     async def tokens(body: TokenIn) -> TokenOut:
         """Mint a token that edges accept (HS256 with the first EDGE_RELAY_SECRET key)."""
         secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]

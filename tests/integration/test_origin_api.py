@@ -18,10 +18,12 @@ from edge_node.local.redis_server import RedisServer
 from edge_node.uplink import Uplink, UplinkSettings, downlink_key
 from origin.api import create_app
 from origin.settings import OriginSettings
-from tests.helpers import origin_api
+from tests.helpers import origin_api, uid
 
 pytestmark = pytest.mark.timeout(60)
 KEY = "test-api-key"
+#: Scoped keys (origin/scopes.py).
+DISCOVER, READ, MINT = "game-client-key", "dashboard-key", "token-service-key"
 SECRET = b"api-test-secret"
 H = {"Authorization": f"Bearer {KEY}"}
 
@@ -30,7 +32,8 @@ H = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture(scope="module")
 def origin(server: RedisServer, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[OriginProcess]:
-    yield from origin_api(server.url, tmp_path_factory, f"other,{KEY}", SECRET)
+    yield from origin_api(server.url, tmp_path_factory,
+                          f"other,{KEY},{DISCOVER}:discover,{READ}:read,{MINT}:mint", SECRET)
 
 
 @pytest.fixture
@@ -95,6 +98,32 @@ async def test_auth_on_writes(http: httpx.AsyncClient) -> None:
     resp = await http.put("/v1/devices/d/desired", json={"state": {"a": 1}},
                           headers={"X-API-Key": "nope"})
     assert resp.status_code == 403
+
+
+@pytest.mark.parametrize(("key", "allowed"), [
+    (DISCOVER, {"edges"}),
+    (READ, {"edges", "stats", "alerts"}),
+    (MINT, {"tokens"}),
+    (KEY, {"edges", "stats", "alerts", "tokens", "desired"}),
+])
+async def test_a_key_only_does_what_its_scopes_allow(http: httpx.AsyncClient, key: str,
+                                                     allowed: set[str]) -> None:
+    h = {"X-API-Key": key}
+    calls = {
+        "edges": lambda: http.get("/v1/edges", headers=h),
+        "stats": lambda: http.get("/v1/stats", headers=h),
+        "alerts": lambda: http.get("/v1/alerts", headers=h),
+        "tokens": lambda: http.post("/v1/tokens", json={"subject": "svc"}, headers=h),
+        "desired": lambda: http.put(f"/v1/devices/{uid('scoped')}/desired",
+                                    json={"state": {"a": 1}}, headers=h),
+    }
+    for name, call in calls.items():
+        resp = await call()
+        if name in allowed:
+            assert resp.status_code in (200, 201, 202), (name, resp.text)
+        else:
+            assert resp.status_code == 403, (name, resp.text)
+            assert "may not do that" in resp.json()["detail"]
 
 
 async def test_openapi_served_and_matches(http: httpx.AsyncClient) -> None:
@@ -275,7 +304,8 @@ async def test_sdk_bootstraps_from_discovery(origin: OriginProcess, server: Redi
     edge_factory("ed-disc-far", "--position", "40.71,-74.0", redis_url=server.url)
     urls: list[str] = []
     for _ in range(50):  # both heartbeats land within a second or two
-        urls = await discover_edges(origin.http_url, KEY, position=(51.5, -0.12))
+        # The key a game ships: it may discover edges and nothing else.
+        urls = await discover_edges(origin.http_url, DISCOVER, position=(51.5, -0.12))
         if near.url in urls and len([u for u in urls if "127.0.0.1" in u]) >= 2:
             break
         await asyncio.sleep(0.1)
