@@ -4,9 +4,10 @@ Auth: every route except ``/healthz`` needs an API key from ``settings.api_keys`
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; none given -> 401, a wrong one ->
 403, and so is a key whose scopes do not allow the route (:mod:`origin.scopes`:
 ``discover`` for ``GET /v1/edges``, ``read`` for every GET, ``mint`` for tokens,
-``admin`` for drains, desired state and commands).  Bad bodies or parameters -> 422 with FastAPI's ``detail`` list (field path and
-message); a body over 64 KiB -> 413 (:mod:`origin.body_limits`).  Unknown
-rooms/devices -> 404.  The OpenAPI document is at ``/openapi.json``.
+``admin`` for drains, desired state and commands).  Bad bodies or parameters -> 422
+with FastAPI's ``detail`` list (field path and message); a body over 64 KiB -> 413
+(:mod:`origin.body_limits`).  Unknown rooms/devices -> 404.  The OpenAPI document is
+at ``/openapi.json``.
 """
 
 from __future__ import annotations
