@@ -329,3 +329,32 @@ async def test_failover_metrics_on_the_neighbour(edge_factory, token) -> None:
     finally:
         for x in (owner, watcher, c):
             await x.close()
+
+
+async def test_check_alive_notices_a_silent_link_at_once(edge_factory, token) -> None:
+    """An app back in the foreground: its socket looks open, nothing arrives, and the
+    keepalive is slow (here: off).  ``check_alive`` probes with a short deadline,
+    drops the dead link and the client resumes on a neighbour, nothing lost."""
+    e1, e2 = edge_factory("edge-ca1"), edge_factory("edge-ca2")
+    proxy = await FaultProxy("127.0.0.1", e1.port).start()
+    watcher = await connect(e2.url, token("watcher"))
+    c = await connect([proxy.url, e2.url], token("phone"), ping_interval=None,
+                      ping_timeout=None, backoff_base=0.05, connect_timeout=1.0)
+    try:
+        assert await c.check_alive(0.5)  # a live link answers
+        rec = Recorder()
+        await c.join("ca1", on_message=rec)
+        await watcher.join("ca1")
+        proxy.blackhole()  # the phone's network changed: the socket still "open"
+        for k in range(1, 4):
+            await watcher.publish("ca1", _P.pack(3, k))
+        t0 = time.monotonic()
+        assert not await c.check_alive(0.5)
+        assert time.monotonic() - t0 < 2.0  # the deadline, not a keepalive
+        await c.wait_connected(10)
+        assert c.edge_id == "edge-ca2" and await c.check_alive(1.0)
+        await _wait(lambda: rec.seen == [(3, k) for k in range(1, 4)], 10, "replay")
+    finally:
+        await proxy.stop()
+        await watcher.close()
+        await c.close()
