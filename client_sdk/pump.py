@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import ClientClosedError
+from .errors import ClientClosedError, EdgeRelayError
 from .protocol import Frame, History, HistoryPage, Message, Welcome
 from .protocol.connection import ClientConnection
 from .protocol.events import (
@@ -346,6 +346,49 @@ class ClientPump:
         if not self._connected.is_set():
             async with asyncio.timeout(timeout):
                 await self._connected.wait()
+
+    async def ping(self) -> float:
+        """Measure the round-trip time to the edge, in seconds (also kept in ``rtt``)."""
+        t = now()
+        stamp = self._core.send_ping(t, self.request_timeout)
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pings[stamp] = fut
+        try:
+            self._pump(t)
+            self.rtt = await fut
+        finally:
+            self._pings.pop(stamp, None)
+        return self.rtt
+
+    async def check_alive(self, timeout: float = 1.0) -> bool:
+        """Probe the edge now, with a short deadline: for an app back in the foreground,
+        whose socket may look open while nothing arrives (a mobile network changed, a
+        NAT forgot the flow), long before the keepalive would notice.
+
+        True if the edge answered a PING within ``timeout`` seconds.  Otherwise the
+        link is dropped at once and the client reconnects and resumes as after any
+        lost link (a neighbour first), and False is returned without waiting for
+        that: ``await client.wait_connected()`` does."""
+        link = self._link
+        if link is None or not self._connected.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self.ping(), timeout)
+            return True
+        except (TimeoutError, EdgeRelayError):
+            if link is self._link:
+                self._connected.clear()  # not connected from now on (wait_connected)
+                link.abort()  # the runner sees the link end and reconnects
+            return False
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until the client has a live connection (after a reconnect); raises
+        ``TimeoutError`` after ``timeout`` seconds, or the reason the client closed."""
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+        closed = self._core.closed
+        if closed is not None:
+            raise closed
 
     async def request(self, frame: Frame, *, timeout: float | None = None) -> Frame:
         """Send a request frame and return the edge's reply (JOINED, ACK, ...).
