@@ -220,6 +220,13 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     interval = 1.0 / cfg.rate
     pad = b"\x00" * max(0, cfg.payload_size - _HDR.size)
     progress = _Progress(cfg.duration)
+    from edge_node.local.machine_share import CpuShares
+
+    shares = CpuShares({
+        "edges": [e.pid for e in cluster.edges],
+        "redis": [cluster.redis.pid] if cluster.redis is not None else [],
+        "origin": [cluster.origin.pid] if cluster.origin is not None else []})
+    shares.start()
     start = time.perf_counter()
 
     async def publisher(p: _Player) -> None:
@@ -252,6 +259,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     async def ticker() -> None:
         while True:
             await asyncio.sleep(0.5)
+            shares.sample()  # an edge that exits (drained) counts up to here
             el = time.perf_counter() - start
             sent = sum(len(p.acked) for p in players)
             deliv = sum(len(p.received) for p in players)
@@ -293,6 +301,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         killed["t"] = time.perf_counter()
         kill_ns[0] = int(killed["t"] * 1e9)
         killed["edge"] = victim.edge_id
+        shares.sample()  # the victim's CPU until now still counts
         victim.kill()
         for a in arenas:
             a.event("kill", victim.edge_id)
@@ -321,6 +330,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         await asyncio.sleep(0.25)
     tick.cancel()
     progress.done()
+    machine = shares.stop()
     elapsed = time.perf_counter() - start
 
     rtts = sorted([await p.client.ping() for p in players[: min(10, len(players))]
@@ -418,6 +428,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         "origin": origin,
         "iot": iot,
         "game": game,
+        "machine": machine,
         "forecast": forecast,
         "edges": edges,
         "ok": lost == 0 and dups == 0 and iot.get("lost", 0) == 0

@@ -117,6 +117,7 @@ def render_summary(s: dict[str, Any]) -> str:
     g = s.get("game") or {}
     if g.get("bots"):
         lines += _game_lines(g)
+    lines += _machine_lines(s.get("machine") or {})
     fc = s.get("forecast") or {}
     if fc:
         lines += [
@@ -163,3 +164,20 @@ def _game_lines(g: dict[str, Any]) -> list[str]:
         f"differs from the owner's; {g['resyncs']} resyncs, {g['full_states']} full "
         "states sent)")
     return lines
+
+
+def _machine_lines(m: dict[str, Any]) -> list[str]:
+    """What share of the machine each part used, and what limited the figures."""
+    if not m:
+        return []
+    c = m["cores"]
+    line = (f"  machine                    {m['cpus']} CPUs, {m['busy_percent']:.0f} % busy: "
+            f"edges {c.get('edges', 0):.2f} cores, Redis {c.get('redis', 0):.2f}, origin "
+            f"{c.get('origin', 0):.2f}, this process (players, devices, bots) "
+            f"{c.get('load', 0):.2f}")
+    why = {"machine": "every core was busy: the latencies include waiting for a CPU, "
+                      "not only the relay's work",
+           "load generator": "this process used a whole core: its players sent and read "
+                             "late, so the latencies are partly its own"}.get(
+        m.get("bottleneck") or "")
+    return ["", line, *([f"  bottleneck                 {why}"] if why else [])]
