@@ -43,7 +43,7 @@ from bench import report
 from bench.errors import BenchError
 from bench.procstats import can_pin, pin_pid, sample
 from bench.validators import positive_float, positive_int
-from edge_node.local.scrape import bucket_quantile_ms, scrape_metrics
+from edge_node.local.scrape import bucket_quantile_ms, continuity_figures, scrape_metrics
 
 __all__ = ["register", "run_games", "ROWS"]
 
@@ -230,10 +230,6 @@ def _chaos_figures(p: dict[str, Any], outs: list[dict[str, Any]],
             for k, v in r.items():
                 mine[k] = max(mine[k], v)
     again = sorted(r["again_s"] for r in rooms.values())
-    zeros: list[dict[str, float]] = [{} for _ in scrapes]
-
-    def total(name: str) -> float:
-        return sum(m.get(name, 0.0) for m in scrapes)
     return {
         "rooms_hit": len(rooms),
         "ticked_again_p50_s": round(statistics.median(again), 3) if again else None,
@@ -247,16 +243,7 @@ def _chaos_figures(p: dict[str, Any], outs: list[dict[str, Any]],
         "ticks_rerun_max": int(max((r["rerun"] for r in rooms.values()), default=0.0)),
         "inputs_lost": sum(o.get("lost", 0) for o in outs),
         "inputs_twice": sum(o.get("twice", 0) for o in outs),
-        "restores": int(total("edge_game_restores_total")),
-        "restore_p50_ms": bucket_quantile_ms(zeros, scrapes, "edge_game_restore_seconds", 0.5),
-        "restore_p99_ms": bucket_quantile_ms(zeros, scrapes, "edge_game_restore_seconds",
-                                             0.99),
-        "replayed_entries": int(total("edge_game_replayed_entries_total")),
-        "moved_in": int(total("edge_game_moved_in_total")),
-        "snapshot_bytes": int(max((m.get("edge_game_last_snapshot_bytes", 0.0)
-                                   for m in scrapes), default=0.0)),
-        "capture_ms": round(1000 * max((m.get("edge_game_last_capture_seconds", 0.0)
-                                        for m in scrapes), default=0.0), 3),
+        **continuity_figures(scrapes),
     }
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from client_sdk import Client, GameRoom, connect
 from client_sdk.protocol import RoomList, RoomListing, mint_token
 from client_sdk.transport import TlsOptions
-from edge_node.local.scrape import bucket_quantile_ms
+from edge_node.local.scrape import bucket_quantile_ms, continuity_figures
 from edge_node.local.timeline import around
 
 __all__ = ["ArenaBots", "ARENA_HANDLER", "arena_metrics"]
@@ -219,12 +219,5 @@ def arena_metrics(scrapes: list[dict[str, float]]) -> dict[str, Any]:
         "patch_bytes": int(pbytes),
         "full_state_bytes": int(fbytes),
         "bandwidth_saving": round(fbytes / pbytes, 1) if pbytes else None,
-        "snapshots": int(total("edge_game_snapshots_total")),
-        "snapshot_bytes": int(max((m.get("edge_game_last_snapshot_bytes", 0.0)
-                                   for m in scrapes), default=0.0)),
-        "restores": int(total("edge_game_restores_total")),
-        "restore_ms": round(1000 * max((m.get("edge_game_last_restore_seconds", 0.0)
-                                        for m in scrapes), default=0.0), 1),
-        "replayed_entries": int(total("edge_game_replayed_entries_total")),
-        "moved_in": int(total("edge_game_moved_in_total")),
+        **continuity_figures(scrapes),
     }

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import urllib.request
+from typing import Any
 
-__all__ = ["scrape_metrics", "bucket_quantile_ms"]
+__all__ = ["scrape_metrics", "bucket_quantile_ms", "continuity_figures"]
 
 
 def scrape_metrics(http_url: str, timeout: float = 2.0) -> dict[str, float]:
@@ -45,3 +46,29 @@ def bucket_quantile_ms(before: list[dict[str, float]], after: list[dict[str, flo
         if buckets[le] >= q * total:
             return round(le * 1000, 3)
     return None
+
+
+def continuity_figures(scrapes: list[dict[str, float]]) -> dict[str, Any]:
+    """Game-room continuity figures over the edges of ``scrapes`` (parsed ``/metrics``
+    of the edges still running, counted since they started): snapshots stored, the
+    last one's size and capture time, restores (count, the last one's time, p50/p99
+    bucket bounds), entries replayed, rooms moved in live from a drain's snapshot."""
+    def total(name: str) -> float:
+        return sum(m.get(name, 0.0) for m in scrapes)
+
+    def largest(name: str) -> float:
+        return max((m.get(name, 0.0) for m in scrapes), default=0.0)
+    since_start: list[dict[str, float]] = [{} for _ in scrapes]
+    return {
+        "snapshots": int(total("edge_game_snapshots_total")),
+        "snapshot_bytes": int(largest("edge_game_last_snapshot_bytes")),
+        "capture_ms": round(1000 * largest("edge_game_last_capture_seconds"), 3),
+        "restores": int(total("edge_game_restores_total")),
+        "restore_ms": round(1000 * largest("edge_game_last_restore_seconds"), 1),
+        "restore_p50_ms": bucket_quantile_ms(since_start, scrapes,
+                                             "edge_game_restore_seconds", 0.5),
+        "restore_p99_ms": bucket_quantile_ms(since_start, scrapes,
+                                             "edge_game_restore_seconds", 0.99),
+        "replayed_entries": int(total("edge_game_replayed_entries_total")),
+        "moved_in": int(total("edge_game_moved_in_total")),
+    }
