@@ -17,6 +17,7 @@ from .errors import (
     UnknownMessageType,
     UnsupportedVersion,
 )
+from .function_frames import Rpc, RpcResult, pack_value, unpack_value
 from .limits import DEFAULT_LIMITS, PROTOCOL_VERSION, Limits
 from .messages import (
     JOIN_NO_ECHO,
@@ -113,6 +114,10 @@ __all__ = [
     "RoomList",
     "RoomListing",
     "pack_input",
+    "pack_value",
+    "unpack_value",
+    "Rpc",
+    "RpcResult",
     "unpack_input",
     "Telemetry",
     "TelemetryAck",

@@ -22,6 +22,7 @@ from .fields import arity as _arity
 from .fields import str_map as _map
 from .fields import string as _str
 from .fields import uint as _uint
+from .function_frames import FUNCTION_ENCODERS, FUNCTION_PARSERS
 from .limits import DEFAULT_LIMITS, Limits
 from .messages import (
     Ack,
@@ -188,11 +189,15 @@ def encode(frame: Frame) -> bytes:
         assert isinstance(frame, ShadowDelta)
         body = [26, frame.version, frame.desired_version, frame.delta, frame.command_id]
     else:
-        room_encoder = ROOM_ENCODERS.get(t)
-        if room_encoder is None:
+        table_encoder = _TABLE_ENCODERS.get(t)
+        if table_encoder is None:
             raise TypeError(f"not a protocol frame: {t.__name__}")
-        body = room_encoder(frame)
+        body = table_encoder(frame)
     return _packb(body)
+
+
+#: Frames encoded from the tables of their own modules (room and function frames).
+_TABLE_ENCODERS: dict[type[Any], Any] = {**ROOM_ENCODERS, **FUNCTION_ENCODERS}
 
 
 class Decoder:
@@ -281,11 +286,11 @@ class Decoder:
 
 
 #: Client frames that carry a request id in their second element.
-_REQUESTS = frozenset({3, 5, 6, 11, 25, 31, 33})
+_REQUESTS = frozenset({3, 5, 6, 11, 25, 31, 33, 35})
 
 
 def _request_id(obj: list[Any]) -> int:
-    """Request id of a JOIN/LEAVE/PUBLISH/PRESENCE_LIST/REPORT_STATE array, else 0."""
+    """Request id of a client request array (JOIN, LEAVE, PUBLISH, RPC, ...), else 0."""
     if (len(obj) > 1 and type(obj[0]) is int and obj[0] in _REQUESTS
             and type(obj[1]) is int and 0 < obj[1] <= _UINT64_MAX):
         return int(obj[1])
@@ -531,6 +536,7 @@ _PARSERS: dict[int, Any] = {
     25: _p_report_state,
     26: _p_shadow_delta,
     **ROOM_PARSERS,
+    **FUNCTION_PARSERS,
 }
 
 _DEFAULT_DECODER = Decoder()

@@ -46,6 +46,12 @@ class ErrorCode(enum.IntEnum):
     HANDSHAKE_TIMEOUT = 4006
     ROOM_FAILED = 4007
     MESSAGE_TIMEOUT = 4008
+    #: A function (RPC) did not return within its time limit (its effects are unknown).
+    FUNCTION_TIMEOUT = 4009
+    #: Too many function calls in flight (on the edge or from this client): retry later.
+    FUNCTION_BUSY = 4010
+    #: A function raised an unexpected exception (the edge's log has the traceback).
+    FUNCTION_FAILED = 4011
     # 4100-4199: this edge is going away, go to a neighbour.
     SHUTTING_DOWN = 4100
     HANDOFF = 4101
@@ -63,6 +69,8 @@ class ErrorCode(enum.IntEnum):
     TOO_MANY_ROOMS = 4407
     STALE_VERSION = 4408
     FRAME_TOO_LARGE = 4413
+    #: No function of that name on this edge.
+    UNKNOWN_FUNCTION = 4414
 
 
 def retry_for(code: int) -> Retry:

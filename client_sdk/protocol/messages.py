@@ -18,6 +18,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from .function_frames import Rpc, RpcResult
 from .room_frames import (
     History,
     HistoryPage,
@@ -101,6 +102,8 @@ class MessageType(enum.IntEnum):
     ROOM_LISTING = 32
     HISTORY = 33
     HISTORY_PAGE = 34
+    RPC = 35
+    RPC_RESULT = 36
 
 
 #: JOIN flag: deliver presence join/leave events for this room.
@@ -467,4 +470,6 @@ Frame = (
     | RoomListing
     | History
     | HistoryPage
+    | Rpc
+    | RpcResult
 )

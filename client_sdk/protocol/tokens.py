@@ -9,6 +9,8 @@ Claims:
 ``metrics`` (kind ``device``) telemetry the device may send: a map
           ``metric -> [min, max]`` (declared range; ``null`` for an open end);
           absent = any metric, any finite value
+``rpc``   patterns of the function names the holder may call (absent = none)
+``info``  a JSON object the application puts in the token; functions see it
 ``exp``   expiry, Unix seconds, required
 ``iat``   issue time, Unix seconds (informational)
 
@@ -26,8 +28,9 @@ import hmac
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from .errors import TokenError, TokenExpired
 
@@ -48,6 +51,10 @@ class Claims:
     expires_at: float
     #: Allowed metrics with their declared ranges ``(name, lo, hi)``; None = any.
     metrics: tuple[tuple[str, float, float], ...] | None = None
+    #: Patterns of the functions (RPC names) the holder may call; empty = none.
+    rpc: tuple[str, ...] = ()
+    #: The token's ``info`` object (application data for functions); None = absent.
+    info: dict[str, Any] | None = field(default=None, compare=False)
 
     def may_join(self, room: str) -> bool:
         """True when ``room`` matches one of the ``rooms`` patterns."""
@@ -56,6 +63,10 @@ class Claims:
     def may_publish(self, room: str) -> bool:
         """True when ``room`` matches one of the ``pub`` patterns."""
         return room_allowed(self.publish, room)
+
+    def may_call(self, function: str) -> bool:
+        """True when function ``function`` matches one of the ``rpc`` patterns."""
+        return room_allowed(self.rpc, function)
 
 
 def _b64e(raw: bytes) -> str:
@@ -80,13 +91,16 @@ def mint_token(
     *,
     publish: tuple[str, ...] | list[str] | None = None,
     metrics: dict[str, tuple[float | None, float | None]] | None = None,
+    rpc: tuple[str, ...] | list[str] | None = None,
+    info: dict[str, Any] | None = None,
     now: float,
     ttl: float = 3600.0,
 ) -> str:
     """Return a signed token for ``subject`` valid for ``ttl`` seconds after ``now``.
 
     ``metrics`` (devices): allowed metric names with their declared ``(min, max)``
-    range (``None`` for an open end)."""
+    range (``None`` for an open end).  ``rpc``: patterns of the functions the holder
+    may call; ``info``: a JSON object handed to functions with the claims."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     if not subject:
@@ -102,6 +116,10 @@ def mint_token(
         claims["pub"] = list(publish)
     if metrics is not None:
         claims["metrics"] = {k: [lo, hi] for k, (lo, hi) in metrics.items()}
+    if rpc is not None:
+        claims["rpc"] = list(rpc)
+    if info is not None:
+        claims["info"] = info
     head = _b64e(json.dumps(_HEADER, separators=(",", ":")).encode())
     body = _b64e(json.dumps(claims, separators=(",", ":")).encode())
     signing_input = f"{head}.{body}".encode("ascii")
@@ -157,7 +175,11 @@ def verify_token(token: str, secrets: list[bytes] | tuple[bytes, ...], *, now: f
     pub = _str_list(claims["pub"], "pub") if "pub" in claims else rooms
     assert isinstance(kind, str)
     metrics = _metrics(claims["metrics"]) if "metrics" in claims else None
-    return Claims(sub, kind, rooms, pub, float(exp), metrics)
+    rpc = _str_list(claims.get("rpc", []), "rpc")
+    info = claims.get("info")
+    if info is not None and not isinstance(info, dict):
+        raise TokenError("claim 'info' must be a JSON object")
+    return Claims(sub, kind, rooms, pub, float(exp), metrics, rpc, info)
 
 
 def _bound(v: object, default: float) -> float:

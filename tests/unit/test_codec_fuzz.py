@@ -59,6 +59,8 @@ from client_sdk.protocol.messages import (
     RoomPatch,
     RoomResync,
     RoomStateFrame,
+    Rpc,
+    RpcResult,
     ShadowDelta,
     Telemetry,
     TelemetryAck,
@@ -203,6 +205,8 @@ FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
     MessageType.HISTORY_PAGE: st.builds(HistoryPage, uint64, room, st.lists(
         st.tuples(uint64, uint64, text, payload, uint64), max_size=5).map(tuple),
         st.booleans(), st.booleans()),
+    MessageType.RPC: st.builds(Rpc, uint64, st.text(_chars, min_size=1, max_size=40), payload),
+    MessageType.RPC_RESULT: st.builds(RpcResult, uint64, text, payload),
 }
 any_frame = st.one_of(*FRAME_STRATEGIES.values())
 
@@ -211,7 +215,7 @@ _FRAME_CLASSES = (
     PresenceList, PresenceMembers, Ping, Pong, Error, Resume, Resumed, Handoff, Neighbours,
     Telemetry, TelemetryAck, TelemetryError, Command, CommandAck, ReportState, ShadowDelta,
     RoomStateFrame, RoomPatch, RoomEvent, RoomResync, RoomList, RoomListing, History,
-    HistoryPage,
+    HistoryPage, Rpc, RpcResult,
 )
 
 
@@ -443,6 +447,8 @@ _FIELDS: dict[MessageType, list[str]] = {
     MessageType.ROOM_LISTING: ["uint", "maps"],
     MessageType.HISTORY: ["uint", "room", "uint", "uint", "uint"],
     MessageType.HISTORY_PAGE: ["uint", "room", "items", "bool", "bool"],
+    MessageType.RPC: ["uint", "str", "bin"],
+    MessageType.RPC_RESULT: ["uint", "str", "bin"],
 }
 # Fields that may be left out at the end of the array.
 _OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 2, MessageType.PUBLISH: 2,

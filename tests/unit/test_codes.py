@@ -26,6 +26,10 @@ EXPECTED: dict[ErrorCode, Retry] = {
     # A message trickled past message_timeout: a slow link, or a client bug; a fresh
     # connection may do better.
     ErrorCode.MESSAGE_TIMEOUT: Retry.RECONNECT,
+    # A function timed out, was too busy or crashed: the call may succeed later.
+    ErrorCode.FUNCTION_TIMEOUT: Retry.RECONNECT,
+    ErrorCode.FUNCTION_BUSY: Retry.RECONNECT,
+    ErrorCode.FUNCTION_FAILED: Retry.RECONNECT,
     # Drain: the edge closes the connections that did not move with 4100; a
     # client that moved (HANDOFF, make before break) closes the old one with 4101.
     ErrorCode.SHUTTING_DOWN: Retry.RECONNECT_ELSEWHERE,
@@ -47,6 +51,8 @@ EXPECTED: dict[ErrorCode, Retry] = {
     # A game room refused the join (full, or its handler said no) or an input.
     ErrorCode.JOIN_REFUSED: Retry.NEVER,
     ErrorCode.INPUT_REJECTED: Retry.NEVER,
+    # No function of that name: calling it again will not help.
+    ErrorCode.UNKNOWN_FUNCTION: Retry.NEVER,
 }
 
 _RANGES = {

@@ -55,6 +55,8 @@ from client_sdk.protocol import (
     RoomPatch,
     RoomResync,
     RoomStateFrame,
+    Rpc,
+    RpcResult,
     ShadowDelta,
     Telemetry,
     TelemetryAck,
@@ -64,6 +66,7 @@ from client_sdk.protocol import (
     encode,
     encode_message,
     pack_input,
+    pack_value,
 )
 from client_sdk.protocol import errors as protocol_errors
 from client_sdk.protocol.state_sync import DELETE, encode_patch, encode_state, encode_value
@@ -197,6 +200,10 @@ FRAMES: dict[str, Frame] = {
     "history": History(11, "lobby", 3, 40, 2),
     "history-page": HistoryPage(11, "lobby", ((3, 41, "s-1f2e", b"hi", 9001),
                                               (3, 42, "s-9a", b"yo", 0)), True, False),
+    # Functions (docs/functions.md): a call and its two kinds of answer.
+    "rpc": Rpc(12, "leaderboard.top", pack_value({"n": 3})),
+    "rpc-result": RpcResult(12, "", pack_value([["ada", 7], ["bo", 5]])),
+    "rpc-result-error": RpcResult(13, "no_such_player", pack_value({"player": "zed"})),
 }
 
 
