@@ -2,7 +2,10 @@
 
 Commands (each has ``--help``): ``worker``, ``api``, ``run`` (N workers + the API,
 one process group; Ctrl-C/SIGTERM stops all), ``stats`` (JSON of the origin's
-counters).  Settings: flags, or ``REDIS_URL``, ``ORIGIN_SHARDS``, ``ORIGIN_API_KEYS``.
+counters).  Settings: flags, or ``REDIS_URL``, ``ORIGIN_SHARDS``, ``ORIGIN_API_KEYS``;
+origin functions and webhooks: ``--functions``/``ORIGIN_FUNCTIONS``,
+``--webhook``/``ORIGIN_WEBHOOKS``, ``--webhook-secret``/``ORIGIN_WEBHOOK_SECRET``
+(:mod:`origin.hooks.cli`).
 """
 
 from __future__ import annotations
@@ -108,9 +111,11 @@ async def _watch_parent(parent: int, stop: asyncio.Event, every: float = 0.5) ->
 def cmd_worker(a: argparse.Namespace) -> int:
     """Run one worker until SIGINT/SIGTERM (on uvloop when it is installed)."""
     from edge_node.runtime.gc_tuning import tune_gc
+    from origin.hooks.cli import hook_config_from_args
     from origin.worker import Worker
 
     s = settings_from_args(a)
+    hooks = hook_config_from_args(a)  # a bad --functions/--webhook stops here
     require_redis(s.redis_url)
     with contextlib.suppress(ImportError):  # uvloop is a dependency on Linux/macOS
         import uvloop
@@ -126,7 +131,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         watch = asyncio.create_task(_watch_parent(parent, stop)) if parent else None
-        await Worker(s, a.consumer).run(stop)
+        await Worker(s, a.consumer, hooks).run(stop)
         if watch is not None:
             watch.cancel()
 
@@ -155,16 +160,19 @@ def cmd_api(a: argparse.Namespace, workers: WorkerSupervisor | None = None) -> i
 def cmd_run(a: argparse.Namespace) -> int:
     """N worker processes plus the API in this process; a worker that exits is
     restarted (:mod:`origin.supervise`); stopping this stops them."""
+    from origin.hooks.cli import hook_config_from_args, worker_hook_args
     from origin.supervise import WorkerSupervisor
 
+    hook_config_from_args(a)  # once, before any child starts: one line if it is bad
     require_redis(settings_from_args(a).redis_url)  # once, before any child starts
+    hook_args, hook_env = worker_hook_args(a)
     base = [sys.executable, "-m", "origin", "worker", "--redis-url", a.redis_url,
-            "--shards", str(a.shards)]
+            "--shards", str(a.shards), *hook_args]
     prefix = a.consumer_prefix or f"w{os.getpid()}"
     # SIGTERM before the API's server has its own handler (starting up) must still
     # reach the ``finally`` below; a SIGKILL cannot, so each worker also watches us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    env = {**os.environ, _PARENT_ENV: str(os.getpid())}
+    env = {**os.environ, **hook_env, _PARENT_ENV: str(os.getpid())}
     workers = WorkerSupervisor([[*base, "--consumer", f"{prefix}-{i}"]
                                 for i in range(a.workers)], env)
     try:
@@ -195,12 +203,15 @@ def cmd_stats(a: argparse.Namespace) -> int:
 
 def build_parser(prog: str = "python -m origin") -> argparse.ArgumentParser:
     """The ``python -m origin`` parser (``prog``: how the usage line names it)."""
+    from origin.hooks.cli import add_hook_args
+
     p = argparse.ArgumentParser(prog=prog, description="edge-relay origin: "
                                 "uplink workers, HTTP API (see docs/origin.md)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     pw = sub.add_parser("worker", help="run one uplink worker (consumer group member)")
     _common(pw)
     _worker_args(pw)
+    add_hook_args(pw)
     pw.add_argument("--consumer", required=True, help="consumer name, unique per worker")
     pw.set_defaults(func=cmd_worker)
     for name, helptext in (("api", "serve the HTTP API"),
@@ -214,6 +225,7 @@ def build_parser(prog: str = "python -m origin") -> argparse.ArgumentParser:
             pa.add_argument("--workers", type=int, default=2, help="worker processes")
             pa.add_argument("--consumer-prefix", default="",
                             help="consumer names are PREFIX-0..N-1 (default w<pid>)")
+            add_hook_args(pa)
             pa.set_defaults(func=cmd_run)
         else:
             pa.set_defaults(func=cmd_api)
@@ -241,13 +253,16 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m origin") -> in
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from origin.forecast import ForecastSettingsError
+    from origin.functions.loader import FunctionSpecError
+    from origin.webhooks.config import WebhookSpecError
 
     name = "origin" if prog == "python -m origin" else prog
     try:
         return int(a.func(a))
     except KeyboardInterrupt:
         return 130
-    except (UsageError, ForecastSettingsError, ShardCountMismatch, RedisURLError) as exc:
+    except (UsageError, ForecastSettingsError, ShardCountMismatch, RedisURLError,
+            FunctionSpecError, WebhookSpecError) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -35,6 +35,7 @@ from origin.downlink import enqueue_command
 from origin.effects import to_json
 from origin.forecast import ForecastSettings
 from origin.forecast_service import ForecastService
+from origin.hooks.stats import read_hook_stats
 from origin.keys import ShardKeys
 from origin.metrics import render_metrics
 from origin.scopes import allows, parse_key
@@ -184,11 +185,14 @@ def create_app(settings: OriginSettings, workers: WorkerSupervisor | None = None
 
     @app.get("/metrics", tags=["ops"], dependencies=read, response_class=PlainTextResponse)
     async def metrics(r: R, request: Request) -> PlainTextResponse:
-        """Prometheus text: origin totals, lag histogram, backlog and pending per consumer."""
+        """Prometheus text: origin totals, lag histogram, backlog and pending per consumer,
+        origin functions and webhooks (docs/webhooks.md)."""
         stats = await origin_stats(r, settings)
+        hooks = await read_hook_stats(r, settings.shards)
         recs = request.app.state.forecast.latest()
         body = await asyncio.to_thread(render_metrics, stats, recs,
-                                       workers.status() if workers is not None else None)
+                                       workers.status() if workers is not None else None,
+                                       hooks)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/stats", tags=["ops"], dependencies=read)

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 
 from edge_node.contract import WireError, unpack_batch
 from origin.effects import EffectSettings, compile_entry, to_json
+from origin.hooks.record import attach_hook, hook_op
 from origin.keys import GROUP, ShardKeys
 
 __all__ = ["APPLY_LUA", "Applier", "Prepared"]
@@ -179,11 +180,20 @@ class Prepared:
 
 
 class Applier:
-    """Prepares and applies batches of one origin (shared by all shards)."""
+    """Prepares and applies batches of one origin (shared by all shards).
 
-    def __init__(self, cfg: EffectSettings, seen_ttl_ms: int = 24 * 3600 * 1000) -> None:
+    ``hook_kinds``: entries of these kinds (``*``: all) are also queued, by the same
+    script call, on the shard's hooks stream (capped near ``hooks_maxlen``) for origin
+    functions and webhooks (:mod:`origin.hooks.record`)."""
+
+    def __init__(self, cfg: EffectSettings, seen_ttl_ms: int = 24 * 3600 * 1000,
+                 hook_kinds: frozenset[str] = frozenset(), hooks_maxlen: int = 100_000
+                 ) -> None:
         self.cfg = cfg
         self.seen_ttl_ms = seen_ttl_ms
+        self.hook_kinds = hook_kinds
+        self.hook_all = "*" in hook_kinds
+        self.hooks_maxlen = hooks_maxlen
         self.sha = ""
 
     async def load(self, r: aioredis.Redis) -> None:
@@ -205,6 +215,8 @@ class Applier:
         out: list[list[Any]] = []
         for e in entries:
             ops = compile_entry(k, edge, e, self.cfg)
+            if ops and (self.hook_all or e.kind in self.hook_kinds):
+                attach_hook(ops, hook_op(shard, self.hooks_maxlen, edge, e))
             dead = "" if ops else to_json({"edge": edge, "seq": e.seq, "kind": e.kind,
                                            "key": e.key, "body": e.body})
             out.append([e.seq, e.ts_ms, e.kind, ops, dead])

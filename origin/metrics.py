@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from origin.effects import bucket_ms
 from origin.forecast import Recommendation
+from origin.hooks.stats import HookCollector
 from origin.supervise import WorkerStatus
 
 __all__ = ["render_metrics"]
@@ -126,14 +127,18 @@ class _Workers(Collector):
 
 def render_metrics(stats: dict[str, Any],
                    forecast: Sequence[Recommendation] | None = None,
-                   workers: WorkerStatus | None = None) -> bytes:
+                   workers: WorkerStatus | None = None,
+                   hooks: dict[str, Any] | None = None) -> bytes:
     """Prometheus text for :func:`origin.view.origin_stats` output, the latest
-    forecast recommendations and (``origin run``) its workers (blocking: run in a
-    thread)."""
+    forecast recommendations, (``origin run``) its workers and the origin functions'
+    and webhooks' counters (:func:`origin.hooks.stats.read_hook_stats`) (blocking:
+    run in a thread)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(_Stats(stats))
     if forecast is not None:
         reg.register(_Forecast(forecast))
     if workers is not None:
         reg.register(_Workers(workers))
+    if hooks is not None:
+        reg.register(HookCollector(hooks))
     return generate_latest(reg)

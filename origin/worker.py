@@ -27,6 +27,7 @@ from edge_node.redis_io import conn as redis_conn
 from origin.apply import Applier, Prepared
 from origin.downlink import deliver_pending
 from origin.effects import EffectSettings
+from origin.hooks.setup import HookConfig, build_runner
 from origin.keys import GROUP, ShardKeys
 from origin.settings import OriginSettings
 
@@ -36,14 +37,20 @@ log = logging.getLogger("origin.worker")
 
 
 class Worker:
-    """Run with ``await worker.run(stop_event)``; returns after ``stop_event`` is set."""
+    """Run with ``await worker.run(stop_event)``; returns after ``stop_event`` is set.
 
-    def __init__(self, settings: OriginSettings, consumer: str) -> None:
+    ``hooks``: origin functions and webhooks; with any, the apply step queues the
+    events of their kinds and a :class:`~origin.hooks.runner.HookRunner` (consumer
+    ``consumer`` of group ``hooks``) runs next to the apply loop."""
+
+    def __init__(self, settings: OriginSettings, consumer: str,
+                 hooks: HookConfig | None = None) -> None:
         self.s = settings
         self.consumer = consumer
+        hooks = hooks or HookConfig()
         self.applier = Applier(EffectSettings(settings.events_keep, settings.alerts_keep,
                                               settings.dead_keep, settings.rollup_ttl_ms),
-                               settings.seen_ttl_ms)
+                               settings.seen_ttl_ms, hooks.kinds(), hooks.settings.maxlen)
         self.streams = {ShardKeys(i).stream: i for i in range(settings.shards)}
         self.applied = self.duplicates = self.dead = 0
         self.claimed = self.trimmed = self.batches = self.errors = 0
@@ -53,6 +60,8 @@ class Worker:
         # On a Redis Cluster each uplink stream is in its own slot: one XREADGROUP per
         # stream (a multi-stream read would be refused with CROSSSLOT).
         self.cluster = redis_conn.is_cluster(settings.redis_url)
+        self.hooks = (build_runner(hooks, self.r, self.rb, settings.shards, consumer)
+                      if hooks else None)
 
     async def setup(self) -> None:
         """Create the consumer groups (idempotent), load the script, record the shard count."""
@@ -64,6 +73,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; Redis errors are logged and retried."""
+        hooks = (asyncio.ensure_future(self.hooks.run(stop)) if self.hooks is not None
+                 else None)
         try:
             while not stop.is_set():
                 try:
@@ -76,6 +87,10 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.5)
         finally:
+            if hooks is not None:
+                if not stop.is_set():  # cancelled: stop the runner too
+                    hooks.cancel()
+                await asyncio.gather(hooks, return_exceptions=True)
             await self.r.aclose()
             await self.rb.aclose()
 
