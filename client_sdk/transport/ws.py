@@ -127,14 +127,14 @@ class WsLink(asyncio.Protocol):
         hostport = parts.netloc.rpartition("@")[2]
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         key = make_key()
+        # Before connecting: an unreadable CA file is its own error, not a handshake's.
+        ctx = client_context(tls or TlsOptions()) if secure else None
         loop = asyncio.get_running_loop()
         link = cls(url, key, max_size, max_queue)
         try:
             async with asyncio.timeout(connect_timeout):
                 try:
-                    await loop.create_connection(
-                        lambda: link, host, port,
-                        ssl=client_context(tls or TlsOptions()) if secure else None)
+                    await loop.create_connection(lambda: link, host, port, ssl=ctx)
                 except ssl.SSLCertVerificationError as exc:
                     raise TlsVerifyError(url, exc.verify_message or exc.reason or str(exc)
                                          ) from exc
