@@ -49,6 +49,10 @@ def _common(sub: argparse.ArgumentParser, default_procs: int | None) -> None:
         "websockets' defaults: compression on, asyncio loop) and nats (the NATS server, Go, "
         "over WebSocket: a compiled broker side by side) (default: both)",
     )
+    g.add_argument("--tls", action="store_true",
+                   help="measure what TLS costs: run the edge with and without TLS on its "
+                   "WebSocket port (targets edge and edge-tls, wss:// with a throw-away "
+                   "certificate), alternately, and report edge-tls/edge (--target is ignored)")
     g.add_argument("--runs", type=_positive_int, default=1,
                    help="runs per target; the report shows the median of each figure (default: 1)")
     procs_help = "load-generator processes" + (
@@ -233,6 +237,8 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace, procs: int) -> RunOptions:
     targets = {"both": ("baseline", "edge"), "all": TARGETS}.get(args.target, (args.target,))
+    if args.tls:
+        targets = ("edge", "edge-tls")
     return RunOptions(
         targets=targets,
         runs=args.runs,
@@ -294,6 +300,9 @@ def _cmd_fanout(args: argparse.Namespace) -> int:
     if args.transport != "ws" and args.receiver == "lean":
         raise BenchError("--receiver lean speaks WebSocket only: use --receiver sdk with "
                          f"--transport {args.transport}")
+    if args.tls and args.transport != "ws":
+        raise BenchError("--tls compares wss:// with ws://: QUIC always runs TLS 1.3 "
+                         "(compare QUIC with WebSocket in `bench transports`)")
     options = _options(args, args.procs)
     if args.transport != "ws":
         if args.target == "both":

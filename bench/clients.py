@@ -175,17 +175,22 @@ def _token(spec: TargetSpec, subject: str) -> str:
 TRANSPORTS = ("ws", "quic-stream", "quic-datagram")
 
 
+def _tls(spec: TargetSpec) -> Any:
+    """The SDK's TLS options for ``spec`` (its CA file: the target's throw-away cert)."""
+    from client_sdk.transport import TlsOptions
+
+    return TlsOptions(ca_file=spec.ca_file or None)
+
+
 async def _sdk_open(spec: TargetSpec, name: str, transport: str = "ws") -> _SdkClient:
-    if transport == "ws":
+    if transport == "ws":  # ws:// or, for edge-tls, wss://
         client = await _sdk().connect([spec.url], _token(spec, name), name=name,
-                                      reconnect=False)
+                                      reconnect=False, tls=_tls(spec))
     else:
         if not spec.quic_url:
             raise RuntimeError(f"{transport}: the target was started without QUIC")
-        from client_sdk.transport import TlsOptions
-
         client = await _sdk().connect([spec.quic_url], _token(spec, name), name=name,
-                                      reconnect=False, tls=TlsOptions(ca_file=spec.ca_file))
+                                      reconnect=False, tls=_tls(spec))
     return _SdkClient(client, spec.room, reliable=transport != "quic-datagram")
 
 
@@ -237,9 +242,11 @@ async def open_subscriber(spec: TargetSpec, name: str, on_payload: OnPayload,
         return await _nats_open(spec, on_payload, subscribe=True)
     if receiver == "lean":
         from bench.lean_client import open_lean
+        from client_sdk.transport import client_context
 
+        ctx = client_context(_tls(spec)) if spec.url.startswith("wss:") else None
         proto = await open_lean(spec.url, _token(spec, name), name, spec.room,
-                                _sdk_callback(on_payload))
+                                _sdk_callback(on_payload), ssl_context=ctx)
         return _LeanConnection(proto)
     sdk_client = await _sdk_open(spec, name, transport)
     await sdk_client.client.join(spec.room, on_message=_sdk_callback(on_payload))

@@ -14,6 +14,7 @@ SDK's own figure is measured separately (``python -m bench recv-path``).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -189,12 +190,16 @@ class LeanSubscriber(asyncio.Protocol):
 
 
 async def open_lean(url: str, token: str, name: str, room: str,
-                    on_message: Callable[[Message], None]) -> LeanSubscriber:
-    """Connect a :class:`LeanSubscriber` to ``url`` and join ``room``."""
+                    on_message: Callable[[Message], None],
+                    ssl_context: ssl.SSLContext | None = None) -> LeanSubscriber:
+    """Connect a :class:`LeanSubscriber` to ``url`` and join ``room`` (over TLS with
+    ``ssl_context``, for ``wss://``)."""
     u = urlsplit(url)
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(lambda: LeanSubscriber(on_message),
-                                            u.hostname or "127.0.0.1", u.port or 80)
+                                            u.hostname or "127.0.0.1",
+                                            u.port or (443 if ssl_context else 80),
+                                            ssl=ssl_context)
     try:
         await proto.open(url, token, name, room)
     except BaseException:

@@ -131,10 +131,11 @@ def run_all(
         "ratios": {},
         "warnings": warnings,
     }
-    for other in ("baseline", "baseline-default", "edge-local", "nats"):
-        if "edge" in targets and other in targets:
-            edge, base = targets["edge"]["median"], targets[other]["median"]
-            doc["ratios"][f"edge/{other}"] = {
+    pairs = [("edge", o) for o in ("baseline", "baseline-default", "edge-local", "nats")]
+    for mine, other in [*pairs, ("edge-tls", "edge")]:  # edge-tls/edge: what TLS costs
+        if mine in targets and other in targets:
+            edge, base = targets[mine]["median"], targets[other]["median"]
+            doc["ratios"][f"{mine}/{other}"] = {
                 fig: report.ratio(edge.get(fig), base.get(fig)) for fig in ratio_figures
             }
     return doc

@@ -102,9 +102,30 @@ def start_target(kind: str, edge_args: tuple[str, ...] = (), quic: bool = False)
         return _start_edge(edge_args=edge_args, quic=quic)
     if kind == "edge-local":
         return _start_edge(with_redis=False, edge_args=edge_args, quic=quic)
+    if kind == "edge-tls":  # bench.tls_target: brought in by --tls, not in TARGETS
+        return _start_edge(edge_args=edge_args, tls=True)
     if kind == "nats":
         return _start_nats()
     raise BenchError(f"unknown target {kind!r} (choose from {', '.join(TARGETS)})")
+
+
+def _spawn_tls(target: RunningTarget, redis: _RedisHandle | None, edge_args: tuple[str, ...],
+               env: dict[str, str], log_path: str) -> RunningTarget:
+    from bench.tls_target import spawn_tls_edge
+
+    cert_dir = tempfile.mkdtemp(prefix="bench-edge-cert-")
+    target._stoppers.append(_RemoveTree(cert_dir))
+    launch = importlib.import_module("edge_node.local.launch")
+    try:
+        edge = spawn_tls_edge(launch.free_port(), redis.url if redis else "", BENCH_SECRET,
+                              cert_dir, edge_args, env, log_path)
+    except Exception as exc:
+        target.stop()
+        raise BenchFailure(f"could not start the TLS edge: {exc}") from exc
+    target._stoppers.append(edge)
+    target.spec = TargetSpec("edge-tls", edge.url, ca_file=edge.ca_file)
+    target.pid = edge.pid
+    return target
 
 
 def _check_quic(kind: str) -> None:
@@ -123,7 +144,7 @@ def check_available(kind: str, quic: bool = False) -> None:
 
         nats_binary()
         return
-    if kind not in ("edge", "edge-local"):
+    if kind not in ("edge", "edge-local", "edge-tls"):
         return
     for module in ("client_sdk", "edge_node.local.launch", "edge_node.local.redis_server"):
         try:
@@ -235,8 +256,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], log_path: str) -> int:
 
 
 def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = (),
-                quic: bool = False) -> RunningTarget:
-    kind = "edge" if with_redis else "edge-local"
+                quic: bool = False, tls: bool = False) -> RunningTarget:
+    kind = "edge-tls" if tls else "edge" if with_redis else "edge-local"
     check_available(kind)
     redis_mod = importlib.import_module("edge_node.local.redis_server")
     launch = importlib.import_module("edge_node.local.launch")
@@ -253,6 +274,8 @@ def _start_edge(with_redis: bool = True, edge_args: tuple[str, ...] = (),
     target._stoppers.append(_RemoveFile(log_path))
     env = _child_env()
     cert = key = ""
+    if tls:
+        return _spawn_tls(target, redis, edge_args, env, log_path)
     if quic:
         from edge_node.transports.quic.tls import write_self_signed
 

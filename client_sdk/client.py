@@ -65,7 +65,7 @@ from .protocol import (
 from .protocol.events import HandoffRequested
 from .pump import ClientPump, Position, now
 from .subscription import Subscription
-from .transport import Link, LinkClosed, RefusedError, TlsOptions, open_link
+from .transport import Link, LinkClosed, RefusedError, TlsOptions, TlsVerifyError, open_link
 
 __all__ = ["Client", "Position", "ReceivedMessage", "connect"]
 
@@ -169,7 +169,8 @@ class Client(ClientPump):
 
     async def _connect_any(self, candidates: list[str] | None = None) -> None:
         """Try each candidate once, in order; adopt the first that welcomes us."""
-        errors = []
+        errors: list[str] = []
+        untrusted: list[TlsVerifyError] = []  # certificates that did not verify
         for url in candidates if candidates is not None else self.urls:
             try:
                 link, welcome = await self._open(url)
@@ -177,7 +178,9 @@ class Client(ClientPump):
                 code = getattr(exc, "code", None)
                 if code is not None and retry_for_close(code) is Retry.NEVER:
                     raise
-                errors.append(f"{url}: {exc}")
+                if isinstance(exc, TlsVerifyError):
+                    untrusted.append(exc)
+                errors.append(str(exc) if isinstance(exc, TlsVerifyError) else f"{url}: {exc}")
                 continue
             except (OSError, TimeoutError, ProtocolError) as exc:
                 errors.append(f"{url}: {exc or type(exc).__name__}")
@@ -186,6 +189,9 @@ class Client(ClientPump):
                 raise ConnectError(f"invalid URL {url!r}") from exc
             self._adopt(link, url, welcome)
             return
+        if errors and len(untrusted) == len(errors):  # a trust problem, not the network
+            raise TlsVerifyError(", ".join(e.url for e in untrusted), "; ".join(
+                dict.fromkeys(e.reason for e in untrusted))) from untrusted[-1]
         raise ConnectError("could not connect to any edge: " + "; ".join(errors))
 
     async def _start(self) -> None:
@@ -470,15 +476,19 @@ async def connect(urls: str | Sequence[str], token: str, *, name: str = "",
     client pings every ``ping_interval`` seconds and treats a missing pong
     after ``ping_timeout`` as a dead link (then reconnects and resumes).
     ``quic://`` URLs connect over QUIC; ``tls`` says how the edge's
-    certificate is checked (default: verified, see :class:`TlsOptions`).
-    Raises :class:`AuthError` if the token is refused and :class:`ConnectError`
-    if no edge could be reached.
+    certificate is checked for ``wss://`` and ``quic://`` URLs, on every
+    connection, reconnect and failover (default: verified against the system
+    roots, see :class:`~client_sdk.transport.TlsOptions`).
+    Raises :class:`AuthError` if the token is refused,
+    :class:`~client_sdk.transport.TlsVerifyError` (a :class:`ConnectError`) if
+    every edge failed because its certificate did not verify, and
+    :class:`ConnectError` if no edge could be reached.
     """
     if select not in ("order", "rtt"):
         raise ValueError("select must be 'order' or 'rtt'")
     url_list = [urls] if isinstance(urls, str) else list(urls)
     if select == "rtt" and len(url_list) > 1:
-        url_list = [u for u, _ in await rank_by_rtt(url_list)]
+        url_list = [u for u, _ in await rank_by_rtt(url_list, tls=tls)]
     client = Client(url_list, token, name=name,
                     reconnect=reconnect, request_timeout=request_timeout,
                     connect_timeout=connect_timeout, backoff_base=backoff_base,

@@ -208,6 +208,18 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    help="inbound bytes queued per QUIC connection, unprocessed; over it "
                    "datagrams are dropped and a stream record closes with 4003 "
                    "(default %(default)s, at least --max-frame-bytes)")
+    p.add_argument("--tls", action="store_true", default=_env("TLS", "") == "1",
+                   help="serve wss:// (and https:// for /healthz, /metrics) on --port with "
+                   "--tls-cert, else the --quic-cert pair (docs/deployment.md)")
+    p.add_argument("--tls-cert", default=_env("TLS_CERT", ""),
+                   help="PEM certificate (chain) for the WebSocket port; implies --tls; "
+                   "re-read when the file changes")
+    p.add_argument("--tls-key", default=_env("TLS_KEY", ""),
+                   help="PEM private key for --tls-cert (default: the --tls-cert file)")
+    p.add_argument("--tls-reload-interval", type=float,
+                   default=_env_float("TLS_RELOAD_INTERVAL", d.tls_reload_interval),
+                   help="seconds between checks of the TLS files (0 = never; "
+                   "default %(default)s)")
     p.add_argument("--log-format", choices=["json", "text"], default=_env("LOG_FORMAT", "json"),
                    help="log lines on stderr: one JSON object each, or text "
                    "(default %(default)s)")
@@ -323,8 +335,24 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         quic_port=a.quic_port, quic_cert=a.quic_cert, quic_key=a.quic_key,
         quic_public_url=a.quic_public_url, quic_idle_timeout=a.quic_idle_timeout,
         quic_max_datagram=a.quic_max_datagram, quic_datagram_queue=a.quic_datagram_queue,
-        quic_inbound_queue=a.quic_inbound_queue,
+        quic_inbound_queue=a.quic_inbound_queue, **tls_settings_from_args(a),
     )
+
+
+def tls_settings_from_args(a: argparse.Namespace) -> dict[str, Any]:
+    """The ``tls*`` fields of :class:`EdgeSettings`, checked (which files: see
+    :func:`edge_node.transports.tls.tls_files`)."""
+    from edge_node.transports.tls import TlsConfigError, tls_files
+
+    fields = {"tls": a.tls, "tls_cert": a.tls_cert, "tls_key": a.tls_key,
+              "tls_reload_interval": a.tls_reload_interval}
+    if a.tls_reload_interval < 0:
+        raise UserError("--tls-reload-interval must be 0 (never) or more seconds")
+    try:
+        tls_files(EdgeSettings(quic_cert=a.quic_cert, quic_key=a.quic_key, **fields))
+    except TlsConfigError as exc:
+        raise UserError(str(exc)) from None
+    return fields
 
 
 def room_handler_specs(flags: list[str], env: str) -> tuple[str, ...]:

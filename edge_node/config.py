@@ -141,11 +141,24 @@ class EdgeSettings:
     #: Inbound bytes queued per QUIC connection, unprocessed (over it: datagrams
     #: are dropped, a stream record closes the connection with 4003).
     quic_inbound_queue: int = 4 * 1024 * 1024
+    #: TLS on the WebSocket port (wss://, https:// for /healthz and /metrics): on with
+    #: ``tls`` or a ``tls_cert``; files default to the QUIC ones (the rule:
+    #: ``edge_node.transports.tls.tls_files``), re-read every ``tls_reload_interval`` s
+    #: when they change (0 = never).
+    tls: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_reload_interval: float = 5.0
     #: Structured log format: "json" or "text".
     log_format: str = "json"
     log_level: str = "INFO"
 
     @property
+    def ws_scheme(self) -> str:
+        """``wss`` when the WebSocket port terminates TLS, else ``ws``."""
+        return "wss" if self.tls or self.tls_cert else "ws"
+
+    @property
     def advertised_url(self) -> str:
         """The URL clients should use for this edge."""
-        return self.public_url or f"ws://{self.host}:{self.port}"
+        return self.public_url or f"{self.ws_scheme}://{self.host}:{self.port}"

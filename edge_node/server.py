@@ -57,6 +57,7 @@ from edge_node.store.redis_sync import RoomSync
 from edge_node.transports.connection import ConnectionGone, SessionConn, WsConn
 from edge_node.transports.http import HttpEndpoints
 from edge_node.transports.outbound import Flusher
+from edge_node.transports.tls import CertReloader, ws_tls
 from edge_node.uplink import ShardCountMismatch, Uplink, UplinkSettings, claim_shard_count
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class EdgeServer:
         self.downlink: DownlinkConsumer | None = None
         self.quic: QuicListener | None = None
         self.quic_handshakes = 0
+        self.tls: CertReloader | None = None  # TLS of the WebSocket port (wss://)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -122,6 +124,7 @@ class EdgeServer:
         s = self.settings
         loop = asyncio.get_running_loop()
         self._flusher = Flusher(loop, s.write_delay, s.write_interval)
+        self.tls = ws_tls(s, self.metrics.registry)  # first: a bad certificate fails fast
         if s.redis_url:
             try:
                 self.sync = RoomSync(
@@ -179,14 +182,14 @@ class EdgeServer:
             raise
         sock = next(iter(self.server.sockets))
         self.port = sock.getsockname()[1]
+        self.ws_url = s.public_url or f"{s.ws_scheme}://{s.host}:{self.port}"
         if s.redis_url:
             # Bounded and blocking (see RoomSync): storms queue instead of failing.
             self._redis = redis_conn.connect(s.redis_url, max_connections=64,
                                              blocking_pool=True, socket_timeout=5.0)
             self.store = self.checkpoints.store = SessionStore(self._redis, s.resume_window)
-            url = s.public_url or f"ws://{s.host}:{self.port}"
             self.registry = Registry(
-                self._redis, s.edge_id, url=url, region=s.region,
+                self._redis, s.edge_id, url=self.ws_url, region=s.region,
                 interval=s.heartbeat_interval, ttl=s.heartbeat_ttl, load=self._load,
                 on_control=self._on_control,
             )
@@ -202,16 +205,14 @@ class EdgeServer:
             self._handle,
             s.host,
             s.port,
-            process_request=self.http.process_request,
-            compression=None,
+            process_request=self.http.process_request, compression=None,
+            ssl=self.tls.context if self.tls is not None else None,
             max_size=s.limits.max_frame_bytes + 1024,
             max_queue=64,
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
             open_timeout=s.handshake_timeout,
-            close_timeout=1.0,
-            backlog=s.backlog,
-            server_header=None,
+            close_timeout=1.0, backlog=s.backlog, server_header=None,
         )
 
     async def stop(self) -> None:
@@ -299,6 +300,8 @@ class EdgeServer:
         """The housekeeper's frequent turn: rooms and games, and (once a second) the
         connections that trickle a message (closed with 4008)."""
         self.hub.tick(now)
+        if self.tls is not None:
+            self.tls.poll(now)  # a changed certificate: new handshakes use it
         if now - self._trickle_at < 1.0:
             return
         self._trickle_at = now
@@ -412,7 +415,7 @@ class EdgeServer:
                 "resumed": resume.resumed and not resume.invalid,
                 "transport": conn.transport_name,
                 **({"quic_url": self.quic.url} if self.quic is not None else {}),
-                "ws_url": self.settings.public_url or f"ws://{self.settings.host}:{self.port}",
+                "ws_url": self.ws_url,
             })))
             if self.uplink is not None:
                 self.uplink.submit("session", claims.subject, {

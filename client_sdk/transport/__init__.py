@@ -17,16 +17,19 @@ from client_sdk.transport.base import (
     LinkClosed,
     RefusedError,
     TlsOptions,
+    TlsVerifyError,
+    client_context,
     scheme_of,
 )
 
 __all__ = ["QUIC_ALPN", "WEBTRANSPORT_PATH", "Link", "LinkClosed", "RefusedError", "TlsOptions",
-           "open_link", "scheme_of"]
+           "TlsVerifyError", "client_context", "open_link", "scheme_of"]
 
 
 async def open_link(url: str, *, connect_timeout: float, ping_interval: float | None,
                     ping_timeout: float | None, tls: TlsOptions | None = None) -> Link:
     """Open a link to ``url``; raises ``ValueError`` for an unsupported URL,
+    :class:`TlsVerifyError` when a ``wss://`` edge's certificate does not verify,
     ``ConnectError``/``OSError``/``TimeoutError`` when the edge cannot be reached."""
     scheme = scheme_of(url)
     if scheme in ("ws", "wss"):

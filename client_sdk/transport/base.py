@@ -5,6 +5,7 @@ package)."""
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 from ..errors import ConnectError
 
 __all__ = ["QUIC_ALPN", "WEBTRANSPORT_PATH", "Link", "LinkClosed", "RefusedError", "TlsOptions",
-           "scheme_of"]
+           "TlsVerifyError", "client_context", "scheme_of"]
 
 #: ALPN of the raw QUIC protocol (records on one bidirectional stream + datagrams).
 QUIC_ALPN = "edge-relay/1"
@@ -38,22 +39,66 @@ class RefusedError(ConnectError):
         self.retry_hint = retry_hint
 
 
+class TlsVerifyError(ConnectError):
+    """The edge's TLS certificate did not verify (unknown CA, wrong host name, expired):
+    ``url`` is the edge, ``reason`` OpenSSL's one-line reason.  Not a network fault:
+    retrying the same edge will not help until its certificate or the client's CA
+    file changes."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: TLS certificate verify failed: {reason}")
+        self.url = url
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class TlsOptions:
     """How QUIC and ``wss://`` links check the edge's certificate.
 
-    The certificate is verified against ``ca_file`` (PEM), else the
-    ``EDGE_RELAY_CA_FILE`` environment variable, else the system roots.
-    ``verify=False`` skips the check (development only: anyone on the path
-    can then read and change the traffic).
+    The certificate and the host name are verified against ``ca_file`` (PEM),
+    else the ``EDGE_RELAY_CA_FILE`` environment variable, else the system roots.
+    ``context`` (``wss://`` only) is an :class:`ssl.SSLContext` used as it is, for
+    anything else (client certificates, pinning, ciphers); QUIC has its own TLS
+    stack and uses ``verify`` and ``ca_file`` only.  ``verify=False`` skips the
+    check (development only: anyone on the path can then read and change the
+    traffic).  A certificate that does not verify raises :class:`TlsVerifyError`.
     """
 
     verify: bool = True
     ca_file: str | None = None
+    context: ssl.SSLContext | None = None
 
     def resolved_ca_file(self) -> str | None:
         """The CA file to use, after the environment default."""
         return self.ca_file or os.environ.get("EDGE_RELAY_CA_FILE") or None
+
+
+#: Client contexts by (verify, CA file, its mtime): loading the system roots takes
+#: ~20 ms, too much for every connect of a reconnect storm.
+_CONTEXTS: dict[tuple[bool, str | None, int], ssl.SSLContext] = {}
+
+
+def client_context(tls: TlsOptions) -> ssl.SSLContext:
+    """The :class:`ssl.SSLContext` for a ``wss://`` connection (or an ``https://``
+    probe) with ``tls``: ``tls.context`` if given, else a verifying context on the CA
+    file or the system roots, shared while that file is unchanged; ``OSError`` /
+    :class:`ssl.SSLError` when the CA file cannot be read or parsed."""
+    if tls.context is not None:
+        return tls.context
+    ca = tls.resolved_ca_file() if tls.verify else None
+    key = (tls.verify, ca, os.stat(ca).st_mtime_ns if ca else 0)
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        if tls.verify:
+            ctx = ssl.create_default_context(cafile=ca)
+        else:  # no roots to load
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if len(_CONTEXTS) >= 16:
+            _CONTEXTS.clear()
+        _CONTEXTS[key] = ctx
+    return ctx
 
 
 class Link(Protocol):

@@ -9,11 +9,13 @@ per one-message read, a bare ``websockets`` client ~9 µs, the SDK on it ~9.5 µ
 
 Contract, beyond :class:`~client_sdk.transport.Link`:
 
-- Handshake: ``ws://`` or ``wss://`` (TLS with :class:`~.TlsOptions`: ``ca_file``,
-  ``EDGE_RELAY_CA_FILE``, else the system roots), path and query kept, checked
-  ``Sec-WebSocket-Accept``; a non-101 answer raises :class:`~.RefusedError`
-  (``retry_hint`` from ``X-Retry-After-Ms`` on a 503), a bad 101 ``ConnectError``,
-  all within ``connect_timeout`` (else ``TimeoutError``).
+- Handshake: ``ws://`` or ``wss://`` (TLS with :class:`~.TlsOptions`: its
+  ``context``, else ``ca_file``, ``EDGE_RELAY_CA_FILE``, else the system roots; the
+  host name is checked), path and query kept, checked ``Sec-WebSocket-Accept``; a
+  certificate that does not verify raises :class:`~.TlsVerifyError` (one line, the
+  reason), another TLS failure ``ConnectError``, a non-101 answer
+  :class:`~.RefusedError` (``retry_hint`` from ``X-Retry-After-Ms`` on a 503), a bad
+  101 ``ConnectError``, all within ``connect_timeout`` (else ``TimeoutError``).
 - Messages: binary messages are frames of the edge protocol; text messages are
   yielded by ``messages()`` as ``str`` and skipped by ``recv()``.  One reader at a
   time: ``recv()`` and ``messages()`` must not wait concurrently.  A server
@@ -44,7 +46,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from ..errors import ConnectError
-from .base import LinkClosed, RefusedError, TlsOptions
+from .base import LinkClosed, RefusedError, TlsOptions, TlsVerifyError, client_context
 from .ws_frames import (
     CLOSE_NO_STATUS,
     OP_BINARY,
@@ -79,15 +81,6 @@ CLOSE_TIMEOUT = 1.0
 _NORMAL = (1000, 1001, CLOSE_NO_STATUS)
 
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = range(4)
-
-
-def _ssl_context(tls: TlsOptions) -> ssl.SSLContext:
-    if not tls.verify:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    return ssl.create_default_context(cafile=tls.resolved_ca_file())
 
 
 class WsLink(asyncio.Protocol):
@@ -134,13 +127,20 @@ class WsLink(asyncio.Protocol):
         hostport = parts.netloc.rpartition("@")[2]
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         key = make_key()
+        # Before connecting: an unreadable CA file is its own error, not a handshake's.
+        ctx = client_context(tls or TlsOptions()) if secure else None
         loop = asyncio.get_running_loop()
         link = cls(url, key, max_size, max_queue)
         try:
             async with asyncio.timeout(connect_timeout):
-                await loop.create_connection(
-                    lambda: link, host, port,
-                    ssl=_ssl_context(tls or TlsOptions()) if secure else None)
+                try:
+                    await loop.create_connection(lambda: link, host, port, ssl=ctx)
+                except ssl.SSLCertVerificationError as exc:
+                    raise TlsVerifyError(url, exc.verify_message or exc.reason or str(exc)
+                                         ) from exc
+                except ssl.SSLError as exc:
+                    raise ConnectError(f"{url}: TLS handshake failed: {exc.reason or exc} "
+                                       "(does the edge serve wss:// on that port?)") from exc
                 assert link._tx is not None
                 link._tx.write(build_request(hostport, target, key))
                 await link._opened
@@ -162,8 +162,10 @@ class WsLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
         if not self._opened.done():
+            # An edge that serves wss:// drops a plain ws:// client without a word.
+            hint = "" if self.url.lower().startswith("wss:") else " (is it a wss:// port?)"
             self._opened.set_exception(ConnectionError(
-                f"{self.url}: connection lost during the WebSocket handshake"))
+                f"{self.url}: connection lost during the WebSocket handshake{hint}"))
         self._end(self._why or (f"connection lost: {exc}" if exc else "connection lost"))
         if not self._lost.done():
             self._lost.set_result(None)

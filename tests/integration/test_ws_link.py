@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from client_sdk.errors import ConnectError
-from client_sdk.transport import LinkClosed, RefusedError, TlsOptions, open_link
+from client_sdk.transport import LinkClosed, RefusedError, TlsOptions, TlsVerifyError, open_link
 from client_sdk.transport.ws import WsLink
 from client_sdk.transport.ws_frames import (
     OP_BINARY,
@@ -445,10 +445,12 @@ async def test_wss_with_a_self_signed_certificate(quic_cert: tuple[str, str],
         assert link.buffered() == 0
         await link.close()
         assert link.close_code == 1000
-        # Not trusted without the CA: the certificate check fails.
+        # Not trusted without the CA: the certificate check fails (the SDK's typed
+        # error, translated from ssl.SSLCertVerificationError).
         monkeypatch.delenv("EDGE_RELAY_CA_FILE", raising=False)
-        with pytest.raises(ssl.SSLCertVerificationError):
+        with pytest.raises(TlsVerifyError, match="self-signed certificate") as info:
             await open_link(url, connect_timeout=5.0, ping_interval=None, ping_timeout=None)
+        assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
         insecure = await open_link(url, connect_timeout=5.0, ping_interval=None,
                                    ping_timeout=None, tls=TlsOptions(verify=False))
         await insecure.close()
