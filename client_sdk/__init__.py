@@ -16,13 +16,19 @@ from .errors import (
     ConnectionLostError,
     EdgeRelayError,
     ForbiddenError,
+    FunctionBusyError,
+    FunctionError,
+    FunctionFailedError,
+    FunctionTimeoutError,
     RateLimitedError,
     RequestTimeoutError,
     ServerError,
+    UnknownFunctionError,
 )
 from .game import GameRoom
 from .protocol import Member
 from .subscription import PresenceEvent, RecoveryEvent, Subscription
+from .transport import TlsOptions, TlsVerifyError
 
 __all__ = [
     "AuthError",
@@ -34,6 +40,10 @@ __all__ = [
     "DiscoveryError",
     "EdgeRelayError",
     "ForbiddenError",
+    "FunctionBusyError",
+    "FunctionError",
+    "FunctionFailedError",
+    "FunctionTimeoutError",
     "GameRoom",
     "Member",
     "Position",
@@ -44,6 +54,9 @@ __all__ = [
     "RequestTimeoutError",
     "ServerError",
     "Subscription",
+    "TlsOptions",
+    "TlsVerifyError",
+    "UnknownFunctionError",
     "connect",
     "discover_edges",
     "full_jitter",

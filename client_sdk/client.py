@@ -64,6 +64,7 @@ from .protocol import (
 )
 from .protocol.events import HandoffRequested
 from .pump import ClientPump, Position, now
+from .rpc import call as rpc_call
 from .subscription import Subscription
 from .transport import Link, LinkClosed, RefusedError, TlsOptions, TlsVerifyError, open_link
 
@@ -457,6 +458,11 @@ class Client(ClientPump):
         reply = await self.request(PresenceList(0, room))
         assert isinstance(reply, PresenceMembers)
         return list(reply.members)
+
+    async def rpc(self, name: str, args: Any = None, *, timeout: float | None = None) -> Any:
+        """Call function ``name`` on the edge and return its result (msgpack values);
+        raises :class:`FunctionError` and the errors listed in :mod:`client_sdk.rpc`."""
+        return await rpc_call(self, name, args, timeout=timeout)
 
     def subscription(self, room: str) -> Subscription | None:
         """The subscription for ``room``, if joined."""

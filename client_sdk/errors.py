@@ -14,6 +14,11 @@ __all__ = [
     "ConnectionLostError",
     "ClientClosedError",
     "RequestTimeoutError",
+    "FunctionError",
+    "UnknownFunctionError",
+    "FunctionBusyError",
+    "FunctionTimeoutError",
+    "FunctionFailedError",
     "error_for_code",
 ]
 
@@ -63,12 +68,46 @@ class RequestTimeoutError(EdgeRelayError, TimeoutError):
     """The edge did not answer in time."""
 
 
+class FunctionError(EdgeRelayError):
+    """An RPC's function raised an application error on purpose: ``kind`` (its name,
+    e.g. ``"no_such_player"``) and ``details`` (the value it attached)."""
+
+    def __init__(self, function: str, kind: str, details: object) -> None:
+        super().__init__(f"{function}: {kind}" + (f" ({details})" if details is not None
+                                                    else ""))
+        self.function = function
+        self.kind = kind
+        self.details = details
+
+
+class UnknownFunctionError(ServerError):
+    """No function of that name on the edge (4414)."""
+
+
+class FunctionBusyError(ServerError):
+    """Too many calls in flight on the edge or from this connection (4010): retry later."""
+
+
+class FunctionTimeoutError(ServerError):
+    """The function did not return in time (4009); whether it had effects is unknown."""
+
+
+class FunctionFailedError(ServerError):
+    """The function crashed or returned what cannot be sent (4011)."""
+
+
+_BY_CODE: dict[int, type[ServerError]] = {
+    ErrorCode.FORBIDDEN: ForbiddenError,
+    ErrorCode.RATE_LIMITED: RateLimitedError,
+    ErrorCode.UNKNOWN_FUNCTION: UnknownFunctionError,
+    ErrorCode.FUNCTION_BUSY: FunctionBusyError,
+    ErrorCode.FUNCTION_TIMEOUT: FunctionTimeoutError,
+    ErrorCode.FUNCTION_FAILED: FunctionFailedError,
+}
+
+
 def error_for_code(code: int, message: str) -> ServerError:
     """Map an error code to the most specific :class:`ServerError` subclass."""
     if code in (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED):
         return AuthError(code, message)
-    if code == ErrorCode.FORBIDDEN:
-        return ForbiddenError(code, message)
-    if code == ErrorCode.RATE_LIMITED:
-        return RateLimitedError(code, message)
-    return ServerError(code, message)
+    return _BY_CODE.get(code, ServerError)(code, message)

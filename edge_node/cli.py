@@ -21,6 +21,7 @@ from typing import Any
 
 from client_sdk.protocol import KINDS, Limits, mint_token
 from edge_node.config import DEV_SECRET, EdgeSettings, secrets_from_env
+from edge_node.functions.options import add_function_args
 from edge_node.iot.detect import MODES as IOT_MODES
 from edge_node.iot.detect import DetectorSettings
 from edge_node.runtime.gc_tuning import tune_gc
@@ -177,6 +178,7 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    "RoomHandler subclass MOD:CLASS on their owner edge (repeatable; also "
                    "EDGE_RELAY_ROOM_HANDLERS, comma-separated, and the 'edge_relay.rooms' "
                    "entry points; docs/rooms.md)")
+    add_function_args(p)
     p.add_argument("--max-replay", type=int,
                    default=_env_int("MAX_REPLAY", d.max_replay),
                    help="most messages replayed per room on resume")
@@ -331,12 +333,22 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         uplink_fsync=a.uplink_fsync, redis_wait_replicas=a.redis_wait_replicas,
         uplink_rooms=tuple(p for p in a.uplink_rooms.split(",") if p),
         room_handlers=room_handler_specs(a.room_handler, _env("ROOM_HANDLERS", "")),
+        **_function_fields(a),
         log_level=a.log_level, **iot_settings_from_args(a),
         quic_port=a.quic_port, quic_cert=a.quic_cert, quic_key=a.quic_key,
         quic_public_url=a.quic_public_url, quic_idle_timeout=a.quic_idle_timeout,
         quic_max_datagram=a.quic_max_datagram, quic_datagram_queue=a.quic_datagram_queue,
         quic_inbound_queue=a.quic_inbound_queue, **tls_settings_from_args(a),
     )
+
+
+def _function_fields(a: argparse.Namespace) -> dict[str, Any]:
+    from edge_node.functions.options import function_settings_from_args
+
+    try:
+        return function_settings_from_args(a)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def tls_settings_from_args(a: argparse.Namespace) -> dict[str, Any]:

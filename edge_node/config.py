@@ -111,6 +111,15 @@ class EdgeSettings:
     uplink_rooms: tuple[str, ...] = ()
     #: Game rooms (docs/rooms.md): ``PATTERN=module:Class`` specs, checked at start.
     room_handlers: tuple[str, ...] = ()
+    #: Functions (docs/functions.md): ``module:attr`` specs of ``Functions`` objects, and
+    #: the bounds of their runs (edge_node.functions.limits.CallLimits).
+    functions: tuple[str, ...] = ()
+    function_timeout: float = 5.0
+    function_concurrency: int = 256
+    function_client_concurrency: int = 16
+    function_event_concurrency: int = 256
+    function_max_bytes: int = 32 * 1024
+    function_threads: int = 4
     #: IoT telemetry (docs/iot.md): window length and grace (ms), forward raw
     #: samples too, the alerts room, detector mode (likelihood|ewma|mad|both|any;
     #: likelihood since issue 19, see docs/iot.md) and the z-score raise threshold

@@ -36,6 +36,7 @@ from edge_node.config import EdgeSettings
 from edge_node.fanout.game_metrics import register_game_metrics
 from edge_node.fanout.games import GameHost
 from edge_node.fanout.hub import Hub, HubSettings
+from edge_node.functions.wiring import attach_functions
 from edge_node.games.loader import HandlerRegistry, parse_specs
 from edge_node.iot.downlink import DownlinkConsumer
 from edge_node.iot.service import IotService, iot_settings
@@ -112,6 +113,7 @@ class EdgeServer:
             register_game_metrics(self.metrics, self.hub.games)
         self.iot = IotService(iot_settings(settings), self.hub, settings.edge_id)
         self.iot.register_metrics(self.metrics.registry)
+        self.functions = attach_functions(settings, self.hub, self.iot, self.metrics.registry)
         self.downlink: DownlinkConsumer | None = None
         self.quic: QuicListener | None = None
         self.quic_handshakes = 0
@@ -207,12 +209,10 @@ class EdgeServer:
             s.port,
             process_request=self.http.process_request, compression=None,
             ssl=self.tls.context if self.tls is not None else None,
-            max_size=s.limits.max_frame_bytes + 1024,
-            max_queue=64,
-            ping_interval=s.ping_interval,
-            ping_timeout=s.ping_timeout,
-            open_timeout=s.handshake_timeout,
-            close_timeout=1.0, backlog=s.backlog, server_header=None,
+            max_size=s.limits.max_frame_bytes + 1024, max_queue=64,
+            ping_interval=s.ping_interval, ping_timeout=s.ping_timeout,
+            open_timeout=s.handshake_timeout, close_timeout=1.0, backlog=s.backlog,
+            server_header=None,
         )
 
     async def stop(self) -> None:
@@ -240,6 +240,8 @@ class EdgeServer:
             await self.downlink.stop()
         if self.hub.games is not None:
             self.hub.games.close()
+        if self.functions is not None:
+            self.functions.close()
         await self.iot.stop()  # closes open windows: their rollups go to the uplink
         if self.uplink:
             up, self.uplink, self.hub.uplink = self.uplink, None, None  # no submit after stop

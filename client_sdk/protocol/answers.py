@@ -20,6 +20,7 @@ from .events import (
     RequestFailed,
     ServerNotice,
 )
+from .function_frames import RpcResult
 from .messages import Ack, Error, Joined, Pong, PresenceMembers
 from .publisher import Publisher
 from .requests import Requests
@@ -55,7 +56,7 @@ class Answers:
         acked = self._publisher.acked(f)
         return acked if acked is not None else self.reply(f, now)
 
-    def reply(self, f: Ack | Joined | PresenceMembers | RoomListing | HistoryPage,
+    def reply(self, f: Ack | Joined | PresenceMembers | RoomListing | HistoryPage | RpcResult,
               now: float) -> RequestAnswered | None:
         """The reply to request ``f.req_id``; a JOINED also sets its room's position
         (:meth:`~.rooms.RoomState.joined`) when the room is tracked."""

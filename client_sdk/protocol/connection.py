@@ -51,6 +51,7 @@ from .events import (
     PresenceEvent,
     RecoveryEvent,
 )
+from .function_frames import Rpc, RpcResult
 from .limits import Limits
 from .messages import (
     Ack,
@@ -88,7 +89,7 @@ INBOUND_LIMITS = Limits(max_frame_bytes=16 * 1024 * 1024, max_presence_list=100_
 
 #: Frames that are requests: they carry a ``req_id`` and get one reply (or ERROR).
 REQUEST_TYPES: frozenset[type[Any]] = frozenset({Join, Leave, PresenceList, ReportState,
-                                                  RoomList, History})
+                                                  RoomList, History, Rpc})
 
 
 class ConnState(enum.Enum):
@@ -152,6 +153,7 @@ class ClientConnection:
             PresenceMembers: answers.reply,
             RoomListing: answers.reply,
             HistoryPage: answers.reply,
+            RpcResult: answers.reply,
             Error: answers.error,
             Pong: answers.pong,
             Ping: self._on_ping,

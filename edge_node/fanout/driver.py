@@ -32,6 +32,7 @@ from edge_node.transports.outbound import ws_binary_frame
 
 if TYPE_CHECKING:
     from edge_node.fanout.games import GameHost
+    from edge_node.functions.host import FunctionHost
 
 __all__ = ["MachineDriver"]
 
@@ -58,6 +59,10 @@ class MachineDriver:
         self.uplink: Any = None
         #: The edge's game rooms (None: no handler configured).
         self.games: GameHost | None = None
+        #: The edge's functions (None: none loaded): message events go to them.
+        self.functions: FunctionHost | None = None
+        #: Whether a room's messages go up to the origin (the hub's rule).
+        self.to_origin: Callable[[str], bool] = lambda name: True
         self._observe = metrics.fanout_seconds.observe
         self._settle = settle
         self._reactivate = reactivate
@@ -188,9 +193,11 @@ class MachineDriver:
         self.store.forward_ack(c.to, c.sender, c.req_id, c.pos[0], c.pos[1])
 
     def _do_uplink(self, name: str, room: Room | None, c: ev.Uplink) -> None:
-        if self.uplink is not None:
-            self.uplink.submit("room_event", name, {"sender": c.sender, "payload": c.payload,
-                                                    "pos": [c.pos[0], c.pos[1]]})
+        body = {"sender": c.sender, "payload": c.payload, "pos": [c.pos[0], c.pos[1]]}
+        if self.uplink is not None and self.to_origin(name):
+            self.uplink.submit("room_event", name, body)
+        if self.functions is not None:
+            self.functions.emit("message", name, body)
 
     def _do_suspect(self, name: str, room: Room | None, c: ev.Suspect) -> None:
         self.store.suspect(c.owner)

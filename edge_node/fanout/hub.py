@@ -30,7 +30,7 @@ from client_sdk.protocol import (
     room_allowed,
 )
 from edge_node.fanout.driver import MachineDriver
-from edge_node.fanout.presence import announce, members_of
+from edge_node.fanout.presence import announce, members_of, presence_event
 from edge_node.fanout.room import Machine, Room, SessionLike
 from edge_node.rooms import events as ev
 from edge_node.rooms.events import Record
@@ -50,6 +50,7 @@ from edge_node.store.types import Lease
 
 if TYPE_CHECKING:
     from edge_node.fanout.games import GameHost
+    from edge_node.functions.host import FunctionHost
 
 __all__ = ["Hub", "Room", "SessionLike", "HubSettings"]
 
@@ -87,6 +88,7 @@ class Hub:
         #: The room patterns whose messages go up to the origin (with an uplink).
         self.uplink_rooms: tuple[str, ...] = ()
         self._uplinked: dict[str, bool] = {}
+        self._driver.to_origin = self._to_origin
 
     # -- where the commands go; the lease work the driver hands back ------------
 
@@ -107,6 +109,16 @@ class Hub:
     @games.setter
     def games(self, games: GameHost | None) -> None:
         self._driver.games = games
+
+    @property
+    def functions(self) -> FunctionHost | None:
+        """The edge's functions (None: none loaded; set it to change it): they get
+        presence events here and message events from the driver."""
+        return self._driver.functions
+
+    @functions.setter
+    def functions(self, functions: FunctionHost | None) -> None:
+        self._driver.functions = functions
 
     @property
     def uplink(self) -> Any:
@@ -182,6 +194,8 @@ class Hub:
     def _add(self, s: SessionLike, room: Room, flags: int) -> None:
         room.add(s, flags)
         announce(self.store, self.uplink, room, s.member, joined=True)
+        if self.functions is not None:
+            presence_event(self.functions, room.name, s.member, True)
 
     async def join(self, s: SessionLike, name: str, flags: int) -> Pos:
         """Add ``s`` to room ``name``; return the room's current position (the same
@@ -195,7 +209,7 @@ class Hub:
         self._activating[name] = fut
         try:
             m: Machine = RoomMachine(name, self.edge_id, self.cfg,
-                                     to_origin=self.uplink is not None and self._to_origin(name),
+                                     to_origin=self._uplinks(name),
                                      count_duplicate=self._count_duplicate)
             try:
                 lease = await self.store.activate(name)
@@ -235,6 +249,8 @@ class Hub:
             self.games.leave(s, name)
         if not quiet:
             announce(self.store, self.uplink, room, s.member, joined=False)
+            if self.functions is not None:
+                presence_event(self.functions, name, s.member, False)
         if not room.members:
             target = None
             if self.draining and self.handoff_target is not None:
@@ -287,6 +303,13 @@ class Hub:
         driver.run(name, room, cmds)
         if m.forwarded:
             driver.timed.add(name)
+
+    def _uplinks(self, name: str) -> bool:
+        """Whether room ``name``'s durable messages leave the machine (:class:`Uplink`
+        commands): for the origin, or for the functions' message handlers."""
+        fn = self.functions
+        return ((self.uplink is not None and self._to_origin(name))
+                or (fn is not None and fn.watches("message", name)))
 
     def _to_origin(self, name: str) -> bool:
         hit = self._uplinked.get(name)

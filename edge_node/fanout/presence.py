@@ -18,7 +18,7 @@ from edge_node.store.records import LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE
 if TYPE_CHECKING:
     from edge_node.fanout.room import Room
 
-__all__ = ["announce", "members_of"]
+__all__ = ["announce", "members_of", "presence_event"]
 
 log = logging.getLogger("edge_node.fanout.hub")
 
@@ -39,6 +39,12 @@ def announce(store: RoomStore, uplink: Any, room: Room, m: Member, joined: bool)
         spawn(store.add_member(room.name, m.session_id, body))
     else:
         spawn(store.remove_member(room.name, m.session_id))
+
+
+def presence_event(functions: Any, room: str, m: Member, joined: bool) -> None:
+    """Tell the edge's functions (a ``FunctionHost``) that ``m`` joined or left."""
+    functions.emit("presence", room, {"session": m.session_id, "subject": m.subject,
+                                      "kind": m.kind, "joined": joined})
 
 
 async def members_of(store: RoomStore, room: Room | None, name: str) -> list[Member]:

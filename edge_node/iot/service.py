@@ -46,6 +46,7 @@ from edge_node.runtime.tasks import spawn
 
 if TYPE_CHECKING:
     from edge_node.fanout.hub import Hub
+    from edge_node.functions.host import FunctionHost
     from edge_node.iot.downlink import DownlinkConsumer
     from edge_node.sessions.session import ClientSession
     from edge_node.transports.outbound import FrameSink
@@ -104,6 +105,8 @@ class IotService:
         self.commands_acked = 0
         self.stale_reports = 0
         self.alert_latency_ms: list[float] = []
+        #: The edge's functions (None: none loaded): telemetry, window and alert events.
+        self.functions: FunctionHost | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -179,6 +182,10 @@ class IotService:
                 self.uplink.submit("rollup", rollup.device, rollup.body())
                 ticket = self.uplink.submitted + self._ticket_base
             p.submitted(name, rollup, ticket)
+            if self.functions is not None and not rollup.late:
+                self.functions.emit("window", rollup.device, {
+                    "start_ms": rollup.start_ms, "length_ms": rollup.length_ms,
+                    "samples": rollup.samples, "metrics": rollup.metrics})
         for device, bid, acc, rej in p.ready_acks(self._durable()):
             s = self.devices.get(device)
             if s is not None and not s.closed:
@@ -242,6 +249,12 @@ class IotService:
                                    now)
         if res.errors:
             session.send(encode(TelemetryError(f.batch_id, tuple(res.errors))))
+        fn = self.functions
+        if (fn is not None and res.accepted and not res.duplicate
+                and fn.watches("telemetry", device)):
+            bad = {e[0] for e in res.errors}
+            fn.emit("telemetry", device, {"batch": f.batch_id, "samples": [
+                list(x) for i, x in enumerate(f.samples) if i not in bad]})
         for a in res.alerts:
             self._alert(a, now)
 
@@ -262,6 +275,8 @@ class IotService:
                 spawn(self._alerts_later(room), name="iot-alerts")
         if self.uplink is not None:
             self.uplink.submit("alert", a.device, body)
+        if self.functions is not None:
+            self.functions.emit("alert", a.device, body)
 
     def _publish_alert(self, room: str, body: dict[str, Any]) -> None:
         try:

@@ -36,6 +36,7 @@ from client_sdk.protocol import (
     RoomList,
     RoomListing,
     RoomResync,
+    Rpc,
     Telemetry,
     UnknownMessageType,
     encode,
@@ -214,6 +215,14 @@ class ClientSession:
         elif t is History:
             assert isinstance(frame, History)
             await self._history(frame)
+        elif t is Rpc:
+            assert isinstance(frame, Rpc)
+            functions = self.hub.functions
+            if functions is None:
+                self._error(frame.req_id, ErrorCode.UNKNOWN_FUNCTION,
+                            "this edge runs no functions")
+            else:
+                functions.call(self, frame)
         elif self.iot is not None and isinstance(frame, (Telemetry, CommandAck, ReportState)):
             self.iot.handle(self, frame)
         else:

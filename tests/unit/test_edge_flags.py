@@ -25,6 +25,9 @@ NEW = {
     "--quic-datagram-queue": ("16", "quic_datagram_queue", 16),
     "--quic-inbound-queue": ("1048576", "quic_inbound_queue", 1048576),
     "--redis-wait-replicas": ("2", "redis_wait_replicas", 2),
+    "--function-timeout": ("2.5", "function_timeout", 2.5),
+    "--function-client-concurrency": ("4", "function_client_concurrency", 4),
+    "--function-max-bytes": ("4096", "function_max_bytes", 4096),
 }
 
 
