@@ -10,10 +10,10 @@ one clear line, raised at start-up, never later.
 
 from __future__ import annotations
 
-import importlib
 from importlib import metadata
 
 from edge_node.functions.api import Functions
+from edge_node.runtime.plugins import resolve
 
 __all__ = ["ENTRY_POINT_GROUP", "FunctionSpecError", "load_functions", "describe"]
 
@@ -25,23 +25,10 @@ class FunctionSpecError(ValueError):
 
 
 def _load(spec: str) -> Functions:
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise FunctionSpecError(f"functions {spec!r}: expected module:attr")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise FunctionSpecError(f"functions {spec!r}: cannot import {module_name!r} "
-                                f"({exc})") from exc
-    except ValueError as exc:  # a registration error raised while importing
-        raise FunctionSpecError(f"functions {spec!r}: {exc}") from exc
-    obj: object = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise FunctionSpecError(f"functions {spec!r}: {module_name!r} has no {attr!r}")
+    obj = resolve(spec, f"functions {spec!r}", "module:attr", FunctionSpecError)
     if not isinstance(obj, Functions):
-        raise FunctionSpecError(f"functions {spec!r}: {attr!r} is not a Functions object")
+        raise FunctionSpecError(f"functions {spec!r}: {spec.partition(':')[2]!r} is not a "
+                                "Functions object")
     return obj
 
 

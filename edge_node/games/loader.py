@@ -10,11 +10,11 @@ with one clear line, raised at start-up, never later.
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import re
 from importlib import metadata
 
 from edge_node.games.handler import RoomHandler
+from edge_node.runtime.plugins import resolve
 
 __all__ = ["HandlerRegistry", "HandlerSpecError", "parse_specs", "ENTRY_POINT_GROUP"]
 
@@ -26,21 +26,10 @@ class HandlerSpecError(ValueError):
 
 
 def _load(target: str, spec: str) -> type[RoomHandler]:
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise HandlerSpecError(f"room handler {spec!r}: expected PATTERN=module:Class")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise HandlerSpecError(f"room handler {spec!r}: cannot import {module_name!r} "
-                               f"({exc})") from exc
-    obj = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)  # type: ignore[assignment]
-        if obj is None:
-            raise HandlerSpecError(f"room handler {spec!r}: {module_name!r} has no {attr!r}")
+    obj = resolve(target, f"room handler {spec!r}", "PATTERN=module:Class", HandlerSpecError)
     if not (isinstance(obj, type) and issubclass(obj, RoomHandler)):
-        raise HandlerSpecError(f"room handler {spec!r}: {attr!r} is not a RoomHandler subclass")
+        raise HandlerSpecError(f"room handler {spec!r}: {target.partition(':')[2]!r} is not a "
+                               "RoomHandler subclass")
     rate = obj.tick_rate
     if not (isinstance(rate, int) and 1 <= rate <= 60):
         raise HandlerSpecError(f"room handler {spec!r}: tick_rate must be 1-60, not {rate!r}")

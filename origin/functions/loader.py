@@ -10,9 +10,9 @@ such attribute, not an ``OriginFunctions``, an error raised while importing) is 
 
 from __future__ import annotations
 
-import importlib
 from importlib import metadata
 
+from edge_node.runtime.plugins import resolve
 from origin.functions.registry import OriginFunctions, Registered
 
 __all__ = ["FunctionSpecError", "load_functions", "ENTRY_POINT_GROUP", "ENV"]
@@ -26,22 +26,9 @@ class FunctionSpecError(ValueError):
 
 
 def _load_one(spec: str) -> OriginFunctions:
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name.strip() or not attr.strip():
-        raise FunctionSpecError(f"origin functions {spec!r}: expected module:attribute")
-    try:
-        obj: object = importlib.import_module(module_name.strip())
-    except Exception as exc:  # any error while importing user code is a bad spec
-        raise FunctionSpecError(f"origin functions {spec!r}: cannot import "
-                                f"{module_name.strip()!r} ({type(exc).__name__}: {exc})"
-                                ) from None
-    for part in attr.strip().split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise FunctionSpecError(f"origin functions {spec!r}: {module_name!r} has no "
-                                    f"{attr!r}")
+    obj = resolve(spec, f"origin functions {spec!r}", "module:attribute", FunctionSpecError)
     if not isinstance(obj, OriginFunctions):
-        raise FunctionSpecError(f"origin functions {spec!r}: {attr!r} is a "
+        raise FunctionSpecError(f"origin functions {spec!r}: {spec.partition(':')[2]!r} is a "
                                 f"{type(obj).__name__}, not an OriginFunctions")
     return obj
 
