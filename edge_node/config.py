@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from client_sdk.protocol import Limits
+from edge_node.functions.limits import CallLimits
 
 __all__ = ["EdgeSettings", "DEV_SECRET", "secrets_from_env"]
 
 #: Development signing key, used only when none is configured (the CLI warns).
 DEV_SECRET = b"edge-relay-dev-secret-change-me"
+#: The default bounds of function calls (the ``function_*`` settings).
+_CALLS = CallLimits()
 
 
 def secrets_from_env(value: str | None) -> tuple[bytes, ...]:
@@ -114,12 +117,12 @@ class EdgeSettings:
     #: Functions (docs/functions.md): ``module:attr`` specs of ``Functions`` objects, and
     #: the bounds of their runs (edge_node.functions.limits.CallLimits).
     functions: tuple[str, ...] = ()
-    function_timeout: float = 5.0
-    function_concurrency: int = 256
-    function_client_concurrency: int = 16
-    function_event_concurrency: int = 256
-    function_max_bytes: int = 32 * 1024
-    function_threads: int = 4
+    function_timeout: float = _CALLS.timeout
+    function_concurrency: int = _CALLS.per_edge
+    function_client_concurrency: int = _CALLS.per_client
+    function_event_concurrency: int = _CALLS.per_edge_events
+    function_max_bytes: int = _CALLS.max_bytes
+    function_threads: int = _CALLS.threads
     #: IoT telemetry (docs/iot.md): window length and grace (ms), forward raw
     #: samples too, the alerts room, detector mode (likelihood|ewma|mad|both|any;
     #: likelihood since issue 19, see docs/iot.md) and the z-score raise threshold

@@ -11,8 +11,9 @@ of telemetry must not pile up tasks without end).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["CallLimits", "CallSlots"]
+__all__ = ["CallLimits", "CallSlots", "call_limits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,16 @@ class CallLimits:
             raise ValueError("the function payload limit must be at least 16 bytes")
         if not (0 < self.timeout <= 300):
             raise ValueError("the function timeout must be in (0, 300] seconds")
+
+
+def call_limits(s: Any) -> CallLimits:
+    """The limits named by an edge's settings (its ``function_*`` fields); raises
+    ``ValueError`` with the reason for values out of range."""
+    return CallLimits(per_edge=s.function_concurrency,
+                      per_client=s.function_client_concurrency,
+                      per_edge_events=s.function_event_concurrency,
+                      max_bytes=s.function_max_bytes, timeout=s.function_timeout,
+                      threads=s.function_threads)
 
 
 @dataclass(slots=True)

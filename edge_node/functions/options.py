@@ -7,12 +7,15 @@ import os
 from importlib import metadata
 from typing import Any
 
-from edge_node.functions.limits import CallLimits
+from edge_node.functions.limits import CallLimits, call_limits
 from edge_node.functions.loader import ENTRY_POINT_GROUP, load_functions
 
 __all__ = ["add_function_args", "function_settings_from_args"]
 
 _D = CallLimits()
+#: The ``EdgeSettings`` fields of the limits, named as their options' destinations.
+_LIMITS = ("function_timeout", "function_concurrency", "function_client_concurrency",
+           "function_event_concurrency", "function_max_bytes", "function_threads")
 
 
 def _env(name: str, default: str) -> str:
@@ -56,17 +59,8 @@ def function_settings_from_args(a: argparse.Namespace) -> dict[str, Any]:
     flags = list(a.functions) + [s for s in _env("FUNCTIONS", "").split(",") if s.strip()]
     specs = flags + [ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
     load_functions(specs, entry_points=False)  # FunctionSpecError (a ValueError)
-    fields: dict[str, Any] = {
-        "functions": tuple(dict.fromkeys(s.strip() for s in specs)),
-        "function_timeout": a.function_timeout,
-        "function_concurrency": a.function_concurrency,
-        "function_client_concurrency": a.function_client_concurrency,
-        "function_event_concurrency": a.function_event_concurrency,
-        "function_max_bytes": a.function_max_bytes,
-        "function_threads": a.function_threads,
-    }
-    CallLimits(per_edge=a.function_concurrency, per_client=a.function_client_concurrency,
-               per_edge_events=a.function_event_concurrency,
-               max_bytes=a.function_max_bytes, timeout=a.function_timeout,
-               threads=a.function_threads)  # raises ValueError with the reason
+    fields: dict[str, Any] = {"functions": tuple(dict.fromkeys(s.strip() for s in specs))}
+    for name in _LIMITS:
+        fields[name] = getattr(a, name)
+    call_limits(argparse.Namespace(**fields))  # raises ValueError with the reason
     return fields

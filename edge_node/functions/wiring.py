@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edge_node.functions.host import FunctionHost
-from edge_node.functions.limits import CallLimits
+from edge_node.functions.limits import call_limits
 from edge_node.functions.loader import describe, load_functions
 
 if TYPE_CHECKING:
@@ -20,18 +20,9 @@ if TYPE_CHECKING:
     from edge_node.fanout.hub import Hub
     from edge_node.iot.service import IotService
 
-__all__ = ["attach_functions", "call_limits"]
+__all__ = ["attach_functions"]
 
 log = logging.getLogger("edge_node.functions")
-
-
-def call_limits(s: EdgeSettings) -> CallLimits:
-    """The edge settings' function limits."""
-    return CallLimits(per_edge=s.function_concurrency,
-                      per_client=s.function_client_concurrency,
-                      per_edge_events=s.function_event_concurrency,
-                      max_bytes=s.function_max_bytes, timeout=s.function_timeout,
-                      threads=s.function_threads)
 
 
 class _FunctionCollector(Collector):
