@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from edge_node.contract import claim_shard_count
 from edge_node.redis_io import conn as redis_conn
@@ -29,6 +29,7 @@ from origin.downlink import deliver_pending
 from origin.effects import EffectSettings
 from origin.hooks.setup import HookConfig, build_runner
 from origin.keys import GROUP, ShardKeys
+from origin.retrying import until_stopped
 from origin.settings import OriginSettings
 
 __all__ = ["Worker"]
@@ -75,17 +76,15 @@ class Worker:
         """Consume until ``stop`` is set; Redis errors are logged and retried."""
         hooks = (asyncio.ensure_future(self.hooks.run(stop)) if self.hooks is not None
                  else None)
+        async def step() -> None:
+            await self.setup()
+            await self._loop(stop)
+
+        def count() -> None:
+            self.errors += 1
+
         try:
-            while not stop.is_set():
-                try:
-                    await self.setup()
-                    await self._loop(stop)
-                except (RedisError, RedisClusterException, OSError) as exc:
-                    # RedisClusterException: no cluster node answered (yet).
-                    self.errors += 1
-                    log.warning("worker error, retrying: %r", exc)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 0.5)
+            await until_stopped(stop, step, "worker", count)
         finally:
             if hooks is not None:
                 if not stop.is_set():  # cancelled: stop the runner too

@@ -44,6 +44,7 @@ from origin.hooks.record import (
 from origin.hooks.retry import GiveUp, RetryPolicy
 from origin.hooks.stats import HookStats
 from origin.hooks.target import Target
+from origin.retrying import until_stopped
 
 __all__ = ["HookRunner", "HookSettings"]
 
@@ -105,16 +106,15 @@ class HookRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; Redis errors are logged and retried.  On return
         the events still held are left pending (picked up again as described above)."""
+        async def step() -> None:
+            await self._setup()
+            await self._serve(stop)
+
+        def count() -> None:
+            self.errors += 1
+
         try:
-            while not stop.is_set():
-                try:
-                    await self._setup()
-                    await self._serve(stop)
-                except (RedisError, RedisClusterException, OSError) as exc:
-                    self.errors += 1
-                    log.warning("hooks runner error, retrying: %r", exc)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 0.5)
+            await until_stopped(stop, step, "hooks runner", count)
         finally:
             tasks = list(self.inflight.values())
             for t in tasks:
