@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import ipaddress
 import os
 import ssl
 import subprocess
@@ -37,6 +36,7 @@ from cryptography.x509.oid import NameOID
 from client_sdk import ConnectError, connect
 from client_sdk.transport import TlsOptions, TlsVerifyError
 from edge_node.local.launch import EdgeProcess, free_port
+from edge_node.transports.quic.tls import san_names
 from tests.helpers import PAIR, SECRET, Recorder, uid, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -67,12 +67,7 @@ class Ca:
               hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> int:
         """Write a server certificate for ``hosts`` and its key; return its serial."""
         key = ec.generate_private_key(ec.SECP256R1())
-        names: list[x509.GeneralName] = []
-        for h in hosts:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(h)))
-            except ValueError:
-                names.append(x509.DNSName(h))
+        names = san_names(hosts)
         now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()

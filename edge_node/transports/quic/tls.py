@@ -19,13 +19,25 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["DEFAULT_HOSTS", "cert_sha256", "generate_self_signed", "write_self_signed"]
+__all__ = ["DEFAULT_HOSTS", "cert_sha256", "generate_self_signed", "san_names",
+           "write_self_signed"]
 
 #: Names a development certificate is valid for.
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 #: Browsers refuse serverCertificateHashes for certificates valid longer than 14 days.
 MAX_HASH_PIN_DAYS = 14
+
+
+def san_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """subjectAltName entries for ``hosts``: IP addresses as IP entries, others as DNS."""
+    names: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            names.append(x509.DNSName(h))
+    return names
 
 
 def generate_self_signed(hosts: Sequence[str] = DEFAULT_HOSTS, days: float = 13.0
@@ -41,12 +53,7 @@ def generate_self_signed(hosts: Sequence[str] = DEFAULT_HOSTS, days: float = 13.
     if not hosts:
         raise ValueError("at least one host name is required")
     key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            names.append(x509.DNSName(h))
+    names = san_names(hosts)
     now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     cert = (
