@@ -182,7 +182,8 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
             return await self.r.evalsha(self._sha[name], numkeys, *args)
 
     async def stop(self) -> None:
-        """Flush appends, release leases, stop tasks, close connections."""
+        """Flush appends, release leases, stop tasks, close connections; each step is
+        bounded (a few seconds at most in all when Redis or a connection hangs)."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), 2.0)
         for room, tok in list(self._owned.items()):
@@ -190,14 +191,12 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
                 await self._script("release", 1, K.room_owner(room), tok)
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
-        await self.appends.close()
-        await self.r.aclose()
-        await self.blocking.aclose()
+        if self._tasks:  # bounded: a task stuck in a connection must not hold the stop
+            await asyncio.wait(self._tasks, timeout=2.0)
+        for close in (self.pubsub.aclose, self.appends.close, self.r.aclose,
+                      self.blocking.aclose):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close(), 2.0)
 
     # -- rooms --------------------------------------------------------------
 
