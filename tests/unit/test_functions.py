@@ -1,7 +1,7 @@
 """Functions at the edge below the process: registration, loading, call slots, and the
 host running RPCs and event handlers against an in-memory hub with fake callers.
 
-No sockets, no Redis: tests/integration/test_functions.py runs the same through real
+No sockets, no Redis: tests/integration/test_edge_functions.py runs the same through real
 edges and a real Redis.
 """
 
