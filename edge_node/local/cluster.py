@@ -28,7 +28,8 @@ class LocalCluster:
     def __init__(self, n_edges: int = 3, *, base_port: int = 0, secret: bytes | None = None,
                  redis_url: str | None = None, edge_args: list[str] | None = None,
                  log_dir: str | None = None, origin: bool = True,
-                 origin_workers: int = 2, quic: bool = True) -> None:
+                 origin_workers: int = 2, quic: bool = True,
+                 origin_env: dict[str, str] | None = None) -> None:
         self.n_edges = n_edges
         self.base_port = base_port
         self.secret = secret or secrets.token_urlsafe(24).encode()
@@ -39,6 +40,8 @@ class LocalCluster:
         self.edges: list[EdgeProcess] = []
         self.with_origin = origin
         self.origin_workers = origin_workers
+        #: More environment for the origin (its webhooks, say); wins over ours.
+        self.origin_env = origin_env or {}
         self.origin: Any = None
         #: The origin API key: the first of ``ORIGIN_API_KEYS`` when set (all of them are
         #: accepted), else a fresh random one (printed by ``up``).
@@ -64,7 +67,7 @@ class LocalCluster:
                 # (The environment may hold both variables set below: later keys win.)
                 env = {"ORIGIN_FORECAST_STEP": "1", **os.environ,
                        "ORIGIN_API_KEYS": ",".join(self.api_keys),
-                       "EDGE_RELAY_SECRET": self.secret.decode()}
+                       "EDGE_RELAY_SECRET": self.secret.decode(), **self.origin_env}
                 self.origin = spawn_api(self.redis_url, "--workers", str(self.origin_workers),
                                         command="run", env=env,
                                         log_path=os.path.join(self.log_dir, "origin.log"))

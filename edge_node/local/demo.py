@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import json
 import os
 import re
@@ -36,6 +35,16 @@ from client_sdk.errors import EdgeRelayError
 from client_sdk.protocol import mint_token
 from client_sdk.transport import TlsOptions
 from edge_node.local.cluster import LocalCluster
+from edge_node.local.demo_app import HOT
+from edge_node.local.demo_chaos import failover_summary, handover_summary
+from edge_node.local.demo_functions import (
+    FUNCTIONS_SPEC,
+    RPC_PATTERNS,
+    RpcCallers,
+    WebhookReceiver,
+    function_metrics,
+    functions_ok,
+)
 from edge_node.local.demo_report import render_summary
 from edge_node.local.redis_server import RedisUnavailable
 from edge_node.local.scrape import scrape_metrics
@@ -62,6 +71,8 @@ class DemoConfig:
     device_rate: float = 10.0
     #: Bots playing the arena game room (0: none).
     arena_bots: int = 6
+    #: Players that also call the leaderboard RPCs (0: none).
+    rpc_callers: int = 10
 
 
 @dataclass
@@ -147,9 +158,12 @@ def _room_machines(scrapes: list[dict[str, float]]) -> dict[str, Any]:
             "by_state": dict(sorted(states.items()))}
 
 
-async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
-    """Run the players against ``cluster`` and return the summary dict."""
+async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
+                   webhook: WebhookReceiver | None = None) -> dict[str, Any]:
+    """Run the players against ``cluster`` and return the summary dict; ``webhook``: the
+    receiver the cluster's origin POSTs alert events to."""
     now = time.time()
+    board = f"scores-{int(now)}"
     urls = cluster.urls
     hist = HdrHistogram(1, 60_000_000, 3)  # microseconds
     steady = HdrHistogram(1, 60_000_000, 3)  # intended before the kill
@@ -182,12 +196,16 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         transport = "quic" if quic_url and i % 3 == 2 else "ws"
         if transport == "quic":
             order = [quic_url, *order]  # its edge's WebSocket URL is the fallback
-        tok = mint_token(cluster.secret, f"player-{i}", "player", ["room-*"], now=now)
+        tok = mint_token(cluster.secret, f"player-{i}", "player", ["room-*", board],
+                         rpc=RPC_PATTERNS, now=now)
         client = await connect(order, tok, name=f"demo-player-{i}", backoff_base=0.2,
                                backoff_cap=2.0, tls=TlsOptions(ca_file=cluster.ca_file or None))
         players.append(_Player(i, f"room-{i % cfg.rooms}", client, transport=transport))
     for p in players:
         await p.client.join(p.room, echo=False, on_message=on_message(p))
+    step = max(1, len(players) // max(1, cfg.rpc_callers))
+    callers = RpcCallers([(p.client, f"player-{p.idx}") for p in players[::step]
+                          ][:cfg.rpc_callers], board)
     fleet = None
     if cfg.devices:
         from edge_node.local.demo_devices import DeviceFleet
@@ -316,7 +334,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         chaos.append(loop.create_task(killer()))
     await asyncio.gather(*(publisher(p) for p in players),
                          *([fleet.run(cfg.duration)] if fleet is not None else []),
-                         *(a.run(cfg.duration) for a in arenas))
+                         *(a.run(cfg.duration) for a in arenas), callers.run(cfg.duration))
     await asyncio.gather(*chaos)
     # Drain: wait until every ack is in and deliveries stop changing (bounded).
     deadline = time.perf_counter() + 15.0
@@ -333,10 +351,11 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
     machine = shares.stop()
     elapsed = time.perf_counter() - start
 
+    functions = await callers.summary()
     rtts = sorted([await p.client.ping() for p in players[: min(10, len(players))]
                    if p.client.connected])
-    failover = _failover_summary(players, killed)
-    handover = _handover_summary(players, drained, killed)
+    failover = failover_summary(players, killed)
+    handover = handover_summary(players, drained, killed)
     origin = await _origin_summary(cluster)
     iot = await fleet.summary() if fleet is not None else {"devices": 0}
     game: dict[str, Any] = {"bots": 0}
@@ -391,6 +410,14 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
             det = 1000.0 * m.get("edge_failover_detection_seconds_sum", 0.0) / n_det
             prev = failover.get("detection_ms")
             failover["detection_ms"] = round(det if prev is None else min(prev, det), 1)
+    if webhook is not None:
+        await webhook.settle(at_least=iot.get("alerts", 0))
+    functions.update(
+        telemetry={"handler": "window:too_hot", "threshold_c": HOT,
+                   **{k: iot.get(k, 0) for k in ("fan_commands", "devices_cooled",
+                                                 "hot_at_end")}},
+        webhook=webhook.summary() if webhook is not None else {"deliveries": 0},
+        edge_calls=function_metrics(scrapes))
     if arenas:
         from edge_node.local.demo_arena import arena_metrics
 
@@ -428,40 +455,13 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster) -> dict[str, Any]:
         "origin": origin,
         "iot": iot,
         "game": game,
+        "functions": functions,
         "machine": machine,
         "forecast": forecast,
         "edges": edges,
         "ok": lost == 0 and dups == 0 and iot.get("lost", 0) == 0
         and game.get("divergences", 0) == 0 and game.get("inputs_lost", 0) == 0
-        and game.get("inputs_applied_twice", 0) == 0,
-    }
-
-
-def _max_gap(arrivals: list[float], t0: float, t1: float) -> float:
-    """Longest silence between ``t0`` and ``t1`` in a sorted arrival list."""
-    window = [t for t in arrivals if t0 <= t <= t1]
-    if not window:
-        return t1 - t0
-    worst = max(window[0] - t0, t1 - window[-1])
-    return max([worst, *(b - a for a, b in itertools.pairwise(window))])
-
-
-def _handover_summary(players: list[_Player], drained: dict[str, Any],
-                      killed: dict[str, Any]) -> dict[str, Any]:
-    if not drained:
-        return {"drained_edge": None}
-    t = drained["t"]
-    end = killed.get("t", t + 10.0) - 0.05  # up to the kill, which has its own figures
-    moved = [p for p in players if p.edge_at_drain == drained["edge"]]
-    gaps = [_max_gap(p.arrivals, t, min(end, t + 5.0)) for p in moved]
-    return {
-        "drained_edge": drained["edge"],
-        "drained_by": drained.get("how", "SIGTERM"),
-        "clients_on_drained_edge": len(moved),
-        "clients_moved": sum(1 for p in moved if p.client.handoffs >= 1),
-        "clients_disconnected": sum(1 for p in moved if p.client.reconnects >= 1
-                                    and p.edge_at_kill == drained["edge"]),
-        "max_gap_ms": round(max(gaps) * 1000, 1) if gaps else None,
+        and game.get("inputs_applied_twice", 0) == 0 and functions_ok(functions),
     }
 
 
@@ -489,38 +489,6 @@ async def _origin_summary(cluster: LocalCluster) -> dict[str, Any]:
             "lag_ms": stats.get("lag_ms", {}), "by_kind": stats.get("by_kind", {})}
 
 
-def _failover_summary(players: list[_Player], killed: dict[str, Any]) -> dict[str, Any]:
-    if not killed:
-        return {"killed_edge": None}
-    t_kill = killed["t"]
-    victims = [p for p in players if p.edge_at_kill == killed["edge"]]
-    resumed = [p for p in victims if p.client.reconnects >= 1 and p.client.connected
-               and p.client.edge_id != killed["edge"]]
-    gaps = []
-    for p in players:
-        after = [t for t in p.arrivals if t >= t_kill - 1.0]
-        prev = None
-        worst = 0.0
-        for t in after:
-            if prev is not None:
-                worst = max(worst, t - prev)
-            prev = t
-        if after and after[0] > t_kill:
-            worst = max(worst, after[0] - t_kill)
-        gaps.append(worst)
-    not_recovered = sum(1 for p in players for ev in p.client.recoveries if not ev.recovered)
-    replayed = sum(ev.replayed for p in players for ev in p.client.recoveries)
-    return {
-        "killed_edge": killed["edge"],
-        "clients_on_killed_edge": len(victims),
-        "clients_resumed": len(resumed),
-        "recovered_false": not_recovered,
-        "replayed": replayed,
-        "max_gap_ms": round(max(gaps) * 1000, 1) if gaps else None,
-        "median_gap_ms": round(sorted(gaps)[len(gaps) // 2] * 1000, 1) if gaps else None,
-    }
-
-
 async def _history(url: str, rooms: list[str]) -> dict[str, Any]:
     from edge_node.redis_io.conn import connect
     from edge_node.redis_io.keys import room_log
@@ -542,13 +510,15 @@ def cmd_demo(a: Any) -> int:
     cfg = DemoConfig(edges=a.edges, players=a.players, rooms=a.rooms, rate=a.rate,
                      duration=a.duration, kill=not a.no_kill,
                      devices=getattr(a, "devices", 500),
-                     arena_bots=getattr(a, "arena_bots", 6))
+                     arena_bots=getattr(a, "arena_bots", 6),
+                     rpc_callers=getattr(a, "rpc_callers", 10))
     if not (1 <= cfg.edges <= 16 and 2 <= cfg.players <= 5000 and 1 <= cfg.rooms
             <= cfg.players and 0 < cfg.rate <= 1000 and 0 < cfg.duration <= 3600
-            and 0 <= cfg.devices <= 5000 and 0 <= cfg.arena_bots <= 16):
+            and 0 <= cfg.devices <= 5000 and 0 <= cfg.arena_bots <= 16
+            and 0 <= cfg.rpc_callers <= min(100, cfg.players)):
         raise UserError("need 1-16 edges, 2-5000 players, 1..players rooms, "
                         "0 < rate <= 1000, 0 < duration <= 3600, 0-5000 devices, "
-                        "0-16 arena bots")
+                        "0-16 arena bots, 0-100 RPC callers (at most the players)")
     if a.json:
         parent = os.path.dirname(os.path.abspath(a.json))
         if not os.path.isdir(parent):
@@ -556,20 +526,27 @@ def cmd_demo(a: Any) -> int:
     print(f"starting Redis and {cfg.edges} edges ...", file=sys.stderr, flush=True)
     from edge_node.local.demo_arena import ARENA_HANDLER
 
+    webhook = WebhookReceiver()
+    webhook.start()
     cluster = LocalCluster(cfg.edges, edge_args=["--uplink-rooms", "room-*",
-                                                 "--room-handler", ARENA_HANDLER])
+                                                 "--room-handler", ARENA_HANDLER,
+                                                 "--functions", FUNCTIONS_SPEC],
+                           origin_env={"ORIGIN_WEBHOOKS": f"alert={webhook.url}",
+                                       "ORIGIN_WEBHOOK_SECRET": webhook.secret})
     try:
         cluster.start()
     except (RedisUnavailable, RuntimeError) as exc:
+        webhook.stop()
         raise UserError(str(exc)) from exc
     try:
         d = cluster.describe()
         print(f"redis {d['redis']}{' (embedded)' if d['embedded_redis'] else ''}; edges "
               + ", ".join(e["url"] for e in d["edges"]), file=sys.stderr, flush=True)
         install_uvloop()
-        summary = asyncio.run(run_demo(cfg, cluster))
+        summary = asyncio.run(run_demo(cfg, cluster, webhook))
     finally:
         cluster.stop()
+        webhook.stop()
     print(render_summary(summary))
     if a.json:
         with open(a.json, "w") as fh:

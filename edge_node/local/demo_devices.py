@@ -7,18 +7,25 @@ of them; they fail over with their offline buffer) and sends one ``temp`` sample
 warm-up.  At the end every device flushes and waits for its acknowledgements, then the
 origin's exact per-device sample counts are compared with what was sent:
 ``iot.lost`` = sent - counted (0 when nothing is lost; negative would mean double counting).
+
+Each device runs at its own base temperature (15-30 °C).  The demo's window handler
+(:mod:`edge_node.local.demo_app`) commands ``fan`` to a device whose window mean is over
+29 °C; the device answers ``{"ok": true}`` and runs 6 °C cooler from then on, so the
+summary can tell how many devices were hot, commanded and cooled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from client_sdk.device import Device
-from client_sdk.protocol import mint_token
+from client_sdk.protocol import Command, mint_token
+from edge_node.local.demo_app import HOT
 from edge_node.redis_io import conn as redis_conn
 
 __all__ = ["DeviceFleet"]
@@ -28,8 +35,12 @@ __all__ = ["DeviceFleet"]
 class _Sim:
     idx: int
     device: Device
+    base: float = 20.0
     sent: int = 0
     spike_at: int = -1
+    #: ``fan`` commands received (at least once: a re-delivery counts again).
+    commands: int = 0
+    cooled: bool = False
 
 
 class DeviceFleet:
@@ -60,7 +71,9 @@ class DeviceFleet:
                              metrics={"temp": (-40.0, 125.0)}, now=now, ttl=3600)
             d = await Device.connect(order, tok, batch_max=50, linger=2.0,
                                      client_options={"backoff_base": 0.2, "backoff_cap": 2.0})
-            return _Sim(i, d)
+            sim = _Sim(i, d, base=random.Random(i).uniform(15, 30))
+            d.on_command = functools.partial(self._command, sim)
+            return sim
 
         for k in range(0, self.n, 50):
             self.sims += await asyncio.gather(*(one(i) for i in range(k, min(k + 50, self.n))))
@@ -73,17 +86,29 @@ class DeviceFleet:
         interval = 1.0 / self.rate
         start = time.perf_counter()
         rngs = [random.Random(s.idx) for s in self.sims]
-        bases = [r.uniform(15, 30) for r in rngs]
+        for r in rngs:
+            r.random()  # the first draw is the device's base temperature
         k = 0
         while k * interval < duration:
             delay = start + k * interval - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            for s, rng, base in zip(self.sims, rngs, bases, strict=True):
-                v = base + rng.gauss(0, 0.3) + (20.0 if k == s.spike_at else 0.0)
+            for s, rng in zip(self.sims, rngs, strict=True):
+                v = s.base + rng.gauss(0, 0.3) + (20.0 if k == s.spike_at else 0.0)
                 s.device.send_telemetry("temp", v)
                 s.sent += 1
             k += 1
+
+    @staticmethod
+    def _command(sim: _Sim, cmd: Command) -> dict[str, Any]:
+        """A command from the edge: ``fan`` cools the device by 6 °C (once)."""
+        if cmd.name != "fan":
+            return {"ok": False, "error": f"unknown command {cmd.name!r}"}
+        sim.commands += 1
+        if not sim.cooled:
+            sim.cooled = True
+            sim.base -= 6.0
+        return {"ok": True}
 
     async def summary(self, timeout: float = 20.0) -> dict[str, Any]:
         """Flush, wait for acks and for the origin to settle (bounded); the ``iot`` block."""
@@ -100,7 +125,10 @@ class DeviceFleet:
                "anomalies_injected": self.anomalies, "alerts": alerts,
                "lost": sent - counted,
                "resent_batches": sum(s.device.resent_batches for s in self.sims),
-               "unacked": sum(s.device.buffered for s in self.sims)}
+               "unacked": sum(s.device.buffered for s in self.sims),
+               "fan_commands": sum(s.commands for s in self.sims),
+               "devices_cooled": sum(1 for s in self.sims if s.cooled),
+               "hot_at_end": sum(1 for s in self.sims if s.base > HOT)}
         for s in self.sims:
             await s.device.close()
         return out

@@ -22,6 +22,9 @@ def render_summary(s: dict[str, Any]) -> str:
             "inputs_applied_twice"):
         verdict = (f"PROBLEM: arena inputs lost ({s['game']['inputs_lost']}) or applied "
                    f"twice ({s['game']['inputs_applied_twice']})")
+    elif not _functions_fine(s.get("functions") or {}):
+        verdict = ("PROBLEM: a function call failed on the edge, the leaderboard misses an "
+                   "acknowledged score, or a webhook request was not correctly signed")
     elif iot_s.get("lost"):
         verdict = (f"PROBLEM: {iot_s['lost']} IoT samples did not reach the origin "
                    f"({iot_s.get('unacked', 0)} still unacknowledged in device buffers when "
@@ -117,6 +120,7 @@ def render_summary(s: dict[str, Any]) -> str:
     g = s.get("game") or {}
     if g.get("bots"):
         lines += _game_lines(g)
+    lines += _function_lines(s.get("functions") or {})
     lines += _machine_lines(s.get("machine") or {})
     fc = s.get("forecast") or {}
     if fc:
@@ -163,6 +167,42 @@ def _game_lines(g: dict[str, Any]) -> list[str]:
         f"  game.divergences           {g['divergences']}  (players whose final state "
         f"differs from the owner's; {g['resyncs']} resyncs, {g['full_states']} full "
         "states sent)")
+    return lines
+
+
+def _functions_fine(f: dict[str, Any]) -> bool:
+    from edge_node.local.demo_functions import functions_ok
+
+    return functions_ok(f)
+
+
+def _function_lines(f: dict[str, Any]) -> list[str]:
+    """RPCs, the board check, the telemetry handler and the webhook."""
+    rpc, board = f.get("rpc") or {}, f.get("leaderboard") or {}
+    tel, hook = f.get("telemetry") or {}, f.get("webhook") or {}
+    lines: list[str] = []
+    if rpc.get("callers"):
+        top = ", ".join(f"{who} {score}" for who, score in board.get("top", [])) or "empty"
+        lines += [
+            "",
+            f"  functions.rpc              {rpc['calls']} calls from {rpc['callers']} players "
+            f"(score.submit, leaderboard.top, on their own edge): {rpc['ok']} ok, "
+            f"{rpc['app_errors']} application errors on purpose (negative scores), "
+            f"{rpc['interrupted']} interrupted by the chaos, {rpc['failed']} failed; "
+            f"p50 {rpc['p50_ms']} ms, p99 {rpc['p99_ms']} ms",
+            f"  functions.leaderboard      top {top}; {board.get('players', 0)} players; "
+            f"holds every acknowledged score: {'yes' if board.get('consistent') else 'NO'}",
+        ]
+    if tel.get("fan_commands"):
+        lines.append(
+            f"  functions.telemetry        the edges' window handler sent {tel['fan_commands']}"
+            f" fan commands (one per window closed with a mean over {tel['threshold_c']:g} °C)"
+            f"; {tel['devices_cooled']} devices cooled down, {tel['hot_at_end']} still hot")
+    if hook.get("url"):
+        lines.append(
+            f"  functions.webhook          {hook['deliveries']} alert events POSTed by the "
+            f"origin to {hook['url']} ({hook['events']} distinct, "
+            f"{hook['bad_signatures']} badly signed)")
     return lines
 
 

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bots per authoritative arena (a game room run by its owner edge) "
                     "at 10 inputs/s each: one arena lives on the edge that is drained, one "
                     "on the edge that is killed (default 6; 0 = none)")
+    pd.add_argument("--rpc-callers", type=int, default=10,
+                    help="players that also call the leaderboard functions on their edge "
+                    "(a score a second, the board every other second; default 10, 0 = none)")
     pd.add_argument("--no-kill", action="store_true",
                     help="do not SIGKILL an edge half-way (steady state only)")
     pd.set_defaults(func=_cmd_demo)
