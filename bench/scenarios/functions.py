@@ -40,6 +40,7 @@ from bench.errors import BenchError, BenchFailure
 from bench.latency import Latency
 from bench.procstats import (
     LOADGEN_SATURATION_PERCENT,
+    OTHER_CPU_WARN_PERCENT,
     ProcSample,
     can_pin,
     cpu_between,
@@ -85,6 +86,8 @@ for _t, _label in (("ws", "WebSocket"), ("quic", "QUIC")):
         (f"{_label}: edge CPU (% of one core)", f"{_t}.rpc.edge_cpu_percent"),
         (f"{_label}: load generators' CPU (% of one core, summed)",
          f"{_t}.rpc.loadgen_cpu_percent"),
+        (f"{_label}: other processes' CPU (% of one core, host noise)",
+         f"{_t}.rpc.other_cpu_percent"),
     ]
 
 
@@ -178,6 +181,8 @@ def scaling_rows(edges: int) -> list[tuple[str, str]]:
               f"scaling.edges_{n}.cpu_us") for n in range(1, edges + 1)]
     rows += [(f"scaling: edges' CPU, {n} edge{'s' if n > 1 else ''} (% of one core, summed)",
               f"scaling.edges_{n}.edge_cpu_percent") for n in range(1, edges + 1)]
+    rows += [(f"scaling: machine busy, {n} edge{'s' if n > 1 else ''} (% of all cores)",
+              f"scaling.edges_{n}.host_busy_percent") for n in range(1, edges + 1)]
     if edges > 1:
         rows.append((f"scaling: calls/s ratio, {edges} edges / 1", "scaling.ratio"))
     rows.append(("scaling: calls per edge CPU-second (1 edge)",
@@ -245,6 +250,7 @@ def run_functions(p: dict[str, Any], quiet: bool = False, run: int = 0,
                            for i in range(p["procs"])])
         pool.start()
         loadgen = [psutil.Process(pid) for pid in pool.pids]
+        redis = [psutil.Process(cluster.redis.pid)] if cluster.redis is not None else []
         load_cores = len(load_cpus) if load_cpus else os.cpu_count() or 1
         progress = Progress(not quiet)
         payload = b"\xab" * p["payload_size"]
@@ -260,7 +266,8 @@ def run_functions(p: dict[str, Any], quiet: bool = False, run: int = 0,
             assert pool is not None
             fig = _phase(pool, phases, p, [cluster.edges[i].http_url for i in
                                            range(len(urls))],
-                         edge_procs[:len(urls)], loadgen, load_cores, progress)
+                         edge_procs[:len(urls)], loadgen, [*edge_procs[len(urls):], *redis],
+                         load_cores, progress)
             warnings.extend(f"{name}: {w}" for w in fig.pop("warnings"))
             return fig
 
@@ -304,9 +311,11 @@ def _overhead(rpc: dict[str, Any], ping: dict[str, Any], body_us: int) -> dict[s
 
 
 def _phase(pool: WorkerPool, phases: list[Phase], p: dict[str, Any], http_urls: list[str],
-           edges: list[Any], loadgen: list[Any], load_cores: int,
+           edges: list[Any], loadgen: list[Any], rest: list[Any], load_cores: int,
            progress: Progress) -> dict[str, Any]:
-    """Play one phase on every worker; its figures (see :func:`_figures`)."""
+    """Play one phase on every worker; its figures (see :func:`_figures`).  ``edges``:
+    the phase's edge processes; ``rest``: the run's other processes (idle edges,
+    Redis), counted as ours when telling the host's other load apart."""
     for i, share in enumerate(phases):
         pool.send_to(i, "phase", share)
     pool.recv_all("ready", CONNECT_TIMEOUT_S,
@@ -322,18 +331,20 @@ def _phase(pool: WorkerPool, phases: list[Phase], p: dict[str, Any], http_urls: 
 
     _wait_until(window_start, tick)
     m0 = [scrape_metrics(u, timeout=5) for u in http_urls]
-    c0 = [sample(x) for x in edges]
-    g0 = [sample(x) for x in loadgen]
-    h0, t0 = system_cpu(), time.monotonic()
+    c0, g0, r0 = ([sample(x) for x in group] for group in (edges, loadgen, rest))
+    h0, self0, t0 = system_cpu(), time.process_time(), time.monotonic()
     _wait_until(end, tick)
-    h1, t1 = system_cpu(), time.monotonic()
-    c1 = [sample(x) for x in edges]
-    g1 = [sample(x) for x in loadgen]
+    h1, self1, t1 = system_cpu(), time.process_time(), time.monotonic()
+    c1, g1, r1 = ([sample(x) for x in group] for group in (edges, loadgen, rest))
     m1 = [scrape_metrics(u, timeout=5) for u in http_urls]
     results = pool.recv_all("phase_result", 30.0, on_wait=tick)
+    ours = self1 - self0 + sum(b.cpu_s - a.cpu_s for a, b in
+                               zip([*c0, *g0, *r0], [*c1, *g1, *r1], strict=True))
+    wall = max(t1 - t0, 1e-9)
+    host = {"busy_cores": sum(h1[k] - h0[k] for k in h0) / wall,
+            "other_cores": max(0.0, h1["task"] - h0["task"] - ours) / wall}
     return _figures(phases[0].mode, phases[0].function, p, results, (c0, c1), (g0, g1),
-                    (m0, m1), load_cores,
-                    sum(h1[k] - h0[k] for k in h0) / max(t1 - t0, 1e-9))
+                    (m0, m1), load_cores, host)
 
 
 def _wait_until(t_ns: int, tick: Any) -> None:
@@ -346,14 +357,15 @@ def _figures(mode: str, fn: str, p: dict[str, Any], results: list[dict[str, Any]
              cpu: tuple[list[ProcSample], list[ProcSample]],
              gen: tuple[list[ProcSample], list[ProcSample]],
              metrics: tuple[list[dict[str, float]], list[dict[str, float]]],
-             load_cores: int, host_cores_busy: float) -> dict[str, Any]:
+             load_cores: int, host: dict[str, float]) -> dict[str, Any]:
     """One phase's figures: requests answered in the window and per second; the edges'
     CPU per request (``cpu_us``) and in all; for an RPC the known body and what the
     edges' metrics say (calls ``ok``, and the functions' wall time per call, which on
     Python 3.11 includes the call's wait on a busy event loop); latency; the load
-    generators' CPU; the whole machine's (``host_cores_busy``: cores' worth of CPU
-    time all processes and interrupts used per second); warnings (errors, a saturated
-    load generator, edge or machine)."""
+    generators' CPU; the machine's (``host``: ``busy_cores``, the cores' worth of CPU
+    all processes and interrupts used, and ``other_cores``, processes not of this
+    run); warnings (errors, a saturated load generator, edge or machine, a noisy
+    host)."""
     window = sum(int(r["requests_window"]) for r in results)
     edge_cpu = [cpu_between(a, b) for a, b in zip(*cpu, strict=True)]
     edge_s = sum(c for c, _pct in edge_cpu)
@@ -375,7 +387,8 @@ def _figures(mode: str, fn: str, p: dict[str, Any], results: list[dict[str, Any]
         "loadgen_cpu_percent": round(sum(load), 1),
         "loadgen_cpu_percent_max": round(max(load, default=0.0), 1),
         "errors": sum(errors.values()),
-        "host_busy_percent": round(100.0 * host_cores_busy / (os.cpu_count() or 1), 1),
+        "host_busy_percent": round(100.0 * host["busy_cores"] / (os.cpu_count() or 1), 1),
+        "other_cpu_percent": round(100.0 * host["other_cores"], 1),
     }
     if mode == "rpc":
         def delta(name: str) -> float:
@@ -399,6 +412,9 @@ def _figures(mode: str, fn: str, p: dict[str, Any], results: list[dict[str, Any]
     if out["host_busy_percent"] > MACHINE_SATURATION_PERCENT:
         warns.append(f"the machine was {out['host_busy_percent']:.0f}% busy (all its "
                      f"{os.cpu_count() or 1} cores): requests/s is what it allows")
+    if out["other_cpu_percent"] > OTHER_CPU_WARN_PERCENT:
+        warns.append(f"processes outside the benchmark used {out['other_cpu_percent']:.0f}% "
+                     "of a core during the window: the host was not quiet, figures are noisy")
     busiest = max((pct for _c, pct in edge_cpu), default=0.0)
     if busiest > EDGE_SATURATION_PERCENT:
         warns.append(f"an edge used {busiest:.0f}% of a core: saturated")
