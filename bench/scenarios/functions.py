@@ -192,7 +192,7 @@ def scaling_rows(edges: int) -> list[tuple[str, str]]:
 
 def machine_notes(p: dict[str, Any], ncpu: int) -> list[str]:
     """What this machine cannot show, said up front (also kept in the report)."""
-    notes = []
+    notes: list[str] = []
     if p["pin"] and p["edges"] >= ncpu:
         notes.append(f"--pin: {p['edges']} edges share {max(1, ncpu - 1)} CPU(s) (one is "
                      "left for the load generators and Redis)")
@@ -279,9 +279,10 @@ def run_functions(p: dict[str, Any], quiet: bool = False, run: int = 0,
         scaling: dict[str, Any] = {"edges_1": out["ws"]["rpc"]}
         for n in range(2, p["edges"] + 1):
             scaling[f"edges_{n}"] = phase(f"{n} edges", "rpc", cluster.urls[:n])
-        top = scaling[f"edges_{p['edges']}"]["per_s"]
         one = scaling["edges_1"]
-        scaling["ratio"] = report.ratio(top, one["per_s"])
+        if p["edges"] > 1:
+            scaling["ratio"] = report.ratio(scaling[f"edges_{p['edges']}"]["per_s"],
+                                            one["per_s"])
         scaling["calls_per_edge_cpu_s"] = (round(1e6 / one["cpu_us"]) if one["cpu_us"]
                                            else None)
         out["scaling"] = scaling
