@@ -32,6 +32,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "bench.scenarios.anomaly",
     "bench.scenarios.telemetry",
     "bench.scenarios.storm",
+    "bench.scenarios.functions",
     "bench.sweep",
     "bench.recv_path",
 )

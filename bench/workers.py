@@ -158,6 +158,10 @@ class WorkerPool:
         for conn in self._conns:
             conn.send((kind, data))
 
+    def send_to(self, index: int, kind: str, data: Any = None) -> None:
+        """Send one worker (``index``: its job's position in the pool) a message."""
+        self._conns[index].send((kind, data))
+
     def recv_all(
         self, kind: str, timeout: float, on_wait: Callable[[], None] | None = None
     ) -> list[Any]:

@@ -303,6 +303,10 @@ def test_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ["sweep", "--factor", "1"],
     ["recv-path", "--clients", "1000", "--messages", "10000"],
     ["plot", "/nonexistent/report.json"],
+    ["functions", "--in-flight", "17"],
+    ["functions", "--clients", "100", "--in-flight", "4"],
+    ["functions", "--body-us", "-1"],
+    ["functions", "--procs", "3", "--clients", "2"],
 ])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
@@ -315,7 +319,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["--help"], ["fanout", "--help"], ["connections", "--help"],
                  ["compare", "--help"], ["rooms", "--help"], ["telemetry", "--help"],
                  ["storm", "--help"], ["sweep", "--help"], ["recv-path", "--help"],
-                 ["failover", "--help"], ["plot", "--help"]):
+                 ["failover", "--help"], ["plot", "--help"], ["functions", "--help"]):
         assert main(argv) == 0
     assert "--subscribers" in capsys.readouterr().out
 
@@ -527,3 +531,43 @@ def test_anomaly_tiny(tmp_path: Path) -> None:
     assert run["scores"]["standard"]["deployed"] > 50
     assert run["us_per_sample"]["median"] > 0 and run["memory_bytes"]["max"] > 0
     assert main(["anomaly", "--data", str(tmp_path / "nope"), "--quiet"]) == 2
+
+
+def test_functions_tiny(tmp_path: Path) -> None:
+    """functions: RPCs and PINGs over WebSocket and QUIC on one edge, then spread over
+    two; every phase answered requests without errors and the report has every figure
+    (their size depends on the machine: not asserted)."""
+    rc = main(["functions", "--edges", "2", "--clients", "2", "--in-flight", "2",
+               "--procs", "1", "--body-us", "20", "--duration", "0.5", "--warmup", "0.2",
+               "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    (path,) = sorted(tmp_path.glob("functions-*.json"))
+    assert path.with_suffix(".md").is_file()
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "edge-relay-bench/1" and doc["meta"]["scenario"] == "functions"
+    assert doc["meta"]["params"]["body_us"] == 20
+    run = doc["targets"]["edge"]["runs"][0]
+    for t in ("ws", "quic"):
+        rpc, ping = run[t]["rpc"], run[t]["ping"]
+        for phase in (rpc, ping):
+            assert phase["requests"] > 0 and phase["errors"] == 0, doc["warnings"]
+            assert phase["cpu_us"] > 0 and phase["latency_us"]["p50"] > 0
+            assert phase["edge_cpu_percent"] > 0
+            assert {"host_busy_percent", "other_cpu_percent"} <= set(phase)
+        # The edge ran the function with the known body ('work'), not 'echo'.
+        assert rpc["body_us"] == 20 and rpc["edge_calls_ok"] > 0
+        assert rpc["metric_fn_wall_us"] > 0
+        assert run[t]["overhead_us_per_call"] == round(rpc["cpu_us"] - 20, 2)
+        assert run[t]["overhead_over_ping_us"] == round(
+            run[t]["overhead_us_per_call"] - ping["cpu_us"], 2)
+    scaling = run["scaling"]
+    assert scaling["edges_1"] == run["ws"]["rpc"]
+    two = scaling["edges_2"]
+    assert two["requests"] > 0 and two["errors"] == 0
+    assert len(two["edge_cpu_percent_per_edge"]) == 2 and min(two["edge_cpu_percent_per_edge"]) > 0
+    assert scaling["ratio"] == round(two["per_s"] / scaling["edges_1"]["per_s"], 3)
+    assert scaling["calls_per_edge_cpu_s"] > 0
+    median = doc["targets"]["edge"]["median"]
+    for key in ("ws.overhead_us_per_call", "quic.overhead_over_ping_us", "scaling.ratio",
+                "scaling.edges_2.per_s"):
+        assert key in median

@@ -179,3 +179,58 @@ def test_summary_us_empty_and_percentiles() -> None:
     assert summary_us(np.asarray([], dtype=np.int64))["p99"] == 0.0
     s = summary_us(np.arange(1, 1001, dtype=np.int64) * 1000)
     assert s["p50"] == 500.0 and s["p99"] == 990.0 and s["max"] == 1000.0
+
+
+# --- bench functions --------------------------------------------------------------------
+
+
+def test_functions_pin_layout_own_cpu_per_edge_when_enough() -> None:
+    from bench.scenarios.functions import pin_layout
+
+    assert pin_layout(2, 4) == ([{0}, {1}], {2, 3})
+    assert pin_layout(1, 2) == ([{0}], {1})
+    # Fewer CPUs than edges + 1: the edges share all but the last CPU.
+    assert pin_layout(2, 2) == ([{0}, {0}], {1})
+    assert pin_layout(3, 3) == ([{0}, {1}, {0}], {2})
+
+
+def test_functions_machine_notes() -> None:
+    from bench.scenarios.functions import machine_notes
+
+    p = {"edges": 2, "procs": 2, "pin": False}
+    assert machine_notes(p, 4) == []
+    (note,) = machine_notes(p, 2)
+    assert "2 CPUs" in note
+    assert len(machine_notes({**p, "pin": True}, 2)) == 2
+
+
+@pytest.mark.parametrize("change", [{"in_flight": 17}, {"clients": 65, "in_flight": 4},
+                                    {"procs": 3, "clients": 2}, {"body_us": -1},
+                                    {"body_us": 100_001}, {"payload_size": 20_000}])
+def test_functions_validate_refuses(change: dict[str, int]) -> None:
+    from bench.errors import BenchError
+    from bench.scenarios.functions import validate
+
+    p = {"edges": 2, "clients": 16, "in_flight": 4, "procs": 2, "body_us": 0,
+         "payload_size": 64}
+    validate(p)
+    with pytest.raises(BenchError):
+        validate({**p, **change})
+
+
+async def test_bench_rpcs_echo_and_work() -> None:
+    import time
+
+    from bench.rpc_functions import functions
+    from edge_node.functions import RpcError
+
+    echo, work = functions.rpcs["echo"].fn, functions.rpcs["work"].fn
+    assert await echo(None, {"a": b"x"}) == {"a": b"x"}
+    t0 = time.thread_time_ns()
+    assert await work(None, {"us": 2000, "echo": [1]}) == [1]
+    assert time.thread_time_ns() - t0 >= 2_000_000
+    assert await work(None, {"us": 0}) is None
+    for bad in (None, {}, {"us": -1}, {"us": 100_001}, {"us": 1.5}, {"us": True}):
+        with pytest.raises(RpcError) as err:
+            await work(None, bad)
+        assert err.value.kind == "bad_us"
