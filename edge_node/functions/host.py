@@ -73,11 +73,14 @@ class FunctionHost:
         return s
 
     async def _run(self, fn: Any, threaded: bool, timeout: float, ctx: Any, arg: Any) -> Any:
-        if threaded:
-            loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(self._pool, functools.partial(fn, ctx, arg))
-            return await asyncio.wait_for(fut, timeout)
-        return await asyncio.wait_for(fn(ctx, arg), timeout)
+        """``fn(ctx, arg)`` within ``timeout`` s (``TimeoutError`` after it).  An ``async
+        def`` runs in the calling task (``asyncio.timeout``, no task of its own: one task
+        per call, and the time measured is the function's); a plain ``def`` in the pool."""
+        async with asyncio.timeout(timeout):
+            if threaded:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._pool, functools.partial(fn, ctx, arg))
+            return await fn(ctx, arg)
 
     # -- RPC ----------------------------------------------------------------------
 
