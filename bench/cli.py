@@ -33,6 +33,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "bench.scenarios.telemetry",
     "bench.scenarios.storm",
     "bench.scenarios.functions",
+    "bench.scenarios.origin_functions",
     "bench.sweep",
     "bench.recv_path",
 )

@@ -307,6 +307,10 @@ def test_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ["functions", "--clients", "100", "--in-flight", "4"],
     ["functions", "--body-us", "-1"],
     ["functions", "--procs", "3", "--clients", "2"],
+    ["origin-functions", "--events", "100001"],
+    ["origin-functions", "--body-us", "-1"],
+    ["origin-functions", "--max-inflight", "30"],
+    ["origin-functions", "--sleep-ms", "-1"],
 ])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
@@ -319,7 +323,8 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["--help"], ["fanout", "--help"], ["connections", "--help"],
                  ["compare", "--help"], ["rooms", "--help"], ["telemetry", "--help"],
                  ["storm", "--help"], ["sweep", "--help"], ["recv-path", "--help"],
-                 ["failover", "--help"], ["plot", "--help"], ["functions", "--help"]):
+                 ["failover", "--help"], ["plot", "--help"], ["functions", "--help"],
+                 ["origin-functions", "--help"]):
         assert main(argv) == 0
     assert "--subscribers" in capsys.readouterr().out
 
@@ -570,4 +575,32 @@ def test_functions_tiny(tmp_path: Path) -> None:
     median = doc["targets"]["edge"]["median"]
     for key in ("ws.overhead_us_per_call", "quic.overhead_over_ping_us", "scaling.ratio",
                 "scaling.edges_2.per_s"):
+        assert key in median
+
+
+def test_origin_functions_tiny(tmp_path: Path) -> None:
+    """origin-functions: 1 then 2 origin workers drain a small backlog; every event's
+    handler recorded its effect exactly once (no timing asserted)."""
+    rc = main(["origin-functions", "--events", "300", "--sleep-ms", "2", "--body-us", "10",
+               "--duration", "15", "--shards", "2", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    (path,) = sorted(tmp_path.glob("origin-functions-*.json"))
+    assert path.with_suffix(".md").is_file()
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "edge-relay-bench/1"
+    assert doc["meta"]["scenario"] == "origin-functions"
+    assert doc["meta"]["params"]["workers_max"] == 2
+    run = doc["targets"]["origin"]["runs"][0]
+    for w in (1, 2):
+        ph = run[f"workers_{w}"]
+        assert ph["workers"] == w and ph["drained"], doc["warnings"]
+        assert ph["handled"] == ph["effects"] == ph["fn_ok"] == 300
+        assert ph["duplicates"] == 0 and ph["missing"] == 0 and ph["dead_letters"] == 0
+        assert ph["left_queued"] == 0
+        assert len(ph["worker_cpu_percent_per_worker"]) == w
+        assert ph["per_s"] > 0 and ph["cpu_us"] > 0
+        assert ph["overhead_us_per_event"] == round(ph["cpu_us"] - 10, 2)
+    assert run["ratio"] == round(run["workers_2"]["per_s"] / run["workers_1"]["per_s"], 3)
+    median = doc["targets"]["origin"]["median"]
+    for key in ("workers_1.per_s", "workers_2.per_s", "ratio", "events_per_worker_cpu_s"):
         assert key in median
