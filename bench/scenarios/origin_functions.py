@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -275,6 +276,7 @@ def run_origin_functions(p: dict[str, Any], quiet: bool = False, run: int = 0,
     finally:
         r.close()
         server.stop()
+        shutil.rmtree(logs, ignore_errors=True)  # a failure's message quotes its log
     one = out["workers_1"]
     if p["workers_max"] > 1:
         out["ratio"] = report.ratio(out[f"workers_{p['workers_max']}"]["per_s"],
