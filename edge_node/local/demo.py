@@ -17,7 +17,6 @@ import asyncio
 import functools
 import json
 import os
-import re
 import signal
 import struct
 import sys
@@ -47,7 +46,7 @@ from edge_node.local.demo_functions import (
 )
 from edge_node.local.demo_report import render_summary
 from edge_node.local.redis_server import RedisUnavailable
-from edge_node.local.scrape import scrape_metrics
+from edge_node.local.scrape import LABELS, scrape_metrics
 from edge_node.runtime.gc_tuning import tune_gc
 
 __all__ = ["cmd_demo", "run_demo", "DemoConfig"]
@@ -140,16 +139,13 @@ def _forecast_summary(cluster: LocalCluster) -> dict[str, Any]:
     return {}
 
 
-_LABELS = re.compile(r'(\w+)="([^"]*)"')
-
-
 def _room_machines(scrapes: list[dict[str, float]]) -> dict[str, Any]:
     """Room machine state changes and present states, summed over ``scrapes``."""
     changes: dict[str, int] = defaultdict(int)
     states: dict[str, int] = defaultdict(int)
     for m in scrapes:
         for name, value in m.items():
-            labels = dict(_LABELS.findall(name))
+            labels = dict(LABELS.findall(name))
             if name.startswith("edge_room_transitions_total{"):
                 changes[f"{labels['from']}->{labels['to']}"] += int(value)
             elif name.startswith("edge_rooms_by_state{"):

@@ -34,6 +34,7 @@ from client_sdk.errors import (
     EdgeRelayError,
     RequestTimeoutError,
 )
+from edge_node.local.scrape import LABELS
 from origin.webhooks.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 
 __all__ = ["RpcCallers", "WebhookReceiver", "function_metrics", "functions_ok",
@@ -235,14 +236,11 @@ class WebhookReceiver:
 def function_metrics(scrapes: list[dict[str, float]]) -> dict[str, dict[str, int]]:
     """``edge_function_calls_total`` summed over the edges still up: function → outcome
     → runs."""
-    import re
-
-    labels = re.compile(r'(\w+)="([^"]*)"')
     out: dict[str, dict[str, int]] = {}
     for m in scrapes:
         for name, value in m.items():
             if name.startswith("edge_function_calls_total{"):
-                lab = dict(labels.findall(name))
+                lab = dict(LABELS.findall(name))
                 per = out.setdefault(lab.get("function", "?"), {})
                 per[lab.get("outcome", "?")] = per.get(lab.get("outcome", "?"), 0) + int(value)
     return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}

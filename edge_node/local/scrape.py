@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import urllib.request
 from typing import Any
 
-__all__ = ["scrape_metrics", "bucket_quantile_ms", "continuity_figures"]
+__all__ = ["scrape_metrics", "bucket_quantile_ms", "continuity_figures", "LABELS"]
+
+#: The ``name="value"`` labels in a series name :func:`scrape_metrics` returns.
+LABELS = re.compile(r'(\w+)="([^"]*)"')
 
 
 def scrape_metrics(http_url: str, timeout: float = 2.0) -> dict[str, float]:
