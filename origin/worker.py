@@ -61,8 +61,16 @@ class Worker:
         # On a Redis Cluster each uplink stream is in its own slot: one XREADGROUP per
         # stream (a multi-stream read would be refused with CROSSSLOT).
         self.cluster = redis_conn.is_cluster(settings.redis_url)
-        self.hooks = (build_runner(hooks, self.r, self.rb, settings.shards, consumer)
-                      if hooks else None)
+        # The hooks get their own client: up to ``max_inflight`` events each make Redis
+        # calls at once (bookkeeping and handlers), far more than a pool's default
+        # size, so a call waits for a free connection instead of failing.
+        self.rh: aioredis.Redis | None = None
+        self.hooks = None
+        if hooks:
+            self.rh = redis_conn.connect(settings.redis_url, socket_timeout=10.0,
+                                         max_connections=hooks.settings.connections,
+                                         blocking_pool=True)
+            self.hooks = build_runner(hooks, self.rh, self.rb, settings.shards, consumer)
 
     async def setup(self) -> None:
         """Create the consumer groups (idempotent), load the script, record the shard count."""
@@ -92,6 +100,8 @@ class Worker:
                 await asyncio.gather(hooks, return_exceptions=True)
             await self.r.aclose()
             await self.rb.aclose()
+            if self.rh is not None:
+                await self.rh.aclose()
 
     async def _loop(self, stop: asyncio.Event) -> None:
         if not self.cluster:

@@ -28,20 +28,13 @@ worker spends per event on the apply step, the hooks runner and the handler's re
 effect after the workers stopped), ``dead_letters`` and the hooks stats' ``fn_ok``.
 ``ratio`` = events/s with W = ``--workers-max`` / with W = 1.
 
-Each worker runs at most 64 handler attempts at once (``HookSettings.concurrency``):
-with a sleeping (I/O-bound) handler one worker handles at most 64 / ``--sleep-ms``
-events per second (``slot_bound_per_s``), and another worker adds 64 more slots
-whatever the cores; with a CPU body the bound is the cores, which the workers share
-with Redis and this process.
-
-The workers run with ``--hooks-max-inflight`` = ``--max-inflight`` (16), not the
-origin's default of 1000: every event held makes its Redis calls on the worker's one
-client, whose connection pool (redis-py's default, 100) fails calls beyond it
-(``MaxConnectionsError``); such an event is left pending and only claimed again after
-``--hooks-claim-idle-ms`` (60 s), so a backlog crawls at tens of events/s.  Each
-shard's reader checks the bound on its own before its read, so a worker may hold up to
-``--max-inflight`` x ``--shards`` events (64 by default): that product must stay
-within 80.
+Each worker runs at most ``--concurrency`` handler attempts at once (the workers'
+``--hooks-concurrency``, default 64): with a sleeping (I/O-bound) handler one worker
+handles at most min(``--concurrency``, ``--max-inflight``) / ``--sleep-ms`` events per
+second (``slot_bound_per_s``), and another worker adds as many slots whatever the
+cores; with a CPU body the bound is the cores, which the workers share with Redis and
+this process.  ``--max-inflight`` (the workers' ``--hooks-max-inflight``, default the
+origin's 1000) bounds the events a worker holds, all shards together.
 """
 
 from __future__ import annotations
@@ -75,6 +68,7 @@ from bench.procstats import (
 )
 from bench.progress import Progress
 from bench.validators import non_negative_float, positive_float, positive_int
+from origin.hooks.runner import HookSettings
 
 __all__ = ["register", "run_origin_functions", "phase_rows", "validate",
            "machine_notes", "backlog", "BATCH"]
@@ -89,15 +83,11 @@ EDGE_ID = "obench-edge"
 #: could be trimmed before it is handled.
 MAX_EVENTS = 100_000
 MAX_WORKERS = 16
-#: Events a worker may hold at once here, all shards (see the module docstring).
-MAX_HELD = 80
 #: Seconds for the workers to start and join the consumer groups.
 START_TIMEOUT_S = 60.0
 POLL_S = 0.02
 WORKER_SATURATION_PERCENT = 90.0
 MACHINE_SATURATION_PERCENT = 90.0
-#: Handler attempts one worker runs at once (origin.hooks.runner.HookSettings).
-SLOTS_PER_WORKER = 64
 
 def phase_rows(workers_max: int) -> list[tuple[str, str]]:
     """Report rows for the phases 1..``workers_max`` workers and the ratio."""
@@ -142,10 +132,12 @@ def register(subs: Any) -> None:
     sp.add_argument("--duration", type=positive_float, default=60.0,
                     help="longest measured seconds per phase: a backlog not drained by "
                     "then is measured up to there (default: 60)")
-    sp.add_argument("--max-inflight", type=positive_int, default=16,
-                    help="the workers' --hooks-max-inflight; --max-inflight x --shards "
-                    f"at most {MAX_HELD} (default: 16; see the description for why not "
-                    "the origin's 1000)")
+    sp.add_argument("--max-inflight", type=positive_int, default=HookSettings().max_inflight,
+                    help="the workers' --hooks-max-inflight: events one worker holds "
+                    "(default: %(default)s)")
+    sp.add_argument("--concurrency", type=positive_int, default=HookSettings().concurrency,
+                    help="the workers' --hooks-concurrency: handler attempts one worker "
+                    "runs at once (default: %(default)s)")
     sp.add_argument("--shards", type=positive_int, default=4,
                     help="uplink streams (the origin's --shards) (default: 4)")
     sp.add_argument("--runs", type=positive_int, default=1,
@@ -168,10 +160,6 @@ def validate(p: dict[str, Any]) -> None:
         raise BenchError(f"--sleep-ms must be at most {MAX_SLEEP_MS:g}")
     if p["workers_max"] > MAX_WORKERS:
         raise BenchError(f"--workers-max must be at most {MAX_WORKERS}")
-    if p["max_inflight"] * p["shards"] > MAX_HELD:
-        raise BenchError(f"--max-inflight x --shards must be at most {MAX_HELD}: each event held "
-                         "makes Redis calls on the worker's client, whose pool (redis-py's "
-                         "default, 100 connections) fails calls beyond it")
     if p["shards"] > 64:
         raise BenchError("--shards must be at most 64")
 
@@ -181,7 +169,7 @@ def cmd(args: argparse.Namespace) -> int:
     params = {"workers_max": args.workers_max, "events": args.events,
               "body_us": args.body_us, "sleep_ms": args.sleep_ms,
               "duration": args.duration, "shards": args.shards,
-              "max_inflight": args.max_inflight}
+              "max_inflight": args.max_inflight, "concurrency": args.concurrency}
     validate(params)
     notes = machine_notes(params, os.cpu_count() or 1)
     for n in notes:
@@ -301,7 +289,8 @@ def _start_workers(url: str, n: int, p: dict[str, Any], logs: Path
                 [sys.executable, "-m", "origin", "worker", "--redis-url", url,
                  "--shards", str(p["shards"]), "--consumer", f"obench-{i}",
                  "--functions", FUNCTIONS_SPEC,
-                 "--hooks-max-inflight", str(p["max_inflight"])],
+                 "--hooks-max-inflight", str(p["max_inflight"]),
+                 "--hooks-concurrency", str(p["concurrency"])],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
     return procs
 
@@ -436,7 +425,7 @@ def _figures(n: int, p: dict[str, Any], handled: int, wall: float, fill_s: float
         "redis_cpu_us": round(1e6 * redis_s / handled, 2) if handled else None,
         "host_busy_percent": round(100.0 * host["busy_cores"] / ncpu, 1),
         "other_cpu_percent": round(100.0 * host["other_cores"], 1),
-        "slot_bound_per_s": (round(n * min(SLOTS_PER_WORKER, p["max_inflight"] * p["shards"])
+        "slot_bound_per_s": (round(n * min(p["concurrency"], p["max_inflight"])
                                    * 1000.0 / p["sleep_ms"], 1)
                              if p["sleep_ms"] else None),
         "effects": final["done"],

@@ -39,7 +39,8 @@ _PASS_ON = (("webhook_timeout", "--webhook-timeout"),
             ("function_max_attempts", "--function-max-attempts"),
             ("function_timeout", "--function-timeout"),
             ("hooks_claim_idle_ms", "--hooks-claim-idle-ms"),
-            ("hooks_max_inflight", "--hooks-max-inflight"))
+            ("hooks_max_inflight", "--hooks-max-inflight"),
+            ("hooks_concurrency", "--hooks-concurrency"))
 
 
 def add_hook_args(p: argparse.ArgumentParser) -> None:
@@ -81,6 +82,9 @@ def add_hook_args(p: argparse.ArgumentParser) -> None:
                    "%(default)s)")
     g.add_argument("--hooks-max-inflight", type=int, default=h.max_inflight,
                    help="events a worker holds at once (default %(default)s)")
+    g.add_argument("--hooks-concurrency", type=int, default=h.concurrency,
+                   help="handler and webhook attempts a worker runs at once; its "
+                   "hooks Redis pool has this many connections + 16 (default %(default)s)")
 
 
 def hook_config_from_args(a: argparse.Namespace) -> HookConfig:
@@ -103,13 +107,15 @@ def hook_config_from_args(a: argparse.Namespace) -> HookConfig:
                         ("--webhook-breaker-cooldown", a.breaker_cooldown),
                         ("--function-timeout", a.function_timeout),
                         ("--hooks-claim-idle-ms", a.hooks_claim_idle_ms),
-                        ("--hooks-max-inflight", a.hooks_max_inflight)):
+                        ("--hooks-max-inflight", a.hooks_max_inflight),
+                        ("--hooks-concurrency", a.hooks_concurrency)):
         if value <= 0:
             raise WebhookSpecError(f"{name} must be > 0")
     wh = WebhookSettings(hooks, parse_secrets(secret), a.webhook_timeout, retry,
                          a.breaker_failures, a.breaker_cooldown)
     check(wh)
     settings = HookSettings(max_inflight=a.hooks_max_inflight,
+                            concurrency=a.hooks_concurrency,
                             claim_idle_ms=a.hooks_claim_idle_ms,
                             function_retry=fretry, function_timeout=a.function_timeout)
     return HookConfig(functions, wh, settings)

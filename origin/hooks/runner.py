@@ -8,13 +8,16 @@ only when every job finished: done (recorded in ``er:{up:N}:hooks:done:EVENT``) 
 dead-lettered (``er:{up:N}:hooks:dead``, in the same transaction as its done record).
 A redelivered event skips the targets its done record names.
 
-Never blocking: at most ``max_inflight`` events are held at once (more wait in the
-stream, durably); at most ``concurrency`` attempts run at once; a job waiting for a
-retry holds no attempt slot.  A worker that stops or dies leaves its events pending:
-when it starts again (same consumer name) it reads its own pending entries first;
-if it does not, another worker claims them after ``claim_idle_ms``.  While an event is
-held, its entry's idle time is reset every ``claim_interval`` (XCLAIM JUSTID) so no
-other worker claims an event whose retries are still running here.
+Never blocking: at most ``max_inflight`` events are held at once, all shards' readers
+together (more wait in the stream, durably); at most ``concurrency`` attempts run at
+once; a job waiting for a retry holds no attempt slot.  The runner's Redis client is
+expected to wait for a free connection (the worker gives it a blocking pool of
+``HookSettings.connections``), so a backlog of held events queues for connections
+instead of failing.  A worker that stops or dies leaves its events pending: when it
+starts again (same consumer name) it reads its own pending entries first; if it does
+not, another worker claims them after ``claim_idle_ms``.  While an event is held, its
+entry's idle time is reset every ``claim_interval`` (XCLAIM JUSTID) so no other worker
+claims an event whose retries are still running here.
 """
 
 from __future__ import annotations
@@ -75,6 +78,13 @@ class HookSettings:
         max_attempts=5, base=0.5, cap=30.0, max_elapsed=300.0))
     function_timeout: float = 30.0
 
+    @property
+    def connections(self) -> int:
+        """Size of the hooks' Redis pool: every running attempt plus room for the
+        runner's own calls (done records, acknowledgements) of the events it holds;
+        more callers wait for a free connection."""
+        return self.concurrency + 16
+
 
 class HookRunner:
     """Run with ``await runner.run(stop)`` (see the module docstring).
@@ -96,8 +106,12 @@ class HookRunner:
         self.rng = rng
         self.inflight: dict[tuple[int, str], asyncio.Task[None]] = {}
         self._room = asyncio.Event()
+        #: Events asked for by reads in flight (counted against ``max_inflight``).
+        self._reserved = 0
         self._sem = asyncio.Semaphore(settings.concurrency)
         self.acked = self.claimed = self.errors = 0
+        #: The most events held at once since the start (never above ``max_inflight``).
+        self.held_peak = 0
 
     def targets_of(self, kind: str) -> list[Target]:
         """The targets an event of ``kind`` goes to."""
@@ -141,9 +155,14 @@ class HookRunner:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _free(self) -> int:
+        """Events that may still be read: ``max_inflight`` less those held and those
+        asked for by reads in flight (the shards' readers run concurrently)."""
+        return self.s.max_inflight - len(self.inflight) - self._reserved
+
     async def _wait_room(self, stop: asyncio.Event) -> bool:
-        """Wait until fewer than ``max_inflight`` events are held; False when stopping."""
-        while len(self.inflight) >= self.s.max_inflight:
+        """Wait until another event may be read; False when stopping."""
+        while self._free() <= 0:
             if stop.is_set():
                 return False
             self._room.clear()
@@ -154,23 +173,33 @@ class HookRunner:
     async def _read(self, stop: asyncio.Event, shard: int) -> None:
         stream = hooks_stream(shard)
         own = "0"  # this consumer's pending entries first (a restart), then new ones
+        # A shard reads at most its share of the bound, so one shard's blocking read
+        # cannot hold every free slot while another shard has events waiting.
+        share = max(1, self.s.max_inflight // self.shards)
         while await self._wait_room(stop):
-            free = self.s.max_inflight - len(self.inflight)
-            count = min(free, self.s.read_count)
-            if own:
-                reply: Any = await self.r.xreadgroup(HOOKS_GROUP, self.consumer,
-                                                     {stream: own}, count=count)
-            else:
-                reply = await self.rb.xreadgroup(HOOKS_GROUP, self.consumer, {stream: ">"},
-                                                 count=count, block=self.s.block_ms)
-            entries = reply[0][1] if reply else []
-            if own:
-                if not entries:
-                    own = ""
-                    continue
-                own = entries[-1][0]
-            for sid, fields in entries:
-                await self._start(shard, sid, fields)
+            count = min(self._free(), self.s.read_count, share)
+            self._reserved += count
+            try:
+                if own:
+                    reply: Any = await self.r.xreadgroup(HOOKS_GROUP, self.consumer,
+                                                         {stream: own}, count=count)
+                else:
+                    reply = await self.rb.xreadgroup(HOOKS_GROUP, self.consumer,
+                                                     {stream: ">"}, count=count,
+                                                     block=self.s.block_ms)
+                entries = reply[0][1] if reply else []
+                if own:
+                    if not entries:
+                        own = ""
+                        continue
+                    own = entries[-1][0]
+                for sid, fields in entries:
+                    self._reserved -= 1
+                    count -= 1
+                    await self._start(shard, sid, fields)
+            finally:
+                self._reserved -= count
+                self._room.set()
 
     async def _start(self, shard: int, sid: bytes | str, fields: dict[bytes, bytes] | None
                      ) -> None:
@@ -183,6 +212,7 @@ class HookRunner:
             return
         task = asyncio.ensure_future(self._process(shard, sid_s, fields))
         self.inflight[(shard, sid_s)] = task
+        self.held_peak = max(self.held_peak, len(self.inflight))
         task.add_done_callback(functools.partial(self._finished, (shard, sid_s)))
 
     def _finished(self, key: tuple[int, str], _task: asyncio.Task[None]) -> None:
@@ -295,20 +325,25 @@ class HookRunner:
         for shard in range(self.shards):
             start: Any = "0-0"
             for _ in range(100):  # bounded scan of the pending list
-                free = self.s.max_inflight - len(self.inflight)
-                if free <= 0:
+                count = min(self._free(), 100)
+                if count <= 0:
                     break
-                res: Any = await self.r.xautoclaim(hooks_stream(shard), HOOKS_GROUP,
-                                                   self.consumer, self.s.claim_idle_ms,
-                                                   start, count=min(free, 100))
+                self._reserved += count
+                try:
+                    res: Any = await self.r.xautoclaim(
+                        hooks_stream(shard), HOOKS_GROUP, self.consumer,
+                        self.s.claim_idle_ms, start, count=count)
+                finally:
+                    self._reserved -= count
                 start, claimed, *rest = res
-                for sid in rest[0] if rest else []:
-                    await self._start(shard, sid, None)  # trimmed: acked and counted
+                # Claimed events first: _start holds them before its first await.
                 for sid, fields in claimed:
                     if sid is None:
                         continue
                     total += 1
                     await self._start(shard, sid, fields)
+                for sid in rest[0] if rest else []:
+                    await self._start(shard, sid, None)  # trimmed: acked and counted
                 if start in (b"0-0", "0-0"):
                     break
         self.claimed += total

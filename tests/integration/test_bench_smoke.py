@@ -309,7 +309,7 @@ def test_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ["functions", "--procs", "3", "--clients", "2"],
     ["origin-functions", "--events", "100001"],
     ["origin-functions", "--body-us", "-1"],
-    ["origin-functions", "--max-inflight", "30"],
+    ["origin-functions", "--concurrency", "0"],
     ["origin-functions", "--sleep-ms", "-1"],
 ])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -193,6 +194,41 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_without_blocking(
     st = {k.decode(): int(float(v)) for k, v in (await r.hgetall(STATS_KEY)).items()}
     assert st["fn:error:room_event"] == 4 and st["fn:ok:room_event"] == 1
     assert st["fn:dead:room_event"] == 2
+
+
+@pytest.mark.parametrize("max_inflight", [HookSettings().max_inflight, 7])
+async def test_a_backlog_is_served_promptly_within_the_in_flight_bound(
+        server: RedisServer, r: aioredis.Redis, max_inflight: int) -> None:
+    """3,000 events waiting before the worker starts.  With the default bound (1,000
+    held: more than redis-py's default pool of 100 connections) and with a bound
+    smaller than a read: every event runs once, promptly (not after the 60 s claim
+    idle), no Redis call fails, and the worker never holds more than the bound, all
+    shards together."""
+    n, per_batch = 3000, 250
+    ids: list[str] = []
+    for b in range(n // per_batch):
+        ids += await send(r, "room-c", *({"n": i} for i in range(per_batch)),
+                          seq0=1 + b * per_batch)
+        ids += await send(r, "room-d", *({"n": i} for i in range(per_batch)),
+                          seq0=1 + b * per_batch, edge="edge-u")
+    hooks = config()
+    hooks = HookConfig(hooks.functions, settings=dataclasses.replace(
+        hooks.settings, max_inflight=max_inflight))
+    assert shard_of("room-c", SHARDS) != shard_of("room-d", SHARDS)
+    async with running(server.url, hooks) as w:
+
+        async def all_done() -> bool:
+            return (await r.hlen("fntest:room-c:count:done")  # type: ignore[misc]
+                    + await r.hlen("fntest:room-d:count:done")) == 2 * n  # type: ignore[misc]
+
+        await until(all_done, f"{2 * n} events handled", timeout=50.0)
+        await until(lambda: settled(r), "the hooks stream to drain")
+        assert w.hooks is not None
+        assert (w.errors, w.hooks.errors, w.hooks.claimed) == (0, 0, 0)
+        assert 0 < w.hooks.held_peak <= max_inflight
+    done = {**await counts(r, "fntest:room-c:count:done"),
+            **await counts(r, "fntest:room-d:count:done")}
+    assert done == dict.fromkeys(ids, 1)
 
 
 def spawn_worker(url: str, consumer: str, log: Path) -> subprocess.Popen[bytes]:
