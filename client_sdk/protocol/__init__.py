@@ -64,6 +64,7 @@ from .room_frames import (
     pack_input,
     unpack_input,
 )
+from .token_frames import Refresh, Refreshed
 from .tokens import KINDS, Claims, mint_token, room_allowed, verify_token
 
 __all__ = [
@@ -118,6 +119,8 @@ __all__ = [
     "unpack_value",
     "Rpc",
     "RpcResult",
+    "Refresh",
+    "Refreshed",
     "unpack_input",
     "Telemetry",
     "TelemetryAck",

@@ -27,6 +27,7 @@ from .requests import Requests
 from .room_frames import HistoryPage, RoomListing
 from .rooms import RoomState
 from .timers import Keepalive
+from .token_frames import Refreshed
 
 __all__ = ["Answers"]
 
@@ -56,8 +57,8 @@ class Answers:
         acked = self._publisher.acked(f)
         return acked if acked is not None else self.reply(f, now)
 
-    def reply(self, f: Ack | Joined | PresenceMembers | RoomListing | HistoryPage | RpcResult,
-              now: float) -> RequestAnswered | None:
+    def reply(self, f: Ack | Joined | PresenceMembers | RoomListing | HistoryPage | RpcResult
+              | Refreshed, now: float) -> RequestAnswered | None:
         """The reply to request ``f.req_id``; a JOINED also sets its room's position
         (:meth:`~.rooms.RoomState.joined`) when the room is tracked."""
         if not self._requests.answer(f.req_id):

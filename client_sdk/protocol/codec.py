@@ -56,6 +56,7 @@ from .messages import (
     Welcome,
 )
 from .room_frames import ROOM_ENCODERS, ROOM_PARSERS
+from .token_frames import TOKEN_ENCODERS, TOKEN_PARSERS
 
 __all__ = ["encode", "decode", "encode_message", "Decoder"]
 
@@ -196,8 +197,9 @@ def encode(frame: Frame) -> bytes:
     return _packb(body)
 
 
-#: Frames encoded from the tables of their own modules (room and function frames).
-_TABLE_ENCODERS: dict[type[Any], Any] = {**ROOM_ENCODERS, **FUNCTION_ENCODERS}
+#: Frames encoded from the tables of their own modules (room, function and token frames).
+_TABLE_ENCODERS: dict[type[Any], Any] = {**ROOM_ENCODERS, **FUNCTION_ENCODERS,
+                                         **TOKEN_ENCODERS}
 
 
 class Decoder:
@@ -286,7 +288,7 @@ class Decoder:
 
 
 #: Client frames that carry a request id in their second element.
-_REQUESTS = frozenset({3, 5, 6, 11, 25, 31, 33, 35})
+_REQUESTS = frozenset({3, 5, 6, 11, 25, 31, 33, 35, 37})
 
 
 def _request_id(obj: list[Any]) -> int:
@@ -537,6 +539,7 @@ _PARSERS: dict[int, Any] = {
     26: _p_shadow_delta,
     **ROOM_PARSERS,
     **FUNCTION_PARSERS,
+    **TOKEN_PARSERS,
 }
 
 _DEFAULT_DECODER = Decoder()

@@ -81,6 +81,7 @@ from .resume import ResumeTracker
 from .room_frames import History, HistoryPage, RoomList, RoomListing
 from .rooms import RoomState
 from .timers import Deadlines, Keepalive
+from .token_frames import Refresh, Refreshed
 
 __all__ = ["ClientConnection", "ConnState", "INBOUND_LIMITS", "REQUEST_TYPES"]
 
@@ -89,7 +90,7 @@ INBOUND_LIMITS = Limits(max_frame_bytes=16 * 1024 * 1024, max_presence_list=100_
 
 #: Frames that are requests: they carry a ``req_id`` and get one reply (or ERROR).
 REQUEST_TYPES: frozenset[type[Any]] = frozenset({Join, Leave, PresenceList, ReportState,
-                                                  RoomList, History, Rpc})
+                                                  RoomList, History, Rpc, Refresh})
 
 
 class ConnState(enum.Enum):
@@ -154,6 +155,7 @@ class ClientConnection:
             RoomListing: answers.reply,
             HistoryPage: answers.reply,
             RpcResult: answers.reply,
+            Refreshed: answers.reply,
             Error: answers.error,
             Pong: answers.pong,
             Ping: self._on_ping,

@@ -29,6 +29,7 @@ from .room_frames import (
     RoomResync,
     RoomStateFrame,
 )
+from .token_frames import Refresh, Refreshed
 
 __all__ = [
     "MessageType",
@@ -104,6 +105,8 @@ class MessageType(enum.IntEnum):
     HISTORY_PAGE = 34
     RPC = 35
     RPC_RESULT = 36
+    REFRESH = 37
+    REFRESHED = 38
 
 
 #: JOIN flag: deliver presence join/leave events for this room.
@@ -472,4 +475,6 @@ Frame = (
     | HistoryPage
     | Rpc
     | RpcResult
+    | Refresh
+    | Refreshed
 )

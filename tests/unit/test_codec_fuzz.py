@@ -52,6 +52,8 @@ from client_sdk.protocol.messages import (
     CommandAck,
     History,
     HistoryPage,
+    Refresh,
+    Refreshed,
     ReportState,
     RoomEvent,
     RoomList,
@@ -207,6 +209,9 @@ FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
         st.booleans(), st.booleans()),
     MessageType.RPC: st.builds(Rpc, uint64, st.text(_chars, min_size=1, max_size=40), payload),
     MessageType.RPC_RESULT: st.builds(RpcResult, uint64, text, payload),
+    MessageType.REFRESH: st.builds(Refresh, uint64, text),
+    MessageType.REFRESHED: st.builds(Refreshed, uint64, uint64,
+                                     st.lists(text, max_size=5).map(tuple)),
 }
 any_frame = st.one_of(*FRAME_STRATEGIES.values())
 
@@ -215,7 +220,7 @@ _FRAME_CLASSES = (
     PresenceList, PresenceMembers, Ping, Pong, Error, Resume, Resumed, Handoff, Neighbours,
     Telemetry, TelemetryAck, TelemetryError, Command, CommandAck, ReportState, ShadowDelta,
     RoomStateFrame, RoomPatch, RoomEvent, RoomResync, RoomList, RoomListing, History,
-    HistoryPage, Rpc, RpcResult,
+    HistoryPage, Rpc, RpcResult, Refresh, Refreshed,
 )
 
 
@@ -449,6 +454,8 @@ _FIELDS: dict[MessageType, list[str]] = {
     MessageType.HISTORY_PAGE: ["uint", "room", "items", "bool", "bool"],
     MessageType.RPC: ["uint", "str", "bin"],
     MessageType.RPC_RESULT: ["uint", "str", "bin"],
+    MessageType.REFRESH: ["uint", "str"],
+    MessageType.REFRESHED: ["uint", "uint", "urls"],  # rooms_left: an array of strings
 }
 # Fields that may be left out at the end of the array.
 _OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 2, MessageType.PUBLISH: 2,

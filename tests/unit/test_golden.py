@@ -46,6 +46,8 @@ from client_sdk.protocol import (
     PresenceMembers,
     ProtocolError,
     Publish,
+    Refresh,
+    Refreshed,
     ReportState,
     Resume,
     Resumed,
@@ -204,6 +206,10 @@ FRAMES: dict[str, Frame] = {
     "rpc": Rpc(12, "leaderboard.top", pack_value({"n": 3})),
     "rpc-result": RpcResult(12, "", pack_value([["ada", 7], ["bo", 5]])),
     "rpc-result-error": RpcResult(13, "no_such_player", pack_value({"player": "zed"})),
+    # Token refresh (docs/protocol.md): a new token on a live connection.
+    "refresh": Refresh(14, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.c2ln"),
+    "refreshed": Refreshed(14, 1796529600),
+    "refreshed-rooms-left": Refreshed(15, 1796529600, ("vip-lounge", "arena-7")),
 }
 
 
