@@ -40,32 +40,23 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .backoff import Backoff
-from .errors import ClientClosedError, ConnectError, EdgeRelayError, error_for_code
+from .errors import AuthError, ClientClosedError, ConnectError, EdgeRelayError, error_for_code
 from .failover import EdgeList, retry_hint_from_close
-from .game import GameRoom
 from .probe import rank_by_rtt
 from .protocol import (
-    JOIN_NO_ECHO,
-    JOIN_PRESENCE,
-    Join,
-    Joined,
-    Leave,
-    Member,
+    ErrorCode,
     Message,
-    PresenceList,
-    PresenceMembers,
     ProtocolError,
     Retry,
     Welcome,
     retry_for_close,
 )
 from .protocol.events import HandoffRequested
-from .pump import ClientPump, Position, now
-from .rpc import call as rpc_call
-from .subscription import Subscription
+from .pump import Position, now
+from .room_api import RoomApi
+from .token_refresh import TokenKeeper, TokenProvider
 from .transport import Link, LinkClosed, RefusedError, TlsOptions, TlsVerifyError, open_link
 
 __all__ = ["Client", "Position", "ReceivedMessage", "connect"]
@@ -78,7 +69,7 @@ class _InvalidURL(Exception):
     """A URL no transport serves: fail at once instead of trying the next one."""
 
 
-class Client(ClientPump):
+class Client(RoomApi):
     """A connection to the edge network.  Create with :func:`connect`.
 
     The protocol state lives in the core (``ClientConnection``), its I/O in
@@ -95,7 +86,8 @@ class Client(ClientPump):
                  connect_timeout: float = 5.0, backoff_base: float = 0.5,
                  backoff_cap: float = 20.0, max_send_buffer: int = 4 * 1024 * 1024,
                  ping_interval: float | None = 2.5, ping_timeout: float | None = 2.5,
-                 tls: TlsOptions | None = None) -> None:
+                 tls: TlsOptions | None = None,
+                 token_provider: TokenProvider | None = None) -> None:
         if not urls:
             raise ValueError("at least one URL is required")
         self._backoff = Backoff(backoff_base, backoff_cap)
@@ -121,11 +113,15 @@ class Client(ClientPump):
         #: Called after each make-before-break move to another edge (HANDOFF).
         self.on_handoff: Callable[[Client], None] | None = None
         self._runner: asyncio.Task[None] | None = None
+        #: Keeps the token fresh when the application gave a ``token_provider``.
+        self.tokens = TokenKeeper(self, token_provider) if token_provider else None
 
     # -- connection management ----------------------------------------------------
 
     async def _open(self, url: str) -> tuple[Link, Welcome]:
         """Open a link to ``url``, say HELLO (resuming the session) and read its WELCOME."""
+        if self.tokens is not None:
+            await self.tokens.fresh_for_hello()
         try:
             hello = self._core.hello(self.token, self.name)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
@@ -164,6 +160,8 @@ class Client(ClientPump):
         return self._edges.candidates(self.url, self.neighbours, self.urls, elsewhere)
 
     def _adopt(self, link: Link, url: str, welcome: Welcome) -> None:
+        if self.tokens is not None:
+            self.tokens.accepted()
         self.url = url
         self._edges.learn(welcome.info)
         self._adopt_link(link, welcome)
@@ -196,9 +194,27 @@ class Client(ClientPump):
         raise ConnectError("could not connect to any edge: " + "; ".join(errors))
 
     async def _start(self) -> None:
-        await self._connect_any()
+        tokens = self.tokens
+        if tokens is not None and not self.token:
+            tokens.adopt(await tokens.fetch())
+        while True:
+            try:
+                await self._connect_any()
+                break
+            except AuthError as exc:  # an expired token: a new one, if a provider gives it
+                if not (exc.code == ErrorCode.TOKEN_EXPIRED and tokens is not None
+                        and await tokens.renew_after_refusal(exc)):
+                    raise
         self._connected.set()
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="client-run")
+        if tokens is not None:
+            self._background(tokens.run())
+
+    async def _renew_token(self, code: int | None, why: EdgeRelayError) -> bool:
+        """After 4402 (the session's or a HELLO's token expired): True when the token
+        provider gave a new token to resume with."""
+        return (code == ErrorCode.TOKEN_EXPIRED and self.tokens is not None
+                and await self.tokens.renew_after_refusal(why))
 
     async def _run(self) -> None:
         core = self._core
@@ -220,8 +236,11 @@ class Client(ClientPump):
             if core.closed is not None:
                 return
             retry = retry_for_close(code)
+            closed = ClientClosedError(f"closed by edge: {code} {reason}", code)
+            if retry is Retry.NEVER and self.reconnect and await self._renew_token(code, closed):
+                retry = Retry.RECONNECT  # resume the session with the new token
             if retry is Retry.NEVER or not self.reconnect:
-                self._shutdown(ClientClosedError(f"closed by edge: {code} {reason}", code))
+                self._shutdown(closed)
                 return
             # A link that died without the edge saying why (no close frame, or our
             # keepalive gave up) may mean a dead or frozen edge: try the neighbours
@@ -245,7 +264,10 @@ class Client(ClientPump):
                 elsewhere = True
                 continue
             except EdgeRelayError as exc:  # auth rejected on reconnect
-                self._shutdown(ClientClosedError(f"reconnect refused: {exc}"))
+                if await self._renew_token(getattr(exc, "code", None), exc):
+                    continue
+                self._shutdown(ClientClosedError(f"reconnect refused: {exc}",
+                                                 getattr(exc, "code", None)))
                 return False
             # Adopted: the edge re-joins our rooms from the resume map (RESUMED
             # frames follow); the core re-sent the outbox, in order.
@@ -352,130 +374,21 @@ class Client(ClientPump):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- public API ------------------------------------------------------------------
 
-    async def join(self, room: str, *, presence: bool = False, echo: bool = True,
-                   on_message: Callable[[Message], None] | None = None,
-                   queue_size: int = 10_000,
-                   options: dict[str, Any] | None = None) -> Subscription:
-        """Join ``room`` and return its :class:`Subscription`.
-
-        With ``on_message`` the callback runs synchronously for each message
-        (fastest; the subscription's iterator then yields nothing).  Otherwise
-        iterate the subscription with ``async for``.  ``presence=True`` also
-        delivers presence join/leave events (``sub.presence_events()``);
-        ``echo=False`` skips this client's own publishes (live and replayed).
-        ``options`` go to a game room's join hooks (see :meth:`join_game`).
-        """
-        flags = (JOIN_PRESENCE if presence else 0) | (0 if echo else JOIN_NO_ECHO)
-        sub = self._subs.get(room)
-        if sub is None:
-            sub = Subscription(self, self._core.track_room(room, flags), on_message,
-                               queue_size)
-            self._subs[room] = sub
-        try:
-            joined = await self.request(Join(0, room, flags, options or {}))
-        except BaseException:
-            self._subs.pop(room, None)
-            self._core.forget_room(room)
-            raise
-        assert isinstance(joined, Joined)  # the core set the room's position from it
-        return sub
-
-    async def join_game(self, room: str, options: dict[str, Any] | None = None, *,
-                        timeout: float = 10.0) -> GameRoom:
-        """Join game room ``room`` and wait for its state: see :meth:`GameRoom.join`."""
-        return await GameRoom.join(self, self._games, room, options, timeout)
-
-    def game(self, room: str) -> GameRoom | None:
-        """The :class:`~client_sdk.game.GameRoom` of a joined game room, or None."""
-        return self._games.get(room)
-
-    async def leave(self, room: str) -> None:
-        """Leave ``room``; its subscription's iterator ends."""
-        sub = self._subs.pop(room, None)
-        if sub is not None:
-            sub._end(None)
-        game = self._games.pop(room, None)
-        if game is not None:
-            game._close()
-        self._core.forget_room(room)
-        await self.request(Leave(0, room))
-
-    async def _wait_writable(self) -> None:
-        link = self._link
-        while link is not None and link.buffered() > self.max_send_buffer:  # noqa: ASYNC110 (no drain event)
-            await asyncio.sleep(0.001)
-
-    async def publish(self, room: str, payload: bytes, *, reliable: bool = True,
-                      timeout: float | None = None) -> Position | None:
-        """Publish ``payload`` to ``room`` (joined first).
-
-        Reliable: the message goes through the outbox; this returns its
-        :class:`Position` once the edge confirms it is durable, re-sending it
-        across reconnects as needed.  ``timeout`` (seconds, default: wait as
-        long as the client lives) gives up: the publish is then dropped from
-        the outbox and :class:`RequestTimeoutError` raised (it may still have
-        been delivered).  Unreliable (latest-value updates): sent at once,
-        returns ``None``; dropped if not connected (counted in
-        ``unreliable_dropped``).
-        """
-        await self._wait_writable()
-        if not reliable:
-            self.publish_nowait(room, payload, reliable=False)
-            return None
-        fut = self._publish(room, payload, timeout)
-        # Shielded: a cancelled caller leaves the publish in the outbox.
-        return await asyncio.shield(fut)
-
-    def publish_nowait(self, room: str, payload: bytes, *,
-                       reliable: bool = True) -> asyncio.Future[Position] | None:
-        """Queue a publish without awaiting (game loops, load generators).
-
-        Reliable: returns a future resolved with the position once durable;
-        the message is kept in the outbox and sent (again) whenever connected.
-        Unreliable: sent now if connected, else dropped and counted in
-        ``unreliable_dropped``; returns ``None``.
-        """
-        if not reliable:
-            t = now()
-            self._core.send_publish(room, payload, t, reliable=False)
-            self._pump(t)
-            return None
-        return self._publish(room, payload, None)
-
-    def _publish(self, room: str, payload: bytes,
-                 timeout: float | None) -> asyncio.Future[Position]:
-        t = now()
-        idem = self._core.send_publish(room, payload, t, timeout=timeout)
-        fut: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
-        self._publishes[idem] = fut
-        self._pump(t)
-        return fut
-
-    async def presence(self, room: str) -> list[Member]:
-        """Members of ``room`` across all edges."""
-        reply = await self.request(PresenceList(0, room))
-        assert isinstance(reply, PresenceMembers)
-        return list(reply.members)
-
-    async def rpc(self, name: str, args: Any = None, *, timeout: float | None = None) -> Any:
-        """Call function ``name`` on the edge and return its result (msgpack values);
-        raises :class:`FunctionError` and the errors listed in :mod:`client_sdk.rpc`."""
-        return await rpc_call(self, name, args, timeout=timeout)
-
-    def subscription(self, room: str) -> Subscription | None:
-        """The subscription for ``room``, if joined."""
-        return self._subs.get(room)
-
-
-async def connect(urls: str | Sequence[str], token: str, *, name: str = "",
+async def connect(urls: str | Sequence[str], token: str | None = None, *, name: str = "",
                   reconnect: bool = True, request_timeout: float = 10.0,
                   connect_timeout: float = 5.0, backoff_base: float = 0.5,
                   backoff_cap: float = 20.0, ping_interval: float | None = 2.5,
                   ping_timeout: float | None = 2.5, select: str = "order",
-                  tls: TlsOptions | None = None) -> Client:
+                  tls: TlsOptions | None = None,
+                  token_provider: TokenProvider | None = None) -> Client:
     """Connect to an edge in ``urls`` that accepts ``token``.
+
+    ``token_provider`` (a callable, async or not, returning a new token) keeps the
+    session's token valid: refreshed on the live connection before it expires, a
+    fresh one for every reconnect, and a new one to resume with if the edge closed
+    the session because it expired (:mod:`client_sdk.token_refresh`).  With a
+    provider, ``token`` may be left out: the first one comes from the provider.
 
     ``select="order"`` tries the URLs in the given order; ``select="rtt"``
     first measures the round trip to each and tries the nearest first.  The
@@ -492,14 +405,16 @@ async def connect(urls: str | Sequence[str], token: str, *, name: str = "",
     """
     if select not in ("order", "rtt"):
         raise ValueError("select must be 'order' or 'rtt'")
+    if token is None and token_provider is None:
+        raise ValueError("a token or a token_provider is required")
     url_list = [urls] if isinstance(urls, str) else list(urls)
     if select == "rtt" and len(url_list) > 1:
         url_list = [u for u, _ in await rank_by_rtt(url_list, tls=tls)]
-    client = Client(url_list, token, name=name,
+    client = Client(url_list, token or "", name=name,
                     reconnect=reconnect, request_timeout=request_timeout,
                     connect_timeout=connect_timeout, backoff_base=backoff_base,
                     backoff_cap=backoff_cap, ping_interval=ping_interval,
-                    ping_timeout=ping_timeout, tls=tls)
+                    ping_timeout=ping_timeout, tls=tls, token_provider=token_provider)
     await client._start()
     return client
 

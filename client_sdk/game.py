@@ -30,8 +30,8 @@ from .protocol import RoomEvent, RoomPatch, RoomResync, RoomStateFrame, pack_inp
 from .protocol.state_sync import PatchRefused, Path, StateMirror, decode_value, state_checksum
 
 if TYPE_CHECKING:
-    from .client import Client
     from .pump import Position
+    from .room_api import RoomApi
 
 __all__ = ["GameRoom"]
 
@@ -39,7 +39,7 @@ __all__ = ["GameRoom"]
 class GameRoom:
     """One game room this client plays in (see the module docstring)."""
 
-    def __init__(self, client: Client, name: str, *, queue_size: int = 1000) -> None:
+    def __init__(self, client: RoomApi, name: str, *, queue_size: int = 1000) -> None:
         self.client = client
         self.name = name
         self.mirror = StateMirror()
@@ -64,7 +64,7 @@ class GameRoom:
         ]
 
     @classmethod
-    async def join(cls, client: Client, games: dict[str, GameRoom], room: str,
+    async def join(cls, client: RoomApi, games: dict[str, GameRoom], room: str,
                    options: dict[str, Any] | None, timeout: float) -> GameRoom:
         """Join game room ``room`` (``options`` go to its join hooks), wait for its
         first state and return the room, kept in ``games`` until it is left.  A join

@@ -11,7 +11,7 @@ from .protocol.events import PresenceEvent, RecoveryEvent
 from .protocol.rooms import RoomState
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .room_api import RoomApi
 
 __all__ = ["Subscription", "PresenceEvent", "RecoveryEvent"]
 
@@ -29,7 +29,7 @@ class Subscription:
     ``duplicates``.
     """
 
-    def __init__(self, client: Client, state: RoomState,
+    def __init__(self, client: RoomApi, state: RoomState,
                  on_message: Callable[[Message], None] | None, queue_size: int) -> None:
         self.client = client
         self.room = state.room

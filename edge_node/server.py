@@ -52,7 +52,7 @@ from edge_node.sessions.handshake import read_hello
 from edge_node.sessions.resume import check_resume, rejoin
 from edge_node.sessions.session import ClientSession, SessionClose
 from edge_node.sessions.session_store import SessionStore, resume_token
-from edge_node.sessions.trickle import TrickleWatch
+from edge_node.sessions.sweep import SessionSweep
 from edge_node.store.memory import MemoryBackend, MemoryRoomStore
 from edge_node.store.redis_sync import RoomSync
 from edge_node.transports.connection import ConnectionGone, SessionConn, WsConn
@@ -96,8 +96,7 @@ class EdgeServer:
         self.admission = Admission(self.stats, settings.connect_rate, settings.max_connections,
                                    self.closing)
         self.http = HttpEndpoints(settings.edge_id, self.metrics, self.admission)
-        self.trickle = TrickleWatch(settings.message_timeout)
-        self._trickle_at = 0.0
+        self.sweep = SessionSweep(settings.message_timeout)
         self.housekeeper = Housekeeper(
             self._tick, self._send_status, self._refresh_neighbours,
             self.checkpoints.save_all, settings.heartbeat_interval, settings.checkpoint_interval)
@@ -300,26 +299,22 @@ class EdgeServer:
 
     def _tick(self, now: float) -> None:
         """The housekeeper's frequent turn: rooms and games, and (once a second) the
-        connections that trickle a message (closed with 4008)."""
+        connections that trickle a message (closed with 4008) and those whose token
+        expired without a REFRESH (closed with 4402)."""
         self.hub.tick(now)
         if self.tls is not None:
             self.tls.poll(now)  # a changed certificate: new handshakes use it
-        if now - self._trickle_at < 1.0:
-            return
-        self._trickle_at = now
-        due = self.trickle.due(((sid, s, c) for sid, (s, c) in self.sessions.items()), now)
-        for sid in due:
+        for sid, code, reason in self.sweep.due(self.sessions, now, time.time()):
             _session, conn = self.sessions[sid]
-            self.stats.errors[ErrorCode.MESSAGE_TIMEOUT] += 1
-            log.warning("closing a connection that trickles a message",
-                        extra={"session": sid, "partial_bytes": conn.partial_bytes()})
-            spawn(self._close_trickler(conn))
+            self.stats.errors[code] += 1
+            log.warning("closing a connection: %s", reason,
+                        extra={"session": sid, "code": code})
+            spawn(self._close_conn(conn, code, reason))
 
-    async def _close_trickler(self, conn: SessionConn) -> None:
+    @staticmethod
+    async def _close_conn(conn: SessionConn, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.close(
-                ErrorCode.MESSAGE_TIMEOUT, "a message was not completed within "
-                f"{self.settings.message_timeout:g} s"), 2.0)
+            await asyncio.wait_for(conn.close(code, reason), 2.0)
         conn.abort()
 
     async def _refresh_neighbours(self) -> None:

@@ -93,6 +93,12 @@ REQUEST_TYPES: frozenset[type[Any]] = frozenset({Join, Leave, PresenceList, Repo
                                                   RoomList, History, Rpc, Refresh})
 
 
+#: The replies to requests (each answers its ``req_id``; ACK and ERROR also answer
+#: publishes and are routed on their own).
+REPLY_TYPES: tuple[type[Any], ...] = (Joined, PresenceMembers, RoomListing, HistoryPage,
+                                      RpcResult, Refreshed)
+
+
 class ConnState(enum.Enum):
     """Where the session is: no link yet, on a link, between links, or ended."""
 
@@ -150,12 +156,7 @@ class ClientConnection:
         self._dispatch: dict[type[Any], Callable[[Any, float], Event | None]] = {
             Message: self._on_message,
             Ack: answers.ack,
-            Joined: answers.reply,
-            PresenceMembers: answers.reply,
-            RoomListing: answers.reply,
-            HistoryPage: answers.reply,
-            RpcResult: answers.reply,
-            Refreshed: answers.reply,
+            **dict.fromkeys(REPLY_TYPES, answers.reply),
             Error: answers.error,
             Pong: answers.pong,
             Ping: self._on_ping,

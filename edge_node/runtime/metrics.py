@@ -61,6 +61,8 @@ class EdgeStats:
         self.room_transitions: _Tally[tuple[str, str]] = _Tally()
         #: Reconnections that asked to resume a session, by outcome.
         self.resumes: _Tally[str] = _Tally()
+        #: REFRESH requests by outcome (edge_node.sessions.token_life.refresh).
+        self.token_refreshes: _Tally[str] = _Tally()
         self.replayed = 0
         self.duplicates_dropped = 0
         self.checkpoints = 0
@@ -157,6 +159,9 @@ class _StatsCollector(Collector):
         yield _labelled("edge_resume_attempts", "Client reconnections asking to resume a "
                         "session", "outcome", ((o, s.resumes.get(o, 0)) for o in (
                             "resumed", "session_expired", "resume_rejected", "retry_later")))
+        yield _labelled("edge_token_refreshes", "Token refreshes (REFRESH) on live "
+                        "connections, by outcome", "outcome", ((o, s.token_refreshes.get(o, 0))
+                        for o in ("ok", "unauthorized", "expired", "forbidden")))
         t = CounterMetricFamily("edge_room_transitions", "Room machine state changes on this "
                                 "edge (docs/architecture.md: the room machine)",
                                 labels=["from", "to"])

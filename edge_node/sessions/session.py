@@ -32,6 +32,7 @@ from client_sdk.protocol import (
     PresenceMembers,
     ProtocolError,
     Publish,
+    Refresh,
     ReportState,
     RoomList,
     RoomListing,
@@ -42,6 +43,7 @@ from client_sdk.protocol import (
     encode,
 )
 from edge_node.rooms.replay import history_page
+from edge_node.sessions import token_life
 from edge_node.store.base import StoreUnavailable
 from edge_node.transports.outbound import Flusher
 
@@ -139,6 +141,21 @@ class ClientSession:
         self.stats.errors[code] += 1
         self.send(encode(Error(req_id, code, message)))
 
+    #: Answer request ``req_id`` with an ERROR frame (counted by code).
+    refuse = _error
+
+    def replace_claims(self, claims: Claims) -> None:
+        """Use ``claims`` (a refreshed token's, same subject and kind) from now on."""
+        self.claims = claims
+        self._publish_ok.clear()
+
+    def leave_room(self, room: str) -> bool:
+        """Leave ``room`` as a LEAVE would (presence leave for the others); False when
+        the session was not in it."""
+        self.rooms.discard(room)
+        self.room_flags.pop(room, None)
+        return self.hub.leave(self, room)
+
     def _rate_ok(self) -> bool:
         now = time.monotonic()
         s = self.settings
@@ -196,9 +213,7 @@ class ClientSession:
             await self._join(frame)
         elif t is Leave:
             assert isinstance(frame, Leave)
-            if self.hub.leave(self, frame.room):
-                self.rooms.discard(frame.room)
-                self.room_flags.pop(frame.room, None)
+            if self.leave_room(frame.room):
                 self.send(encode(Ack(frame.req_id, 0, 0)))
             else:
                 self._error(frame.req_id, ErrorCode.NOT_JOINED, f"not joined to {frame.room!r}")
@@ -223,6 +238,10 @@ class ClientSession:
                             "this edge runs no functions")
             else:
                 functions.call(self, frame)
+        elif t is Refresh:
+            assert isinstance(frame, Refresh)
+            outcome = token_life.refresh(self, frame, self.settings.secrets, time.time())
+            self.stats.token_refreshes[outcome] += 1
         elif self.iot is not None and isinstance(frame, (Telemetry, CommandAck, ReportState)):
             self.iot.handle(self, frame)
         else:
@@ -231,8 +250,8 @@ class ClientSession:
                         f"{t.__name__} frames are not accepted from clients")
 
     def _may_publish(self, room: str) -> bool:
-        # The token never changes during a session: match its patterns once per room,
-        # not on every publish.
+        # Match the token's patterns once per room, not on every publish (a REFRESH
+        # clears the memo: replace_claims).
         ok = self._publish_ok.get(room)
         if ok is None:
             ok = self._publish_ok[room] = self.claims.may_publish(room)
