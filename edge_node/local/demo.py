@@ -31,7 +31,6 @@ from hdrh.histogram import HdrHistogram
 
 from client_sdk import Client, ReceivedMessage, connect
 from client_sdk.errors import EdgeRelayError
-from client_sdk.protocol import mint_token
 from client_sdk.transport import TlsOptions
 from edge_node.local.cluster import LocalCluster
 from edge_node.local.demo_app import HOT
@@ -45,6 +44,7 @@ from edge_node.local.demo_functions import (
     functions_ok,
 )
 from edge_node.local.demo_report import render_summary
+from edge_node.local.demo_tokens import player_token_ttl, provider, token_summary, tokens_ok
 from edge_node.local.redis_server import RedisUnavailable
 from edge_node.local.scrape import LABELS, scrape_metrics
 from edge_node.runtime.gc_tuning import tune_gc
@@ -160,6 +160,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
     receiver the cluster's origin POSTs alert events to."""
     now = time.time()
     board = f"scores-{int(now)}"
+    ttl = player_token_ttl(cfg.duration)
     urls = cluster.urls
     hist = HdrHistogram(1, 60_000_000, 3)  # microseconds
     steady = HdrHistogram(1, 60_000_000, 3)  # intended before the kill
@@ -192,10 +193,10 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
         transport = "quic" if quic_url and i % 3 == 2 else "ws"
         if transport == "quic":
             order = [quic_url, *order]  # its edge's WebSocket URL is the fallback
-        tok = mint_token(cluster.secret, f"player-{i}", "player", ["room-*", board],
-                         rpc=RPC_PATTERNS, now=now)
-        client = await connect(order, tok, name=f"demo-player-{i}", backoff_base=0.2,
-                               backoff_cap=2.0, tls=TlsOptions(ca_file=cluster.ca_file or None))
+        client = await connect(order, name=f"demo-player-{i}", backoff_base=0.2,
+                               backoff_cap=2.0, tls=TlsOptions(ca_file=cluster.ca_file or None),
+                               token_provider=provider(cluster.secret, f"player-{i}",
+                                                       ["room-*", board], RPC_PATTERNS, ttl))
         players.append(_Player(i, f"room-{i % cfg.rooms}", client, transport=transport))
     for p in players:
         await p.client.join(p.room, echo=False, on_message=on_message(p))
@@ -418,6 +419,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
         from edge_node.local.demo_arena import arena_metrics
 
         game.update(arena_metrics(scrapes))
+    tokens = token_summary([p.client for p in players], scrapes, ttl)
     for p in players:
         await p.client.close()
     sent = sum(len(p.acked) for p in players)
@@ -452,12 +454,14 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
         "iot": iot,
         "game": game,
         "functions": functions,
+        "tokens": tokens,
         "machine": machine,
         "forecast": forecast,
         "edges": edges,
         "ok": lost == 0 and dups == 0 and iot.get("lost", 0) == 0
         and game.get("divergences", 0) == 0 and game.get("inputs_lost", 0) == 0
-        and game.get("inputs_applied_twice", 0) == 0 and functions_ok(functions),
+        and game.get("inputs_applied_twice", 0) == 0 and functions_ok(functions)
+        and tokens_ok(tokens, cfg.duration),
     }
 
 

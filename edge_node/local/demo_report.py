@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge_node.local.demo_tokens import token_lines, tokens_ok
+
 __all__ = ["render_summary"]
 
 
@@ -29,6 +31,9 @@ def render_summary(s: dict[str, Any]) -> str:
         verdict = (f"PROBLEM: {iot_s['lost']} IoT samples did not reach the origin "
                    f"({iot_s.get('unacked', 0)} still unacknowledged in device buffers when "
                    "the run ended: a host too busy to keep up?)")
+    elif s.get("tokens") and not tokens_ok(s["tokens"], c["duration_s"]):
+        verdict = ("PROBLEM: a player's token expired or a refresh was refused (see "
+                   "tokens.*)")
     else:
         verdict = "OK: nothing lost, nothing duplicated"
     lines = [
@@ -121,6 +126,7 @@ def render_summary(s: dict[str, Any]) -> str:
     if g.get("bots"):
         lines += _game_lines(g)
     lines += _function_lines(s.get("functions") or {})
+    lines += token_lines(s.get("tokens") or {})
     lines += _machine_lines(s.get("machine") or {})
     fc = s.get("forecast") or {}
     if fc:

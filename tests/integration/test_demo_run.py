@@ -1,7 +1,7 @@
 """The demo, the product's front door, run end to end in small: three edges, an origin,
 players, devices and arena bots, a drain and a SIGKILL; its JSON says nothing was lost
-and every capability showed up, functions included (RPCs, the window handler's device
-commands, signed webhooks)."""
+and every capability showed up: functions (RPCs, the window handler's device commands,
+signed webhooks) and the players' token refreshes included."""
 
 from __future__ import annotations
 
@@ -50,3 +50,9 @@ def test_small_demo_loses_nothing_and_runs_its_functions(tmp_path: Path) -> None
     ok_runs = f["edge_calls"].get("score.submit", {}).get("ok", 0)
     assert ok_runs > 0  # counted by the edges still up (the killed one's are gone)
     assert "functions.rpc" in run.stdout and "functions.webhook" in run.stdout
+    # Players hold 6 s tokens (a 14 s run): each refreshed on its live connection at
+    # least once, through the drain and the kill; no session was cut for an expired one.
+    t = s["tokens"]
+    assert t["ttl_s"] == 6.0 and t["players"] == 9 and t["players_refreshed"] == 9
+    assert t["refreshes"] >= 9 and t["expired_closes"] == 0 and t["refused"] == 0
+    assert t["valid_at_end"] == 9 and "tokens.refreshes" in run.stdout
