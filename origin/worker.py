@@ -61,15 +61,14 @@ class Worker:
         # On a Redis Cluster each uplink stream is in its own slot: one XREADGROUP per
         # stream (a multi-stream read would be refused with CROSSSLOT).
         self.cluster = redis_conn.is_cluster(settings.redis_url)
-        # The hooks get their own client: up to ``max_inflight`` events each make Redis
-        # calls at once (bookkeeping and handlers), far more than a pool's default
-        # size, so a call waits for a free connection instead of failing.
+        # The hooks get their own client, its pool sized to the calls the runner lets
+        # run at once (HookSettings.connections).
         self.rh: aioredis.Redis | None = None
         self.hooks = None
         if hooks:
-            self.rh = redis_conn.connect(settings.redis_url, socket_timeout=10.0,
-                                         max_connections=hooks.settings.connections,
-                                         blocking_pool=True)
+            self.rh = redis_conn.connect(
+                settings.redis_url, socket_timeout=10.0,
+                max_connections=hooks.settings.connections(settings.shards))
             self.hooks = build_runner(hooks, self.rh, self.rb, settings.shards, consumer)
 
     async def setup(self) -> None:

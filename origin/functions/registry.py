@@ -50,7 +50,8 @@ class DeadLetter(Exception):
 class FunctionContext:
     """What a handler gets besides the event.
 
-    ``redis``: the worker's client (shared; do not close it).  ``attempt``: 1 on the
+    ``redis``: the worker's hooks client (shared; do not close it; make one call at a
+    time: its pool holds one connection per running attempt).  ``attempt``: 1 on the
     first try.  ``dedupe_key``: ``"<handler name>:<event id>"``, stable across retries and
     redeliveries.  ``log``: a logger named for the handler."""
 

@@ -84,7 +84,8 @@ def add_hook_args(p: argparse.ArgumentParser) -> None:
                    help="events a worker holds at once (default %(default)s)")
     g.add_argument("--hooks-concurrency", type=int, default=h.concurrency,
                    help="handler and webhook attempts a worker runs at once; its "
-                   "hooks Redis pool has this many connections + 16 (default %(default)s)")
+                   "hooks Redis pool has this many connections + 20 + shards (default "
+                   "%(default)s)")
 
 
 def hook_config_from_args(a: argparse.Namespace) -> HookConfig:

@@ -10,10 +10,12 @@ A redelivered event skips the targets its done record names.
 
 Never blocking: at most ``max_inflight`` events are held at once, all shards' readers
 together (more wait in the stream, durably); at most ``concurrency`` attempts run at
-once; a job waiting for a retry holds no attempt slot.  The runner's Redis client is
-expected to wait for a free connection (the worker gives it a blocking pool of
-``HookSettings.connections``), so a backlog of held events queues for connections
-instead of failing.  A worker that stops or dies leaves its events pending: when it
+once; a job waiting for a retry holds no attempt slot.  Redis calls are bounded to
+fit the client's pool (``HookSettings.connections``): the runner's own calls for the
+events it holds queue for ``bookkeeping`` slots, a handler runs only within its
+attempt slot; so a backlog of held events never exhausts the pool (redis-py's pool
+fails a call beyond its size instead of waiting; a blocking pool would wait, but costs
+about 40 µs per call, measured).  A worker that stops or dies leaves its events pending: when it
 starts again (same consumer name) it reads its own pending entries first; if it does
 not, another worker claims them after ``claim_idle_ms``.  While an event is held, its
 entry's idle time is reset every ``claim_interval`` (XCLAIM JUSTID) so no other worker
@@ -78,12 +80,14 @@ class HookSettings:
         max_attempts=5, base=0.5, cap=30.0, max_elapsed=300.0))
     function_timeout: float = 30.0
 
-    @property
-    def connections(self) -> int:
-        """Size of the hooks' Redis pool: every running attempt plus room for the
-        runner's own calls (done records, acknowledgements) of the events it holds;
-        more callers wait for a free connection."""
-        return self.concurrency + 16
+    #: The runner's own Redis calls for the events it holds (done records, acks) at once.
+    bookkeeping: int = 16
+
+    def connections(self, shards: int) -> int:
+        """Size of the hooks' Redis pool: one per running attempt (a handler's
+        ``ctx.redis`` calls, one at a time), the runner's bookkeeping calls, one read per
+        shard and a few for the claim and stats turn."""
+        return self.concurrency + self.bookkeeping + shards + 4
 
 
 class HookRunner:
@@ -109,6 +113,7 @@ class HookRunner:
         #: Events asked for by reads in flight (counted against ``max_inflight``).
         self._reserved = 0
         self._sem = asyncio.Semaphore(settings.concurrency)
+        self._io = asyncio.Semaphore(settings.bookkeeping)
         self.acked = self.claimed = self.errors = 0
         #: The most events held at once since the start (never above ``max_inflight``).
         self.held_peak = 0
@@ -228,13 +233,15 @@ class HookRunner:
                 bad = {"event": "?", "target": "?", "reason": "undecodable",
                        "error": str(exc)[:1000], "stream_id": sid,
                        "dead_ms": str(int(time.time() * 1000))}
-                await self.r.xadd(dead_stream(shard), bad,  # type: ignore[arg-type]
-                                  maxlen=self.s.dead_maxlen, approximate=True)
+                async with self._io:
+                    await self.r.xadd(dead_stream(shard), bad,  # type: ignore[arg-type]
+                                      maxlen=self.s.dead_maxlen, approximate=True)
                 await self._ack(shard, sid)
                 return
             targets = self.targets_of(ev.kind)
             if targets:
-                done: Any = await self.r.hgetall(done_key(shard, ev.id))
+                async with self._io:
+                    done: Any = await self.r.hgetall(done_key(shard, ev.id))
                 finished = {k.decode() if isinstance(k, bytes) else k for k in done}
                 await asyncio.gather(*(self._job(ev, t) for t in targets
                                        if t.name not in finished))
@@ -289,14 +296,16 @@ class HookRunner:
                       maxlen=self.s.dead_maxlen, approximate=True)
         pipe.hset(key, target, status)
         pipe.pexpire(key, self.s.done_ttl_ms)
-        await pipe.execute()
+        async with self._io:
+            await pipe.execute()
 
     async def _ack(self, shard: int, sid: str) -> None:
         # One group on the hooks stream: an acknowledged entry is not needed any more.
         pipe = self.r.pipeline(transaction=True)
         pipe.xack(hooks_stream(shard), HOOKS_GROUP, sid)
         pipe.xdel(hooks_stream(shard), sid)
-        await pipe.execute()
+        async with self._io:
+            await pipe.execute()
         self.acked += 1
 
     async def _keep(self, stop: asyncio.Event) -> None:
