@@ -185,12 +185,12 @@ def _tls(spec: TargetSpec) -> Any:
 async def _sdk_open(spec: TargetSpec, name: str, transport: str = "ws") -> _SdkClient:
     if transport == "ws":  # ws:// or, for edge-tls, wss://
         client = await _sdk().connect([spec.url], _token(spec, name), name=name,
-                                      reconnect=False, tls=_tls(spec))
+                                      reconnect=False, tls=_tls(spec), rtt_probe_interval=None)
     else:
         if not spec.quic_url:
             raise RuntimeError(f"{transport}: the target was started without QUIC")
         client = await _sdk().connect([spec.quic_url], _token(spec, name), name=name,
-                                      reconnect=False, tls=_tls(spec))
+                                      reconnect=False, tls=_tls(spec), rtt_probe_interval=None)
     return _SdkClient(client, spec.room, reliable=transport != "quic-datagram")
 
 

@@ -186,7 +186,7 @@ async def run_cluster_worker(ctx: WorkerContext) -> dict[str, Any]:
             lv.client = await connect(
                 urls, _token(plan.secret, f"c{s.idx}", s.kind), name=f"c{s.idx}",
                 ping_interval=plan.ping, ping_timeout=plan.ping, backoff_base=0.2,
-                backoff_cap=2.0)
+                backoff_cap=2.0, rtt_probe_interval=None)
         lv.client.on_reconnect = served(lv)
         lv.client.on_handoff = served(lv)
         on_message = None

@@ -49,9 +49,9 @@ async def _latency(url: str, n: int, env: dict[str, str]) -> dict[str, Any]:
     a = spawn_edge(redis_url=url, secret=_SECRET, edge_id="probe-a", env=env)
     b = spawn_edge(redis_url=url, secret=_SECRET, edge_id="probe-b", env=env)
     try:
-        pub = await connect(a.url, _tok("pub"))
+        pub = await connect(a.url, _tok("pub"), rtt_probe_interval=None)
         await pub.join("probe")
-        sub = await connect(b.url, _tok("sub"))
+        sub = await connect(b.url, _tok("sub"), rtt_probe_interval=None)
         sent: dict[bytes, float] = {}
         lat: list[float] = []
 
@@ -87,11 +87,11 @@ async def _primary_kill(cl: RedisClusterServer, n: int, rate: float,
     room = "probe-kill"
     key = redis_keys.room_log(room)
     try:
-        first = await connect(a.url, _tok("first"))
+        first = await connect(a.url, _tok("first"), rtt_probe_interval=None)
         await first.join(room)
-        pub = await connect([a.url, b.url], _tok("pub"), backoff_base=0.05)
+        pub = await connect([a.url, b.url], _tok("pub"), backoff_base=0.05, rtt_probe_interval=None)
         await pub.join(room)
-        sub = await connect([b.url], _tok("sub"), backoff_base=0.05)
+        sub = await connect([b.url], _tok("sub"), backoff_base=0.05, rtt_probe_interval=None)
         seen: set[int] = set()
         await sub.join(room, on_message=lambda m: seen.add(_N.unpack_from(m.payload)[0]))
         t_sent: dict[int, float] = {}

@@ -150,7 +150,7 @@ async def _receive(url: str, receiver: str, clients: int, messages: int,
 
         for i in range(clients):
             c = await connect(url, "feeder-does-not-check", name=f"r{i}", reconnect=False,
-                              ping_interval=None, ping_timeout=None)
+                              ping_interval=None, ping_timeout=None, rtt_probe_interval=None)
             await c.join(ROOM, on_message=count.hit)
             conns.append(c)
     elif receiver == "lean":

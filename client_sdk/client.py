@@ -56,6 +56,7 @@ from .protocol import (
 from .protocol.events import HandoffRequested
 from .pump import Position, now
 from .room_api import RoomApi
+from .rtt import EdgeRtts, probe_loop
 from .token_refresh import TokenKeeper, TokenProvider
 from .transport import Link, LinkClosed, RefusedError, TlsOptions, TlsVerifyError, open_link
 
@@ -87,7 +88,8 @@ class Client(RoomApi):
                  backoff_cap: float = 20.0, max_send_buffer: int = 4 * 1024 * 1024,
                  ping_interval: float | None = 2.5, ping_timeout: float | None = 2.5,
                  tls: TlsOptions | None = None,
-                 token_provider: TokenProvider | None = None) -> None:
+                 token_provider: TokenProvider | None = None,
+                 rtt_probe_interval: float | None = 30.0) -> None:
         if not urls:
             raise ValueError("at least one URL is required")
         self._backoff = Backoff(backoff_base, backoff_cap)
@@ -115,6 +117,9 @@ class Client(RoomApi):
         self._runner: asyncio.Task[None] | None = None
         #: Keeps the token fresh when the application gave a ``token_provider``.
         self.tokens = TokenKeeper(self, token_provider) if token_provider else None
+        #: Smoothed RTT per known edge, probed every ``rtt_probe_interval`` s (None: off).
+        self.rtts = EdgeRtts()
+        self.rtt_probe_interval = rtt_probe_interval
 
     # -- connection management ----------------------------------------------------
 
@@ -157,7 +162,14 @@ class Client(RoomApi):
             raise
 
     def _candidates(self, elsewhere: bool) -> list[str]:
-        return self._edges.candidates(self.url, self.neighbours, self.urls, elsewhere)
+        return self._edges.candidates(self.url, self.neighbours, self.urls, elsewhere,
+                                      self.rtts)
+
+    @property
+    def edge_rtts(self) -> dict[str, float | None]:
+        """Smoothed round trip in seconds to each edge the client has probed (None: its
+        last probe went unanswered); failover tries the fastest first."""
+        return self.rtts.snapshot()
 
     def _adopt(self, link: Link, url: str, welcome: Welcome) -> None:
         if self.tokens is not None:
@@ -209,6 +221,10 @@ class Client(RoomApi):
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="client-run")
         if tokens is not None:
             self._background(tokens.run())
+        if self.rtt_probe_interval is not None:
+            self._background(probe_loop(
+                self.rtts, lambda: [self.url, *self.neighbours, *self.urls],
+                self.rtt_probe_interval, self.tls))
 
     async def _renew_token(self, code: int | None, why: EdgeRelayError) -> bool:
         """After 4402 (the session's or a HELLO's token expired): True when the token
@@ -381,7 +397,8 @@ async def connect(urls: str | Sequence[str], token: str | None = None, *, name: 
                   backoff_cap: float = 20.0, ping_interval: float | None = 2.5,
                   ping_timeout: float | None = 2.5, select: str = "order",
                   tls: TlsOptions | None = None,
-                  token_provider: TokenProvider | None = None) -> Client:
+                  token_provider: TokenProvider | None = None,
+                  rtt_probe_interval: float | None = 30.0) -> Client:
     """Connect to an edge in ``urls`` that accepts ``token``.
 
     ``token_provider`` (a callable, async or not, returning a new token) keeps the
@@ -391,7 +408,10 @@ async def connect(urls: str | Sequence[str], token: str | None = None, *, name: 
     provider, ``token`` may be left out: the first one comes from the provider.
 
     ``select="order"`` tries the URLs in the given order; ``select="rtt"``
-    first measures the round trip to each and tries the nearest first.  The
+    first measures the round trip to each and tries the nearest first.  Once
+    connected, the client probes the edges it knows every ``rtt_probe_interval``
+    seconds (None: never; :mod:`client_sdk.rtt`) and fails over to the fastest
+    first (``client.edge_rtts``).  The
     client pings every ``ping_interval`` seconds and treats a missing pong
     after ``ping_timeout`` as a dead link (then reconnects and resumes).
     ``quic://`` URLs connect over QUIC; ``tls`` says how the edge's
@@ -408,13 +428,18 @@ async def connect(urls: str | Sequence[str], token: str | None = None, *, name: 
     if token is None and token_provider is None:
         raise ValueError("a token or a token_provider is required")
     url_list = [urls] if isinstance(urls, str) else list(urls)
+    measured: list[tuple[str, float | None]] = []
     if select == "rtt" and len(url_list) > 1:
-        url_list = [u for u, _ in await rank_by_rtt(url_list, tls=tls)]
+        measured = await rank_by_rtt(url_list, tls=tls)
+        url_list = [u for u, _ in measured]
     client = Client(url_list, token or "", name=name,
                     reconnect=reconnect, request_timeout=request_timeout,
                     connect_timeout=connect_timeout, backoff_base=backoff_base,
                     backoff_cap=backoff_cap, ping_interval=ping_interval,
-                    ping_timeout=ping_timeout, tls=tls, token_provider=token_provider)
+                    ping_timeout=ping_timeout, tls=tls, token_provider=token_provider,
+                    rtt_probe_interval=rtt_probe_interval)
+    for url, rtt in measured:
+        client.rtts.record(url, rtt)
     await client._start()
     return client
 

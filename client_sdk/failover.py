@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .protocol.codes import ErrorCode
+from .rtt import EdgeRtts
 from .transport import scheme_of
 
 __all__ = ["EdgeList", "retry_hint_from_close"]
@@ -36,12 +37,15 @@ class EdgeList:
             self.alternates[quic_url] = ws_url
 
     def candidates(self, current: str, neighbours: Sequence[str], urls: Sequence[str],
-                   elsewhere: bool) -> list[str]:
+                   elsewhere: bool, rtts: EdgeRtts | None = None) -> list[str]:
         """Edges to try, best first, each once: the current one (unless told to go
         elsewhere), the neighbours the edge announced, then the configured URLs
-        (and the current one last when going elsewhere)."""
+        (and the current one last when going elsewhere).  With ``rtts`` the
+        neighbours and configured URLs are ordered by measured latency instead
+        (:meth:`~client_sdk.rtt.EdgeRtts.order`)."""
         order = [] if elsewhere or not current else [current]
-        order += [*neighbours, *urls]
+        rest = [u for u in dict.fromkeys([*neighbours, *urls]) if u != current]
+        order += rest if rtts is None else rtts.order(rest, self.alternates)
         if elsewhere and current:
             order.append(current)  # still worth a try after all the others
         if self.prefer_quic:

@@ -4,7 +4,10 @@
 forwards bytes both ways.  ``blackhole()`` stops forwarding without closing
 anything, like a network cut that leaves both ends believing the link is up
 (a half-open connection): not even a close crosses it.  ``restore()`` resumes
-forwarding; ``cut()`` closes every proxied connection at once.
+forwarding; ``cut()`` closes every proxied connection at once.  ``delay`` (seconds,
+settable at any time) holds each chunk that long before forwarding it, in each
+direction: a longer path (a request and its answer cross it twice).  ``port``: listen
+there instead of on a free port.  ``target`` may be changed before the first connection.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import contextlib
 class FaultProxy:
     """Start with :meth:`start`, stop with :meth:`stop`."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, delay: float = 0.0,
+                 port: int = 0) -> None:
         self.target = (target_host, target_port)
-        self.port = 0
+        self.port = port
+        self.delay = delay
         self._server: asyncio.Server | None = None
         self._open = asyncio.Event()
         self._open.set()
@@ -31,7 +36,7 @@ class FaultProxy:
         return f"ws://127.0.0.1:{self.port}"
 
     async def start(self) -> FaultProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -76,6 +81,8 @@ class FaultProxy:
                 data = await src.read(65536)
                 if not data:
                     break
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 if self._open.is_set():
                     dst.write(data)
                     await dst.drain()

@@ -116,7 +116,7 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
             async with sem:
                 c = await connect([victim.url, *[e.url for e in others]], tok(f"c{i}"),
                                   ping_interval=1.0, ping_timeout=1.0, backoff_base=0.2,
-                                  backoff_cap=2.0)
+                                  backoff_cap=2.0, rtt_probe_interval=None)
             rc = _Client(i, f"fo-{i % p.rooms}", c)
 
             def on_msg(m: Any, rc: _Client = rc) -> None:
@@ -130,7 +130,7 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
         clients = list(await asyncio.gather(*(make(i) for i in range(p.clients))))
         for j in range(p.publishers):
             e = others[j % len(others)]
-            pc = await connect([e.url], tok(f"pub{j}", "service"))
+            pc = await connect([e.url], tok(f"pub{j}", "service"), rtt_probe_interval=None)
             for r in range(p.rooms):
                 await pc.join(f"fo-{r}", echo=False)
             pubs.append(pc)

@@ -172,7 +172,8 @@ async def run_trace(p: TraceParams) -> dict[str, Any]:
         async def make(i: int) -> Any:
             async with sem:
                 c: Client = await connect([victim.url, *[e.url for e in others]], tok(f"c{i}"),
-                                          ping_interval=1.0, ping_timeout=1.0)
+                                          ping_interval=1.0, ping_timeout=1.0,
+                                          rtt_probe_interval=None)
             rec = recs[id(c)] = _Rec()
 
             def on_msg(m: Any, c: Client = c, rec: _Rec = rec) -> None:
@@ -184,7 +185,8 @@ async def run_trace(p: TraceParams) -> dict[str, Any]:
 
         clients = list(await asyncio.gather(*(make(i) for i in range(p.clients))))
         for j in range(p.rooms):
-            pc = await connect([others[j % len(others)].url], tok(f"pub{j}", "service"))
+            pc = await connect([others[j % len(others)].url], tok(f"pub{j}", "service"),
+                               rtt_probe_interval=None)
             await pc.join(f"tr{j}", echo=False)
             pubs.append(pc)
         # Per-client handoff steps: wrap the SDK's own methods on these instances.

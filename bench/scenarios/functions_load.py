@@ -81,7 +81,7 @@ async def _connect(phase: Phase) -> list[Any]:
         async with gate:
             return await connect([phase.urls[i % len(phase.urls)]], tok,
                                  name=f"fbench-{i}", reconnect=False, tls=tls,
-                                 ping_interval=None)
+                                 ping_interval=None, rtt_probe_interval=None)
 
     return list(await asyncio.gather(*(one(i) for i in phase.clients)))
 

@@ -58,7 +58,7 @@ async def _play(urls: list[str], secret: bytes, specs: list[tuple[int, str, int,
             tok = mint_token(secret, f"p{idx}", "player", ["arena-*"], now=now, ttl=3600)
             order = urls[edge:] + urls[:edge] if chaos else [urls[edge]]
             c = await connect(order, tok, name=f"bench-{idx}", backoff_base=0.2,
-                              backoff_cap=2.0)
+                              backoff_cap=2.0, rtt_probe_interval=None)
             return c, await c.join_game(room, {"name": f"p{idx}"}, timeout=60)
 
     # The first player of each room joins first: its edge becomes the room's owner.

@@ -69,7 +69,7 @@ def _percentile(values: list[float], q: float) -> float:
 async def _rtt(url: str, tok: str, mode: str, p: TransportsParams) -> dict[str, Any]:
     from client_sdk import connect
 
-    c = await connect(url, tok, ping_interval=None)
+    c = await connect(url, tok, ping_interval=None, rtt_probe_interval=None)
     loop = asyncio.get_running_loop()
     waiting: dict[bytes, asyncio.Future[float]] = {}
 
@@ -116,10 +116,11 @@ async def _saturation(url: str, tok: str, mode: str, p: TransportsParams) -> dic
         received[0] += 1
         last[0] = time.perf_counter()
 
-    subs = [await connect(url, tok, ping_interval=None) for _ in range(p.subscribers)]
+    subs = [await connect(url, tok, ping_interval=None, rtt_probe_interval=None)
+            for _ in range(p.subscribers)]
     for s in subs:
         await s.join("sat", on_message=on_message)
-    pub = await connect(url, tok, ping_interval=None)
+    pub = await connect(url, tok, ping_interval=None, rtt_probe_interval=None)
     await pub.join("sat", echo=False)
     payload = b"y" * p.payload_size
     t0 = time.perf_counter()
@@ -160,7 +161,7 @@ async def _handshakes(url: str, tok: str, p: TransportsParams) -> dict[str, Any]
 
     t0 = time.perf_counter()
     for _ in range(p.handshakes):
-        c = await connect(url, tok, ping_interval=None, reconnect=False)
+        c = await connect(url, tok, ping_interval=None, reconnect=False, rtt_probe_interval=None)
         await c.close()
     return {"handshakes": p.handshakes,
             "client_ms_each": (time.perf_counter() - t0) * 1000 / p.handshakes}
