@@ -9,11 +9,13 @@ a publish through the pump, and the subscriptions it keeps.  It never opens a li
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from .errors import EdgeRelayError
 from .game import GameRoom
+from .presence import PresenceView
 from .protocol import (
     JOIN_NO_ECHO,
     JOIN_PRESENCE,
@@ -25,9 +27,12 @@ from .protocol import (
     PresenceList,
     PresenceMembers,
 )
+from .protocol.events import RecoveryEvent
 from .pump import ClientPump, Position, now
 from .rpc import call as rpc_call
 from .subscription import Subscription
+
+log = logging.getLogger("client_sdk.rooms")
 
 __all__ = ["RoomApi"]
 
@@ -41,15 +46,20 @@ class RoomApi(ClientPump):
     async def join(self, room: str, *, presence: bool = False, echo: bool = True,
                    on_message: Callable[[Message], None] | None = None,
                    queue_size: int = 10_000,
-                   options: dict[str, Any] | None = None) -> Subscription:
+                   options: dict[str, Any] | None = None,
+                   presence_grace: float = 5.0) -> Subscription:
         """Join ``room`` and return its :class:`Subscription`.
 
         With ``on_message`` the callback runs synchronously for each message
         (fastest; the subscription's iterator then yields nothing).  Otherwise
         iterate the subscription with ``async for``.  ``presence=True`` also
-        delivers presence join/leave events (``sub.presence_events()``);
-        ``echo=False`` skips this client's own publishes (live and replayed).
-        ``options`` go to a game room's join hooks (see :meth:`join_game`).
+        keeps the room's member list (``sub.members``, fetched before this returns)
+        and delivers join/leave events (``sub.presence_events()``) without repeats;
+        a member reported gone is kept as reconnecting for ``presence_grace``
+        seconds and only reported as leaving if it does not come back
+        (:mod:`client_sdk.presence`).  ``echo=False`` skips this client's own
+        publishes (live and replayed).  ``options`` go to a game room's join hooks
+        (see :meth:`join_game`).
         """
         flags = (JOIN_PRESENCE if presence else 0) | (0 if echo else JOIN_NO_ECHO)
         sub = self._subs.get(room)
@@ -57,6 +67,8 @@ class RoomApi(ClientPump):
             sub = Subscription(self, self._core.track_room(room, flags), on_message,
                                queue_size)
             self._subs[room] = sub
+        if presence and sub._view is None:
+            sub._view = PresenceView(room, presence_grace)
         try:
             joined = await self.request(Join(0, room, flags, options or {}))
         except BaseException:
@@ -64,7 +76,22 @@ class RoomApi(ClientPump):
             self._core.forget_room(room)
             raise
         assert isinstance(joined, Joined)  # the core set the room's position from it
+        if sub._view is not None:
+            await self._load_members(sub)
         return sub
+
+    async def _load_members(self, sub: Subscription) -> None:
+        """Fetch ``sub``'s member list (at join, and after each resume)."""
+        try:
+            sub._members_loaded(await self.presence(sub.room))
+        except EdgeRelayError as exc:  # the next resume fetches it again
+            log.warning("presence list of %s not loaded: %s", sub.room, exc)
+
+    def _ev_recovery(self, ev: RecoveryEvent) -> None:
+        super()._ev_recovery(ev)
+        sub = self._subs.get(ev.room)
+        if sub is not None and sub._view is not None:
+            self._background(self._load_members(sub))  # what changed while away
 
     async def join_game(self, room: str, options: dict[str, Any] | None = None, *,
                         timeout: float = 10.0) -> GameRoom:

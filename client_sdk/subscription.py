@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from .protocol import Message
+from .presence import PresenceView
+from .protocol import Member, Message
 from .protocol.events import PresenceEvent, RecoveryEvent
 from .protocol.rooms import RoomState
 
@@ -42,6 +43,9 @@ class Subscription:
         self._presence_q: asyncio.Queue[PresenceEvent | None] = asyncio.Queue(10_000)
         self._error: BaseException | None = None
         self._ended = False
+        #: The member list (rooms joined with ``presence=True``; client_sdk.presence).
+        self._view: PresenceView | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     @property
     def flags(self) -> int:
@@ -86,16 +90,66 @@ class Subscription:
         """The next :class:`RecoveryEvent` of this room (``TimeoutError`` after ``timeout``)."""
         return await asyncio.wait_for(self._recovery_q.get(), timeout)
 
-    def _presence(self, ev: PresenceEvent) -> None:
+    @property
+    def members(self) -> list[Member]:
+        """The room's members (``presence=True``: from the list fetched at join and the
+        presence events since; reconnecting ones included), by session id."""
+        return self._view.members if self._view is not None else []
+
+    @property
+    def reconnecting(self) -> list[Member]:
+        """Members the edge reported gone whose grace is still running."""
+        return self._view.reconnecting if self._view is not None else []
+
+    def _queue_presence(self, ev: PresenceEvent) -> None:
         if self._presence_q.full():
             self._presence_q.get_nowait()
         self._presence_q.put_nowait(ev)
+
+    def _presence(self, ev: PresenceEvent) -> None:
+        view = self._view
+        if view is None:
+            self._queue_presence(ev)
+            return
+        now = asyncio.get_running_loop().time()
+        events = (view.joined(ev.member, now) if ev.joined
+                  else view.left(ev.member, now, ev.lost))
+        for e in events:
+            self._queue_presence(e)
+        self._arm()
+
+    def _members_loaded(self, members: list[Member]) -> None:
+        """The room's member list as the edge sent it (at join, after a resume)."""
+        if self._view is None or self._ended:
+            return
+        for e in self._view.load(members, asyncio.get_running_loop().time()):
+            self._queue_presence(e)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Schedule the next end of a presence grace."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        due = self._view.next_deadline() if self._view is not None else None
+        if due is not None and not self._ended:
+            self._expiry = asyncio.get_running_loop().call_at(due, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        if self._view is not None and not self._ended:
+            for e in self._view.expire(asyncio.get_running_loop().time()):
+                self._queue_presence(e)
+            self._arm()
 
     def _end(self, error: BaseException | None) -> None:
         if self._ended:
             return
         self._ended = True
         self._error = error
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         for q in (self._queue, self._presence_q):
             if q.full():
                 q.get_nowait()

@@ -462,5 +462,5 @@ class EdgeServer:
                                 cp = await self.store.load(session.session_id)
                             if cp is not None and cp.get("edge") != self.settings.edge_id:
                                 session.moving = True
-                    session.cleanup()
+                    session.cleanup(lost=not clean)
                 stats.connections -= 1

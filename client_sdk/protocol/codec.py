@@ -139,6 +139,8 @@ def encode(frame: Frame) -> bytes:
     elif t is PresenceLeave:
         assert isinstance(frame, PresenceLeave)
         body = [10, frame.room, _member(frame.member)]
+        if frame.lost:
+            body.append(True)
     elif t is PresenceList:
         assert isinstance(frame, PresenceList)
         body = [11, frame.req_id, frame.room]
@@ -392,8 +394,11 @@ def _p_pjoin(d: Decoder, o: list[Any]) -> PresenceJoin:
 
 
 def _p_pleave(d: Decoder, o: list[Any]) -> PresenceLeave:
-    _arity(o, 3, "PRESENCE_LEAVE")
-    return PresenceLeave(d._room(o[1]), _parse_member(o[2]))
+    _arity(o, 4, "PRESENCE_LEAVE", optional=1)
+    lost = o[3] if len(o) > 3 else False
+    if type(lost) is not bool:
+        raise MalformedFrame("lost must be a boolean")
+    return PresenceLeave(d._room(o[1]), _parse_member(o[2]), lost)
 
 
 def _p_plist(d: Decoder, o: list[Any]) -> PresenceList:

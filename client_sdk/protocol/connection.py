@@ -475,7 +475,9 @@ class ClientConnection:
     def _on_presence(self, f: PresenceJoin | PresenceLeave, now: float) -> PresenceEvent | None:
         if f.room not in self.rooms:
             return None
-        return PresenceEvent(f.room, type(f) is PresenceJoin, f.member)
+        if isinstance(f, PresenceLeave):
+            return PresenceEvent(f.room, False, f.member, f.lost)
+        return PresenceEvent(f.room, True, f.member)
 
     # -- time --------------------------------------------------------------------------
 

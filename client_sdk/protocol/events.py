@@ -43,11 +43,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class PresenceEvent:
-    """A member joined (``joined=True``) or left a room."""
+    """A member joined (``joined=True``) or left a room; ``lost``: it left because its
+    connection ended without a normal close (its session may be resuming)."""
 
     room: str
     joined: bool
     member: Member
+    lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)

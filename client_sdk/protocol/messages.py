@@ -240,10 +240,13 @@ class PresenceJoin:
 
 @dataclass(frozen=True, slots=True)
 class PresenceLeave:
-    """Edge → client: ``[10, room, member]``."""
+    """Edge → client: ``[10, room, member, lost?]``.  ``lost`` (optional, default
+    false): the member's connection ended without a normal close, so its session may
+    be resuming (the SDK holds such a leave for a grace period)."""
 
     room: str
     member: Member
+    lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)

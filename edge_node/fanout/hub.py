@@ -236,11 +236,13 @@ class Hub:
     def _count_duplicate(self) -> None:
         self.stats.duplicates_dropped += 1
 
-    def leave(self, s: SessionLike, name: str, quiet: bool = False) -> bool:
+    def leave(self, s: SessionLike, name: str, quiet: bool = False,
+              lost: bool = False) -> bool:
         """Remove ``s`` from room ``name``; False if it was not a member.
 
         ``quiet``: the session moved to another edge (handoff), so it is still a
-        member of the room: no presence leave event.
+        member of the room: no presence leave event.  ``lost``: the connection ended
+        without a normal close (the presence leave says so: the session may resume).
         """
         room = self.rooms.get(name)
         if room is None or not room.remove(s.session_id):
@@ -248,7 +250,7 @@ class Hub:
         if room.game and not quiet and self.games is not None:
             self.games.leave(s, name)
         if not quiet:
-            announce(self.store, self.uplink, room, s.member, joined=False)
+            announce(self.store, self.uplink, room, s.member, joined=False, lost=lost)
             if self.functions is not None:
                 presence_event(self.functions, name, s.member, False)
         if not room.members:
@@ -374,7 +376,7 @@ class Hub:
         elif kind in (LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE):
             m = Member(*body[0][:3])
             ev = PresenceJoin(room_name, m) if kind == LIVE_PRESENCE_JOIN else PresenceLeave(
-                room_name, m)
+                room_name, m, len(body[0]) > 3 and body[0][3] is True)
             data = encode(ev)
             for w in room.watchers:
                 w.send(data)

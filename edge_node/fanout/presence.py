@@ -23,18 +23,20 @@ __all__ = ["announce", "members_of", "presence_event"]
 log = logging.getLogger("edge_node.fanout.hub")
 
 
-def announce(store: RoomStore, uplink: Any, room: Room, m: Member, joined: bool) -> None:
-    """Tell everyone who should know that ``m`` joined (or left) ``room``."""
-    data = encode(PresenceJoin(room.name, m) if joined else PresenceLeave(room.name, m))
+def announce(store: RoomStore, uplink: Any, room: Room, m: Member, joined: bool,
+             lost: bool = False) -> None:
+    """Tell everyone who should know that ``m`` joined (or left) ``room``; ``lost``: it
+    left because its connection ended without a normal close (it may be resuming)."""
+    data = encode(PresenceJoin(room.name, m) if joined else PresenceLeave(room.name, m, lost))
     for w in room.watchers:
         if w.session_id != m.session_id:
             w.send(data)
     if uplink is not None:
         uplink.submit("presence", room.name, {"member": m.session_id, "subject": m.subject,
                                               "online": joined})
-    body = [m.session_id, m.subject, m.kind]
+    body: list[Any] = [m.session_id, m.subject, m.kind]
     store.publish_live(room.name, LIVE_PRESENCE_JOIN if joined else LIVE_PRESENCE_LEAVE,
-                       [body])
+                       [[*body, True] if lost else body])
     if joined:
         spawn(store.add_member(room.name, m.session_id, body))
     else:

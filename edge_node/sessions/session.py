@@ -347,10 +347,11 @@ class ClientSession:
         cap = self.settings.limits.max_presence_list
         self.send(encode(PresenceMembers(f.req_id, f.room, tuple(members[:cap]))))
 
-    def cleanup(self) -> None:
-        """Leave every room; call once when the connection is gone."""
+    def cleanup(self, lost: bool = False) -> None:
+        """Leave every room; call once when the connection is gone (``lost``: without a
+        normal close from the client, which may be resuming)."""
         self.closed = True
         for name in list(self.rooms):
-            self.hub.leave(self, name, quiet=self.moving)
+            self.hub.leave(self, name, quiet=self.moving, lost=lost)
         self.rooms.clear()
         self.out.close()

@@ -167,7 +167,7 @@ FRAME_STRATEGIES: dict[MessageType, st.SearchStrategy[Any]] = {
     MessageType.MESSAGE: st.builds(Message, room, uint64, uint64, text, payload, idem),
     MessageType.ACK: st.builds(Ack, uint64, uint64, uint64),
     MessageType.PRESENCE_JOIN: st.builds(PresenceJoin, room, member),
-    MessageType.PRESENCE_LEAVE: st.builds(PresenceLeave, room, member),
+    MessageType.PRESENCE_LEAVE: st.builds(PresenceLeave, room, member, st.booleans()),
     MessageType.PRESENCE_LIST: st.builds(PresenceList, uint64, room),
     MessageType.PRESENCE_MEMBERS: st.builds(
         PresenceMembers, uint64, room, st.lists(member, max_size=20).map(tuple)
@@ -428,7 +428,7 @@ _FIELDS: dict[MessageType, list[str]] = {
     MessageType.MESSAGE: ["room", "uint", "uint", "str", "bin", "uint"],
     MessageType.ACK: ["uint", "uint", "uint"],
     MessageType.PRESENCE_JOIN: ["room", "member"],
-    MessageType.PRESENCE_LEAVE: ["room", "member"],
+    MessageType.PRESENCE_LEAVE: ["room", "member", "bool"],
     MessageType.PRESENCE_LIST: ["uint", "room"],
     MessageType.PRESENCE_MEMBERS: ["uint", "room", "members"],
     MessageType.PING: ["uint"],
@@ -460,6 +460,7 @@ _FIELDS: dict[MessageType, list[str]] = {
 # Fields that may be left out at the end of the array.
 _OPTIONAL = {MessageType.HELLO: 2, MessageType.JOIN: 2, MessageType.PUBLISH: 2,
              MessageType.MESSAGE: 1, MessageType.COMMAND_ACK: 1,
+             MessageType.PRESENCE_LEAVE: 1,
              MessageType.SHADOW_DELTA: 1}
 
 
@@ -476,6 +477,8 @@ def _full_array(frame: Frame) -> list[Any]:
         arr.append(frame.idem)
     if isinstance(frame, Join) and len(arr) == 4:
         arr.append(frame.options)
+    if isinstance(frame, PresenceLeave) and len(arr) == 3:
+        arr.append(frame.lost)
     return arr
 _not_str = st.none() | st.booleans() | msgint | st.floats() | st.binary(max_size=4) \
     | st.lists(text, max_size=2) | st.dictionaries(text, text, max_size=2)

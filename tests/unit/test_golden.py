@@ -145,6 +145,8 @@ FRAMES: dict[str, Frame] = {
     "ack-leave": Ack(4, 0, 0),
     "presence-join": PresenceJoin("lobby", _ALICE),
     "presence-leave": PresenceLeave("lobby", _ALICE),
+    # The member's connection ended without a normal close: it may be resuming.
+    "presence-leave-lost": PresenceLeave("lobby", _ALICE, True),
     "presence-list": PresenceList(6, "lobby"),
     "presence-members": PresenceMembers(6, "lobby", (_ALICE, _SENSOR)),
     "presence-members-empty": PresenceMembers(8, "empty-room", ()),
