@@ -170,7 +170,7 @@ async def test_client_side_network_cut(edge_factory, token) -> None:
     try:
         rec = Recorder()
         await sub.join("nc1", on_message=rec)
-        wsub = await watcher.join("nc1", presence=True)
+        wsub = await watcher.join("nc1", presence=True, presence_grace=0.0)  # the edge's own events
         await watcher.publish("nc1", _P.pack(2, 1))
         await _wait(lambda: rec.seen == [(2, 1)], 5, "first message")
         proxy.blackhole()
