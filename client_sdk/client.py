@@ -127,8 +127,9 @@ class Client(RoomApi):
         """Open a link to ``url``, say HELLO (resuming the session) and read its WELCOME."""
         if self.tokens is not None:
             await self.tokens.fresh_for_hello()
+        token = self.token
         try:
-            hello = self._core.hello(self.token, self.name)
+            hello = self._core.hello(token, self.name)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
             # cancellation that races its timeout, leaving a reconnect loop running.
             async with asyncio.timeout(self.connect_timeout):
@@ -149,6 +150,8 @@ class Client(RoomApi):
             frame = self._core.decode(raw)
             if not isinstance(frame, Welcome):
                 raise ConnectError(f"{url}: expected WELCOME, got {type(frame).__name__}")
+            if self.tokens is not None and token != self.token:
+                self.tokens.resend()  # refreshed on the old link meanwhile: tell this edge
             return link, frame
         except LinkClosed as exc:
             code, reason = exc.code, exc.reason

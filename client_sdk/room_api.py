@@ -104,13 +104,7 @@ class RoomApi(ClientPump):
 
     async def leave(self, room: str) -> None:
         """Leave ``room``; its subscription's iterator ends."""
-        sub = self._subs.pop(room, None)
-        if sub is not None:
-            sub._end(None)
-        game = self._games.pop(room, None)
-        if game is not None:
-            game._close()
-        self._core.forget_room(room)
+        self._end_room(room, None)
         await self.request(Leave(0, room))
 
     async def _wait_writable(self) -> None:
@@ -179,9 +173,9 @@ class RoomApi(ClientPump):
         """The subscription for ``room``, if joined."""
         return self._subs.get(room)
 
-    def _room_revoked(self, room: str, exc: EdgeRelayError) -> None:
-        """The edge left ``room`` for us (a refreshed token no longer allows it): its
-        subscription ends with ``exc``."""
+    def _end_room(self, room: str, exc: EdgeRelayError | None) -> None:
+        """Stop tracking ``room``: its subscription ends (with ``exc``, e.g. the edge
+        left it for us because a refreshed token no longer allows it), its game too."""
         sub = self._subs.pop(room, None)
         if sub is not None:
             sub._end(exc)

@@ -98,6 +98,7 @@ class TokenKeeper:
         self._lead = 1.0
         self._expires: float | None = None
         self._changed = asyncio.Event()
+        self._resend = False
         self.adopt(client.token)
 
     @property
@@ -166,11 +167,23 @@ class TokenKeeper:
         """A HELLO with the current token was welcomed."""
         self._refused = 0
 
+    def resend(self) -> None:
+        """A new link was opened with an older token than the current one (a refresh
+        completed on the old link during a handoff or reconnect): send the current
+        one on the new link at once, or that edge would close the session when the
+        older token expires."""
+        self._resend = True
+        self._changed.set()
+
     async def run(self) -> None:
         """Refresh the token before each expiry, for as long as the client lives."""
         client = self.client
         retry = 1.0
         while client._core.closed is None:
+            if self._resend:
+                self._resend = False
+                await self._hand_over(client.token)
+                continue
             due = self.due_at()
             if due is None:
                 return
@@ -194,19 +207,28 @@ class TokenKeeper:
 
     async def _refresh_once(self) -> bool:
         """Get a token and hand it to the edge; True when the session has it."""
-        client = self.client
         try:
             token = await self.fetch()
         except Exception as exc:
             log.warning("token_provider failed; retrying before the token expires: %r", exc)
             return False
+        return await self._hand_over(token)
+
+    async def _hand_over(self, token: str) -> bool:
+        """Send ``token`` in a REFRESH (or keep it for the next HELLO when not
+        connected); True when the session has it."""
+        client = self.client
         if not client._connected.is_set():
             self.adopt(token)  # between links: the next HELLO presents it
             return True
         try:
             reply = await client.request(Refresh(0, token))
         except (ConnectionLostError, TimeoutError):
-            self.adopt(token)  # the link dropped: the reconnect presents it
+            # The link dropped (or moved: a handoff) before the answer: the next HELLO
+            # presents the token, and it is sent again on whatever link there is then,
+            # in case that HELLO had gone out with the older one.
+            self.adopt(token)
+            self._resend = True
             return True
         except ClientClosedError:
             return True
@@ -217,6 +239,6 @@ class TokenKeeper:
         self.adopt(token)
         self.refreshes += 1
         for room in reply.rooms_left:
-            client._room_revoked(room, ForbiddenError(
+            client._end_room(room, ForbiddenError(
                 ErrorCode.FORBIDDEN, f"the refreshed token does not allow {room!r}: left"))
         return True

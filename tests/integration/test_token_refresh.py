@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import pytest
@@ -190,3 +191,31 @@ async def test_a_refresh_with_fewer_rooms_leaves_the_others(edge, token) -> None
     finally:
         await ada.close()
         await bob.close()
+
+
+@pytest.mark.ws_only
+async def test_sessions_moved_by_a_drain_keep_their_refreshed_tokens(edge_factory) -> None:
+    """Eight clients on 3 s tokens are handed to the neighbour by a drain while they
+    refresh: none is ever closed for an expired token (a refresh that completed on the
+    old link during the move is sent again on the new one)."""
+    draining, target = edge_factory("edge-td1"), edge_factory("edge-td2")
+    subs = [await connect([draining.url, target.url], backoff_base=0.05,
+                          token_provider=Provider(f"m{i}", ttl=3))
+            for i in range(8)]
+    try:
+        for c in subs:
+            await c.join("tr7")
+        await asyncio.sleep(1.3)  # the first refreshes are near
+        draining.signal(signal.SIGTERM)
+        await _wait(lambda: all(c.handoffs == 1 for c in subs), 10, "every client moved")
+        await asyncio.sleep(7.0)  # two more token lifetimes on the target
+        assert all(c.connected and c.edge_id == "edge-td2" and c.reconnects == 0
+                   for c in subs)
+        assert all(c.tokens is not None and c.tokens.refreshes >= 3 for c in subs)
+        _status, _ctype, body = await http_get(target.http_url + "/metrics")
+        expired = [ln for ln in body.decode().splitlines()
+                   if ln.startswith('edge_errors_total{code="4402"}')]
+        assert not expired or float(expired[0].split()[-1]) == 0, expired
+    finally:
+        for c in subs:
+            await c.close()
