@@ -220,7 +220,8 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    help="PEM private key for --tls-cert (default: the --tls-cert file)")
     p.add_argument("--tls-reload-interval", type=float,
                    default=_env_float("TLS_RELOAD_INTERVAL", d.tls_reload_interval),
-                   help="seconds between checks of the TLS files (0 = never; "
+                   help="seconds between checks of the TLS and QUIC certificate files "
+                   "(0 = never; "
                    "default %(default)s)")
     p.add_argument("--log-format", choices=["json", "text"], default=_env("LOG_FORMAT", "json"),
                    help="log lines on stderr: one JSON object each, or text "

@@ -302,8 +302,9 @@ class EdgeServer:
         connections that trickle a message (closed with 4008) and those whose token
         expired without a REFRESH (closed with 4402)."""
         self.hub.tick(now)
-        if self.tls is not None:
-            self.tls.poll(now)  # a changed certificate: new handshakes use it
+        for certs in (self.tls, self.quic):  # a changed certificate: new handshakes use it
+            if certs is not None:
+                certs.poll(now)
         for sid, code, reason in self.sweep.due(self.sessions, now, time.time()):
             _session, conn = self.sessions[sid]
             self.stats.errors[code] += 1

@@ -17,6 +17,7 @@ from client_sdk.protocol import PROTOCOL_VERSION
 from client_sdk.transport import WEBTRANSPORT_PATH
 from edge_node.transports.quic.listener import start_quic
 from edge_node.transports.quic.page import render_page
+from edge_node.transports.quic.reload import QuicCertReloader
 from edge_node.transports.quic.tls import cert_sha256, generate_self_signed
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ class QuicListener:
         self.cert_hash = ""
         self._server: QuicServer | None = None
         self._page = b""
+        #: Reloads ``--quic-cert`` when its files change (None: a development cert).
+        self.reloader: QuicCertReloader | None = None
 
     async def start(self) -> None:
         """Load (or make) the certificate and listen; ``RuntimeError`` on a bad cert file."""
@@ -71,9 +74,23 @@ class QuicListener:
                                f"{exc.strerror or exc} (stop what uses that port or choose "
                                "another --quic-port)") from exc
         self.url = s.quic_public_url or f"quic://{s.host}:{self.port}"
-        self._page = render_page(self.port, self.cert_hash, PROTOCOL_VERSION, WEBTRANSPORT_PATH)
+        self._render(cert)
+        if s.quic_cert:
+            self.reloader = QuicCertReloader(
+                s.quic_cert, s.quic_key or s.quic_cert, self._server._configuration,
+                s.tls_reload_interval, (cert, key), on_load=self._render)
         log.info("quic listening", extra={"quic_port": self.port, "cert_sha256": self.cert_hash,
                                           "dev_cert": not s.quic_cert})
+
+    def _render(self, cert_pem: bytes) -> None:
+        """The browser page, pinned to ``cert_pem``'s hash."""
+        self.cert_hash = cert_sha256(cert_pem)
+        self._page = render_page(self.port, self.cert_hash, PROTOCOL_VERSION, WEBTRANSPORT_PATH)
+
+    def poll(self, now: float) -> None:
+        """The housekeeping tick: reload the certificate when its files changed."""
+        if self.reloader is not None:
+            self.reloader.poll(now)
 
     def stop(self) -> None:
         """Stop listening; connections still open are closed with it."""
