@@ -29,7 +29,7 @@ class LocalCluster:
                  redis_url: str | None = None, edge_args: list[str] | None = None,
                  log_dir: str | None = None, origin: bool = True,
                  origin_workers: int = 2, quic: bool = True,
-                 origin_env: dict[str, str] | None = None) -> None:
+                 origin_env: dict[str, str] | None = None, tls: bool = False) -> None:
         self.n_edges = n_edges
         self.base_port = base_port
         self.secret = secret or secrets.token_urlsafe(24).encode()
@@ -49,8 +49,9 @@ class LocalCluster:
                          if k.strip()] or [secrets.token_urlsafe(16)]
         self.api_key = self.api_keys[0]
         #: Edges also listen for QUIC, with one development certificate (CA file
-        #: for clients: ``ca_file``).
+        #: for clients: ``ca_file``); with ``tls`` they serve ``wss://`` with it too.
         self.quic = quic
+        self.tls = tls
         self.ca_file = ""
 
     def start(self) -> LocalCluster:
@@ -72,7 +73,7 @@ class LocalCluster:
                                         command="run", env=env,
                                         log_path=os.path.join(self.log_dir, "origin.log"))
             key_file = ""
-            if self.quic:
+            if self.quic or self.tls:
                 from edge_node.transports.quic.tls import write_self_signed
 
                 self.ca_file = os.path.join(self.log_dir, "quic-cert.pem")
@@ -86,7 +87,10 @@ class LocalCluster:
                     extra_args=[*self.edge_args, "--uplink-spool",
                                 os.path.join(self.log_dir, f"edge-{i + 1}.spool")],
                     log_path=os.path.join(self.log_dir, f"edge-{i + 1}.log"),
-                    quic=self.quic, quic_cert=self.ca_file, quic_key=key_file,
+                    quic=self.quic, quic_cert=self.ca_file if self.quic else "",
+                    quic_key=key_file if self.quic else "",
+                    tls_cert=self.ca_file if self.tls else "",
+                    tls_key=key_file if self.tls else "",
                 ))
         except BaseException:
             self.stop()
@@ -113,6 +117,7 @@ class LocalCluster:
                        **({"quic_url": e.quic_url} if e.quic_url else {})}
                       for e in self.edges],
             **({"quic_ca_file": self.ca_file} if self.ca_file else {}),
+            **({"ca_file": self.ca_file} if self.ca_file else {}),
             "logs": self.log_dir,
         }
 
@@ -178,7 +183,8 @@ def cmd_up(a: Any) -> int:
         raise UserError(f"--base-port must leave room for {a.edges} ports below 65536")
     check_startup(os.environ.get("REDIS_URL", ""), a.base_port, a.edges)
     secret = secrets_from_env(os.environ.get("EDGE_RELAY_SECRET"))[0]
-    cluster = LocalCluster(a.edges, base_port=a.base_port, secret=secret)
+    cluster = LocalCluster(a.edges, base_port=a.base_port, secret=secret,
+                           tls=getattr(a, "tls", False))
     try:
         cluster.start()
     except (RedisUnavailable, RuntimeError) as exc:
@@ -186,8 +192,11 @@ def cmd_up(a: Any) -> int:
     d = cluster.describe()
     print(f"redis  {d['redis']}{'  (embedded)' if d['embedded_redis'] else ''}")
     for e in d["edges"]:
-        print(f"edge   {e['id']:8} {e['url']}  pid {e['pid']}  "
-              f"(metrics: {e['url'].replace('ws://', 'http://')}/metrics)")
+        http = e["url"].replace("wss://", "https://").replace("ws://", "http://")
+        print(f"edge   {e['id']:8} {e['url']}  pid {e['pid']}  (metrics: {http}/metrics)")
+    if cluster.tls:
+        print(f"ca     {cluster.ca_file}  (the development certificate: clients trust it "
+              "with TlsOptions(ca_file=...) or EDGE_RELAY_CA_FILE)")
     if d["origin"]:
         print(f"origin {d['origin']}  (API key: {cluster.api_key}; try {d['origin']}/docs)")
     print(f"logs   {d['logs']}")

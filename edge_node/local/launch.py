@@ -11,6 +11,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -36,13 +37,14 @@ class EdgeProcess:
     """A running edge child process."""
 
     def __init__(self, proc: subprocess.Popen[bytes], edge_id: str, host: str, port: int,
-                 log_path: str | None, quic_port: int | None = None) -> None:
+                 log_path: str | None, quic_port: int | None = None, *,
+                 tls: bool = False) -> None:
         self.proc = proc
         self.edge_id = edge_id
         self.host = host
         self.port = port
-        self.url = f"ws://{host}:{port}"
-        self.http_url = f"http://{host}:{port}"
+        self.url = f"{'wss' if tls else 'ws'}://{host}:{port}"
+        self.http_url = f"{'https' if tls else 'http'}://{host}:{port}"
         self.log_path = log_path
         #: UDP port of the QUIC listener and its URL ("" when QUIC is off).
         self.quic_port = quic_port
@@ -107,11 +109,14 @@ def last_error(log_path: str | None) -> str:
 
 
 def wait_healthy(http_url: str, proc: subprocess.Popen[bytes] | None, timeout: float, *,
-                 what: str = "edge", log_path: str | None = None) -> None:
+                 what: str = "edge", log_path: str | None = None, ca_file: str = "") -> None:
     """Poll ``/healthz`` until it answers 200; raise ``RuntimeError`` on timeout or exit.
 
     The message names ``what`` and, when the child printed one to ``log_path``, its own
-    one-line error (the cause: Redis unreachable, a port in use, a bad setting)."""
+    one-line error (the cause: Redis unreachable, a port in use, a bad setting).  An
+    ``https://`` URL is checked against ``ca_file`` (PEM; default: the system roots)."""
+    context = (ssl.create_default_context(cafile=ca_file or None)
+               if http_url.startswith("https://") else None)
 
     def failure(text: str) -> RuntimeError:
         cause = last_error(log_path)
@@ -123,7 +128,8 @@ def wait_healthy(http_url: str, proc: subprocess.Popen[bytes] | None, timeout: f
         if proc is not None and proc.poll() is not None:
             raise failure(f"exited with code {proc.returncode} before becoming healthy")
         try:
-            with urllib.request.urlopen(http_url + "/healthz", timeout=0.5) as resp:
+            with urllib.request.urlopen(http_url + "/healthz", timeout=0.5,
+                                        context=context) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -148,12 +154,17 @@ def spawn_edge(
     quic_cert: str = "",
     quic_key: str = "",
     nofile: tuple[int, int] | None = None,
+    tls_cert: str = "",
+    tls_key: str = "",
 ) -> EdgeProcess:
     """Start one edge process and wait until it is healthy.
 
     ``quic=True`` also listens for QUIC on UDP ``quic_port`` (0: a free one),
     with ``quic_cert`` and ``quic_key`` if given, else a development certificate.
-    ``nofile`` starts it with that (soft, hard) open-file limit.
+    ``tls_cert`` (and ``tls_key``) serve ``wss://`` with that pair; the edge's URLs
+    become ``wss://`` and ``https://`` and its health is checked trusting ``tls_cert``
+    (a self-signed development certificate is its own CA).  ``nofile`` starts it with
+    that (soft, hard) open-file limit.
     """
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "edge_node", "edge", "--host", host, "--port", str(port),
@@ -165,6 +176,8 @@ def spawn_edge(
             cmd += ["--quic-cert", quic_cert, "--quic-key", quic_key or quic_cert]
     if redis_url:
         cmd += ["--redis-url", redis_url]
+    if tls_cert:
+        cmd += ["--tls-cert", tls_cert, "--tls-key", tls_key or tls_cert]
     child_env = dict(os.environ if env is None else env)
     if secret is not None:
         child_env["EDGE_RELAY_SECRET"] = secret.decode()
@@ -178,9 +191,10 @@ def spawn_edge(
     finally:
         if log_path and not isinstance(out, int):
             out.close()
-    edge = EdgeProcess(proc, edge_id, host, port, log_path, udp_port)
+    edge = EdgeProcess(proc, edge_id, host, port, log_path, udp_port, tls=bool(tls_cert))
     try:
-        wait_healthy(edge.http_url, proc, timeout, what=f"edge {edge_id}", log_path=log_path)
+        wait_healthy(edge.http_url, proc, timeout, what=f"edge {edge_id}", log_path=log_path,
+                     ca_file=tls_cert)
     except BaseException:
         edge.kill()
         raise

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "edges on loopback; Ctrl-C stops all.")
     pu.add_argument("--edges", type=int, default=3, help="number of edges (default 3)")
     pu.add_argument("--base-port", type=int, default=8701, help="first edge port (default 8701)")
+    pu.add_argument("--tls", action="store_true",
+                    help="serve wss:// (and https:// for /healthz, /metrics) with a "
+                    "development certificate whose file is printed: give it to clients "
+                    "as their CA file")
     pu.set_defaults(func=_cmd_up)
 
     pd = sub.add_parser("demo", help="run the demo: a cluster plus simulated players",

@@ -71,3 +71,55 @@ def test_up_takes_secret_and_api_keys_from_the_environment(redis_url: str) -> No
             raise
     stderr = proc.stderr.read() if proc.stderr else ""
     assert rc == 0 and "Traceback" not in stderr, stderr
+
+
+async def _exchange_over_tls(url: str, token: str, ca: str) -> None:
+    from client_sdk import ConnectError, connect
+    from client_sdk.transport import TlsOptions
+
+    tls = TlsOptions(ca_file=ca)
+    a = await connect(url, token, tls=tls, rtt_probe_interval=None)
+    b = await connect(url, token, tls=tls, rtt_probe_interval=None)
+    try:
+        sub = await b.join("up-tls")
+        await a.join("up-tls")
+        await a.publish("up-tls", b"over tls")
+        assert (await sub.get(5)).payload == b"over tls"
+    finally:
+        await a.close()
+        await b.close()
+    with pytest.raises(ConnectError):
+        await connect(url, token, tls=TlsOptions(ca_file=__file__), reconnect=False,
+                      rtt_probe_interval=None)
+
+
+def test_up_with_tls_serves_wss_that_a_client_trusting_its_ca_file_uses(
+        redis_url: str) -> None:
+    """``edge-relay up --tls``: the edges serve ``wss://`` (and ``https://`` /healthz) with
+    the development certificate whose file ``up`` prints; an SDK client given that file
+    connects and exchanges messages, a client trusting nothing else is refused."""
+    import asyncio
+
+    env = dict(os.environ, REDIS_URL=redis_url)
+    env.pop("EDGE_RELAY_CA_FILE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_node", "up", "--edges", "1", "--base-port",
+         str(free_port()), "--tls"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        assert proc.stdout is not None
+        lines = _read_banner(proc.stdout, proc, timeout=60)
+        url = lines["edge"].split()[1]
+        ca = lines["ca"].split()[0]
+        assert url.startswith("wss://") and os.path.exists(ca)
+        assert "https://" in lines["edge"]
+        asyncio.run(_exchange_over_tls(url, lines["token"], ca))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert rc == 0 and "Traceback" not in stderr, stderr
