@@ -428,7 +428,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
     return {
         "config": {"edges": cfg.edges, "players": cfg.players, "rooms": cfg.rooms,
                    "rate_hz": cfg.rate, "duration_s": cfg.duration,
-                   "payload_bytes": cfg.payload_size},
+                   "payload_bytes": cfg.payload_size, "tls": cluster.tls},
         "room_machines": _room_machines(scrapes),
         "reliable": {"sent": sent, "failed": sum(p.failed for p in players),
                      "expected": expected, "delivered": delivered, "lost": lost,
@@ -532,13 +532,16 @@ def cmd_demo(a: Any) -> int:
                                                  "--room-handler", ARENA_HANDLER,
                                                  "--functions", FUNCTIONS_SPEC],
                            origin_env={"ORIGIN_WEBHOOKS": f"alert={webhook.url}",
-                                       "ORIGIN_WEBHOOK_SECRET": webhook.secret})
+                                       "ORIGIN_WEBHOOK_SECRET": webhook.secret},
+                           tls=getattr(a, "tls", False))
     try:
         cluster.start()
     except (RedisUnavailable, RuntimeError) as exc:
         webhook.stop()
         raise UserError(str(exc)) from exc
     try:
+        if cluster.tls:  # every simulated client (and the metrics scrape) trusts it
+            os.environ["EDGE_RELAY_CA_FILE"] = cluster.ca_file
         d = cluster.describe()
         print(f"redis {d['redis']}{' (embedded)' if d['embedded_redis'] else ''}; edges "
               + ", ".join(e["url"] for e in d["edges"]), file=sys.stderr, flush=True)

@@ -39,7 +39,8 @@ def render_summary(s: dict[str, Any]) -> str:
     lines = [
         "",
         f"edge-relay demo: {c['edges']} edges, {c['players']} players in {c['rooms']} rooms, "
-        f"{c['rate_hz']:g} Hz each, {c['duration_s']:g} s",
+        f"{c['rate_hz']:g} Hz each, {c['duration_s']:g} s"
+        + (" (WebSocket over TLS: wss://)" if c.get("tls") else ""),
         "",
         f"  reliable.sent        {rel['sent']:>10}   (acknowledged by the room owner)",
         f"  reliable.expected    {rel['expected']:>10}   (one per other member of the room)",

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--rpc-callers", type=int, default=10,
                     help="players that also call the leaderboard functions on their edge "
                     "(a score a second, the board every other second; default 10, 0 = none)")
+    pd.add_argument("--tls", action="store_true",
+                    help="the edges serve wss:// with a development certificate (the "
+                    "simulated clients trust it)")
     pd.add_argument("--no-kill", action="store_true",
                     help="do not SIGKILL an edge half-way (steady state only)")
     pd.set_defaults(func=_cmd_demo)

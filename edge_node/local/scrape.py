@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import ssl
 import urllib.request
 from typing import Any
 
@@ -18,7 +20,13 @@ def scrape_metrics(http_url: str, timeout: float = 2.0) -> dict[str, float]:
     labels in the name); ``{}`` when the edge does not answer."""
     out: dict[str, float] = {}
     try:
-        with urllib.request.urlopen(http_url + "/metrics", timeout=timeout) as resp:
+        # https:// (an edge serving wss://) is checked against EDGE_RELAY_CA_FILE, the
+        # file the SDK trusts too (the demo sets it to its development certificate).
+        context = (ssl.create_default_context(cafile=os.environ.get("EDGE_RELAY_CA_FILE")
+                                              or None)
+                   if http_url.startswith("https://") else None)
+        with urllib.request.urlopen(http_url + "/metrics", timeout=timeout,
+                                    context=context) as resp:
             text = resp.read().decode()
     except OSError:
         return out

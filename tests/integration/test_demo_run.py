@@ -56,3 +56,22 @@ def test_small_demo_loses_nothing_and_runs_its_functions(tmp_path: Path) -> None
     assert t["ttl_s"] == 6.0 and t["players"] == 9 and t["players_refreshed"] == 9
     assert t["refreshes"] >= 9 and t["expired_closes"] == 0 and t["refused"] == 0
     assert t["valid_at_end"] == 9 and "tokens.refreshes" in run.stdout
+
+
+def test_the_demo_runs_over_tls(tmp_path: Path) -> None:
+    """``edge-relay demo --tls``: the edges serve wss:// with the cluster's development
+    certificate; every simulated client trusts it, the edges' metrics are read over
+    https://, and nothing is lost through the drain and the kill."""
+    out = tmp_path / "demo.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "edge_node", "demo", "--tls", "--edges", "3", "--players", "6",
+         "--rooms", "2", "--rate", "10", "--devices", "10", "--arena-bots", "1",
+         "--rpc-callers", "2", "--duration", "8", "--json", str(out)],
+        capture_output=True, text=True, timeout=200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    s = json.loads(out.read_text())
+    assert s["ok"] and s["config"]["tls"] and "wss://" in run.stderr
+    assert s["reliable"]["lost"] == 0 and s["reliable"]["sent"] > 0
+    assert s["handover"]["clients_moved"] == s["handover"]["clients_on_drained_edge"] > 0
+    # The surviving edge's counters were scraped over https://.
+    assert any(e.get("messages_out", 0) > 0 for e in s["edges"])
