@@ -168,6 +168,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
     players: list[_Player] = []
     # Latency per transport the receiving player started on (every 3rd is QUIC).
     by_transport = {t: HdrHistogram(1, 60_000_000, 3) for t in ("ws", "quic")}
+    # Before the kill: publisher and receiver on one edge, or on two (via Redis).
+    by_path = {k: HdrHistogram(1, 60_000_000, 3) for k in ("same_edge", "cross_edge")}
 
     def on_message(p: _Player) -> Any:
         def cb(m: ReceivedMessage) -> None:
@@ -183,6 +185,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
                 by_transport[p.transport].record_value(us)
                 if intended < kill_ns[0]:
                     steady.record_value(us)
+                    same = players[pidx].client.edge_id == p.client.edge_id
+                    by_path["same_edge" if same else "cross_edge"].record_value(us)
         return cb
 
     for i in range(cfg.players):
@@ -446,6 +450,11 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
                 **{k: round(h.get_value_at_percentile(v) / 1000, 3)
                    for k, v in (("p50", 50), ("p99", 99))}}
             for t, h in by_transport.items()},
+        "latency_by_path_ms": {
+            k: {"deliveries": h.get_total_count(),
+                **{q: round(h.get_value_at_percentile(v) / 1000, 3)
+                   for q, v in (("p50", 50), ("p99", 99))}}
+            for k, h in by_path.items()},
         "throughput": {"deliveries_per_s": round(delivered / max(elapsed, 1e-9), 1)},
         "history": history,
         "failover": failover,

@@ -56,6 +56,11 @@ def render_summary(s: dict[str, Any]) -> str:
         *(f"  latency_ms via {t:<5} p50 {v['p50']:.3f}  p99 {v['p99']:.3f}  "
           f"({v['players']} players started on {t}, {v['deliveries']} deliveries)"
           for t, v in s.get("latency_by_transport_ms", {}).items() if v["players"]),
+        *(f"  latency_ms {k.replace('_', ' '):<10} p50 {v['p50']:.3f}  p99 {v['p99']:.3f}  "
+          f"({v['deliveries']} deliveries before the kill; "
+          + ("publisher and receiver on one edge)" if k == "same_edge" else
+             "publisher on another edge: through the room's owner and Redis)")
+          for k, v in s.get("latency_by_path_ms", {}).items() if v["deliveries"]),
         f"  deliveries/s         {s['throughput']['deliveries_per_s']:>10}",
         f"  history              {s['history']['stream_entries']} entries in "
         f"{s['history']['rooms']} room streams (Redis)",

@@ -32,6 +32,10 @@ def test_small_demo_loses_nothing_and_runs_its_functions(tmp_path: Path) -> None
     assert s["ok"] and s["reliable"]["lost"] == 0 and s["reliable"]["duplicates"] == 0
     assert s["reliable"]["sent"] > 0 and s["iot"]["lost"] == 0
     assert s["failover"]["killed_edge"] and s["handover"]["drained_edge"]
+    # Latency is split by path: every delivery before the kill is counted in one.
+    paths = s["latency_by_path_ms"]
+    assert paths["same_edge"]["deliveries"] > 0 and paths["cross_edge"]["deliveries"] > 0
+    assert "latency_ms cross edge" in run.stdout
 
     f = s["functions"]
     assert f["rpc"]["callers"] == 3 and f["rpc"]["ok"] > 0 and f["rpc"]["failed"] == 0
