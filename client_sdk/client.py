@@ -227,7 +227,8 @@ class Client(RoomApi):
         if self.rtt_probe_interval is not None:
             self._background(probe_loop(
                 self.rtts, lambda: [self.url, *self.neighbours, *self.urls],
-                self.rtt_probe_interval, self.tls))
+                self.rtt_probe_interval, self.tls,
+                alive=lambda: self._core.closed is None))
 
     async def _renew_token(self, code: int | None, why: EdgeRelayError) -> bool:
         """After 4402 (the session's or a HELLO's token expired): True when the token

@@ -84,15 +84,16 @@ class EdgeRtts:
 
 async def probe_loop(rtts: EdgeRtts, targets: Callable[[], Sequence[str]], interval: float,
                      tls: TlsOptions | None, timeout: float = 1.0,
-                     max_edges: int = 8) -> None:
+                     max_edges: int = 8, alive: Callable[[], bool] = lambda: True) -> None:
     """Probe ``targets()`` (deduplicated, the first ``max_edges``) every ``interval``
-    seconds, one at a time, recording each into ``rtts``; runs until cancelled.  The
+    seconds, one at a time, recording each into ``rtts``; runs until cancelled or
+    ``alive()`` is false (the client ended).  The
     first round comes after a random half to whole interval, so clients that connected
     together (after a failover) do not probe together."""
     from .probe import probe_once
 
     await asyncio.sleep(interval * random.uniform(0.5, 1.0))
-    while True:
+    while alive():
         for url in list(dict.fromkeys(targets()))[:max_edges]:
             with contextlib.suppress(Exception):  # a probe must never end the loop
                 rtts.record(url, await probe_once(url, timeout, tls))
