@@ -239,3 +239,20 @@ def test_memory_bounded_with_timestamps() -> None:
         sizes.append(deep_size(det))
     # 24 + 168 bins of (offset, count) doubles: 3 KB more than without timestamps
     assert max(sizes[1:]) - min(sizes[1:]) <= 64 and max(sizes) < 8192, sizes
+
+
+def test_level_shift_inside_the_daily_range_raises_one_alert() -> None:
+    """+3 on a daily sine of amplitude 5 (noise 0.3): inside the range the series
+    swings through; against the level alone it was missed on every seed."""
+    for seed in range(5):
+        xs = _daily(seed)
+        xs[AT:] = [x + 3.0 for x in xs[AT:]]
+        _one_early(_run_t(xs))
+
+
+def test_flat_quantised_and_square_wave_no_alert_with_timestamps() -> None:
+    for seed in range(5):
+        rng = random.Random(seed)
+        assert _run_t([float(round(3 + rng.gauss(0, 0.6))) for _ in range(N)]) == [], seed
+    assert _run_t([20.0 if (i // 144) % 2 else 80.0 for i in range(N)]) == []
+    assert _run_t([42.0] * N) == []
