@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from bench.errors import BenchError
 from bench.progress import Progress
 from bench.validators import positive_float, positive_int
 from edge_node.iot.detect import MODES, Detector, DetectorSettings
+
+_EPOCH = datetime(1970, 1, 1)
 
 __all__ = ["register", "cmd", "edge_detector", "sample_score", "deep_size", "evaluate",
            "DEPLOYED_THRESHOLD", "ROWS"]
@@ -170,17 +173,25 @@ class SeriesRun:
     raised: int
 
 
-def run_series(values: Sequence[float], settings: DetectorSettings) -> SeriesRun:
-    """The detector over one series, sample by sample, as the edge's pipeline drives it;
-    a graded detector's ``last_score`` is read after every update (inside the timing)."""
+def epoch_seconds(timestamps: Sequence[datetime]) -> list[float]:
+    """NAB's naive wall-clock timestamps as seconds since 1970-01-01 (same wall clock)."""
+    return [(t - _EPOCH).total_seconds() for t in timestamps]
+
+
+def run_series(values: Sequence[float], settings: DetectorSettings,
+               times: Sequence[float] | None = None) -> SeriesRun:
+    """The detector over one series, sample by sample, as the edge's pipeline drives it
+    (with each sample's timestamp, seconds, when ``times`` is given); a graded detector's
+    ``last_score`` is read after every update (inside the timing)."""
     det = Detector(settings)
     update = det.update
     if det.graded:  # a score for every sample: read after each update
         scores = []
         verdicts = []
+        ts: Sequence[float | None] = times if times is not None else [None] * len(values)
         t0 = time.perf_counter_ns()
-        for x in values:
-            verdicts.append(update(x))
+        for x, t in zip(values, ts, strict=True):
+            verdicts.append(update(x, t))
             scores.append(det.last_score)
         ns = time.perf_counter_ns() - t0
         for sc in scores:
@@ -203,7 +214,7 @@ def evaluate(corpus: Sequence[nab.Series], settings: DetectorSettings,
     for k, s in enumerate(corpus):
         if progress is not None:
             progress.update(f"{k + 1}/{len(corpus)} {s.name}", force=True)
-        runs.append(run_series(s.values, settings))
+        runs.append(run_series(s.values, settings, epoch_seconds(s.timestamps)))
         truths.append(nab.truth(len(s.values), s.windows))
     scores = [r.scores for r in runs]
     deployed = [nab.score(t, sc, DEPLOYED_THRESHOLD) for t, sc in zip(truths, scores,

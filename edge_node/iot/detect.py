@@ -137,11 +137,12 @@ class Detector:
             m = 0.0
         return z, m
 
-    def update(self, x: float) -> Verdict | None:
-        """Score ``x``, then fold it into the baseline."""
+    def update(self, x: float, t: float | None = None) -> Verdict | None:
+        """Score ``x`` (sampled at ``t``, seconds since the epoch, wall clock: optional,
+        used by ``likelihood``'s seasonal baselines), then fold it into the baseline."""
         lk = self._lk
         if lk is not None:
-            score = lk.update(x)
+            score = lk.update(x, t)
             if self._early:
                 # The likelihood learns for its first samples: until then (and until an
                 # alert raised meanwhile clears) the robust z-scores guard a new sensor.

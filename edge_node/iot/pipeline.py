@@ -159,7 +159,7 @@ class Pipeline:
             det = dets.get(name)
             if det is None:
                 det = dets[name] = Detector(self.settings.detector)
-            verdict = det.update(v)
+            verdict = det.update(v, ts / 1000.0)
             if verdict is not None:
                 alerts.append(Alert(device, name, verdict.state, v, verdict.score,
                                     verdict.baseline, ts, verdict.detector))

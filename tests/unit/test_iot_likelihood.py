@@ -160,3 +160,99 @@ def test_a_new_sensor_is_guarded_by_the_z_scores_while_the_likelihood_learns() -
     assert states[0] == (100, "raised", False)  # the z-scores' alert
     assert states[1][1] == "cleared" and not states[1][2]
     assert (500, "raised", True) in states  # the likelihood's (a new extreme), after
+
+
+# --- seasonal baselines (timestamps) ---------------------------------------------------
+
+T0 = 1_400_025_600.0  # a midnight (UTC); samples every 5 minutes: 288 a day
+DAY = 288
+WEEK = 7 * DAY
+
+
+def _run_t(xs: list[float], settings: LikelihoodSettings | None = None) -> list[int]:
+    det = LikelihoodDetector(settings)
+    raised = []
+    for i, x in enumerate(xs):
+        det.update(x, T0 + 300.0 * i)
+        if det.raised:
+            raised.append(i)
+    return raised
+
+
+def _weekly(seed: int, weeks: int) -> list[float]:
+    """Weekdays: a daily sine of amplitude 5 around 10; weekends: amplitude 1 around 6."""
+    rng = random.Random(seed)
+    return [(10 + 5 * math.sin(2 * math.pi * i / DAY) if (i // DAY) % 7 < 5
+             else 6 + math.sin(2 * math.pi * i / DAY)) + rng.gauss(0, 0.3)
+            for i in range(weeks * WEEK)]
+
+
+def test_seasonal_without_anomaly_no_alert_with_timestamps() -> None:
+    for seed in range(5):
+        assert _run_t(_daily(seed)) == [], seed
+        assert _run_t([42.0] * N) == []
+
+
+def test_pattern_change_at_normal_amplitude_raises_one_alert() -> None:
+    """For 6 hours the daily cycle runs upside down (from a zero crossing, so no jump):
+    every value is inside the usual range, but wrong for its hour.  Without a seasonal
+    baseline it was raised only when the cycle jumped back (~78 samples late)."""
+    at = WEEK  # a week of history, a zero crossing of the sine
+    for seed in range(5):
+        xs = _daily(seed)
+        xs[at:at + 72] = [20.0 - x for x in xs[at:at + 72]]
+        raised = _run_t(xs)
+        assert raised and at <= raised[0] <= at + EARLY, (seed, raised)
+        assert len([i for i in raised if i < at + 300]) == 1, (seed, raised)
+
+
+def test_weekly_pattern_learnt_no_alert_after_two_weeks() -> None:
+    """Weekends unlike weekdays: the first weekend and the first Monday after it are
+    new (an alert each at most); from the third week on the hour-of-week baseline
+    knows them (the level alone raised an alert every Monday)."""
+    for seed in range(3):
+        raised = _run_t(_weekly(seed, 5))
+        assert len(raised) <= 2 and all(i < 2 * WEEK for i in raised), (seed, raised)
+
+
+def test_timestamps_optional_and_seasonal_off_is_the_level_alone() -> None:
+    rng = random.Random(5)
+    xs = [10 + 5 * math.sin(2 * math.pi * i / DAY) + rng.gauss(0, 0.3) for i in range(N)]
+    xs[2500] += 9.0
+    a = LikelihoodDetector()
+    b = LikelihoodDetector(LikelihoodSettings(seasonal=False))
+    c = LikelihoodDetector()
+    for i, x in enumerate(xs):
+        sa = a.update(x)
+        assert b.update(x, T0 + 300.0 * i) == sa == c.update(x, None)
+    assert a.season == 0 and a._prof is None  # no timestamps: no seasonal state
+
+
+def test_memory_bounded_with_timestamps() -> None:
+    sizes = []
+    for n in (500, 5000, 50000):
+        det = LikelihoodDetector()
+        rng = random.Random(1)
+        for i in range(n):
+            det.update(10 + 5 * math.sin(2 * math.pi * i / DAY) + rng.gauss(0, 1),
+                       T0 + 300.0 * i)
+        sizes.append(deep_size(det))
+    # 24 + 168 bins of (offset, count) doubles: 3 KB more than without timestamps
+    assert max(sizes[1:]) - min(sizes[1:]) <= 64 and max(sizes) < 8192, sizes
+
+
+def test_level_shift_inside_the_daily_range_raises_one_alert() -> None:
+    """+3 on a daily sine of amplitude 5 (noise 0.3): inside the range the series
+    swings through; against the level alone it was missed on every seed."""
+    for seed in range(5):
+        xs = _daily(seed)
+        xs[AT:] = [x + 3.0 for x in xs[AT:]]
+        _one_early(_run_t(xs))
+
+
+def test_flat_quantised_and_square_wave_no_alert_with_timestamps() -> None:
+    for seed in range(5):
+        rng = random.Random(seed)
+        assert _run_t([float(round(3 + rng.gauss(0, 0.6))) for _ in range(N)]) == [], seed
+    assert _run_t([20.0 if (i // 144) % 2 else 80.0 for i in range(N)]) == []
+    assert _run_t([42.0] * N) == []
