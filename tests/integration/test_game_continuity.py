@@ -19,6 +19,7 @@ that must not count, then come back to the room's) or while Redis itself is paus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 import urllib.parse
@@ -70,9 +71,13 @@ class StreamObserver:
                     last = eid.decode() if isinstance(eid, bytes) else eid
 
     async def close(self) -> None:
+        """Stop reading; bounded (a blocked XREAD's cancellation once hung a CI run
+        for the test's whole timeout after every assertion had passed)."""
         self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self.r.aclose()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(self._task, return_exceptions=True), 5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.r.aclose(), 5)
 
 
 def reference(room: str, records: list[Record], upto_tick: int) -> RoomMachine:
