@@ -1,5 +1,6 @@
 """QUIC specifics against real edges: datagrams (size guard, loss), TLS checks,
-address change, fallback to WebSocket when UDP is blocked.
+address change, fallback to WebSocket when UDP is blocked, the WebTransport
+close capsule (seen by a bare aioquic HTTP/3 client).
 
 The rooms, presence, recovery and bad-input suites also run over QUIC
 (``TRANSPORTS`` in those modules); this file covers what only QUIC has.  Loss
@@ -13,6 +14,12 @@ import struct
 from typing import Any
 
 import pytest
+from aioquic.asyncio.client import connect as quic_connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent
 
 from client_sdk import ConnectError, ReceivedMessage, connect
 from client_sdk.transport import TlsOptions
@@ -227,3 +234,79 @@ async def test_finishing_the_stream_ends_session_and_connection(edge, clients, t
     finally:
         await link.close()
     assert await watcher.ping() > 0  # the edge keeps serving others
+
+
+class _WtClient(QuicConnectionProtocol):
+    """A bare WebTransport-over-HTTP/3 client (aioquic) that records what arrives
+    on the CONNECT stream as HTTP/3 DATA (``connect_data``) and its end."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.h3 = H3Connection(self._quic, enable_webtransport=True)
+        self.session: int | None = None
+        self.status = b""
+        self.connect_data = b""
+        self.connect_ended = asyncio.Event()
+        self.answered = asyncio.Event()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        for ev in self.h3.handle_event(event):
+            if isinstance(ev, HeadersReceived) and ev.stream_id == self.session:
+                self.status = dict(ev.headers).get(b":status", b"")
+                self.answered.set()
+            elif isinstance(ev, DataReceived) and ev.stream_id == self.session:
+                self.connect_data += ev.data
+                if ev.stream_ended:
+                    self.connect_ended.set()
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    n = 1 << (data[pos] >> 6)
+    return int.from_bytes(data[pos:pos + n], "big") & ((1 << (8 * n - 2)) - 1), pos + n
+
+
+@pytest.mark.parametrize(("version", "bad_token", "code"), [
+    (None, True, 4401), (99, False, 4405)], ids=["bad-token", "bad-version"])
+async def test_webtransport_refusal_sends_the_close_capsule_as_http3_data(
+        edge, token, version: int | None, bad_token: bool, code: int) -> None:
+    """A refused HELLO over WebTransport ends the session with CLOSE_WEBTRANSPORT_SESSION
+    (type 0x2843: 32-bit code, UTF-8 reason) as HTTP/3 DATA on the CONNECT stream,
+    then FIN (what a browser's ``WebTransport.closed`` reports; test_quic_browser.py
+    checks it in Chromium)."""
+    import ssl
+
+    from client_sdk.protocol import PROTOCOL_VERSION, Hello, encode
+    from client_sdk.transport import WEBTRANSPORT_PATH
+    from client_sdk.transport.records import encode_record
+
+    cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN,
+                            max_datagram_frame_size=65536, verify_mode=ssl.CERT_NONE)
+    async with asyncio.timeout(10), quic_connect(
+            "127.0.0.1", edge.quic_port, configuration=cfg,
+            create_protocol=_WtClient) as client:
+        assert isinstance(client, _WtClient)
+        session = client._quic.get_next_available_stream_id()
+        client.session = session
+        client.h3.send_headers(session, [
+            (b":method", b"CONNECT"), (b":scheme", b"https"), (b":protocol", b"webtransport"),
+            (b":authority", f"127.0.0.1:{edge.quic_port}".encode()),
+            (b":path", WEBTRANSPORT_PATH.encode())])
+        client.transmit()
+        await client.answered.wait()
+        assert client.status == b"200"
+        stream = client.h3.create_webtransport_stream(session)
+        hello = Hello(version or PROTOCOL_VERSION, "not-a-token" if bad_token else token("wt"),
+                      "raw-wt")
+        client._quic.send_stream_data(stream, encode_record(encode(hello)))
+        client.transmit()
+        await client.connect_ended.wait()
+    data = client.connect_data
+    # A capsule written raw on the stream (not in a DATA frame) is skipped by
+    # HTTP/3 parsers as an unknown frame type: nothing arrives here.
+    assert data, "the CONNECT stream ended without a capsule in HTTP/3 DATA"
+    ctype, pos = _varint(data, 0)
+    length, pos = _varint(data, pos)
+    assert ctype == 0x2843, f"no CLOSE_WEBTRANSPORT_SESSION capsule in {data!r}"
+    assert len(data) == pos + length, "the capsule is all the CONNECT stream carries"
+    assert int.from_bytes(data[pos:pos + 4], "big") == code
+    assert data[pos + 4:].decode(), "the capsule carries the reason"

@@ -36,6 +36,10 @@ __all__ = ["QuicConn"]
 #: WebTransport CLOSE_WEBTRANSPORT_SESSION capsule type.
 _WT_CLOSE_CAPSULE = 0x2843
 
+#: Seconds the connection outlives a WebTransport session the edge closed, once
+#: the browser has answered the capsule (see ``QuicConn.close``).
+_WT_CLOSE_GRACE = 0.25
+
 
 def _varint(v: int) -> bytes:
     if v < 0x40:
@@ -76,6 +80,9 @@ class QuicConn:
         self._datagram_queue = datagram_queue
         self._ended = False
         self._closing = False
+        #: The edge sent its CLOSE_WEBTRANSPORT_SESSION capsule (``close``).
+        self.capsule_sent = False
+        self._close_code = 0
         self.peer_code: int | None = None
         self.peer_reason = ""
         self.datagrams_in = 0
@@ -138,6 +145,17 @@ class QuicConn:
             self.out.closed = True
         self._wake()
 
+    def wt_session_finished(self, code: int) -> bool:
+        """The browser finished the CONNECT stream (``code``: that of its
+        CLOSE_WEBTRANSPORT_SESSION capsule, 0 if none).  True if that answers the
+        edge's own capsule: :meth:`close` then ends the connection, and the close
+        counts as the edge's (code ``_close_code``), not as a clean client close."""
+        if self.capsule_sent:
+            self.terminated(self._close_code, "answered the edge's close")
+            return True
+        self.terminated(1000 if code == 0 else code, "webtransport closed")
+        return False
+
     # -- SessionConn ---------------------------------------------------------------
 
     async def recv(self) -> bytes:
@@ -191,28 +209,43 @@ class QuicConn:
         if self._closing:
             return
         self._closing = True
+        self._close_code = code
         if self.out is not None:
             self.out.flush()
             self.out.closed = True
         proto = self.proto
         quic = proto._quic
         with contextlib.suppress(Exception):
-            if self.wt_session is not None:
-                quic.send_stream_data(self.stream_id, b"", end_stream=True)
-                quic.send_stream_data(self.wt_session, wt_close_capsule(code, reason),
-                                      end_stream=True)
-            else:
-                quic.send_stream_data(self.stream_id, b"", end_stream=True)
+            quic.send_stream_data(self.stream_id, b"", end_stream=True)
+            if self.wt_session is not None and proto.h3 is not None:
+                # The capsule is HTTP message content: it travels in an HTTP/3
+                # DATA frame on the CONNECT stream (RFC 9297 section 3.2), then
+                # FIN.  Written raw, a browser reads it as an unknown HTTP/3
+                # frame type, skips it, and reports closeCode 0 with no reason.
+                proto.h3.send_data(self.wt_session, wt_close_capsule(code, reason),
+                                   end_stream=True)
+                self.capsule_sent = True
             proto.transmit()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        # aioquic has no "acknowledged" event to wait on: poll, bounded.
-        while (self.peer_code is None and self.get_write_buffer_size() > 0  # noqa: ASYNC110
+        # aioquic has no "acknowledged" event to wait on: poll, bounded.  On
+        # WebTransport, wait for the browser's answer to the capsule (FIN on the
+        # CONNECT stream, which sets peer_code): a CONNECTION_CLOSE overtaking
+        # the capsule would leave the browser without it.
+        while (self.peer_code is None  # noqa: ASYNC110
+               and (self.capsule_sent or self.get_write_buffer_size() > 0)
                and loop.time() < deadline):
             await asyncio.sleep(0.01)
-        if self.wt_session is not None and self.peer_code is None:
-            # Give the browser a moment to read the capsule before the connection goes.
-            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+        if self.capsule_sent and self.peer_code is not None and not proto.closed:
+            # The browser has the capsule (it answered with FIN on the CONNECT
+            # stream) but still has to hand it to the page: a CONNECTION_CLOSE
+            # right behind it races that, and Chromium then rejects
+            # WebTransport.closed with "Connection lost" instead of resolving it
+            # with the code and reason.  Chromium does not close the connection
+            # itself soon after, so wait a grace (bounded by ``timeout``).
+            grace_end = min(deadline, loop.time() + _WT_CLOSE_GRACE)
+            while not proto.closed and loop.time() < grace_end:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
         proto.close_connection(code, reason)
         self.terminated(code, reason)
 

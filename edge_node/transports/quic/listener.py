@@ -244,8 +244,8 @@ class EdgeQuicProtocol(QuicConnectionProtocol):
         elif (isinstance(event, DataReceived) and event.stream_id == self._wt_session
               and event.stream_ended):
             code = _capsule_close_code(event.data)
-            if self.conn is not None:
-                self.conn.terminated(1000 if code == 0 else code, "webtransport closed")
+            if self.conn is not None and self.conn.wt_session_finished(code):
+                return  # the answer to the edge's capsule: QuicConn.close ends the connection
             self.close_connection(0, "")
 
 

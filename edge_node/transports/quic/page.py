@@ -1,13 +1,15 @@
 """The browser page the edge serves at ``/webtransport``: a WebTransport client in
 one HTML file, ``static/webtransport.html`` (no build step, no dependency).
 
-It reads ``token``, ``room`` and ``name`` from the query string, connects to
+It reads ``token``, ``room`` and ``name`` (and ``version``, to try another
+protocol version) from the query string, connects to
 this edge's QUIC port with ``serverCertificateHashes`` (the page carries the
 hash of the edge's certificate), says HELLO, joins the room and shows every
 message.  A reliable message whose payload starts with ``ping:`` is answered
 with a reliable ``pong:`` (on the stream) and an unreliable ``dgram:`` (as a
 datagram), which is what the browser test checks.  The page's state is in
-``document.title`` and ``#status`` (``joined``, ``closed CODE``, ``error ...``).
+``document.title`` and ``#status`` (``joined``, ``closed CODE REASON`` from the
+edge's close capsule, ``error ...``).
 """
 
 from __future__ import annotations
