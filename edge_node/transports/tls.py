@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Gauge
 if TYPE_CHECKING:
     from edge_node.config import EdgeSettings
 
-__all__ = ["CertReloader", "TlsConfigError", "tls_files", "ws_tls"]
+__all__ = ["CertReloader", "PairWatch", "TlsConfigError", "tls_files", "ws_tls"]
 
 log = logging.getLogger("edge_node.transports.tls")
 
@@ -82,7 +82,56 @@ def server_context() -> ssl.SSLContext:
     return ctx
 
 
-class CertReloader:
+class PairWatch:
+    """A certificate and key file pair looked at every ``interval`` seconds (see the
+    module docstring): when their contents changed since the last attempt, the new
+    bytes go to :meth:`apply`, which loads them or raises :class:`TlsConfigError` (the
+    pair in use then stays).  ``what`` names the listener in the log lines."""
+
+    what = "tls"
+
+    def __init__(self, cert: str, key: str, interval: float,
+                 seen: tuple[bytes, bytes] | None = None) -> None:
+        self.cert, self.key, self.interval = cert, key, interval
+        #: Successful loads after the first one.
+        self.reloads = 0
+        self._due = 0.0
+        self._seen = seen if seen is not None else _read(cert, key)
+
+    def apply(self, cert_pem: bytes, key_pem: bytes) -> str:
+        """Load the pair; return its serial number (hex) for the log."""
+        raise NotImplementedError
+
+    def check(self) -> bool:
+        """One look: reload if either file's content changed since the last attempt;
+        True if a new certificate is now in use.  Never raises (a failure is logged
+        once per change of the files)."""
+        try:
+            pair = _read(self.cert, self.key)
+        except TlsConfigError:
+            return False  # mid-rename or briefly absent: look again next time
+        if pair == self._seen:
+            return False
+        self._seen = pair
+        try:
+            serial = self.apply(*pair)
+        except TlsConfigError as exc:
+            log.warning(f"{self.what} certificate not reloaded, the previous one stays in "
+                        "use", extra={"error": str(exc)})
+            return False
+        self.reloads += 1
+        log.info(f"{self.what} certificate reloaded", extra={"serial": serial})
+        return True
+
+    def poll(self, now: float) -> None:
+        """Call often (the edge's housekeeping tick, monotonic ``now``): runs
+        :meth:`check` once every ``interval`` seconds (never when it is 0)."""
+        if self.interval > 0 and now >= self._due:
+            self._due = now + self.interval
+            self.check()
+
+
+class CertReloader(PairWatch):
     """The listener's live :class:`ssl.SSLContext`, reloaded when its files change.
 
     Construct it (loads the pair or raises :class:`TlsConfigError`), pass ``context``
@@ -93,19 +142,15 @@ class CertReloader:
 
     def __init__(self, cert: str, key: str, interval: float = 5.0,
                  on_load: Callable[[float], None] | None = None) -> None:
-        self.cert, self.key, self.interval = cert, key, interval
+        super().__init__(cert, key, interval)
         self.on_load = on_load
         self.context = server_context()
-        #: Successful loads after the first one.
-        self.reloads = 0
         #: Serial number and expiry (unix seconds) of the certificate in use.
         self.serial = 0
         self.not_after = 0.0
-        self._due = 0.0
-        self._seen = _read(cert, key)
-        self._load(*self._seen)
+        self.apply(*self._seen)
 
-    def _load(self, cert_pem: bytes, key_pem: bytes) -> None:
+    def apply(self, cert_pem: bytes, key_pem: bytes) -> str:
         """Check the pair on a scratch context, then load it into the live one;
         :class:`TlsConfigError` (and the live context unchanged) when it fails."""
         try:
@@ -129,35 +174,7 @@ class CertReloader:
         self.not_after = leaf.not_valid_after_utc.timestamp()
         if self.on_load is not None:
             self.on_load(self.not_after)
-
-    def check(self) -> bool:
-        """One look: reload if either file's content changed since the last attempt;
-        True if a new certificate is now in use.  Never raises (a failure is logged
-        once per change of the files)."""
-        try:
-            pair = _read(self.cert, self.key)
-        except TlsConfigError:
-            return False  # mid-rename or briefly absent: look again next time
-        if pair == self._seen:
-            return False
-        self._seen = pair
-        try:
-            self._load(*pair)
-        except TlsConfigError as exc:
-            log.warning("tls certificate not reloaded, the previous one stays in use",
-                        extra={"error": str(exc)})
-            return False
-        self.reloads += 1
-        log.info("tls certificate reloaded", extra={"serial": f"{self.serial:x}",
-                                                    "not_after": int(self.not_after)})
-        return True
-
-    def poll(self, now: float) -> None:
-        """Call often (the edge's housekeeping tick, monotonic ``now``): runs
-        :meth:`check` once every ``interval`` seconds (never when it is 0)."""
-        if self.interval > 0 and now >= self._due:
-            self._due = now + self.interval
-            self.check()
+        return f"{self.serial:x}"
 
 
 def ws_tls(s: EdgeSettings, registry: CollectorRegistry | None = None) -> CertReloader | None:

@@ -40,6 +40,18 @@ def _read_banner(out: IO[str], proc: subprocess.Popen[str], timeout: float) -> d
     raise AssertionError(f"up did not start: {lines} {proc.stderr.read() if proc.stderr else ''}")
 
 
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Ctrl-C ``up``: it must exit 0 without a traceback."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        rc = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert rc == 0 and "Traceback" not in stderr, stderr
+
+
 def test_up_takes_secret_and_api_keys_from_the_environment(redis_url: str) -> None:
     env = dict(os.environ, EDGE_RELAY_SECRET="user-secret-1,user-secret-2",
                ORIGIN_API_KEYS="user-key-1, user-key-2", REDIS_URL=redis_url)
@@ -63,14 +75,7 @@ def test_up_takes_secret_and_api_keys_from_the_environment(redis_url: str) -> No
             tok = json.loads(resp.read())["token"]
         assert verify_token(tok, (b"user-secret-1",), now=time.time()).subject == "bob"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    stderr = proc.stderr.read() if proc.stderr else ""
-    assert rc == 0 and "Traceback" not in stderr, stderr
+        _stop(proc)
 
 
 async def _exchange_over_tls(url: str, token: str, ca: str) -> None:
@@ -115,11 +120,4 @@ def test_up_with_tls_serves_wss_that_a_client_trusting_its_ca_file_uses(
         assert "https://" in lines["edge"]
         asyncio.run(_exchange_over_tls(url, lines["token"], ca))
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    stderr = proc.stderr.read() if proc.stderr else ""
-    assert rc == 0 and "Traceback" not in stderr, stderr
+        _stop(proc)

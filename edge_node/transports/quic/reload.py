@@ -14,18 +14,15 @@ stays in use until the files change again.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from edge_node.transports.tls import PairWatch, TlsConfigError
+
 __all__ = ["QuicCertReloader", "load_pair"]
-
-log = logging.getLogger("edge_node.transports.quic")
-
 
 def load_pair(cert_pem: bytes, key_pem: bytes) -> tuple[x509.Certificate, list[x509.Certificate],
                                                        Any]:
@@ -38,48 +35,27 @@ def load_pair(cert_pem: bytes, key_pem: bytes) -> tuple[x509.Certificate, list[x
     return certs[0], certs[1:], key
 
 
-class QuicCertReloader:
+class QuicCertReloader(PairWatch):
     """Keeps ``configuration``'s certificate in step with the files (see the module
     docstring).  ``on_load(cert_pem)`` runs after each reload (the page's hash)."""
+
+    what = "quic"
 
     def __init__(self, cert: str, key: str, configuration: Any, interval: float,
                  seen: tuple[bytes, bytes],
                  on_load: Callable[[bytes], None] | None = None) -> None:
-        self.cert, self.key = cert, key
+        super().__init__(cert, key, interval, seen)
         self.configuration = configuration
-        self.interval = interval
         self.on_load = on_load
-        #: Successful reloads.
-        self.reloads = 0
-        self._seen = seen
-        self._due = 0.0
 
-    def check(self) -> bool:
-        """One look: True if a new certificate is now in use.  Never raises."""
+    def apply(self, cert_pem: bytes, key_pem: bytes) -> str:
+        """Check the pair, then put it into the live configuration."""
         try:
-            pair = (Path(self.cert).read_bytes(), Path(self.key).read_bytes())
-        except OSError:
-            return False  # mid-rename or briefly absent: look again next time
-        if pair == self._seen:
-            return False
-        self._seen = pair
-        try:
-            leaf, chain, key = load_pair(*pair)
+            leaf, chain, key = load_pair(cert_pem, key_pem)
         except ValueError as exc:
-            log.warning("quic certificate not reloaded, the previous one stays in use",
-                        extra={"error": str(exc)})
-            return False
+            raise TlsConfigError(str(exc)) from exc
         cfg = self.configuration
         cfg.certificate, cfg.certificate_chain, cfg.private_key = leaf, chain, key
-        self.reloads += 1
         if self.on_load is not None:
-            self.on_load(pair[0])
-        log.info("quic certificate reloaded", extra={"serial": f"{leaf.serial_number:x}"})
-        return True
-
-    def poll(self, now: float) -> None:
-        """Call often (monotonic ``now``): :meth:`check` once every ``interval`` s (never
-        when it is 0)."""
-        if self.interval > 0 and now >= self._due:
-            self._due = now + self.interval
-            self.check()
+            self.on_load(cert_pem)
+        return f"{leaf.serial_number:x}"
