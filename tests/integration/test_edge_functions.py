@@ -174,9 +174,11 @@ async def test_a_window_over_threshold_commands_the_device(
         return {"ok": True}
     d.on_command = on_command
     try:
-        now = int(time.time() * 1000)
-        for i in range(10):  # mean 85 in the window
-            d.send_telemetry("temp", 80.0 + i, now - 400 + i)
+        # All ten samples in one 200 ms window (aligned: a window boundary inside the
+        # ten milliseconds split them in two, 1 run in 20), already closed by the clock.
+        start = int(time.time() * 1000) // 200 * 200 - 400
+        for i in range(10):  # mean 84.5 in the window
+            d.send_telemetry("temp", 80.0 + i, start + i)
         await d.flush()
         assert await d.wait_acked(5.0)
 
