@@ -217,8 +217,7 @@ class Client(RoomApi):
                 await self._connect_any()
                 break
             except AuthError as exc:  # an expired token: a new one, if a provider gives it
-                if not (exc.code == ErrorCode.TOKEN_EXPIRED and tokens is not None
-                        and await tokens.renew_after_refusal(exc)):
+                if not await self._renew_token(exc.code, exc):
                     raise
         self._connected.set()
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="client-run")
