@@ -29,7 +29,8 @@ from origin.effects import to_json
 from origin.keys import ShardKeys, downlink_key, edge_info
 from origin.settings import OriginSettings
 
-__all__ = ["enqueue_command", "deliver_pending", "device_location", "command_states"]
+__all__ = ["enqueue_command", "deliver_pending", "device_location", "command_states",
+           "commands_from"]
 
 _SET_IF_OPEN = """
 local s = redis.call('HGET', KEYS[1], ARGV[1])
@@ -130,8 +131,18 @@ async def command_states(r: aioredis.Redis, s: OriginSettings, device: str,
                          limit: int = 50) -> list[dict[str, Any]]:
     """The device's commands (newest first, at most ``limit``) with their status."""
     k = ShardKeys.of(device, s.shards)
-    recs: Any = await r.hgetall(k.dev(device, "cmds"))
-    states: Any = await r.hgetall(k.dev(device, "cmdstatus"))
+    async with r.pipeline(transaction=True) as p:
+        p.hgetall(k.dev(device, "cmds"))
+        p.hgetall(k.dev(device, "cmdstatus"))
+        recs, states = await p.execute()
+    return commands_from(recs, states, limit)
+
+
+def commands_from(recs: dict[bytes, bytes], states: dict[bytes, bytes],
+                  limit: int = 50) -> list[dict[str, Any]]:
+    """The command list of :func:`command_states` from the device's ``cmds`` and
+    ``cmdstatus`` hashes (read together, in one transaction, so a status matches its
+    record); a pending or sent command past its expiry reads ``expired``."""
     now = time.time_ns() // 1_000_000
     out = []
     for cid, raw in recs.items():

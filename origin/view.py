@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from edge_node.contract import distance_km, is_draining, live_edges, position_of, rank_edges
-from origin.downlink import command_states
+from origin.downlink import commands_from
 from origin.effects import bucket_ms
 from origin.keys import GROUP, ShardKeys
 from origin.settings import OriginSettings
@@ -105,10 +105,14 @@ async def room_view(r: aioredis.Redis, s: OriginSettings, room: str,
     """Latest snapshot, recent events (newest first), presence and counters; None if the
     origin never heard of the room."""
     k = ShardKeys.of(room, s.shards)
-    snap: Any = await r.hgetall(k.room(room, "snap"))
-    evs: Any = await r.lrange(k.room(room, "events"), 0, max(events, 1) - 1)
-    pres: Any = await r.hgetall(k.room(room, "presence"))
-    meta: Any = await r.hgetall(k.room(room, "meta"))
+    # One transaction: the snapshot, events and counters of one moment (an entry applied
+    # between separate reads would show a count that its events list does not hold).
+    async with r.pipeline(transaction=True) as p:
+        p.hgetall(k.room(room, "snap"))
+        p.lrange(k.room(room, "events"), 0, max(events, 1) - 1)
+        p.hgetall(k.room(room, "presence"))
+        p.hgetall(k.room(room, "meta"))
+        snap, evs, pres, meta = await p.execute()
     if not (snap or evs or pres or meta):
         return None
     snapshot = None
@@ -127,19 +131,26 @@ async def device_view(r: aioredis.Redis, s: OriginSettings, device: str,
     edge window summaries (``windows``: count/min/max/mean/last/p50/p95/p99 per metric),
     session state and commands; None if unknown."""
     k = ShardKeys.of(device, s.shards)
-    reported: Any = await r.hgetall(k.dev(device, "reported"))
-    desired: Any = await r.hgetall(k.dev(device, "desired"))
-    meta: Any = await r.hgetall(k.dev(device, "meta"))
-    last: Any = await r.hgetall(k.dev(device, "last"))
-    sess: Any = await r.hgetall(k.sess(device, "state"))
-    cmds = await command_states(r, s, device)
-    wins: Any = await r.lrange(k.dev(device, "windows"), 0, 9)
+    now_min = int(time.time() // 60)
+    minutes_read = range(now_min - max(minutes, 1) + 1, now_min + 1)
+    # One transaction: the origin applies an entry's effects atomically (a Lua script),
+    # and separate reads could straddle one, e.g. the version of report 5 next to the
+    # reported fields of report 4.
+    async with r.pipeline(transaction=True) as p:
+        for name in ("reported", "desired", "meta", "last"):
+            p.hgetall(k.dev(device, name))
+        p.hgetall(k.sess(device, "state"))
+        p.hgetall(k.dev(device, "cmds"))
+        p.hgetall(k.dev(device, "cmdstatus"))
+        p.lrange(k.dev(device, "windows"), 0, 9)
+        for m in minutes_read:
+            p.hgetall(k.dev(device, f"roll:{m}"))
+        reported, desired, meta, last, sess, recs, states, wins, *rolls = await p.execute()
+    cmds = commands_from(recs, states)
     if not (reported or desired or meta or last or sess or cmds):
         return None
-    now_min = int(time.time() // 60)
     rollups = []
-    for m in range(now_min - max(minutes, 1) + 1, now_min + 1):
-        h: Any = await r.hgetall(k.dev(device, f"roll:{m}"))
+    for m, h in zip(minutes_read, rolls, strict=True):
         if not h:
             continue
         metrics: dict[str, dict[str, float]] = {}

@@ -8,6 +8,7 @@ process) so each test states exactly which entries reach the script in which ord
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +24,7 @@ from origin.apply import Applier
 from origin.effects import EffectSettings, bucket_ms, lag_bucket
 from origin.keys import GROUP, ShardKeys
 from origin.settings import OriginSettings
-from origin.view import lag_quantiles, origin_stats
+from origin.view import device_view, lag_quantiles, origin_stats
 from origin.worker import Worker
 
 pytestmark = pytest.mark.timeout(60)
@@ -184,3 +185,39 @@ async def test_one_pipeline_applies_several_shards_in_order(server: RedisServer,
     finally:
         await w.r.aclose()
         await w.rb.aclose()
+
+
+async def test_a_device_view_is_one_moment_of_the_shadow(server: RedisServer,
+                                                          ap: Applier) -> None:
+    """Reports applied on one connection while the view is read on another: every view
+    shows the reported fields of the version it shows (the view once read ``reported``
+    before a report was applied and ``version`` after it, and the iot test polling for
+    version 5 saw the fields of version 4)."""
+    writer = aioredis.Redis.from_url(server.url, socket_timeout=5.0)
+    reader = aioredis.Redis.from_url(server.url, socket_timeout=5.0)
+    s, dev, views = Seq(), "dev-moment", 0  # a hundred views while reports apply
+    mismatched: list[tuple[int, Any]] = []
+    done = False
+
+    async def write() -> None:
+        v = 0
+        while not done and v < 20_000:
+            v += 1
+            await run(writer, ap, dev, s.entry("shadow", dev, now_ms(), {"fw": v, "_v": v}))
+
+    async def read() -> None:
+        nonlocal views, done
+        settings = OriginSettings(shards=SHARDS)
+        while views < 100:
+            view = await device_view(reader, settings, dev)
+            if view is not None:
+                views += 1
+                if view["reported"].get("fw") != view["version"]:
+                    mismatched.append((view["version"], view["reported"]))
+        done = True
+    try:
+        await asyncio.wait_for(asyncio.gather(write(), read()), 30.0)
+    finally:
+        await writer.aclose()
+        await reader.aclose()
+    assert mismatched == []
