@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ClientClosedError, EdgeRelayError
-from .protocol import Frame, History, HistoryPage, Message, Welcome
+from .protocol import Dropped, Frame, History, HistoryPage, Message, Welcome
 from .protocol.connection import ClientConnection
 from .protocol.events import (
     FrameIgnored,
@@ -115,10 +115,11 @@ class ClientPump:
             HandoffRequested: self._handoff_requested,
             NeighboursChanged: _ignore,  # the core keeps the list (client.neighbours)
             RecoveryEvent: self._ev_recovery,
-            PresenceEvent: self._ev_presence,
+            PresenceEvent: self._ev_room,
             KeepaliveTimeout: self._ev_keepalive_timeout,
             FrameReceived: self._ev_frame,
             FrameIgnored: self._ev_ignored,
+            Dropped: self._ev_room,
         }
 
     # -- session state (kept by the core) ----------------------------------------
@@ -317,10 +318,10 @@ class ClientPump:
         if self.on_recovery is not None:
             self.on_recovery(ev)
 
-    def _ev_presence(self, ev: PresenceEvent) -> None:
+    def _ev_room(self, ev: PresenceEvent | Dropped) -> None:
         sub = self._subs.get(ev.room)
         if sub is not None:
-            sub._presence(ev)
+            sub._presence(ev) if isinstance(ev, PresenceEvent) else sub._edge_dropped(ev)
 
     def _ev_keepalive_timeout(self, ev: KeepaliveTimeout) -> None:
         if self._link is not None:

@@ -19,6 +19,7 @@ from .presence import PresenceView
 from .protocol import (
     JOIN_NO_ECHO,
     JOIN_PRESENCE,
+    Delivery,
     Join,
     Joined,
     Leave,
@@ -26,6 +27,7 @@ from .protocol import (
     Message,
     PresenceList,
     PresenceMembers,
+    delivery_flags,
 )
 from .protocol.events import RecoveryEvent
 from .pump import ClientPump, Position, now
@@ -47,7 +49,8 @@ class RoomApi(ClientPump):
                    on_message: Callable[[Message], None] | None = None,
                    queue_size: int = 10_000,
                    options: dict[str, Any] | None = None,
-                   presence_grace: float = 5.0) -> Subscription:
+                   presence_grace: float = 5.0,
+                   delivery: Delivery | str | None = None) -> Subscription:
         """Join ``room`` and return its :class:`Subscription`.
 
         With ``on_message`` the callback runs synchronously for each message
@@ -59,9 +62,15 @@ class RoomApi(ClientPump):
         seconds and only reported as leaving if it does not come back
         (:mod:`client_sdk.presence`).  ``echo=False`` skips this client's own
         publishes (live and replayed).  ``options`` go to a game room's join hooks
-        (see :meth:`join_game`).
+        (see :meth:`join_game`).  ``delivery`` is what the edge does while this
+        client reads the room slower than it is written: ``"all"``, ``"latest"``
+        (the newest unreliable update of each publish ``key``), ``"drop"`` (oldest
+        dropped, :meth:`Subscription.next_drop`) or ``"disconnect"``; None: the
+        room's default (docs/protocol.md, delivery policies).  It is kept across
+        resumes; ``ValueError`` for an unknown name.
         """
-        flags = (JOIN_PRESENCE if presence else 0) | (0 if echo else JOIN_NO_ECHO)
+        flags = ((JOIN_PRESENCE if presence else 0) | (0 if echo else JOIN_NO_ECHO)
+                 | delivery_flags(delivery))
         sub = self._subs.get(room)
         if sub is None:
             sub = Subscription(self, self._core.track_room(room, flags), on_message,
@@ -113,7 +122,7 @@ class RoomApi(ClientPump):
             await asyncio.sleep(0.001)
 
     async def publish(self, room: str, payload: bytes, *, reliable: bool = True,
-                      timeout: float | None = None) -> Position | None:
+                      timeout: float | None = None, key: str = "") -> Position | None:
         """Publish ``payload`` to ``room`` (joined first).
 
         Reliable: the message goes through the outbox; this returns its
@@ -123,28 +132,29 @@ class RoomApi(ClientPump):
         the outbox and :class:`RequestTimeoutError` raised (it may still have
         been delivered).  Unreliable (latest-value updates): sent at once,
         returns ``None``; dropped if not connected (counted in
-        ``unreliable_dropped``).
+        ``unreliable_dropped``); ``key`` names what it updates (an entity id):
+        ``latest`` subscribers get the newest update of each key.
         """
         await self._wait_writable()
         if not reliable:
-            self.publish_nowait(room, payload, reliable=False)
+            self.publish_nowait(room, payload, reliable=False, key=key)
             return None
         fut = self._publish(room, payload, timeout)
         # Shielded: a cancelled caller leaves the publish in the outbox.
         return await asyncio.shield(fut)
 
-    def publish_nowait(self, room: str, payload: bytes, *,
-                       reliable: bool = True) -> asyncio.Future[Position] | None:
+    def publish_nowait(self, room: str, payload: bytes, *, reliable: bool = True,
+                       key: str = "") -> asyncio.Future[Position] | None:
         """Queue a publish without awaiting (game loops, load generators).
 
         Reliable: returns a future resolved with the position once durable;
         the message is kept in the outbox and sent (again) whenever connected.
         Unreliable: sent now if connected, else dropped and counted in
-        ``unreliable_dropped``; returns ``None``.
+        ``unreliable_dropped``; returns ``None``.  ``key``: as in :meth:`publish`.
         """
         if not reliable:
             t = now()
-            self._core.send_publish(room, payload, t, reliable=False)
+            self._core.send_publish(room, payload, t, reliable=False, key=key)
             self._pump(t)
             return None
         return self._publish(room, payload, None)

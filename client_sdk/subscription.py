@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from .presence import PresenceView
-from .protocol import Member, Message
+from .protocol import JOIN_NO_ECHO, Dropped, Member, Message
 from .protocol.events import PresenceEvent, RecoveryEvent
 from .protocol.rooms import RoomState
 
@@ -28,6 +28,11 @@ class Subscription:
     (replay overlap) or with a sender's idempotency key already seen (a
     publish re-sent after a failover) is dropped and counted in
     ``duplicates``.
+
+    With the ``drop`` delivery policy (``join(..., delivery="drop")``) the edge
+    drops the oldest of this room's messages while the client reads too slowly and
+    says so in a DROPPED frame: ``edge_dropped`` counts them, :meth:`next_drop`
+    returns each notice, and :meth:`recover` reads the reliable ones back.
     """
 
     def __init__(self, client: RoomApi, state: RoomState,
@@ -36,6 +41,9 @@ class Subscription:
         self.room = state.room
         self.received = 0
         self.dropped = 0
+        #: Messages the edge did not deliver (``drop`` delivery policy), total.
+        self.edge_dropped = 0
+        self._drop_q: asyncio.Queue[Dropped] = asyncio.Queue(1000)
         self._state = state  # position and dedupe: the protocol core's
         self._recovery_q: asyncio.Queue[RecoveryEvent] = asyncio.Queue(1000)
         self._on_message = on_message
@@ -187,6 +195,37 @@ class Subscription:
             self._presence_q.put_nowait(None)
             raise StopAsyncIteration
         return ev
+
+    def _edge_dropped(self, f: Dropped) -> None:
+        self.edge_dropped += f.dropped
+        if self._drop_q.full():
+            self._drop_q.get_nowait()  # the oldest notice goes: the count stays exact
+        self._drop_q.put_nowait(f)
+
+    async def next_drop(self, timeout: float | None = None) -> Dropped:
+        """The next DROPPED notice for this room (``TimeoutError`` after ``timeout``)."""
+        return await asyncio.wait_for(self._drop_q.get(), timeout)
+
+    async def recover(self, notice: Dropped, *, page: int = 500) -> list[Message]:
+        """The reliable messages ``notice`` says were dropped, read back from the room's
+        history, oldest first (without this client's own when joined with
+        ``echo=False``).  Fewer when the history no longer holds them all (it keeps
+        the newest ``--stream-maxlen``).  They are not delivered to the iterator."""
+        if not notice.reliable:
+            return []
+        after, last = (notice.first[0], notice.first[1] - 1), notice.last
+        own = self.client.session_id if self.flags & JOIN_NO_ECHO else None
+        out: list[Message] = []
+        while True:
+            reply = await self.client.history(self.room, after, limit=page)
+            for epoch, seq, sender, payload, idem in reply.messages:
+                if (epoch, seq) > last:
+                    return out
+                if sender != own:
+                    out.append(Message(self.room, epoch, seq, sender, payload, idem))
+                after = (epoch, seq)
+            if not reply.more or not reply.messages:
+                return out
 
     async def leave(self) -> None:
         """Leave the room (same as ``client.leave(room)``)."""

@@ -173,6 +173,11 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                         "(checked at start; default %(default)s)")
     p.add_argument("--uplink-rooms", default=_env("UPLINK_ROOMS", ""),
                    help="comma-separated room patterns whose messages also go to the origin")
+    p.add_argument("--room-delivery", action="append", default=[], metavar="PATTERN=POLICY",
+                   help="default delivery policy for a slow reader in rooms named PATTERN: "
+                   "all, latest, drop or disconnect (repeatable, first match wins; also "
+                   "EDGE_RELAY_ROOM_DELIVERY, comma-separated; a JOIN may choose its own; "
+                   "docs/protocol.md)")
     p.add_argument("--room-handler", action="append", default=[], metavar="PATTERN=MOD:CLASS",
                    help="run game rooms: rooms named PATTERN (with * wildcards) run the "
                    "RoomHandler subclass MOD:CLASS on their owner edge (repeatable; also "
@@ -334,6 +339,7 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         uplink_fsync=a.uplink_fsync, redis_wait_replicas=a.redis_wait_replicas,
         uplink_rooms=tuple(p for p in a.uplink_rooms.split(",") if p),
         room_handlers=room_handler_specs(a.room_handler, _env("ROOM_HANDLERS", "")),
+        room_delivery=room_delivery_rules(a.room_delivery, _env("ROOM_DELIVERY", "")),
         **_function_fields(a),
         log_level=a.log_level, **iot_settings_from_args(a),
         quic_port=a.quic_port, quic_cert=a.quic_cert, quic_key=a.quic_key,
@@ -377,6 +383,22 @@ def room_handler_specs(flags: list[str], env: str) -> tuple[str, ...]:
         return tuple(HandlerRegistry.from_sources(flags, env).describe())
     except HandlerSpecError as exc:
         raise UserError(str(exc)) from None
+
+
+def room_delivery_rules(flags: list[str], env: str) -> tuple[tuple[str, str], ...]:
+    """``PATTERN=POLICY`` rules from the flags, then the comma-separated environment
+    variable, each checked: a bad one is a :class:`UserError`."""
+    from client_sdk.protocol import Delivery
+
+    rules = []
+    for spec in [*flags, *(x.strip() for x in env.split(",") if x.strip())]:
+        pattern, sep, policy = spec.rpartition("=")
+        choices = ", ".join(d.value for d in Delivery)
+        if not sep or not pattern or policy not in {d.value for d in Delivery}:
+            raise UserError(f"--room-delivery takes PATTERN=POLICY with POLICY one of "
+                            f"{choices}, not {spec!r}")
+        rules.append((pattern, policy))
+    return tuple(rules)
 
 
 def parse_position(text: str) -> tuple[float, float]:

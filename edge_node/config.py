@@ -112,6 +112,8 @@ class EdgeSettings:
     uplink_overflow: str = "drop_oldest"
     uplink_fsync: str = "NORMAL"
     uplink_rooms: tuple[str, ...] = ()
+    #: Default delivery policies (docs/protocol.md): ``(pattern, policy)``, first match.
+    room_delivery: tuple[tuple[str, str], ...] = ()
     #: Game rooms (docs/rooms.md): ``PATTERN=module:Class`` specs, checked at start.
     room_handlers: tuple[str, ...] = ()
     #: Functions (docs/functions.md): ``module:attr`` specs of ``Functions`` objects, and

@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from client_sdk.protocol import (
     PROTOCOL_VERSION,
     Decoder,
+    Delivery,
     ErrorCode,
     Neighbours,
     Welcome,
@@ -105,6 +106,7 @@ class EdgeServer:
         #: runner then drains exactly as on SIGTERM.
         self.drain_requested = asyncio.Event()
         self.port = settings.port
+        self.hub.room_delivery = tuple((p, Delivery(v)) for p, v in settings.room_delivery)
         if settings.room_handlers:
             self.hub.games = GameHost(self.hub, HandlerRegistry(parse_specs(
                 list(settings.room_handlers))), secrets=settings.secrets,
@@ -124,7 +126,7 @@ class EdgeServer:
         """Connect to Redis (if configured), then listen."""
         s = self.settings
         loop = asyncio.get_running_loop()
-        self._flusher = Flusher(loop, s.write_delay, s.write_interval)
+        self._flusher = Flusher(loop, s.write_delay, s.write_interval, self.metrics.stats)
         self.tls = ws_tls(s, self.metrics.registry)  # first: a bad certificate fails fast
         if s.redis_url:
             try:

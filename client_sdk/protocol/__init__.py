@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .codec import Decoder, decode, encode, encode_message
 from .codes import ErrorCode, Retry, retry_for, retry_for_close
+from .delivery import Delivery, Dropped, delivery_flags, delivery_of
 from .errors import (
     FrameTooLarge,
     MalformedFrame,
@@ -74,6 +75,10 @@ __all__ = [
     "CommandAck",
     "DEFAULT_LIMITS",
     "Decoder",
+    "Delivery",
+    "Dropped",
+    "delivery_flags",
+    "delivery_of",
     "Error",
     "ErrorCode",
     "Frame",

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 
+from .delivery import DELIVERY_ENCODERS, DELIVERY_PARSERS, delivery_of, publish_key
 from .errors import FrameTooLarge, MalformedFrame, ProtocolError, UnknownMessageType
 from .fields import UINT64_MAX as _UINT64_MAX
 from .fields import arity as _arity
@@ -113,6 +114,8 @@ def encode(frame: Frame) -> bytes:
     if t is Publish:
         assert isinstance(frame, Publish)
         body = [6, frame.req_id, frame.room, frame.payload, frame.reliable, frame.idem]
+        if frame.key:
+            body.append(frame.key)
     elif t is Ack:
         assert isinstance(frame, Ack)
         body = [8, frame.req_id, frame.epoch, frame.seq]
@@ -199,9 +202,10 @@ def encode(frame: Frame) -> bytes:
     return _packb(body)
 
 
-#: Frames encoded from the tables of their own modules (room, function and token frames).
+#: Frames encoded from the tables of their own modules (room, function, token and
+#: delivery frames).
 _TABLE_ENCODERS: dict[type[Any], Any] = {**ROOM_ENCODERS, **FUNCTION_ENCODERS,
-                                         **TOKEN_ENCODERS}
+                                         **TOKEN_ENCODERS, **DELIVERY_ENCODERS}
 
 
 class Decoder:
@@ -329,6 +333,7 @@ def _p_welcome(d: Decoder, o: list[Any]) -> Welcome:
 def _p_join(d: Decoder, o: list[Any]) -> Join:
     _arity(o, 4, "JOIN", optional=1)
     flags = _uint(o[3], "flags") if len(o) > 3 else 0
+    delivery_of(flags)  # an unknown policy is refused here (4400)
     options = _map(o[4], "options") if len(o) > 4 else {}
     return Join(_uint(o[1], "req_id"), d._room(o[2]), flags, options)
 
@@ -344,7 +349,7 @@ def _p_leave(d: Decoder, o: list[Any]) -> Leave:
 
 
 def _p_publish(d: Decoder, o: list[Any]) -> Publish:
-    _arity(o, 6, "PUBLISH", optional=2)
+    _arity(o, 7, "PUBLISH", optional=3)
     payload = o[3]
     if type(payload) is not bytes:
         raise MalformedFrame("payload must be binary")
@@ -352,7 +357,8 @@ def _p_publish(d: Decoder, o: list[Any]) -> Publish:
     if type(reliable) is not bool:
         raise MalformedFrame("reliable must be a boolean")
     idem = _uint(o[5], "idem") if len(o) > 5 else 0
-    return Publish(_uint(o[1], "req_id"), d._room(o[2]), payload, reliable, idem)
+    key = publish_key(o[6]) if len(o) > 6 else ""
+    return Publish(_uint(o[1], "req_id"), d._room(o[2]), payload, reliable, idem, key)
 
 
 def _p_message(d: Decoder, o: list[Any]) -> Message:
@@ -545,6 +551,7 @@ _PARSERS: dict[int, Any] = {
     **ROOM_PARSERS,
     **FUNCTION_PARSERS,
     **TOKEN_PARSERS,
+    **DELIVERY_PARSERS,
 }
 
 _DEFAULT_DECODER = Decoder()

@@ -41,6 +41,7 @@ from ..errors import (
 )
 from .answers import Answers
 from .codec import Decoder, encode
+from .delivery import Dropped
 from .errors import ProtocolError
 from .events import (
     Event,
@@ -163,8 +164,7 @@ class ClientConnection:
             Handoff: self._on_handoff,
             Neighbours: self._on_neighbours,
             Resumed: self._on_resumed,
-            PresenceJoin: self._on_presence,
-            PresenceLeave: self._on_presence,
+            **dict.fromkeys((PresenceJoin, PresenceLeave, Dropped), self._on_room),
         }
 
     # -- output ----------------------------------------------------------------
@@ -346,7 +346,7 @@ class ClientConnection:
     # -- publishes -----------------------------------------------------------------
 
     def send_publish(self, room: str, payload: bytes, now: float, *, reliable: bool = True,
-                     timeout: float | None = None) -> int:
+                     timeout: float | None = None, key: str = "") -> int:
         """Publish ``payload`` to ``room``; returns the idempotency key (0: unreliable).
 
         Reliable: the publish enters the outbox and is sent now if a link is up,
@@ -354,9 +354,10 @@ class ClientConnection:
         :class:`PublishAcked` or :class:`PublishFailed` (refused, or ``timeout``
         s passed: it leaves the outbox then, though it may have been delivered).
         Unreliable: sent now if a link is up, else dropped and counted in
-        :attr:`unreliable_dropped`.  Raises :class:`ClientClosedError` once
-        closed, a :class:`ServerError` (4413) for a publish the edge would refuse
-        as too large, and :class:`EdgeRelayError` when the outbox is full.
+        :attr:`unreliable_dropped`; ``key``: its conflation key.  Raises
+        :class:`ClientClosedError` once closed, a :class:`ServerError` (4413) for a
+        publish the edge would refuse as too large, and :class:`EdgeRelayError`
+        when the outbox is full.
         """
         if self._closed is not None:
             raise self._closed
@@ -365,7 +366,7 @@ class ClientConnection:
             if self.state is not ConnState.CONNECTED:
                 self.unreliable_dropped += 1
                 return 0
-            self._out.append((encode(Publish(0, room, payload, False, 0)), False))
+            self._out.append((encode(Publish(0, room, payload, False, 0, key)), False))
             return 0
         item = self._publisher.queue(room, payload, now, timeout,
                                      self.server_info.get("max_frame_bytes"))
@@ -472,12 +473,13 @@ class ClientConnection:
         return RecoveryEvent(f.room, f.recovered, (f.epoch, f.seq), f.replayed, f.reason,
                              dict(f.info))
 
-    def _on_presence(self, f: PresenceJoin | PresenceLeave, now: float) -> PresenceEvent | None:
+    def _on_room(self, f: PresenceJoin | PresenceLeave | Dropped,
+                 now: float) -> PresenceEvent | Dropped | None:
         if f.room not in self.rooms:
             return None
         if isinstance(f, PresenceLeave):
             return PresenceEvent(f.room, False, f.member, f.lost)
-        return PresenceEvent(f.room, True, f.member)
+        return f if isinstance(f, Dropped) else PresenceEvent(f.room, True, f.member)
 
     # -- time --------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .delivery import Dropped
 from .errors import ProtocolError, UnknownMessageType
 from .messages import Frame, Member, Message
 
@@ -197,4 +198,5 @@ Event = (
     | KeepaliveTimeout
     | FrameReceived
     | FrameIgnored
+    | Dropped
 )

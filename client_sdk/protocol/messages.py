@@ -18,6 +18,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from .delivery import Dropped
 from .function_frames import Rpc, RpcResult
 from .room_frames import (
     History,
@@ -107,12 +108,14 @@ class MessageType(enum.IntEnum):
     RPC_RESULT = 36
     REFRESH = 37
     REFRESHED = 38
+    DROPPED = 39
 
 
 #: JOIN flag: deliver presence join/leave events for this room.
 JOIN_PRESENCE = 1
 #: JOIN flag: do not deliver this client's own publishes back to it.
 JOIN_NO_ECHO = 2
+#: JOIN flags bits 2-4 hold the delivery policy: see :mod:`.delivery`.
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +158,9 @@ class Welcome:
 @dataclass(frozen=True, slots=True)
 class Join:
     """Client → edge: ``[3, req_id, room, flags, options?]``; answered by JOINED or
-    ERROR.  ``options`` (a map, omitted on the wire when empty) go to a game room's
-    join hooks; plain rooms ignore them."""
+    ERROR.  ``flags``: ``JOIN_*`` bits and the delivery policy (:mod:`.delivery`).
+    ``options`` (a map, omitted on the wire when empty) go to a game room's join
+    hooks; plain rooms ignore them."""
 
     req_id: int
     room: str
@@ -184,12 +188,15 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Client → edge: ``[6, req_id, room, payload, reliable, idem]``.
+    """Client → edge: ``[6, req_id, room, payload, reliable, idem, key?]``.
 
     A reliable publish is answered by ACK with its position (or ERROR).  An
     unreliable publish is answered only if it fails and ``req_id`` is not 0.
     ``idem`` is the publisher's idempotency key (0 = none); the edge drops a
     reliable publish whose key it has already seen from the same subject.
+    ``key`` (omitted on the wire when empty) names what an unreliable update is
+    about, e.g. an entity id: subscribers with the ``latest`` delivery policy get
+    the newest update of each key (:mod:`.delivery`).
     """
 
     req_id: int
@@ -197,6 +204,7 @@ class Publish:
     payload: bytes
     reliable: bool = True
     idem: int = 0
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,4 +488,5 @@ Frame = (
     | RpcResult
     | Refresh
     | Refreshed
+    | Dropped
 )

@@ -137,12 +137,16 @@ class MachineDriver:
     # -- fan-out ------------------------------------------------------------------
 
     def fanout(self, room: Room, body: bytes, sender: str, reliable: bool,
-               skip: frozenset[str] | None = None) -> None:
+               skip: frozenset[str] | None = None, key: str = "",
+               pos: tuple[int, int] = (0, 0)) -> None:
         """Push ``body`` (an encoded MESSAGE) to the members of ``room``: not to the
-        sender if it joined with no-echo, nor to the sessions in ``skip``."""
+        sender if it joined with no-echo, nor to the sessions in ``skip``.  ``key``
+        (else the sender) and ``pos`` (a reliable message's position) are for members
+        with a delivery policy (:meth:`~edge_node.transports.outbound.Outbound.push_policy`)."""
         t0 = time.perf_counter()
         own = sender if sender in room.no_echo else None
         n = 0
+        frame = b""
         if room.framed:  # WebSocket members: one frame for all of them
             frame = ws_binary_frame(body)
             for sid, out in room.framed:
@@ -159,9 +163,31 @@ class MachineDriver:
                 n += 1
             elif not reliable:
                 self.stats.dropped_unreliable += 1
+        if room.policied:
+            n += self._fanout_policied(room, body, frame, sender, reliable, own, skip,
+                                       key or sender, pos)
         self.stats.deliveries += n
         self.stats.delivered_bytes += n * len(body)
         self._observe(time.perf_counter() - t0)
+
+    def _fanout_policied(self, room: Room, body: bytes, frame: bytes, sender: str,
+                         reliable: bool, own: str | None, skip: frozenset[str] | None,
+                         key: str, pos: tuple[int, int]) -> int:
+        n = 0
+        for sid, sink, policy in room.policied:
+            if sid == own or (skip is not None and sid in skip):
+                continue
+            if sink.framed:
+                if not frame:
+                    frame = ws_binary_frame(body)
+                data = frame
+            else:
+                data = body
+            if sink.push_policy(data, reliable, room.name, policy, key, pos):
+                n += 1
+            elif not reliable:
+                self.stats.dropped_unreliable += 1
+        return n
 
     # -- the commands -------------------------------------------------------------
 
@@ -170,7 +196,7 @@ class MachineDriver:
             if room.game and self.games is not None:
                 self.games.on_entry(name, c.body)  # an input for the room's handler
             else:
-                self.fanout(room, c.body, c.sender, c.reliable, c.skip)
+                self.fanout(room, c.body, c.sender, c.reliable, c.skip, pos=c.pos)
 
     def _do_ack(self, name: str, room: Room | None, c: ev.Ack[SessionLike]) -> None:
         if not c.session.closed:

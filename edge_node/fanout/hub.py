@@ -21,17 +21,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from client_sdk.protocol import (
+    Delivery,
     Member,
-    PresenceJoin,
-    PresenceLeave,
     Resumed,
     encode,
     encode_message,
     room_allowed,
 )
 from edge_node.fanout.driver import MachineDriver
-from edge_node.fanout.presence import announce, members_of, presence_event
-from edge_node.fanout.room import Machine, Room, SessionLike
+from edge_node.fanout.presence import announce, members_of, presence_event, relay_presence
+from edge_node.fanout.room import Machine, Room, SessionLike, default_delivery
 from edge_node.rooms import events as ev
 from edge_node.rooms.events import Record
 from edge_node.rooms.machine import RoomMachine, RoomSettings, RoomState
@@ -87,6 +86,9 @@ class Hub:
         self.handoff_target: Callable[[str], str | None] | None = None
         #: The room patterns whose messages go up to the origin (with an uplink).
         self.uplink_rooms: tuple[str, ...] = ()
+        #: Rooms' default delivery policies: the first ``(pattern, policy)`` whose
+        #: pattern matches (else ``all``); a member's JOIN may choose its own.
+        self.room_delivery: tuple[tuple[str, Delivery], ...] = ()
         self._uplinked: dict[str, bool] = {}
         self._driver.to_origin = self._to_origin
 
@@ -224,7 +226,8 @@ class Hub:
                 if load is not None:
                     records = await self._recent(name, load.count)
                     cmds = self._driver.handle(m, ev.RecentLoaded(records), time.monotonic())
-            room = Room(name, m, game=self.games is not None and self.games.is_game(name))
+            room = Room(name, m, game=self.games is not None and self.games.is_game(name),
+                        delivery=default_delivery(self.room_delivery, name))
             self.rooms[name] = room
             self.stats.rooms = len(self.rooms)
             self._driver.run(name, room, cmds)
@@ -290,14 +293,16 @@ class Hub:
     # -- publishing ---------------------------------------------------------
 
     def publish(self, s: SessionLike, name: str, payload: bytes, reliable: bool,
-                req_id: int, idem: int) -> None:
-        """Publish from a local member (membership already checked)."""
+                req_id: int, idem: int, key: str = "") -> None:
+        """Publish from a local member (membership checked); ``key``: conflation key."""
         room = self.rooms[name]
         sid = s.session_id
         if not reliable:
             self.stats.publishes["unreliable"] += 1
-            self._driver.fanout(room, encode_message(name, 0, 0, sid, payload), sid, False)
-            self.store.publish_live(name, LIVE_UNRELIABLE, [sid, payload])
+            self._driver.fanout(room, encode_message(name, 0, 0, sid, payload), sid, False,
+                                key=key)
+            self.store.publish_live(name, LIVE_UNRELIABLE,
+                                    [sid, payload, key] if key else [sid, payload])
             return
         self.stats.publishes["reliable"] += 1
         m, driver = room.machine, self._driver
@@ -370,16 +375,12 @@ class Hub:
         if room.game and kind >= LIVE_GAME and self.games is not None:
             self.games.on_live(room_name, kind, body)
         elif kind == LIVE_UNRELIABLE:
-            sender, payload = body
+            sender, payload = body[0], body[1]
+            key = body[2] if len(body) > 2 and type(body[2]) is str else ""
             self._driver.fanout(room, encode_message(room_name, 0, 0, sender, payload), sender,
-                                False)
+                                False, key=key)
         elif kind in (LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE):
-            m = Member(*body[0][:3])
-            ev = PresenceJoin(room_name, m) if kind == LIVE_PRESENCE_JOIN else PresenceLeave(
-                room_name, m, len(body[0]) > 3 and body[0][3] is True)
-            data = encode(ev)
-            for w in room.watchers:
-                w.send(data)
+            relay_presence(room, kind == LIVE_PRESENCE_JOIN, body[0])
 
     def on_lease_lost(self, room_name: str) -> None:
         """Fenced: another edge owns the room now."""

@@ -18,7 +18,7 @@ from edge_node.store.records import LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE
 if TYPE_CHECKING:
     from edge_node.fanout.room import Room
 
-__all__ = ["announce", "members_of", "presence_event"]
+__all__ = ["announce", "members_of", "presence_event", "relay_presence"]
 
 log = logging.getLogger("edge_node.fanout.hub")
 
@@ -41,6 +41,17 @@ def announce(store: RoomStore, uplink: Any, room: Room, m: Member, joined: bool,
         spawn(store.add_member(room.name, m.session_id, body))
     else:
         spawn(store.remove_member(room.name, m.session_id))
+
+
+def relay_presence(room: Room, joined: bool, member: list[Any]) -> None:
+    """Tell ``room``'s watchers here of a join or leave on another edge (the live
+    event's ``[session_id, subject, kind, lost?]``)."""
+    m = Member(*member[:3])
+    ev = PresenceJoin(room.name, m) if joined else PresenceLeave(
+        room.name, m, len(member) > 3 and member[3] is True)
+    data = encode(ev)
+    for w in room.watchers:
+        w.send(data)
 
 
 def presence_event(functions: Any, room: str, m: Member, joined: bool) -> None:

@@ -1,6 +1,11 @@
 """One room on this edge as the hub sees it: its members, their join flags, and the
 fan-out targets derived from them (:meth:`Room.rebuild` after every change), next to
 the room's machine.
+
+Members with the ``all`` delivery policy (their own, or the room's ``delivery``
+default) are the fast fan-out targets (``framed``, ``bodies``); the others are
+``policied`` and served through their sink's
+:meth:`~edge_node.transports.outbound.Outbound.push_policy`.
 """
 
 from __future__ import annotations
@@ -8,11 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from client_sdk.protocol import JOIN_NO_ECHO, JOIN_PRESENCE, Member
+from client_sdk.protocol import (
+    JOIN_NO_ECHO,
+    JOIN_PRESENCE,
+    Delivery,
+    Member,
+    delivery_of,
+    room_allowed,
+)
 from edge_node.rooms.machine import RoomMachine
 from edge_node.transports.outbound import FrameSink, Outbound
 
-__all__ = ["Machine", "Room", "SessionLike"]
+__all__ = ["Machine", "Room", "SessionLike", "default_delivery"]
 
 
 class SessionLike(Protocol):
@@ -29,6 +41,15 @@ class SessionLike(Protocol):
 Machine = RoomMachine[SessionLike]
 
 
+def default_delivery(rules: tuple[tuple[str, Delivery], ...], name: str) -> Delivery:
+    """Room ``name``'s default delivery policy: that of the first ``(pattern, policy)``
+    rule whose pattern matches, else ``all``."""
+    for pattern, policy in rules:
+        if room_allowed((pattern,), name):
+            return policy
+    return Delivery.ALL
+
+
 @dataclass(slots=True)
 class Room:
     """One room on this edge: its members (the fan-out targets) and its machine."""
@@ -42,6 +63,10 @@ class Room:
     #: Fan-out targets: sinks that take shared WebSocket frames, and the others.
     framed: list[tuple[str, Outbound]] = field(default_factory=list)
     bodies: list[tuple[str, FrameSink]] = field(default_factory=list)
+    #: Members with another delivery policy: (session id, sink, policy).
+    policied: list[tuple[str, FrameSink, Delivery]] = field(default_factory=list)
+    #: The policy of members whose JOIN left it to the room.
+    delivery: Delivery = Delivery.ALL
     #: A game room: its stream entries are inputs for the handler, not messages.
     game: bool = False
 
@@ -55,11 +80,19 @@ class Room:
         """The edge that owns the room, as last known here."""
         return self.machine.owner
 
+    def policy(self, session_id: str) -> Delivery:
+        """The delivery policy of member ``session_id``: its own, else the room's."""
+        return delivery_of(self.flags.get(session_id, 0)) or self.delivery
+
     def rebuild(self) -> None:
         """Recompute the fan-out target list after a membership change."""
-        self.framed = [(sid, s.out) for sid, s in self.members.items()
+        plain = {sid: s for sid, s in self.members.items()
+                 if self.policy(sid) is Delivery.ALL}
+        self.policied = [(sid, s.out, self.policy(sid)) for sid, s in self.members.items()
+                         if sid not in plain]
+        self.framed = [(sid, s.out) for sid, s in plain.items()
                        if s.out.framed and isinstance(s.out, Outbound)]
-        self.bodies = [(sid, s.out) for sid, s in self.members.items() if not s.out.framed]
+        self.bodies = [(sid, s.out) for sid, s in plain.items() if not s.out.framed]
         self.watchers = [s for sid, s in self.members.items()
                          if self.flags.get(sid, 0) & JOIN_PRESENCE]
         self.no_echo = {sid for sid in self.members if self.flags.get(sid, 0) & JOIN_NO_ECHO}

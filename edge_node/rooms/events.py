@@ -204,6 +204,8 @@ class Fanout:
     sender: str
     reliable: bool
     skip: frozenset[str] | None = None
+    #: The message's position (what a ``drop`` subscriber is told it missed).
+    pos: tuple[int, int] = (0, 0)
 
 
 @dataclass(slots=True)

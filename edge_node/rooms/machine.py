@@ -482,7 +482,7 @@ class RoomMachine(Generic[S]):
             skip = frozenset(sid for sid, p in self.catchup.items() if p >= pos)
             for sid in [sid for sid, p in self.catchup.items() if p <= pos]:
                 del self.catchup[sid]
-        out: list[Command[S]] = [Fanout(body, r.sender, True, skip)]
+        out: list[Command[S]] = [Fanout(body, r.sender, True, skip, pos)]
         self._ring(r.epoch, r.seq, body)
         if r.origin == self.edge_id:
             fw = self.forwarded.pop((r.sender, r.req_id), None)
@@ -566,7 +566,7 @@ class RoomMachine(Generic[S]):
         self.seq += 1
         epoch, seq = self.epoch, self.seq
         body = encode_message(self.name, epoch, seq, sender, payload, idem)
-        out.append(Fanout(body, sender, True))
+        out.append(Fanout(body, sender, True, None, (epoch, seq)))
         self._ring(epoch, seq, body)
         if idem:
             self.idems.remember(sender, idem, (epoch, seq))

@@ -40,6 +40,10 @@ class EdgeStats:
         self.closes: _Tally[int] = _Tally()
         self.slow_consumers = 0
         self.dropped_unreliable = 0
+        #: Delivery policies (edge_node.transports.held): updates replaced by a newer
+        #: one of their key (latest), messages dropped for a slow reader (drop, latest).
+        self.delivery_conflated = 0
+        self.delivery_dropped = 0
         self.rooms = 0
         self.stream_appended = 0
         self.stream_batches = 0
@@ -78,6 +82,12 @@ _PLAIN: tuple[tuple[str, str, str, str], ...] = (
     ("counter", "edge_bytes_out", "Bytes of delivered messages", "delivered_bytes"),
     ("counter", "edge_slow_consumers", "Clients closed as slow consumers", "slow_consumers"),
     ("counter", "edge_dropped_unreliable", "Unreliable messages dropped", "dropped_unreliable"),
+    ("counter", "edge_delivery_conflated",
+     "Updates replaced by a newer one of their key for a slow 'latest' subscriber",
+     "delivery_conflated"),
+    ("counter", "edge_delivery_dropped",
+     "Messages dropped for a slow 'drop' (or over-budget 'latest') subscriber",
+     "delivery_dropped"),
     ("gauge", "edge_rooms", "Rooms with members on this edge", "rooms"),
     ("counter", "edge_stream_appended", "Messages appended to room streams", "stream_appended"),
     ("counter", "edge_stream_batches", "Append round trips to Redis", "stream_batches"),

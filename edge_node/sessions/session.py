@@ -274,7 +274,7 @@ class ClientSession:
             if problem is not None:
                 self._error(f.req_id, *problem)
                 return
-        self.hub.publish(self, f.room, f.payload, f.reliable, f.req_id, f.idem)
+        self.hub.publish(self, f.room, f.payload, f.reliable, f.req_id, f.idem, f.key)
 
     async def _join(self, f: Join) -> None:
         if not self.claims.may_join(f.room):

@@ -12,10 +12,15 @@ Frames queued during one event-loop tick are joined and written with one
 otherwise.
 
 The queue bound is the sum of our pending bytes and the transport's write
-buffer.  Above ``unreliable_drop_bytes`` unreliable frames are dropped (the
-client only wants the newest anyway); above ``send_queue_bytes`` the client is
-a slow consumer and is closed with 4001 (reliable messages are never silently
-dropped).
+buffer.  Above ``unreliable_drop_bytes`` (the soft limit) unreliable frames are
+dropped (the client only wants the newest anyway); above ``send_queue_bytes`` the
+client is a slow consumer and is closed with 4001 (reliable messages are never
+silently dropped).  That is the ``all`` delivery policy; a member that chose another
+one for a room (:mod:`client_sdk.protocol.delivery`) is served by
+:meth:`Outbound.push_policy`: over the soft limit its frames of that room are held
+(:class:`~edge_node.transports.held.Held`: conflated or dropped oldest first) or the
+client is closed at once, and the :class:`Flusher` hands the held frames on once the
+queue has drained to half the soft limit.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Protocol
+
+from client_sdk.protocol import Delivery
+from edge_node.transports.held import Held, HeldTally, Tally
 
 __all__ = ["ws_binary_frame", "FrameSink", "Outbound", "Flusher", "TransportLike"]
 
@@ -47,6 +55,12 @@ class FrameSink(Protocol):
     def push(self, body: bytes, reliable: bool = True) -> bool:
         """Queue one protocol-encoded message; False if it was not queued (closed,
         or an unreliable one dropped under backpressure)."""
+        ...
+
+    def push_policy(self, data: bytes, reliable: bool, room: str, policy: Delivery,
+                    key: str, pos: tuple[int, int]) -> bool:
+        """Queue one message of ``room`` under a member's delivery ``policy``
+        (:meth:`Outbound.push_policy`)."""
         ...
 
     def queued_bytes(self) -> int:
@@ -87,16 +101,37 @@ class Flusher:
     0 for both (the default) writes every tick.  ``write_delay`` wins if both are set.
     """
 
-    __slots__ = ("_dirty", "_last", "_loop", "_scheduled", "write_delay", "write_interval")
+    __slots__ = ("_dirty", "_last", "_loop", "_scheduled", "_watch_timer", "_watched",
+                 "recheck", "tally", "write_delay", "write_interval")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, write_delay: float = 0.0,
-                 write_interval: float = 0.0) -> None:
+                 write_interval: float = 0.0, tally: HeldTally | None = None) -> None:
         self._loop = loop
         self._dirty: list[Outbound] = []
         self._scheduled = False
         self._last = float("-inf")  # loop time of the previous flush
         self.write_delay = write_delay
         self.write_interval = write_interval
+        #: Outbounds holding frames for a slow client, checked every ``recheck`` s.
+        self._watched: set[Outbound] = set()
+        self._watch_timer: asyncio.TimerHandle | None = None
+        self.recheck = 0.01
+        #: Where held frames conflated or dropped are counted (the edge's stats).
+        self.tally: HeldTally = tally if tally is not None else Tally()
+
+    def watch(self, out: Outbound) -> None:
+        """Check ``out`` every :attr:`recheck` seconds until it has released what it
+        holds (:meth:`Outbound.release_held` returns True)."""
+        self._watched.add(out)
+        if self._watch_timer is None:
+            self._watch_timer = self._loop.call_later(self.recheck, self._check_watched)
+
+    def _check_watched(self) -> None:
+        self._watch_timer = None
+        done = [out for out in self._watched if out.release_held()]
+        self._watched.difference_update(done)
+        if self._watched:
+            self._watch_timer = self._loop.call_later(self.recheck, self._check_watched)
 
     def mark(self, out: Outbound) -> None:
         """Schedule ``out`` for the next flush."""
@@ -130,6 +165,7 @@ class Outbound:
 
     __slots__ = (
         "_flusher",
+        "_held",
         "_on_slow",
         "_pending",
         "_pending_bytes",
@@ -162,6 +198,7 @@ class Outbound:
         self.frames_out = 0
         self.bytes_out = 0
         self.dropped = 0
+        self._held: Held | None = None
 
     #: Takes shared WebSocket-framed bytes (:meth:`push_framed`).
     framed = True
@@ -184,16 +221,87 @@ class Outbound:
                 self.dropped += 1
                 return False
             if queued + len(frame) > self.limit:
-                self.closed = True
-                self._pending.clear()
-                self._pending_bytes = 0
-                self._on_slow()
+                self._slow()
                 return False
         if not self._pending:
             self._flusher.mark(self)
         self._pending.append(frame)
         self._pending_bytes += len(frame)
         return True
+
+    def push_policy(self, data: bytes, reliable: bool, room: str, policy: Delivery,
+                    key: str, pos: tuple[int, int]) -> bool:
+        """Queue one message of ``room`` for a member whose delivery policy there is
+        ``policy`` (not ``all``); ``data`` is what :meth:`_send` takes (the shared
+        WebSocket frame here), ``key`` the conflation key, ``pos`` a reliable
+        message's position.  False if the message will not reach the client.
+
+        Under the soft limit, and for a held room's reliable messages under
+        ``latest``, it is queued as usual.  Over it: ``disconnect`` closes the client
+        (``on_slow``); ``latest`` and ``drop`` hold the message (:class:`Held`) until
+        the queue drains, and the room's next messages wait behind it.
+        """
+        if self.closed:
+            return False
+        held = self._held
+        if held is None or not held.holds(room):
+            if not self.backed_up():
+                return self._send(data, reliable)
+            if policy is Delivery.DISCONNECT:
+                self._slow()
+                return False
+            if reliable and policy is Delivery.LATEST:
+                return self._send(data, reliable)
+            if held is None:
+                held = self._held = Held(self.soft_limit, self._flusher.tally)
+            self._flusher.watch(self)
+        elif reliable and policy is Delivery.LATEST:
+            return self._send(data, reliable)
+        held.hold(room, policy, data, reliable, key, pos)
+        return True
+
+    def backed_up(self) -> bool:
+        """True while the client is slower than its messages: the queue is above the
+        soft limit."""
+        return self._pending_bytes + self._transport.get_write_buffer_size() > self.soft_limit
+
+    def release_held(self) -> bool:
+        """Hand held frames on once the queue has drained to half the soft limit; True
+        when nothing is held any more (or the client is gone)."""
+        held = self._held
+        if self.closed or self._transport.is_closing() or held is None:
+            return True
+        if self._pending_bytes + self._transport.get_write_buffer_size() > self.soft_limit // 2:
+            return not held.rooms
+        held.release(self._release, self.push)
+        return True
+
+    def held_counts(self) -> tuple[int, int]:
+        """(conflated, dropped) messages of this client's ``latest``/``drop`` rooms."""
+        h = self._held
+        return (0, 0) if h is None else (h.conflated, h.dropped)
+
+    def _send(self, data: bytes, reliable: bool) -> bool:
+        """Queue ``data`` as the fan-out hands it to this sink (a WebSocket frame)."""
+        return self.push_framed(data, reliable)
+
+    def _release(self, data: bytes, reliable: bool) -> bool:
+        """Queue a held frame: an unreliable one too, though the frames released
+        before it may take the queue over the soft limit again (they were held to be
+        sent; ``held`` bounds them)."""
+        if reliable or self.closed:
+            return self.push_framed(data, reliable)
+        if not self._pending:
+            self._flusher.mark(self)
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        return True
+
+    def _slow(self) -> None:
+        self.closed = True
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._on_slow()
 
     def queued_bytes(self) -> int:
         """Bytes waiting for this client: ours plus the transport's write buffer."""

@@ -25,6 +25,7 @@ from client_sdk.protocol import (
     Ack,
     Command,
     CommandAck,
+    Dropped,
     Error,
     Frame,
     Handoff,
@@ -65,6 +66,7 @@ from client_sdk.protocol import (
     TelemetryError,
     Welcome,
     decode,
+    delivery_flags,
     encode,
     encode_message,
     pack_input,
@@ -212,6 +214,11 @@ FRAMES: dict[str, Frame] = {
     "refresh": Refresh(14, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.c2ln"),
     "refreshed": Refreshed(14, 1796529600),
     "refreshed-rooms-left": Refreshed(15, 1796529600, ("vip-lounge", "arena-7")),
+    # Delivery policies (docs/protocol.md): chosen in the JOIN flags, a conflation key
+    # on an unreliable publish, and what a "drop" subscriber is told.
+    "join-delivery-latest": Join(16, "arena-7", JOIN_NO_ECHO | delivery_flags("latest")),
+    "publish-keyed": Publish(0, "arena-7", b"\x01\x02", False, 0, "ship-3"),
+    "dropped": Dropped("ticker", 40, 12, (3, 101), (3, 140)),
 }
 
 

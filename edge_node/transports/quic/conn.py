@@ -277,6 +277,10 @@ class QuicConn:
         """Queue one datagram; drop the stalest if aioquic's own queue is full."""
         return self.proto.send_datagram(data, self.wt_session, self._datagram_queue)
 
+    def datagrams_waiting(self) -> int:
+        """Datagrams in aioquic's queue, waiting for the congestion window."""
+        return len(self.proto._quic._datagrams_pending)
+
     def transmit(self) -> None:
         """Send what was queued outside an aioquic callback."""
         self.proto.transmit()

@@ -9,6 +9,11 @@ The hub hands a QUIC member the protocol-encoded body (no WebSocket framing); it
 * otherwise as one QUIC datagram, through a bounded queue that drops the
   oldest (stalest) update first.
 
+Members with a ``latest``, ``drop`` or ``disconnect`` delivery policy
+(:meth:`Outbound.push_policy`) count a datagram backlog (half of aioquic's queue
+bound, or more, waiting for the congestion window) as being slow, as well as a full
+stream.
+
 Frames queued in one loop tick are written together, then one ``transmit``.
 """
 
@@ -31,6 +36,7 @@ class DatagramSink(Protocol):
     def get_write_buffer_size(self) -> int: ...  # stream bytes not yet acknowledged
     def is_closing(self) -> bool: ...
     def send_datagram(self, data: bytes) -> bool: ...  # False if dropped
+    def datagrams_waiting(self) -> int: ...  # in aioquic's queue, not yet sent
     def transmit(self) -> None: ...
 
 
@@ -41,7 +47,14 @@ class QuicOutbound(Outbound):
     bounds the datagrams waiting for the next flush (oldest dropped first).
     """
 
-    __slots__ = ("_dgrams", "_sink", "datagrams_dropped", "datagrams_out", "max_datagram")
+    __slots__ = (
+        "_dgram_slow",
+        "_dgrams",
+        "_sink",
+        "datagrams_dropped",
+        "datagrams_out",
+        "max_datagram",
+    )
 
     #: Takes protocol bodies only (its framing is a record header or a datagram).
     framed = False
@@ -51,6 +64,7 @@ class QuicOutbound(Outbound):
         super().__init__(sink, flusher, limit=limit, soft_limit=soft_limit, on_slow=on_slow)
         self._sink = sink
         self._dgrams: deque[bytes] = deque(maxlen=max(1, datagram_queue))
+        self._dgram_slow = max(1, datagram_queue // 2)
         self.max_datagram = max_datagram
         self.datagrams_out = 0
         self.datagrams_dropped = 0
@@ -71,6 +85,20 @@ class QuicOutbound(Outbound):
             q.append(payload)
             return True
         return self.push_framed(n.to_bytes(RECORD_HEADER, "big") + payload, reliable)
+
+    def _send(self, data: bytes, reliable: bool) -> bool:
+        """Queue ``data`` as the fan-out hands it to this sink (a protocol body)."""
+        return self.push(data, reliable)
+
+    def _release(self, data: bytes, reliable: bool) -> bool:
+        """Queue a held body (a datagram takes no soft-limit check)."""
+        return self.push(data, reliable)
+
+    def backed_up(self) -> bool:
+        """Slow: the stream's queue is above the soft limit, or datagrams wait for the
+        congestion window (half the datagram queue or more)."""
+        return (super().backed_up()
+                or len(self._dgrams) + self._sink.datagrams_waiting() >= self._dgram_slow)
 
     def flush(self) -> None:
         """Write pending records, send queued datagrams, then transmit once."""
