@@ -98,9 +98,13 @@ class Room:
         self.no_echo = {sid for sid in self.members if self.flags.get(sid, 0) & JOIN_NO_ECHO}
 
     def add(self, s: SessionLike, flags: int) -> None:
-        """``s`` is a member now, joined with ``flags`` (``JOIN_*``)."""
+        """``s`` is a member now, joined with ``flags`` (``JOIN_*``); with a delivery
+        policy other than ``all`` its sink keeps the kernel's share of its queue small
+        (:meth:`~edge_node.transports.outbound.Outbound.bound_kernel_buffer`)."""
         self.members[s.session_id] = s
         self.flags[s.session_id] = flags
+        if self.policy(s.session_id) is not Delivery.ALL:
+            s.out.bound_kernel_buffer()
         self.rebuild()
 
     def remove(self, session_id: str) -> bool:

@@ -72,6 +72,8 @@ class DemoConfig:
     arena_bots: int = 6
     #: Players that also call the leaderboard RPCs (0: none).
     rpc_callers: int = 10
+    #: Two spectators that stop reading for a third of the run (delivery policies).
+    spectators: bool = True
 
 
 @dataclass
@@ -231,6 +233,12 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
                                     ca_file=cluster.ca_file or "", home=home, label=label))
         for a in arenas:
             await a.start()
+    spectators = None
+    if cfg.spectators:
+        from edge_node.local.demo_spectators import Spectators
+
+        spectators = Spectators(urls[0], cluster.secret, ca_file=cluster.ca_file or "")
+        await spectators.start()
     # The players and devices live to the end: keep them out of the collector's
     # passes, whose pauses (58-84 ms measured) would otherwise show as gaps.
     tune_gc()
@@ -335,7 +343,8 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
         chaos.append(loop.create_task(killer()))
     await asyncio.gather(*(publisher(p) for p in players),
                          *([fleet.run(cfg.duration)] if fleet is not None else []),
-                         *(a.run(cfg.duration) for a in arenas), callers.run(cfg.duration))
+                         *(a.run(cfg.duration) for a in arenas), callers.run(cfg.duration),
+                         *([spectators.run(cfg.duration)] if spectators is not None else []))
     await asyncio.gather(*chaos)
     # Drain: wait until every ack is in and deliveries stop changing (bounded).
     deadline = time.perf_counter() + 15.0
@@ -367,6 +376,7 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
                     "divergences", "inputs_sent", "inputs_acked", "inputs_applied",
                     "inputs_lost", "inputs_applied_twice", "resyncs", "full_states")}}
     forecast = await asyncio.to_thread(_forecast_summary, cluster)
+    delivery = await spectators.summary() if spectators is not None else {"ok": True}
     members: dict[str, list[_Player]] = defaultdict(list)
     for p in players:
         members[p.room].append(p)
@@ -464,13 +474,14 @@ async def run_demo(cfg: DemoConfig, cluster: LocalCluster,
         "game": game,
         "functions": functions,
         "tokens": tokens,
+        "delivery": delivery,
         "machine": machine,
         "forecast": forecast,
         "edges": edges,
         "ok": lost == 0 and dups == 0 and iot.get("lost", 0) == 0
         and game.get("divergences", 0) == 0 and game.get("inputs_lost", 0) == 0
         and game.get("inputs_applied_twice", 0) == 0 and functions_ok(functions)
-        and tokens_ok(tokens, cfg.duration),
+        and tokens_ok(tokens, cfg.duration) and delivery["ok"],
     }
 
 
@@ -520,7 +531,8 @@ def cmd_demo(a: Any) -> int:
                      duration=a.duration, kill=not a.no_kill,
                      devices=getattr(a, "devices", 500),
                      arena_bots=getattr(a, "arena_bots", 6),
-                     rpc_callers=getattr(a, "rpc_callers", 10))
+                     rpc_callers=getattr(a, "rpc_callers", 10),
+                     spectators=not getattr(a, "no_spectators", False))
     if not (1 <= cfg.edges <= 16 and 2 <= cfg.players <= 5000 and 1 <= cfg.rooms
             <= cfg.players and 0 < cfg.rate <= 1000 and 0 < cfg.duration <= 3600
             and 0 <= cfg.devices <= 5000 and 0 <= cfg.arena_bots <= 16

@@ -31,6 +31,9 @@ def render_summary(s: dict[str, Any]) -> str:
         verdict = (f"PROBLEM: {iot_s['lost']} IoT samples did not reach the origin "
                    f"({iot_s.get('unacked', 0)} still unacknowledged in device buffers when "
                    "the run ended: a host too busy to keep up?)")
+    elif not (s.get("delivery") or {}).get("ok", True):
+        verdict = ("PROBLEM: a stalled spectator got a stale update or missed a message it "
+                   "was not told about (see delivery.*)")
     elif s.get("tokens") and not tokens_ok(s["tokens"], c["duration_s"]):
         verdict = ("PROBLEM: a player's token expired or a refresh was refused (see "
                    "tokens.*)")
@@ -133,6 +136,7 @@ def render_summary(s: dict[str, Any]) -> str:
         lines += _game_lines(g)
     lines += _function_lines(s.get("functions") or {})
     lines += token_lines(s.get("tokens") or {})
+    lines += _delivery_lines(s.get("delivery") or {})
     lines += _machine_lines(s.get("machine") or {})
     fc = s.get("forecast") or {}
     if fc:
@@ -233,3 +237,21 @@ def _machine_lines(m: dict[str, Any]) -> list[str]:
                              "late, so the latencies are partly its own"}.get(
         m.get("bottleneck") or "")
     return ["", line, *([f"  bottleneck                 {why}"] if why else [])]
+
+
+def _delivery_lines(d: dict[str, Any]) -> list[str]:
+    """The stalled spectators (edge_node.local.demo_spectators)."""
+    if "latest" not in d:
+        return []
+    lt, dr = d["latest"], d["drop"]
+    return [
+        "",
+        f"  delivery.latest            stalled {d['stalled_s']:g} s: {lt['received']} of "
+        f"{lt['published']} updates of {d['keys']} entities received, "
+        f"{'the newest of every entity' if lt['newest_of_every_key'] else 'NOT the newest'}"
+        f" at the end, {lt['stale']} stale",
+        f"  delivery.drop              stalled {d['stalled_s']:g} s: {dr['received']} of "
+        f"{dr['published']} received, {dr['dropped']} dropped and told in "
+        f"{dr['notices']} DROPPED notices, {dr['recovered']} read back from history"
+        f" ({'complete' if dr['complete'] else 'INCOMPLETE'})",
+    ]

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--tls", action="store_true",
                     help="the edges serve wss:// with a development certificate (the "
                     "simulated clients trust it)")
+    pd.add_argument("--no-spectators", action="store_true",
+                    help="leave out the two spectators that stop reading for a third of "
+                    "the run (the 'latest' and 'drop' delivery policies)")
     pd.add_argument("--no-kill", action="store_true",
                     help="do not SIGKILL an edge half-way (steady state only)")
     pd.set_defaults(func=_cmd_demo)

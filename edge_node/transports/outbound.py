@@ -26,13 +26,22 @@ queue has drained to half the soft limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
 from client_sdk.protocol import Delivery
 from edge_node.transports.held import Held, HeldTally, Tally
 
-__all__ = ["ws_binary_frame", "FrameSink", "Outbound", "Flusher", "TransportLike"]
+__all__ = ["ws_binary_frame", "FrameSink", "Outbound", "Flusher", "TransportLike",
+           "POLICY_SNDBUF"]
+
+#: The kernel send buffer (SO_SNDBUF, bytes; Linux doubles it) of a client with a
+#: ``latest``/``drop``/``disconnect`` room: small, so that what waits for a slow reader
+#: waits in the edge's queue where its policy applies, not in up to 4 MB of kernel
+#: buffer (Linux's autotuning limit) that nothing can conflate or drop.
+POLICY_SNDBUF = 64 * 1024
 
 
 def ws_binary_frame(payload: bytes) -> bytes:
@@ -61,6 +70,10 @@ class FrameSink(Protocol):
                     key: str, pos: tuple[int, int]) -> bool:
         """Queue one message of ``room`` under a member's delivery ``policy``
         (:meth:`Outbound.push_policy`)."""
+        ...
+
+    def bound_kernel_buffer(self) -> None:
+        """The client joined a room with a delivery policy (:data:`POLICY_SNDBUF`)."""
         ...
 
     def queued_bytes(self) -> int:
@@ -259,6 +272,16 @@ class Outbound:
             return self._send(data, reliable)
         held.hold(room, policy, data, reliable, key, pos)
         return True
+
+    def bound_kernel_buffer(self) -> None:
+        """Cap the connection's kernel send buffer at :data:`POLICY_SNDBUF` (once a
+        member has a delivery policy; best effort: a transport without a socket keeps
+        its own)."""
+        extra = getattr(self._transport, "get_extra_info", None)
+        sock = extra("socket") if extra is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, POLICY_SNDBUF)
 
     def backed_up(self) -> bool:
         """True while the client is slower than its messages: the queue is above the

@@ -2,9 +2,10 @@
 
 The slow reader is a real WebSocket connection whose socket receive buffer is small
 and which stops reading after its JOIN (its library stops taking frames off the
-socket once one is queued), so the edge's send queue to it really grows past the
-soft limit while a publisher floods the room (a ``service`` client: no rate limit).
-Then it reads everything and checks what its policy promised:
+socket once one is queued; ``edge_node.local.demo_spectators.open_slow_reader``),
+so the edge's send queue to it really grows past the soft limit while a publisher
+floods the room (a ``service`` client: no rate limit).  Then it reads everything and
+checks what its policy promised:
 
 - ``latest``: per key, values only ever newer, ending with the newest published;
 - ``drop`` (here the room's default, ``--room-delivery``): a DROPPED frame before
@@ -18,30 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from client_sdk import connect
 from client_sdk.protocol import (
-    PROTOCOL_VERSION,
     Dropped,
-    Hello,
-    Join,
-    Joined,
     Message,
     decode,
     delivery_flags,
-    encode,
 )
+from edge_node.local.demo_spectators import open_slow_reader
 from edge_node.local.launch import EdgeProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -51,17 +45,7 @@ PAYLOAD = 1024  # bytes per message: a few MB fill the socket buffers quickly
 
 async def slow_reader(edge: EdgeProcess, tok: str, room: str, flags: int) -> ClientConnection:
     """A connection that joined ``room`` and then reads nothing until the test does."""
-    u = urlsplit(edge.url)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (u.hostname, u.port))
-    ws = await ws_connect(edge.url, sock=sock, max_queue=1, max_size=None)
-    await ws.send(encode(Hello(PROTOCOL_VERSION, tok, "slow-reader", None)))
-    await ws.send(encode(Join(1, room, flags)))
-    while not isinstance(decode(await asyncio.wait_for(ws.recv(), 10)), Joined):
-        pass
-    return ws
+    return await open_slow_reader(edge.url, tok, room, flags)
 
 
 async def read_all(ws: ClientConnection, done: Callable[[list[Any]], bool],

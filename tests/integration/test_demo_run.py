@@ -60,6 +60,15 @@ def test_small_demo_loses_nothing_and_runs_its_functions(tmp_path: Path) -> None
     assert t["ttl_s"] == 6.0 and t["players"] == 9 and t["players_refreshed"] == 9
     assert t["refreshes"] >= 9 and t["expired_closes"] == 0 and t["refused"] == 0
     assert t["valid_at_end"] == 9 and "tokens.refreshes" in run.stdout
+    # Two spectators stopped reading for a third of the run: the "latest" one ends with
+    # the newest update of every entity, the "drop" one was told what it missed and
+    # read it back.
+    d = s["delivery"]
+    assert d["ok"] and d["latest"]["newest_of_every_key"] and d["latest"]["stale"] == 0
+    assert d["latest"]["received"] < d["latest"]["published"]  # conflated: it fell behind
+    assert d["drop"]["dropped"] > 0 and d["drop"]["complete"]
+    assert d["drop"]["recovered"] == d["drop"]["dropped"]
+    assert "delivery.latest" in run.stdout and "delivery.drop" in run.stdout
 
 
 def test_the_demo_runs_over_tls(tmp_path: Path) -> None:
@@ -75,6 +84,7 @@ def test_the_demo_runs_over_tls(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     s = json.loads(out.read_text())
     assert s["ok"] and s["config"]["tls"] and "wss://" in run.stderr
+    assert s["delivery"]["ok"]  # the stalled spectators over wss:// too
     assert s["reliable"]["lost"] == 0 and s["reliable"]["sent"] > 0
     assert s["handover"]["clients_moved"] == s["handover"]["clients_on_drained_edge"] > 0
     # The surviving edge's counters were scraped over https://.

@@ -6,6 +6,7 @@ says so."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass, field
 
 import pytest
@@ -22,7 +23,7 @@ from client_sdk.protocol import (
 from edge_node.fanout.room import Room, default_delivery
 from edge_node.rooms.machine import RoomMachine
 from edge_node.transports.held import Held
-from edge_node.transports.outbound import Flusher, Outbound, ws_binary_frame
+from edge_node.transports.outbound import POLICY_SNDBUF, Flusher, Outbound, ws_binary_frame
 from edge_node.transports.quic.outbound import QuicOutbound
 
 SOFT, LIMIT = 1_000, 10_000
@@ -273,3 +274,29 @@ def test_the_policy_travels_in_the_join_flags() -> None:
     assert delivery_of(JOIN_NO_ECHO) is None
     with pytest.raises(ValueError, match="choose one of all, latest, drop, disconnect"):
         delivery_flags("newest")
+
+
+class SocketTransport(FakeTransport):
+    """A fake transport over a real (unconnected) TCP socket, as uvloop's gives it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+    def get_extra_info(self, name: str) -> object:
+        return self.sock if name == "socket" else None
+
+
+async def test_a_member_with_a_policy_gets_a_small_kernel_send_buffer() -> None:
+    room = Room("arena-1", RoomMachine("arena-1", "edge-a"))
+    plain_t, policied_t = SocketTransport(), SocketTransport()
+    try:
+        before = plain_t.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        room.add(FakeSession("a", sink(plain_t)), 0)
+        room.add(FakeSession("b", sink(policied_t)), delivery_flags("latest"))
+        assert plain_t.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == before
+        got = policied_t.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert got in (POLICY_SNDBUF, 2 * POLICY_SNDBUF)  # Linux doubles what is set
+    finally:
+        plain_t.sock.close()
+        policied_t.sock.close()

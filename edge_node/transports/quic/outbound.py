@@ -94,6 +94,10 @@ class QuicOutbound(Outbound):
         """Queue a held body (a datagram takes no soft-limit check)."""
         return self.push(data, reliable)
 
+    def bound_kernel_buffer(self) -> None:
+        """Nothing to bound: the datagram backlog and the stream's unacknowledged bytes
+        are the edge's own (one UDP socket serves every client)."""
+
     def backed_up(self) -> bool:
         """Slow: the stream's queue is above the soft limit, or datagrams wait for the
         congestion window (half the datagram queue or more)."""
