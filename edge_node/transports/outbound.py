@@ -294,10 +294,15 @@ class Outbound:
         held = self._held
         if self.closed or self._transport.is_closing() or held is None:
             return True
-        if self._pending_bytes + self._transport.get_write_buffer_size() > self.soft_limit // 2:
+        if not self.drained():
             return not held.rooms
         held.release(self._release, self.push)
         return True
+
+    def drained(self) -> bool:
+        """True once the queue is down to half the soft limit (held frames may go)."""
+        return (self._pending_bytes + self._transport.get_write_buffer_size()
+                <= self.soft_limit // 2)
 
     def held_counts(self) -> tuple[int, int]:
         """(conflated, dropped) messages of this client's ``latest``/``drop`` rooms."""

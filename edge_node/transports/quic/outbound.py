@@ -104,6 +104,12 @@ class QuicOutbound(Outbound):
         return (super().backed_up()
                 or len(self._dgrams) + self._sink.datagrams_waiting() >= self._dgram_slow)
 
+    def drained(self) -> bool:
+        """The stream's queue is down to half the soft limit and the datagram backlog
+        to a quarter of the datagram queue."""
+        return (super().drained()
+                and len(self._dgrams) + self._sink.datagrams_waiting() <= self._dgram_slow // 2)
+
     def flush(self) -> None:
         """Write pending records, send queued datagrams, then transmit once."""
         q = self._dgrams
