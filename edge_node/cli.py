@@ -87,6 +87,11 @@ def _add_edge_args(p: argparse.ArgumentParser) -> None:
                    metavar="N", help="replicas that must confirm a room append before the "
                    "publish is acknowledged (env REDIS_WAIT_REPLICAS; default 1 on a Redis "
                    "Cluster, 0 on one server)")
+    p.add_argument("--presence-grace", type=float,
+                   default=_env_float("PRESENCE_GRACE", d.presence_grace),
+                   help="seconds a member whose connection was lost stays present (its "
+                   "session may resume) before its leave is told; 0 = at once "
+                   "(default %(default)s)")
     p.add_argument("--ping-interval", type=float,
                    default=_env_float("PING_INTERVAL", d.ping_interval),
                    help="seconds between server pings (default %(default)s)")
@@ -316,6 +321,8 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
     if a.quic_inbound_queue < a.max_frame_bytes:
         raise UserError("--quic-inbound-queue must be at least --max-frame-bytes "
                         f"({a.max_frame_bytes})")
+    if a.presence_grace < 0:
+        raise UserError("--presence-grace (EDGE_RELAY_PRESENCE_GRACE) must be 0 or more")
     if a.message_timeout <= 0:
         raise UserError("--message-timeout (EDGE_RELAY_MESSAGE_TIMEOUT) must be above 0 s")
     if a.redis_wait_replicas is not None and a.redis_wait_replicas < 0:
@@ -326,6 +333,7 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
         secrets=secrets_from_env(os.environ.get("EDGE_RELAY_SECRET")),
         limits=Limits(max_frame_bytes=a.max_frame_bytes, max_rooms_per_connection=a.max_rooms),
         ping_interval=a.ping_interval, ping_timeout=a.ping_timeout,
+        presence_grace=a.presence_grace,
         message_timeout=a.message_timeout, send_queue_bytes=a.send_queue_bytes,
         write_delay=a.write_delay_ms / 1000.0, write_interval=a.write_interval_ms / 1000.0,
         rate_per_sec=a.rate, rate_burst=a.burst,

@@ -46,6 +46,9 @@ class EdgeSettings:
     redis_wait_replicas: int | None = None
     secrets: tuple[bytes, ...] = (DEV_SECRET,)
     limits: Limits = field(default_factory=Limits)
+    #: Seconds a member whose connection was lost stays present before its leave is
+    #: told (its session may resume, here or elsewhere; 0 = at once; docs/protocol.md).
+    presence_grace: float = 5.0
     #: WebSocket ping interval and timeout, seconds (games: a few seconds).
     ping_interval: float = 5.0
     ping_timeout: float = 5.0

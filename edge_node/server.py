@@ -107,6 +107,7 @@ class EdgeServer:
         self.drain_requested = asyncio.Event()
         self.port = settings.port
         self.hub.room_delivery = tuple((p, Delivery(v)) for p, v in settings.room_delivery)
+        self.hub.presence_news.grace.grace = settings.presence_grace
         if settings.room_handlers:
             self.hub.games = GameHost(self.hub, HandlerRegistry(parse_specs(
                 list(settings.room_handlers))), secrets=settings.secrets,

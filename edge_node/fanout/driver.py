@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from client_sdk.protocol import Ack, Error, encode
+from client_sdk.protocol import Ack, Error, encode, encode_message
 from edge_node.fanout.room import Machine, Room, SessionLike
 from edge_node.rooms import events as ev
 from edge_node.rooms.events import Pos
@@ -169,6 +169,12 @@ class MachineDriver:
         self.stats.deliveries += n
         self.stats.delivered_bytes += n * len(body)
         self._observe(time.perf_counter() - t0)
+
+    def fanout_unreliable(self, room: Room, sender: str, payload: bytes, key: str) -> None:
+        """Fan an unreliable message out (position ``(0, 0)``; ``key``: its conflation
+        key for ``latest`` members)."""
+        self.fanout(room, encode_message(room.name, 0, 0, sender, payload), sender, False,
+                    key=key)
 
     def _fanout_policied(self, room: Room, body: bytes, frame: bytes, sender: str,
                          reliable: bool, own: str | None, skip: frozenset[str] | None,

@@ -25,11 +25,10 @@ from client_sdk.protocol import (
     Member,
     Resumed,
     encode,
-    encode_message,
     room_allowed,
 )
 from edge_node.fanout.driver import MachineDriver
-from edge_node.fanout.presence import announce, members_of, presence_event, relay_presence
+from edge_node.fanout.presence import PresenceTeller, members_of, relay_presence
 from edge_node.fanout.room import Machine, Room, SessionLike, default_delivery
 from edge_node.rooms import events as ev
 from edge_node.rooms.events import Record
@@ -91,6 +90,7 @@ class Hub:
         self.room_delivery: tuple[tuple[str, Delivery], ...] = ()
         self._uplinked: dict[str, bool] = {}
         self._driver.to_origin = self._to_origin
+        self.presence_news = PresenceTeller(self)  # a lost member's leave: recorded late
 
     # -- where the commands go; the lease work the driver hands back ------------
 
@@ -171,6 +171,10 @@ class Hub:
         self._driver.tick(now)
         if self.games is not None:
             self.games.tick(now)
+        for name in self.presence_news.tick(now):  # a held leave told, or ended elsewhere
+            room = self.rooms.get(name)
+            if room is not None and not room.members:
+                self._driver.feed(name, room, room.machine, ev.Emptied(self.draining, None))
 
     # -- membership ---------------------------------------------------------
 
@@ -195,9 +199,7 @@ class Hub:
 
     def _add(self, s: SessionLike, room: Room, flags: int) -> None:
         room.add(s, flags)
-        announce(self.store, self.uplink, room, s.member, joined=True)
-        if self.functions is not None:
-            presence_event(self.functions, room.name, s.member, True)
+        self.presence_news.joined(room, s.member)
 
     async def join(self, s: SessionLike, name: str, flags: int) -> Pos:
         """Add ``s`` to room ``name``; return the room's current position (the same
@@ -253,10 +255,8 @@ class Hub:
         if room.game and not quiet and self.games is not None:
             self.games.leave(s, name)
         if not quiet:
-            announce(self.store, self.uplink, room, s.member, joined=False, lost=lost)
-            if self.functions is not None:
-                presence_event(self.functions, name, s.member, False)
-        if not room.members:
+            self.presence_news.left(room, s.member, lost, time.monotonic())
+        if not room.members and not self.presence_news.grace.holds(name):
             target = None
             if self.draining and self.handoff_target is not None:
                 target = self.handoff_target(s.session_id)
@@ -299,8 +299,7 @@ class Hub:
         sid = s.session_id
         if not reliable:
             self.stats.publishes["unreliable"] += 1
-            self._driver.fanout(room, encode_message(name, 0, 0, sid, payload), sid, False,
-                                key=key)
+            self._driver.fanout_unreliable(room, sid, payload, key)
             self.store.publish_live(name, LIVE_UNRELIABLE,
                                     [sid, payload, key] if key else [sid, payload])
             return
@@ -375,11 +374,11 @@ class Hub:
         if room.game and kind >= LIVE_GAME and self.games is not None:
             self.games.on_live(room_name, kind, body)
         elif kind == LIVE_UNRELIABLE:
-            sender, payload = body[0], body[1]
-            key = body[2] if len(body) > 2 and type(body[2]) is str else ""
-            self._driver.fanout(room, encode_message(room_name, 0, 0, sender, payload), sender,
-                                False, key=key)
+            self._driver.fanout_unreliable(  # [sender, payload, key?]
+                room, body[0], body[1], body[2] if len(body) > 2 and type(body[2]) is str else "")
         elif kind in (LIVE_PRESENCE_JOIN, LIVE_PRESENCE_LEAVE):
+            if kind == LIVE_PRESENCE_JOIN:  # a session back elsewhere: no leave to record
+                self.presence_news.remote_joined(room_name, body[0][0])
             relay_presence(room, kind == LIVE_PRESENCE_JOIN, body[0])
 
     def on_lease_lost(self, room_name: str) -> None:

@@ -73,7 +73,8 @@ class RoomStore(Protocol):
         """Record a presence member of this edge (best effort)."""
 
     async def remove_member(self, room: str, session_id: str) -> None:
-        """Forget a presence member (best effort)."""
+        """Forget a presence member this edge recorded (best effort; one recorded by
+        another edge since, where its session resumed, stays)."""
 
     async def members(self, room: str) -> list[list[str]]:
         """Members on every live edge: ``[session_id, subject, kind, edge_id]``."""

@@ -5,7 +5,7 @@ Cluster slot), so they stay valid on Redis Cluster.
 from __future__ import annotations
 
 __all__ = ["ACQUIRE", "RENEW", "RELEASE", "APPEND", "STEAL", "HANDOVER", "EPOCH_FLOOR",
-           "SNAPSHOT", "DROP_SNAPSHOT"]
+           "SNAPSHOT", "DROP_SNAPSHOT", "DROP_MEMBER"]
 
 #: KEYS: owner, epoch; ARGV: edge_id, lease_ms.  Returns ``{1, token}`` when the
 #: lease was free and is now ours (new epoch), else ``{0, current_token}``.
@@ -145,5 +145,13 @@ return 1
 #: KEYS: owner, snap; ARGV: token.  Deletes the snapshot only while the lease is ours.
 DROP_SNAPSHOT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[2]) end
+return 0
+"""
+
+#: KEYS: members; ARGV: session_id, edge_id.  Forgets the member only if this edge
+#: recorded it: a session that resumed elsewhere keeps the entry its new edge wrote.
+DROP_MEMBER = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and cmsgpack.unpack(v)[4] == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 0
 """

@@ -293,7 +293,9 @@ class MemoryRoomStore:
         self.backend.room(room).members[session_id] = [*member, self.edge_id]
 
     async def remove_member(self, room: str, session_id: str) -> None:
-        self.backend.room(room).members.pop(session_id, None)
+        members = self.backend.room(room).members
+        if members.get(session_id, [""] * 4)[3] == self.edge_id:  # not if it moved on
+            del members[session_id]
 
     async def members(self, room: str) -> list[list[str]]:
         live = self.backend.edges

@@ -69,7 +69,7 @@ _pack = msgpack.Packer(use_bin_type=True).pack
 _SCRIPTS = {"acquire": lua.ACQUIRE, "renew": lua.RENEW, "release": lua.RELEASE,
             "append": lua.APPEND, "steal": lua.STEAL, "handover": lua.HANDOVER,
             "epoch_floor": lua.EPOCH_FLOOR, "snapshot": lua.SNAPSHOT,
-            "drop_snapshot": lua.DROP_SNAPSHOT}
+            "drop_snapshot": lua.DROP_SNAPSHOT, "drop_member": lua.DROP_MEMBER}
 
 
 
@@ -306,9 +306,11 @@ class RoomSync(LeaseKeeper, LossGuard, ClusterReading, RoomHandover):
                               _pack([*member, self.edge_id]))
 
     async def remove_member(self, room: str, session_id: str) -> None:
-        """Remove a presence member from Redis (best effort)."""
+        """Remove a presence member this edge recorded from Redis (best effort; one
+        that resumed on another edge stays, as that edge recorded it)."""
         with contextlib.suppress(RedisError):
-            await self.r.hdel(K.room_members(room), session_id)
+            await self._script("drop_member", 1, K.room_members(room), session_id,
+                               self.edge_id)
 
     def put_listing(self, room: str, entry: bytes | None) -> None:
         """Publish (None: withdraw) a game room's listing (best effort, not awaited)."""

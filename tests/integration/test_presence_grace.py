@@ -6,7 +6,9 @@
   join (the premise: the edge itself reports the blip);
 - a member that does not come back is reported gone once the grace has passed, not
   before; one that leaves on purpose (a normal close) at once
-  (test_edge_rooms.py::test_presence_events_and_members_across_edges).
+  (test_edge_rooms.py::test_presence_events_and_members_across_edges);
+- the edge records (functions, origin, member set) a blip neither as a leave nor as
+  a join, and a member that does not come back only after its own grace.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgpack
 import pytest
 
 from client_sdk import Client, connect
+from client_sdk.protocol import Message
+from tests.helpers import uid, wait_until
+
+APP = ["--functions", "tests.integration.edge_functions_app:functions"]
 
 
 def _cut(c: Client) -> None:
@@ -102,4 +109,41 @@ async def test_a_member_that_does_not_come_back_leaves_after_the_grace(edge, tok
         assert m.session_id not in _ids(watched.members) and watched.reconnecting == []
     finally:
         for x in (m, w, raw):
+            await x.close()
+
+
+async def test_the_edge_records_a_blip_neither_as_a_leave_nor_as_a_join(
+        edge_factory, token) -> None:
+    """The edge's own grace (``--presence-grace``): the clients are told of a lost
+    member at once (above), but what the edge *records* (its functions' presence
+    events here, the origin's presence and the store's member set alike) shows a cut
+    the session resumes from within the grace neither as a leave nor as a join, and a
+    member that does not come back as gone only once the grace has passed."""
+    e = edge_factory("pg-fn", *APP, "--presence-grace", "1.5")
+    lobby = uid("lobby")
+    w = await connect(e.url, token("watch"))
+    m = await connect(e.url, token("mo"), backoff_base=0.05)
+    gone = await connect(e.url, token("gone"), reconnect=False)
+    seen: list[Message] = []
+    try:
+        await w.join(f"seen-{lobby}", on_message=seen.append)  # the presence handler's log
+        await m.join(lobby)
+        await gone.join(lobby)
+        await wait_until(lambda: len(seen) == 2, 5, "both joins recorded")
+        _cut(m)
+        await wait_until(lambda: m.reconnects == 1 and m.connected, 5, "the resume")
+        t0 = time.monotonic()
+        _cut(gone)
+        await asyncio.sleep(0.5)
+        assert len(seen) == 2  # nothing recorded: neither the blip nor, yet, the leave
+        assert {m.session_id, gone.session_id} <= _ids(await w.presence(lobby))
+        await wait_until(lambda: len(seen) == 3, 5, "the leave of the member that is gone")
+        assert time.monotonic() - t0 >= 1.45
+        events = [(p["subject"], p["joined"]) for p in map(msgpack.unpackb,
+                                                          (x.payload for x in seen))]
+        assert sorted(events[:2]) == [("gone", True), ("mo", True)]
+        assert events[2] == ("gone", False)
+        assert _ids(await w.presence(lobby)) == {m.session_id}
+    finally:
+        for x in (w, m, gone):
             await x.close()
