@@ -7,6 +7,7 @@ the client (neighbour lists, each edge's URL on the other transport).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 
 from .protocol.codes import ErrorCode
@@ -24,7 +25,8 @@ class EdgeList:
     QUIC (a dead or filtered UDP port costs a timeout, a dead TCP port nothing).
     """
 
-    def __init__(self, urls: Sequence[str]) -> None:
+    def __init__(self, urls: Sequence[str], rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
         self.prefer_quic = bool(urls) and scheme_of(urls[0]) == "quic"
         #: The same edge on the other transport (ws URL <-> quic URL).
         self.alternates: dict[str, str] = {}
@@ -42,9 +44,19 @@ class EdgeList:
         elsewhere), the neighbours the edge announced, then the configured URLs
         (and the current one last when going elsewhere).  With ``rtts`` the
         neighbours and configured URLs are ordered by measured latency instead
-        (:meth:`~client_sdk.rtt.EdgeRtts.order`)."""
+        (:meth:`~client_sdk.rtt.EdgeRtts.order`).
+
+        Going elsewhere, the neighbour list starts at a random place (then wraps
+        around) among the neighbours with no latency measured: every client of a dead
+        edge got the same list, and taking it in order would send all of them to the
+        first neighbour at once (its connection-rate limit refusing most) while the
+        others idle."""
         order = [] if elsewhere or not current else [current]
-        rest = [u for u in dict.fromkeys([*neighbours, *urls]) if u != current]
+        near = [u for u in dict.fromkeys(neighbours) if u != current]
+        if elsewhere and len(near) > 1:
+            k = self._rng.randrange(len(near))
+            near = near[k:] + near[:k]
+        rest = list(dict.fromkeys([*near, *(u for u in urls if u != current)]))
         order += rest if rtts is None else rtts.order(rest, self.alternates)
         if elsewhere and current:
             order.append(current)  # still worth a try after all the others

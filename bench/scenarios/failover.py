@@ -12,7 +12,9 @@ SIGTERMed (``drain``: live handover).  Reported per run, then as medians:
 - ``gap_ms``: the longest silence each client saw around the action: p50, p99, max;
 - ``lost`` / ``duplicates``: reliable messages missing or repeated at the application
   level, per client, summed;
-- ``recovered_false``, ``reconnects``, ``handoffs``, ``connects_rejected``.
+- ``recovered_false``, ``reconnects``, ``handoffs``, ``connects_rejected``;
+- ``connections_per_surviving_edge`` and the busiest one's share: how evenly the
+  clients spread over the neighbours.
 
 Every run stops by itself: publishing lasts ``--duration`` seconds, then at most
 ``--settle`` seconds for the last messages.
@@ -137,10 +139,12 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
         acked: dict[tuple[int, int], str] = {}
         t_action: list[float] = []
 
+        by_client = {id(rc.client): rc for rc in clients}
+
         def moved(c: Any) -> None:
-            for rc in clients:
-                if rc.client is c and rc.served_again is None and t_action:
-                    rc.served_again = time.perf_counter()
+            rc = by_client.get(id(c))  # not a scan of every client per reconnect
+            if rc is not None and rc.served_again is None and t_action:
+                rc.served_again = time.perf_counter()
 
         for rc in clients:
             rc.client.on_reconnect = moved
@@ -210,6 +214,8 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
             edges_ = [w0, *window, min(w1, t_end) if window else w1]
             gaps.append(max(b - a for a, b in itertools.pairwise(edges_)))
         rejected = sum(metric_total(e.http_url, "edge_connects_rejected_total") for e in others)
+        # Where the clients went (the publishers' connections included).
+        per_edge = {e.edge_id: int(metric_total(e.http_url, "edge_connections")) for e in others}
         result = {
             "clients": p.clients,
             "served_again": len(resume),
@@ -228,6 +234,9 @@ async def _one_run(p: FailoverParams, progress: bool) -> dict[str, Any]:
             "reconnects": sum(rc.client.reconnects for rc in clients),
             "handoffs": sum(rc.client.handoffs for rc in clients),
             "connects_rejected": rejected,
+            "connections_per_surviving_edge": per_edge,
+            "busiest_survivor_share_pct": round(
+                100.0 * max(per_edge.values()) / max(1, sum(per_edge.values())), 1),
         }
         return result
     finally:
@@ -282,6 +291,8 @@ def run_failover_cli(p: FailoverParams, runs: int, out: Path, quiet: bool) -> in
         ("reconnects", ("reconnects",)),
         ("handoffs", ("handoffs",)),
         ("connects rejected (rate limit)", ("connects_rejected",)),
+        ("busiest surviving edge's share of connections (%)",
+         ("busiest_survivor_share_pct",)),
     ]
     medians = {label: _median(results, path) for label, path in figures}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

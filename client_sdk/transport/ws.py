@@ -110,8 +110,11 @@ class WsLink(asyncio.Protocol):
         self._code: int | None = None
         self._reason = ""
         self._why = ""  # why the link ended, when the edge did not say
-        self._keepalive: asyncio.Task[None] | None = None
-        self._pong: tuple[bytes, asyncio.Future[None]] | None = None
+        # Keepalive (timers, no task: a process may hold thousands of links):
+        # (interval, timeout), the timer armed, and the payload of the unanswered ping.
+        self._ka: tuple[float, float] = (0.0, 0.0)
+        self._ka_timer: asyncio.TimerHandle | None = None
+        self._ping_payload: bytes | None = None
 
     @classmethod
     async def open(cls, url: str, *, connect_timeout: float, ping_interval: float | None,
@@ -147,10 +150,9 @@ class WsLink(asyncio.Protocol):
         except BaseException:
             link.abort()
             raise
-        if ping_interval:
-            link._keepalive = loop.create_task(
-                link._ping_loop(ping_interval, ping_timeout or ping_interval),
-                name="ws-keepalive")
+        if ping_interval and not link._ended:
+            link._ka = (ping_interval, ping_timeout or ping_interval)
+            link._ka_timer = loop.call_later(ping_interval, link._ping)
         return link
 
     # -- asyncio.Protocol (event loop callbacks) -----------------------------------
@@ -244,9 +246,12 @@ class WsLink(asyncio.Protocol):
             if self._state == _OPEN and tx is not None:
                 tx.write(encode_frame(OP_PONG, ev.payload))
         elif type(ev) is Pong:
-            p = self._pong
-            if p is not None and p[0] == ev.payload and not p[1].done():
-                p[1].set_result(None)
+            if self._ping_payload is not None and ev.payload == self._ping_payload:
+                self._ping_payload = None  # answered: the next ping in an interval
+                if self._ka_timer is not None:
+                    self._ka_timer.cancel()
+                self._ka_timer = asyncio.get_running_loop().call_later(self._ka[0],
+                                                                       self._ping)
         else:
             assert isinstance(ev, Close)
             if self._ended:
@@ -277,38 +282,37 @@ class WsLink(asyncio.Protocol):
         self._ended = True
         if not self._why:
             self._why = why
-        if self._keepalive is not None and self._keepalive is not asyncio.current_task():
-            self._keepalive.cancel()
+        if self._ka_timer is not None:
+            self._ka_timer.cancel()
+            self._ka_timer = None
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
 
-    async def _ping_loop(self, interval: float, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(interval)
-            if self._state != _OPEN or self._tx is None:
-                return
-            payload = os.urandom(4)
-            fut: asyncio.Future[None] = loop.create_future()
-            self._pong = (payload, fut)
-            self._tx.write(encode_frame(OP_PING, payload))
-            try:
-                while True:
-                    await asyncio.wait((fut,), timeout=timeout)
-                    # While reading is paused (the application is behind) the pong
-                    # may sit unread in the socket: judge only once reading resumed.
-                    if fut.done() or not self._paused or self._ended:
-                        break
-            finally:
-                self._pong = None
-            if not fut.done() and not self._ended:
-                # Half-open (network cut, frozen edge): end like a lost connection.
-                self._why = "keepalive ping timeout"
-                if self._state == _OPEN:
-                    self._tx.write(encode_close(1011, "keepalive ping timeout"))
-                self.abort()
-                return
+    def _ping(self) -> None:
+        """Keepalive timer: send a PING, and give its PONG ``timeout`` seconds."""
+        self._ka_timer = None
+        if self._ended or self._state != _OPEN or self._tx is None:
+            return
+        self._ping_payload = payload = os.urandom(4)
+        self._tx.write(encode_frame(OP_PING, payload))
+        self._ka_timer = asyncio.get_running_loop().call_later(self._ka[1], self._ping_due)
+
+    def _ping_due(self) -> None:
+        """The PONG did not come in time: a half-open link (network cut, frozen edge)
+        ends like a lost connection.  While reading is paused (the application is
+        behind) the pong may sit unread in the socket: judge only once it resumed."""
+        self._ka_timer = None
+        if self._ended:
+            return
+        if self._paused:
+            self._ka_timer = asyncio.get_running_loop().call_later(self._ka[1],
+                                                                   self._ping_due)
+            return
+        self._why = "keepalive ping timeout"
+        if self._state == _OPEN and self._tx is not None:
+            self._tx.write(encode_close(1011, "keepalive ping timeout"))
+        self.abort()
 
     # -- Link -----------------------------------------------------------------------
 

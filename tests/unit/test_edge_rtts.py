@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import random
+
 import pytest
 
 from client_sdk.failover import EdgeList
@@ -62,5 +65,21 @@ def test_failover_candidates_follow_measured_rtt_not_the_servers_order() -> None
     assert edges.candidates(A, [B, C], [A], elsewhere=True, rtts=r) == [C, B, A]
     # Reconnecting to the same edge: it stays first.
     assert edges.candidates(A, [B, C], [A], elsewhere=False, rtts=r) == [A, C, B]
-    # Without measurements: the server's order, as before.
-    assert edges.candidates(A, [B, C], [A], elsewhere=True) == [B, C, A]
+    # Without measurements, reconnecting to the same edge: the server's order.
+    assert edges.candidates(A, [B, C], [A], elsewhere=False) == [A, B, C]
+
+
+def test_clients_of_a_dead_edge_spread_over_its_neighbours() -> None:
+    """Going elsewhere without measurements, each client starts the (same) neighbour
+    list at a random place: a thousand clients of a dead edge do not all pick the
+    first neighbour."""
+    firsts = collections.Counter(
+        EdgeList([A], random.Random(i)).candidates(A, [B, C, D], [A], elsewhere=True)[0]
+        for i in range(1000))
+    assert set(firsts) == {B, C, D} and min(firsts.values()) > 250
+    # Each order is the list rotated (every neighbour once), the dead edge last.
+    rotations = ([B, C, D], [C, D, B], [D, B, C])
+    for i in range(20):
+        order = EdgeList([A], random.Random(i)).candidates(A, [B, C, D], [A],
+                                                          elsewhere=True)
+        assert order[-1] == A and order[:3] in rotations
