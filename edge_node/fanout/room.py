@@ -101,11 +101,29 @@ class Room:
         """``s`` is a member now, joined with ``flags`` (``JOIN_*``); with a delivery
         policy other than ``all`` its sink keeps the kernel's share of its queue small
         (:meth:`~edge_node.transports.outbound.Outbound.bound_kernel_buffer`)."""
-        self.members[s.session_id] = s
-        self.flags[s.session_id] = flags
-        if self.policy(s.session_id) is not Delivery.ALL:
+        sid = s.session_id
+        again = sid in self.members
+        self.members[sid] = s
+        self.flags[sid] = flags
+        policy = self.policy(sid)
+        if policy is not Delivery.ALL:
             s.out.bound_kernel_buffer()
-        self.rebuild()
+        if again:
+            self.rebuild()
+            return
+        # A new member goes at the end of each list, as rebuild() would put it: no
+        # pass over every member per join (a resume storm joins thousands).
+        out = s.out
+        if policy is not Delivery.ALL:
+            self.policied.append((sid, out, policy))
+        elif out.framed and isinstance(out, Outbound):
+            self.framed.append((sid, out))
+        elif not out.framed:
+            self.bodies.append((sid, out))
+        if flags & JOIN_PRESENCE:
+            self.watchers.append(s)
+        if flags & JOIN_NO_ECHO:
+            self.no_echo.add(sid)
 
     def remove(self, session_id: str) -> bool:
         """``session_id`` is no longer a member (nor waiting for the stream to catch up

@@ -300,3 +300,18 @@ async def test_a_member_with_a_policy_gets_a_small_kernel_send_buffer() -> None:
     finally:
         plain_t.sock.close()
         policied_t.sock.close()
+
+
+async def test_adding_members_one_by_one_builds_the_lists_rebuild_would() -> None:
+    room = Room("arena-1", RoomMachine("arena-1", "edge-a"))
+    joins = [("a", 0), ("b", delivery_flags("drop")), ("c", JOIN_NO_ECHO), ("d", 1),
+             ("e", delivery_flags("latest") | 1)]
+    for sid, flags in joins:
+        room.add(FakeSession(sid, sink(FakeTransport())), flags)
+    incremental = (list(room.framed), list(room.bodies), list(room.policied),
+                   [w.session_id for w in room.watchers], set(room.no_echo))
+    room.rebuild()
+    assert incremental == (room.framed, room.bodies, room.policied,
+                           [w.session_id for w in room.watchers], room.no_echo)
+    room.add(room.members["a"], JOIN_NO_ECHO)  # joined again with other flags
+    assert room.no_echo == {"a", "c"}
