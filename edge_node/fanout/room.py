@@ -127,9 +127,13 @@ class Room:
 
     def remove(self, session_id: str) -> bool:
         """``session_id`` is no longer a member (nor waiting for the stream to catch up
-        with its replay); False if it was not a member."""
-        if self.members.pop(session_id, None) is None:
+        with its replay); False if it was not a member.  What its sink still holds of
+        this room under a delivery policy is dropped (it left)."""
+        s = self.members.pop(session_id, None)
+        if s is None:
             return False
+        if self.policy(session_id) is not Delivery.ALL:
+            s.out.forget_held(self.name)
         self.flags.pop(session_id, None)
         self.machine.catchup.pop(session_id, None)
         self.rebuild()

@@ -132,6 +132,12 @@ class Held:
         hr.bytes += n
         self.bytes += n
 
+    def forget(self, room: str) -> None:
+        """Drop what is held of ``room`` (the client left it): nothing is told."""
+        hr = self.rooms.pop(room, None)
+        if hr is not None:
+            self.bytes -= hr.bytes
+
     def release(self, send: Callable[[bytes, bool], object],
                 send_body: Callable[[bytes], object]) -> None:
         """Hand every held frame on, room by room: a ``drop`` room's DROPPED notice first

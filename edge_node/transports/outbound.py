@@ -76,6 +76,10 @@ class FrameSink(Protocol):
         """The client joined a room with a delivery policy (:data:`POLICY_SNDBUF`)."""
         ...
 
+    def forget_held(self, room: str) -> None:
+        """The client left ``room``: drop what is held of it."""
+        ...
+
     def queued_bytes(self) -> int:
         """Bytes waiting for this client."""
         ...
@@ -303,6 +307,11 @@ class Outbound:
         """True once the queue is down to half the soft limit (held frames may go)."""
         return (self._pending_bytes + self._transport.get_write_buffer_size()
                 <= self.soft_limit // 2)
+
+    def forget_held(self, room: str) -> None:
+        """The client left ``room``: what is held of it will not be sent."""
+        if self._held is not None:
+            self._held.forget(room)
 
     def held_counts(self) -> tuple[int, int]:
         """(conflated, dropped) messages of this client's ``latest``/``drop`` rooms."""

@@ -315,3 +315,16 @@ async def test_adding_members_one_by_one_builds_the_lists_rebuild_would() -> Non
                            [w.session_id for w in room.watchers], room.no_echo)
     room.add(room.members["a"], JOIN_NO_ECHO)  # joined again with other flags
     assert room.no_echo == {"a", "c"}
+
+
+async def test_what_is_held_of_a_room_the_member_left_is_not_sent() -> None:
+    t = FakeTransport(buffered=SOFT + 1)
+    room = Room("r", RoomMachine("r", "edge-a"))
+    s = FakeSession("a", sink(t))
+    room.add(s, delivery_flags("drop"))
+    s.out.push_policy(ws_binary_frame(b"held"), True, "r", Delivery.DROP, "", (1, 1))
+    assert room.remove("a")
+    t.buffered = 0
+    assert s.out.release_held()
+    await asyncio.sleep(0)
+    assert t.writes == []
