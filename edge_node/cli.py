@@ -321,6 +321,11 @@ def settings_from_args(a: argparse.Namespace) -> EdgeSettings:
     if a.quic_inbound_queue < a.max_frame_bytes:
         raise UserError("--quic-inbound-queue must be at least --max-frame-bytes "
                         f"({a.max_frame_bytes})")
+    soft = EdgeSettings().unreliable_drop_bytes
+    if a.send_queue_bytes < 2 * soft:
+        raise UserError(f"--send-queue-bytes must be at least {2 * soft} (twice the "
+                        f"{soft // 1024} KiB soft limit: a slow reader's held messages "
+                        "are released into the queue)")
     if a.presence_grace < 0:
         raise UserError("--presence-grace (EDGE_RELAY_PRESENCE_GRACE) must be 0 or more")
     if a.message_timeout <= 0:

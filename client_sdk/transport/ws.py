@@ -246,7 +246,8 @@ class WsLink(asyncio.Protocol):
             if self._state == _OPEN and tx is not None:
                 tx.write(encode_frame(OP_PONG, ev.payload))
         elif type(ev) is Pong:
-            if self._ping_payload is not None and ev.payload == self._ping_payload:
+            if (self._ping_payload is not None and ev.payload == self._ping_payload
+                    and not self._ended):
                 self._ping_payload = None  # answered: the next ping in an interval
                 if self._ka_timer is not None:
                     self._ka_timer.cancel()

@@ -17,6 +17,7 @@ a join.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -120,6 +121,7 @@ class LeaveGrace:
             raise ValueError("presence grace must be >= 0")
         self.grace = grace
         self._held: dict[tuple[str, str], HeldLeave] = {}
+        self._rooms: Counter[str] = Counter()  # held leaves per room
         #: Leaves that never had to be told: the session came back in time.
         self.cancelled = 0
 
@@ -127,7 +129,10 @@ class LeaveGrace:
         """Hold ``member``'s leave of ``room``; False (tell it now) when the grace is 0."""
         if self.grace <= 0:
             return False
-        self._held[(room, member.session_id)] = HeldLeave(room, member, now + self.grace)
+        key = (room, member.session_id)
+        if key not in self._held:
+            self._rooms[room] += 1
+        self._held[key] = HeldLeave(room, member, now + self.grace)
         return True
 
     def cancel(self, room: str, session_id: str) -> bool:
@@ -135,19 +140,26 @@ class LeaveGrace:
         its join need not be told either)."""
         if self._held.pop((room, session_id), None) is None:
             return False
+        self._release(room)
         self.cancelled += 1
         return True
 
     def holds(self, room: str) -> bool:
         """True while a leave of ``room`` is held."""
-        return any(r == room for r, _ in self._held)
+        return room in self._rooms
 
     def due(self, now: float) -> list[HeldLeave]:
         """The held leaves whose grace ended by ``now``, no longer held: tell them."""
         out = [h for h in self._held.values() if h.due <= now]
         for h in out:
             del self._held[(h.room, h.member.session_id)]
+            self._release(h.room)
         return out
+
+    def _release(self, room: str) -> None:
+        self._rooms[room] -= 1
+        if self._rooms[room] <= 0:
+            del self._rooms[room]
 
     def next_deadline(self) -> float | None:
         """When the next held leave is due (None: none held)."""
@@ -156,6 +168,7 @@ class LeaveGrace:
     def clear(self) -> list[HeldLeave]:
         """Every held leave, no longer held (tell them now: e.g. the edge drains)."""
         out, self._held = list(self._held.values()), {}
+        self._rooms.clear()
         return out
 
 

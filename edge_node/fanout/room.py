@@ -17,6 +17,7 @@ from client_sdk.protocol import (
     JOIN_NO_ECHO,
     JOIN_PRESENCE,
     Delivery,
+    MalformedFrame,
     Member,
     delivery_of,
     room_allowed,
@@ -81,8 +82,12 @@ class Room:
         return self.machine.owner
 
     def policy(self, session_id: str) -> Delivery:
-        """The delivery policy of member ``session_id``: its own, else the room's."""
-        return delivery_of(self.flags.get(session_id, 0)) or self.delivery
+        """The delivery policy of member ``session_id``: its own, else the room's (also
+        for flags naming none: JOIN and resume refuse those before a member is added)."""
+        try:
+            return delivery_of(self.flags.get(session_id, 0)) or self.delivery
+        except MalformedFrame:
+            return self.delivery
 
     def rebuild(self) -> None:
         """Recompute the fan-out target list after a membership change."""

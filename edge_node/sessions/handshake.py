@@ -21,7 +21,9 @@ from client_sdk.protocol import (
     Decoder,
     ErrorCode,
     Hello,
+    MalformedFrame,
     ProtocolError,
+    delivery_of,
     verify_token,
 )
 from edge_node.sessions.session import SessionClose
@@ -86,5 +88,9 @@ def parse_resume(resume: Any, max_rooms: int) -> ResumeRequest:
                 or not all(type(x) is int and x >= 0 for x in v)):
             raise SessionClose(ErrorCode.BAD_REQUEST,
                                "resume rooms must map room -> [flags, epoch, seq]")
+        try:
+            delivery_of(v[0])  # the flags hold a delivery policy that exists
+        except MalformedFrame as exc:
+            raise SessionClose(ErrorCode.BAD_REQUEST, f"resume room {room!r}: {exc}") from None
         out[room] = v
     return ResumeRequest(sid, rt, att, out)

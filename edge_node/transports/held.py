@@ -138,20 +138,34 @@ class Held:
         if hr is not None:
             self.bytes -= hr.bytes
 
-    def release(self, send: Callable[[bytes, bool], object],
-                send_body: Callable[[bytes], object]) -> None:
-        """Hand every held frame on, room by room: a ``drop`` room's DROPPED notice first
+    def release(self, send: Callable[[bytes, bool], bool],
+                send_body: Callable[[bytes], object]) -> bool:
+        """Hand held frames on, room by room: a room's DROPPED notice first
         (``send_body``, an encoded protocol frame), then its frames in order (``send``:
-        the data as held, and whether it is reliable).  Nothing is held afterwards."""
-        rooms, self.rooms = self.rooms, {}
-        self.bytes = 0
-        for name, hr in rooms.items():
+        the data as held and whether it is reliable; it returns False when it cannot
+        take one now).  True when nothing is held any more; False when ``send``
+        refused a frame: that one and the rest stay held, in order, for the next call."""
+        for name in list(self.rooms):
+            hr = self.rooms[name]
             if hr.dropped:
                 send_body(hr.notice(name))
-            for data, reliable, _ in hr.frames:
-                send(data, reliable)
-            for data in hr.latest.values():
-                send(data, False)
+                hr.dropped = hr.reliable_dropped = 0
+                hr.first = hr.last = (0, 0)
+            while hr.frames:
+                data, reliable, _ = hr.frames[0]
+                if not send(data, reliable):
+                    return False
+                hr.frames.popleft()
+                self._take(hr, len(data))
+            while hr.latest:
+                key = next(iter(hr.latest))
+                data = hr.latest[key]
+                if not send(data, False):
+                    return False
+                del hr.latest[key]
+                self._take(hr, len(data))
+            del self.rooms[name]
+        return True
 
     def _take(self, hr: HeldRoom, n: int) -> None:
         hr.bytes -= n

@@ -293,15 +293,15 @@ class Outbound:
         return self._pending_bytes + self._transport.get_write_buffer_size() > self.soft_limit
 
     def release_held(self) -> bool:
-        """Hand held frames on once the queue has drained to half the soft limit; True
-        when nothing is held any more (or the client is gone)."""
+        """Hand held frames on once the queue has drained to half the soft limit (as many
+        as the sink takes now: :meth:`_release`); True when nothing is held any more (or
+        the client is gone)."""
         held = self._held
         if self.closed or self._transport.is_closing() or held is None:
             return True
         if not self.drained():
             return not held.rooms
-        held.release(self._release, self.push)
-        return True
+        return held.release(self._release, self.push)
 
     def drained(self) -> bool:
         """True once the queue is down to half the soft limit (held frames may go)."""

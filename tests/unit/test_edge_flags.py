@@ -28,6 +28,8 @@ NEW = {
     "--function-timeout": ("2.5", "function_timeout", 2.5),
     "--function-client-concurrency": ("4", "function_client_concurrency", 4),
     "--function-max-bytes": ("4096", "function_max_bytes", 4096),
+    "--presence-grace": ("2.5", "presence_grace", 2.5),
+    "--room-delivery": ("arena-*=latest", "room_delivery", (("arena-*", "latest"),)),
 }
 
 
@@ -97,6 +99,10 @@ def test_documented_variable_reaches_the_settings(flag: str,
     (["--quic-datagram-queue", "0"], {}, "--quic-datagram-queue"),
     (["--quic-inbound-queue", "100"], {}, "--quic-inbound-queue"),
     (["--redis-wait-replicas", "-1"], {}, "--redis-wait-replicas"),
+    (["--send-queue-bytes", "100000"], {}, "--send-queue-bytes must be at least 131072"),
+    (["--presence-grace", "-1"], {}, "--presence-grace"),
+    (["--room-delivery", "arena-*=newest"], {}, "POLICY one of all, latest, drop"),
+    ([], {"EDGE_RELAY_ROOM_DELIVERY": "nopattern"}, "--room-delivery takes PATTERN=POLICY"),
 ])
 def test_bad_values_are_user_errors(argv: list[str], env: dict[str, str], message: str,
                                     monkeypatch: pytest.MonkeyPatch) -> None:

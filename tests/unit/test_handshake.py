@@ -119,6 +119,7 @@ def test_parse_resume_accepts_a_well_formed_request() -> None:
     {"sid": "s", "rt": "r", "rooms": {"a": [0, 1, "2"]}},
     {"sid": "s", "rt": "r", "rooms": {"": [0, 1, 2]}},
     {"sid": "s", "rt": "r", "rooms": {3: [0, 1, 2]}},
+    {"sid": "s", "rt": "r", "rooms": {"a": [5 << 2, 1, 2]}},  # no delivery policy 5
 ])
 def test_parse_resume_refuses_a_malformed_request(resume: Any) -> None:
     with pytest.raises(SessionClose) as info:

@@ -91,7 +91,12 @@ class QuicOutbound(Outbound):
         return self.push(data, reliable)
 
     def _release(self, data: bytes, reliable: bool) -> bool:
-        """Queue a held body (a datagram takes no soft-limit check)."""
+        """Queue a held body; False, leaving it held, for a datagram while the datagram
+        backlog is at the slow mark again (released into it, the queue would drop the
+        oldest uncounted)."""
+        if (not reliable and len(data) <= self.max_datagram
+                and len(self._dgrams) + self._sink.datagrams_waiting() >= self._dgram_slow):
+            return False
         return self.push(data, reliable)
 
     def bound_kernel_buffer(self) -> None:
