@@ -403,13 +403,13 @@ def room_delivery_rules(flags: list[str], env: str) -> tuple[tuple[str, str], ..
     variable, each checked: a bad one is a :class:`UserError`."""
     from client_sdk.protocol import Delivery
 
+    names = [d.value for d in Delivery]
     rules = []
     for spec in [*flags, *(x.strip() for x in env.split(",") if x.strip())]:
         pattern, sep, policy = spec.rpartition("=")
-        choices = ", ".join(d.value for d in Delivery)
-        if not sep or not pattern or policy not in {d.value for d in Delivery}:
+        if not sep or not pattern or policy not in names:
             raise UserError(f"--room-delivery takes PATTERN=POLICY with POLICY one of "
-                            f"{choices}, not {spec!r}")
+                            f"{', '.join(names)}, not {spec!r}")
         rules.append((pattern, policy))
     return tuple(rules)
 

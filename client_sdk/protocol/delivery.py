@@ -1,8 +1,8 @@
 """Per-subscriber delivery policies (what a slow reader gets) and the DROPPED frame.
 
 A client chooses, per room at JOIN, what the edge does with the room's messages while
-the client reads slower than they arrive (its send queue is above the edge's soft
-limit, ``--send-queue-soft-bytes``):
+the client reads slower than they arrive (its send queue on the edge is above the soft
+limit, 64 KiB):
 
 ``all``         Today's rule: reliable messages are queued up to the hard limit, then the
                 client is closed 4001; unreliable ones are refused while over the soft

@@ -42,22 +42,32 @@ def announce(store: RoomStore, room: str, watchers: Iterable[SessionLike], m: Me
     """Tell the clients that ``m`` joined (or left) ``room``: its presence ``watchers``
     here and, through a live event, those on the other edges; ``lost``: it left because
     its connection ended without a normal close (it may be resuming)."""
-    data = encode(PresenceJoin(room, m) if joined else PresenceLeave(room, m, lost))
-    for w in watchers:
-        if w.session_id != m.session_id:
-            w.send(data)
-    body: list[Any] = [m.session_id, m.subject, m.kind]
+    _tell_watchers(room, watchers, m, joined, lost, skip=m.session_id)
+    body = _body(m)
     store.publish_live(room, LIVE_PRESENCE_JOIN if joined else LIVE_PRESENCE_LEAVE,
                        [[*body, True] if lost else body])
+
+
+def _tell_watchers(room: str, watchers: Iterable[SessionLike], m: Member, joined: bool,
+                   lost: bool, skip: str | None = None) -> None:
+    """PRESENCE_JOIN or PRESENCE_LEAVE to ``watchers`` (not to session ``skip``)."""
+    data = encode(PresenceJoin(room, m) if joined else PresenceLeave(room, m, lost))
+    for w in watchers:
+        if w.session_id != skip:
+            w.send(data)
+
+
+def _body(m: Member) -> list[Any]:
+    """``m`` as the store and the live events carry it."""
+    return [m.session_id, m.subject, m.kind]
 
 
 def record(store: RoomStore, uplink: Any, functions: Any, room: str, m: Member,
            joined: bool) -> None:
     """Record that ``m`` joined (or left) ``room``: the store's member set, the origin
     (``uplink``), the edge's functions (a ``FunctionHost``); each may be None."""
-    body = [m.session_id, m.subject, m.kind]
     if joined:
-        spawn(store.add_member(room, m.session_id, body))
+        spawn(store.add_member(room, m.session_id, _body(m)))
     else:
         spawn(store.remove_member(room, m.session_id))
     if uplink is not None:
@@ -70,12 +80,8 @@ def record(store: RoomStore, uplink: Any, functions: Any, room: str, m: Member,
 def relay_presence(room: Room, joined: bool, member: list[Any]) -> None:
     """Tell ``room``'s watchers here of a join or leave on another edge (the live
     event's ``[session_id, subject, kind, lost?]``)."""
-    m = Member(*member[:3])
-    ev = PresenceJoin(room.name, m) if joined else PresenceLeave(
-        room.name, m, len(member) > 3 and member[3] is True)
-    data = encode(ev)
-    for w in room.watchers:
-        w.send(data)
+    _tell_watchers(room.name, room.watchers, Member(*member[:3]), joined,
+                   len(member) > 3 and member[3] is True)
 
 
 def presence_event(functions: Any, room: str, m: Member, joined: bool) -> None:
@@ -188,8 +194,7 @@ class PresenceTeller:
         hub = self.hub
         announce(hub.store, room.name, room.watchers, m, True)
         if self.grace.cancel(room.name, m.session_id):
-            spawn(hub.store.add_member(room.name, m.session_id,
-                                       [m.session_id, m.subject, m.kind]))
+            spawn(hub.store.add_member(room.name, m.session_id, _body(m)))
         else:
             record(hub.store, hub.uplink, hub.functions, room.name, m, True)
 

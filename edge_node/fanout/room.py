@@ -90,22 +90,33 @@ class Room:
             return self.delivery
 
     def rebuild(self) -> None:
-        """Recompute the fan-out target list after a membership change."""
-        plain = {sid: s for sid, s in self.members.items()
-                 if self.policy(sid) is Delivery.ALL}
-        self.policied = [(sid, s.out, self.policy(sid)) for sid, s in self.members.items()
-                         if sid not in plain]
-        self.framed = [(sid, s.out) for sid, s in plain.items()
-                       if s.out.framed and isinstance(s.out, Outbound)]
-        self.bodies = [(sid, s.out) for sid, s in plain.items() if not s.out.framed]
-        self.watchers = [s for sid, s in self.members.items()
-                         if self.flags.get(sid, 0) & JOIN_PRESENCE]
-        self.no_echo = {sid for sid in self.members if self.flags.get(sid, 0) & JOIN_NO_ECHO}
+        """Recompute the fan-out target lists after a membership change."""
+        self.framed, self.bodies, self.policied, self.watchers = [], [], [], []
+        self.no_echo = set()
+        for sid, s in self.members.items():
+            self._place(sid, s, self.policy(sid))
+
+    def _place(self, sid: str, s: SessionLike, policy: Delivery) -> None:
+        """Put member ``sid`` at the end of each target list it belongs to."""
+        out = s.out
+        if policy is not Delivery.ALL:
+            self.policied.append((sid, out, policy))
+        elif out.framed and isinstance(out, Outbound):
+            self.framed.append((sid, out))
+        elif not out.framed:
+            self.bodies.append((sid, out))
+        flags = self.flags.get(sid, 0)
+        if flags & JOIN_PRESENCE:
+            self.watchers.append(s)
+        if flags & JOIN_NO_ECHO:
+            self.no_echo.add(sid)
 
     def add(self, s: SessionLike, flags: int) -> None:
         """``s`` is a member now, joined with ``flags`` (``JOIN_*``); with a delivery
         policy other than ``all`` its sink keeps the kernel's share of its queue small
-        (:meth:`~edge_node.transports.outbound.Outbound.bound_kernel_buffer`)."""
+        (:meth:`~edge_node.transports.outbound.Outbound.bound_kernel_buffer`).  A new
+        member is placed at the end of the lists, where :meth:`rebuild` would put it:
+        no pass over every member per join (a resume storm joins thousands)."""
         sid = s.session_id
         again = sid in self.members
         self.members[sid] = s
@@ -115,20 +126,8 @@ class Room:
             s.out.bound_kernel_buffer()
         if again:
             self.rebuild()
-            return
-        # A new member goes at the end of each list, as rebuild() would put it: no
-        # pass over every member per join (a resume storm joins thousands).
-        out = s.out
-        if policy is not Delivery.ALL:
-            self.policied.append((sid, out, policy))
-        elif out.framed and isinstance(out, Outbound):
-            self.framed.append((sid, out))
-        elif not out.framed:
-            self.bodies.append((sid, out))
-        if flags & JOIN_PRESENCE:
-            self.watchers.append(s)
-        if flags & JOIN_NO_ECHO:
-            self.no_echo.add(sid)
+        else:
+            self._place(sid, s, policy)
 
     def remove(self, session_id: str) -> bool:
         """``session_id`` is no longer a member (nor waiting for the stream to catch up

@@ -290,7 +290,7 @@ class Outbound:
     def backed_up(self) -> bool:
         """True while the client is slower than its messages: the queue is above the
         soft limit."""
-        return self._pending_bytes + self._transport.get_write_buffer_size() > self.soft_limit
+        return self._queued() > self.soft_limit
 
     def release_held(self) -> bool:
         """Hand held frames on once the queue has drained to half the soft limit (as many
@@ -305,8 +305,7 @@ class Outbound:
 
     def drained(self) -> bool:
         """True once the queue is down to half the soft limit (held frames may go)."""
-        return (self._pending_bytes + self._transport.get_write_buffer_size()
-                <= self.soft_limit // 2)
+        return self._queued() <= self.soft_limit // 2
 
     def forget_held(self, room: str) -> None:
         """The client left ``room``: what is held of it will not be sent."""
@@ -344,6 +343,9 @@ class Outbound:
         """Bytes waiting for this client: ours plus the transport's write buffer."""
         if self.closed or self._transport.is_closing():
             return 0
+        return self._queued()
+
+    def _queued(self) -> int:
         return self._pending_bytes + self._transport.get_write_buffer_size()
 
     def flush(self) -> None:

@@ -95,9 +95,13 @@ class QuicOutbound(Outbound):
         backlog is at the slow mark again (released into it, the queue would drop the
         oldest uncounted)."""
         if (not reliable and len(data) <= self.max_datagram
-                and len(self._dgrams) + self._sink.datagrams_waiting() >= self._dgram_slow):
+                and self._backlog() >= self._dgram_slow):
             return False
         return self.push(data, reliable)
+
+    def _backlog(self) -> int:
+        """Datagrams not yet sent: ours for the next flush, and aioquic's."""
+        return len(self._dgrams) + self._sink.datagrams_waiting()
 
     def bound_kernel_buffer(self) -> None:
         """Nothing to bound: the datagram backlog and the stream's unacknowledged bytes
@@ -107,13 +111,13 @@ class QuicOutbound(Outbound):
         """Slow: the stream's queue is above the soft limit, or datagrams wait for the
         congestion window (half the datagram queue or more)."""
         return (super().backed_up()
-                or len(self._dgrams) + self._sink.datagrams_waiting() >= self._dgram_slow)
+                or self._backlog() >= self._dgram_slow)
 
     def drained(self) -> bool:
         """The stream's queue is down to half the soft limit and the datagram backlog
         to a quarter of the datagram queue."""
         return (super().drained()
-                and len(self._dgrams) + self._sink.datagrams_waiting() <= self._dgram_slow // 2)
+                and self._backlog() <= self._dgram_slow // 2)
 
     def flush(self) -> None:
         """Write pending records, send queued datagrams, then transmit once."""
